@@ -1,0 +1,1 @@
+"""Code every service imports: configuration, database, storage, events, tokens, logging."""

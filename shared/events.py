@@ -1,0 +1,214 @@
+"""The platform's events, their one codec, and thin Pub/Sub helpers.
+
+A message is a JSON body carrying ``schema_version`` and the event's fields, with the
+attributes ``event_type``, ``task_id``, ``event_id`` and ``schema_version``. The clients
+talk to the emulator when ``PUBSUB_EMULATOR_HOST`` is set, to Pub/Sub otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from google.api_core.exceptions import AlreadyExists
+from google.cloud import pubsub_v1
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.config import Settings
+from shared.lifecycle import TaskStatus
+
+SCHEMA_VERSION = 1
+
+
+class MalformedEvent(ValueError):
+    """A message that can never be applied: bad JSON, unknown type or schema version."""
+
+
+def _new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ClipSpec(_Frozen):
+    """What a clip is (DESIGN section 6): every knob with its default."""
+
+    mode: Literal["split", "trim"] = "split"
+    fit: Literal["pad", "crop"] = "pad"
+    max_part_seconds: Annotated[float, Field(gt=0, le=600)] = 20.0
+    width: Annotated[int, Field(ge=16, le=7680, multiple_of=2)] = 1280
+    height: Annotated[int, Field(ge=16, le=4320, multiple_of=2)] = 720
+    fps: Annotated[int, Field(ge=1, le=120)] = 30
+    video_codec: Literal["libx264"] = "libx264"
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"
+    ] = "veryfast"
+    crf: Annotated[int, Field(ge=0, le=51)] = 23
+    audio_rate: Literal[44100, 48000] = 48000
+    card_seconds: Annotated[float, Field(ge=0, le=10)] = 1.0
+
+
+class TaskSubmitted(_Frozen):
+    """``video-tasks``: a task to process."""
+
+    event_type: Literal["TaskSubmitted"] = "TaskSubmitted"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str = Field(default_factory=_new_event_id)
+    task_id: uuid.UUID
+    owner_id: uuid.UUID
+    source: str  # gs://bucket/object of an upload, or the http(s) URL to fetch
+    spec: ClipSpec = ClipSpec()
+    submitted_at: datetime = Field(default_factory=_now)
+
+
+class ClipOutput(_Frozen):
+    index: int
+    uri: str
+    poster_uri: str | None = None
+    duration_seconds: float
+    size_bytes: int
+
+
+class TaskStatusChanged(_Frozen):
+    """``task-events``: a task's status, progress or outcome changed."""
+
+    event_type: Literal["TaskStatusChanged"] = "TaskStatusChanged"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str = Field(default_factory=_new_event_id)
+    task_id: uuid.UUID
+    status: TaskStatus
+    attempt: int = 0
+    progress: Annotated[int, Field(ge=0, le=100)] = 0
+    outputs: tuple[ClipOutput, ...] = ()
+    failure_reason: str | None = None
+    worker_id: str | None = None
+    occurred_at: datetime = Field(default_factory=_now)
+
+
+Event = TaskSubmitted | TaskStatusChanged
+_EVENT_TYPES: dict[str, type[Event]] = {
+    "TaskSubmitted": TaskSubmitted,
+    "TaskStatusChanged": TaskStatusChanged,
+}
+
+
+def encode(event: Event) -> tuple[bytes, dict[str, str]]:
+    """The message body and attributes of ``event``."""
+    data = event.model_dump_json().encode()
+    attributes = {
+        "event_type": event.event_type,
+        "event_id": event.event_id,
+        "task_id": str(event.task_id),
+        "schema_version": str(event.schema_version),
+    }
+    return data, attributes
+
+
+def decode(data: bytes, attributes: dict[str, str] | None = None) -> Event:
+    """The event in a message; :class:`MalformedEvent` if it can never be read."""
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedEvent(f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise MalformedEvent("body is not a JSON object")
+    event_type = body.get("event_type") or (attributes or {}).get("event_type")
+    model = _EVENT_TYPES.get(str(event_type))
+    if model is None:
+        raise MalformedEvent(f"unknown event type {event_type!r}")
+    if body.get("schema_version") != SCHEMA_VERSION:
+        raise MalformedEvent(f"unsupported schema version {body.get('schema_version')!r}")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise MalformedEvent(f"invalid {event_type}: {exc.errors(include_url=False)}") from None
+
+
+# --- Pub/Sub -----------------------------------------------------------------------------
+
+
+def topic_path(settings: Settings, topic: str) -> str:
+    return pubsub_v1.PublisherClient.topic_path(settings.google_cloud_project, topic)
+
+
+def subscription_path(settings: Settings, subscription: str) -> str:
+    return pubsub_v1.SubscriberClient.subscription_path(
+        settings.google_cloud_project, subscription
+    )
+
+
+@lru_cache(maxsize=1)
+def publisher_client() -> pubsub_v1.PublisherClient:
+    """The process's publisher client (created once; it batches and retries)."""
+    return pubsub_v1.PublisherClient(
+        batch_settings=pubsub_v1.types.BatchSettings(max_latency=0.01)
+    )
+
+
+class Publisher:
+    """Publishes events to the topics named in ``settings``."""
+
+    def __init__(self, settings: Settings, client: pubsub_v1.PublisherClient | None = None):
+        self.settings = settings
+        self.client = client or publisher_client()
+
+    def publish(self, topic: str, event: Event):
+        """Publish ``event`` to ``topic``; returns the client's future (``.result()``
+        gives the message id, or raises)."""
+        data, attributes = encode(event)
+        return self.publish_raw(topic, data, attributes)
+
+    def publish_raw(self, topic: str, data: bytes, attributes: dict[str, str]):
+        """Publish an already encoded message (the outbox stores them encoded)."""
+        return self.client.publish(topic_path(self.settings, topic), data, **attributes)
+
+
+def ensure_topic(settings: Settings, topic: str) -> None:
+    """Create ``topic`` if it does not exist."""
+    try:
+        publisher_client().create_topic(name=topic_path(settings, topic))
+    except AlreadyExists:
+        pass
+
+
+def ensure_subscription(
+    settings: Settings, subscription: str, topic: str, ack_deadline_seconds: int
+) -> None:
+    """Create ``subscription`` on ``topic`` if it does not exist."""
+    with pubsub_v1.SubscriberClient() as subscriber:
+        try:
+            subscriber.create_subscription(
+                name=subscription_path(settings, subscription),
+                topic=topic_path(settings, topic),
+                ack_deadline_seconds=ack_deadline_seconds,
+            )
+        except AlreadyExists:
+            pass
+
+
+def ensure_topology(settings: Settings) -> None:
+    """Create the platform's topics and subscriptions (local stack and tests; Terraform
+    owns them on Google Cloud)."""
+    ensure_topic(settings, settings.topic_video_tasks)
+    ensure_topic(settings, settings.topic_task_events)
+    ensure_subscription(
+        settings,
+        settings.subscription_transcoder,
+        settings.topic_video_tasks,
+        settings.transcoder_ack_deadline_seconds,
+    )
+    ensure_subscription(
+        settings,
+        settings.subscription_notifier,
+        settings.topic_task_events,
+        settings.notifier_ack_deadline_seconds,
+    )

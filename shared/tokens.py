@@ -1,0 +1,189 @@
+"""Access tokens: signing keys, issuing, JWKS and the one verifier every service uses.
+
+Tokens are EdDSA (Ed25519) JWTs with ``sub``, ``iat``, ``nbf``, ``exp``, ``iss``, ``aud``
+and a ``kid`` header (the key's RFC 7638 thumbprint). Verification accepts EdDSA only:
+``alg: none``, HMAC tokens signed with the public key and keys named by ``jku``/``x5u``
+headers are never considered.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from jwt.algorithms import OKPAlgorithm
+
+from shared.config import Settings
+from shared.errors import DependencyUnavailable, Unauthorized
+
+ALGORITHM = "EdDSA"
+_REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub"]
+
+
+class InvalidToken(Unauthorized):
+    code = "invalid_token"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private_key: Ed25519PrivateKey
+    kid: str
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.private_key.public_key()
+
+
+def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
+    """The public key as a JWK with ``kid``, ``alg`` and ``use``."""
+    jwk = OKPAlgorithm.to_jwk(public_key, as_dict=True)
+    thumbprint_input = json.dumps(
+        {"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]}, separators=(",", ":"), sort_keys=True
+    )
+    digest = hashlib.sha256(thumbprint_input.encode()).digest()
+    kid = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return {**jwk, "kid": kid, "alg": ALGORITHM, "use": "sig"}
+
+
+def signing_key_from_pem(pem: bytes) -> SigningKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SystemExit("the token signing key must be an Ed25519 private key")
+    return SigningKey(key, public_jwk(key.public_key())["kid"])
+
+
+def load_signing_key(settings: Settings) -> SigningKey:
+    """The signing key from ``TOKEN_SIGNING_KEY`` (PEM), ``TOKEN_SIGNING_KEY_FILE`` or
+    ``TOKEN_SIGNING_KEY_SECRET`` (a Secret Manager version); stops the process if none."""
+    if settings.token_signing_key:
+        return signing_key_from_pem(settings.token_signing_key.encode())
+    if settings.token_signing_key_file:
+        return signing_key_from_pem(Path(settings.token_signing_key_file).read_bytes())
+    if settings.token_signing_key_secret:
+        from google.cloud import secretmanager
+
+        client = secretmanager.SecretManagerServiceClient()
+        response = client.access_secret_version(name=settings.token_signing_key_secret)
+        return signing_key_from_pem(response.payload.data)
+    raise SystemExit(
+        "no token signing key: set TOKEN_SIGNING_KEY, TOKEN_SIGNING_KEY_FILE "
+        "or TOKEN_SIGNING_KEY_SECRET"
+    )
+
+
+def generate_signing_key_pem() -> bytes:
+    """A new Ed25519 private key, PEM-encoded (PKCS#8)."""
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def issue_token(
+    key: SigningKey, settings: Settings, subject: str, *, now: datetime | None = None
+) -> str:
+    """A signed access token for user ``subject``, valid for ``token_ttl_seconds``."""
+    issued = now or datetime.now(UTC)
+    claims = {
+        "sub": subject,
+        "iss": settings.token_issuer,
+        "aud": settings.token_audience,
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + timedelta(seconds=settings.token_ttl_seconds),
+    }
+    return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
+
+
+class TokenVerifier:
+    """Checks a bearer token's signature, algorithm, issuer, audience and times.
+
+    Keys come from a JWKS URL (cached, refetched when a token names an unknown ``kid``)
+    or from a fixed list of public keys.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        jwks_url: str | None = None,
+        public_keys: list[Ed25519PublicKey] | None = None,
+    ) -> None:
+        self.issuer = settings.token_issuer
+        self.audience = settings.token_audience
+        self._static = {public_jwk(k)["kid"]: k for k in public_keys or []}
+        self._jwks = (
+            jwt.PyJWKClient(
+                jwks_url,
+                cache_keys=True,
+                lifespan=settings.jwks_cache_seconds,
+                timeout=5,
+            )
+            if jwks_url
+            else None
+        )
+
+    def _key_for(self, kid: str):
+        if kid in self._static:
+            return self._static[kid]
+        if self._jwks is None:
+            raise InvalidToken("token signed by an unknown key")
+        try:
+            jwk = self._jwks.get_signing_key(kid)
+        except jwt.PyJWKClientConnectionError:
+            raise DependencyUnavailable("token keys are unavailable, try again") from None
+        except jwt.PyJWKClientError:
+            raise InvalidToken("token signed by an unknown key") from None
+        if not isinstance(jwk.key, Ed25519PublicKey):
+            raise InvalidToken("token signed by an unusable key")
+        return jwk.key
+
+    def verify(self, token: str) -> dict:
+        """The token's claims; :class:`InvalidToken` (401) for any defect."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed token") from None
+        if header.get("alg") != ALGORITHM or not isinstance(header.get("kid"), str):
+            raise InvalidToken("token algorithm or key id not accepted")
+        key = self._key_for(header["kid"])
+        try:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": _REQUIRED_CLAIMS},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token expired", code="token_expired") from None
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"invalid token: {exc}") from None
+
+
+def _generate_cli(path: str) -> None:
+    target = Path(path)
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(generate_signing_key_pem())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "generate":
+        raise SystemExit("usage: python -m shared.tokens generate <path>")
+    _generate_cli(sys.argv[2])

@@ -1,0 +1,146 @@
+"""What every HTTP service shares: the error JSON, request-body parsing and health routes.
+
+Every error leaves as ``{"error": {"code": ..., "message": ...}}`` with its status; an
+unexpected exception is logged with its traceback and answered with a bare 500 body,
+never the traceback itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
+
+from shared.errors import (
+    BadRequest,
+    DomainError,
+    PayloadTooLarge,
+    RateLimited,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger(__name__)
+Model = TypeVar("Model", bound=BaseModel)
+
+# Pydantic error types that mean "the request is malformed" (400) rather than
+# "well-formed but not acceptable" (422).
+_SHAPE_ERRORS = ("missing", "string_type", "int_type", "int_parsing", "bool_type",
+                 "float_type", "dict_type", "list_type", "model_type", "json_invalid")
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """The one way an error leaves any service."""
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _domain_error(exc: DomainError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    if exc.status >= 500:
+        log.warning("dependency unavailable: %s", exc.message)
+    return error_response(exc.status, exc.code, exc.message, headers)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    code = (exc.name or "error").lower().replace(" ", "_")
+    response = error_response(exc.code or 500, code, exc.description or exc.name)
+    if exc.code == 405 and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal", "internal error")
+
+
+def init_app(app: Flask) -> None:
+    """Register the error handlers and make JSON output stable (UTF-8, unsorted)."""
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    app.register_error_handler(DomainError, _domain_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def json_body(model: type[Model], *, max_bytes: int) -> Model:
+    """Parse and validate the request's JSON body into ``model``.
+
+    415 unless the body is ``application/json``; 413 past ``max_bytes``; 400 for malformed
+    JSON, a non-object, missing fields or wrong types; 422 for values that break a rule or
+    fields the client may not send.
+    """
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("send a JSON body with Content-Type: application/json")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"JSON bodies are limited to {max_bytes} bytes")
+    raw = request.stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"JSON bodies are limited to {max_bytes} bytes")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadRequest("the body is not valid JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_json")
+    try:
+        return model.model_validate(body, strict=True)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+def _validation_error(exc: ValidationError) -> DomainError:
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    parts = []
+    shape = False
+    for error in errors:
+        field = ".".join(str(p) for p in error["loc"]) or "body"
+        if error["type"] == "extra_forbidden":
+            parts.append(f"{field}: may not be set")
+        else:
+            parts.append(f"{field}: {error['msg']}")
+            shape = shape or error["type"] in _SHAPE_ERRORS
+    message = "; ".join(parts)
+    if shape:
+        return BadRequest(message, code="invalid_request")
+    return Unprocessable(message, code="invalid_field")
+
+
+def health_blueprint(readiness_checks: Mapping[str, Callable[[], None]], prefix: str = "") -> Blueprint:
+    """``/healthz`` (the process answers) and ``/readyz`` (each named check passes).
+
+    A check is a callable that raises when its dependency is not usable.
+    """
+    health = Blueprint("health", __name__, url_prefix=prefix or None)
+
+    @health.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @health.get("/readyz")
+    def readyz():
+        results = {}
+        for name, check in readiness_checks.items():
+            try:
+                check()
+                results[name] = "ok"
+            except Exception as exc:  # a readiness probe reports any failure, by design
+                log.warning("readiness check %s failed: %s", name, exc)
+                results[name] = "unavailable"
+        ready = all(value == "ok" for value in results.values())
+        return {"status": "ok" if ready else "unavailable", "checks": results}, (
+            200 if ready else 503
+        )
+
+    return health
