@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     auth_jwks_url: str = "http://127.0.0.1:5051/auth/.well-known/jwks.json"
     jwks_cache_seconds: int = 300
 
+    # --- HTTP ---------------------------------------------------------------------------
+    trusted_proxy_hops: int = 1  # X-Forwarded-For entries added by our gateway/load balancer
+
     # --- auth ---------------------------------------------------------------------------
     login_failures_per_minute: int = 20  # per account and per client address
     signups_per_minute_per_client: int = 30
