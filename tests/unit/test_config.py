@@ -1,0 +1,29 @@
+"""Settings: defaults in code, the environment overrides, production stops on gaps."""
+
+import pytest
+
+from shared.config import Settings
+
+
+def test_environment_overrides_defaults(monkeypatch):
+    monkeypatch.setenv("UPLOADS_BUCKET", "league-uploads")
+    monkeypatch.setenv("MAX_UPLOAD_BYTES", "1048576")
+    settings = Settings()
+    assert settings.uploads_bucket == "league-uploads"
+    assert settings.max_upload_bytes == 1048576
+    assert settings.clips_bucket == "idrl-clips"
+
+
+def test_upload_chunks_must_suit_resumable_uploads():
+    with pytest.raises(ValueError, match="262144"):
+        Settings(upload_chunk_bytes=1000)
+
+
+def test_a_missing_production_setting_stops_the_process():
+    settings = Settings(environment="production", token_signing_key_secret=None)
+    with pytest.raises(SystemExit, match="TOKEN_SIGNING_KEY_SECRET"):
+        settings.require_production("token_signing_key_secret")
+
+
+def test_local_defaults_need_nothing():
+    Settings(environment="local").require_production("token_signing_key_secret")
