@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     outbox_relay_enabled: bool = True
     outbox_relay_interval_seconds: float = 2.0
     outbox_republish_after_seconds: float = 5.0
+    outbox_publish_timeout_seconds: float = 5.0  # then the relay retries the row
+    outbox_relay_batch: int = 100
+    # Test-only fault injection: the api process exits right after committing a new task
+    # and before publishing it (the outbox crash test). Ignored in production.
+    fault_crash_after_commit: bool = False
 
     # --- sources and processing -------------------------------------------------------
     allow_loopback_sources: bool = False  # local stack only: lets workers fetch 127.0.0.0/8
