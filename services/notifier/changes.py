@@ -1,0 +1,117 @@
+"""What an event does to a task: the ordering rules, without any I/O.
+
+A task only moves forward (``shared.lifecycle``). Within an active status only a newer
+attempt or a higher progress is news; progress shown to the owner never falls; a final
+status is never left; a deleted task never changes again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.events import MalformedEvent, TaskStatusChanged
+from shared.lifecycle import TaskStatus, moves_forward
+from shared.storage import parse_gs_uri
+
+# Failure reasons come from ffmpeg and fetch errors; the row keeps a bounded excerpt.
+MAX_FAILURE_REASON_CHARS = 2000
+NO_FAILURE_REASON = "the worker reported a failure without a reason"
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """The fields of a task row that decide whether an event is news."""
+
+    status: TaskStatus
+    progress: int
+    attempt: int
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Change:
+    """The new values of a task row after an applied event."""
+
+    status: TaskStatus
+    progress: int
+    attempt: int
+    status_changed: bool
+    failure_reason: str | None  # None: keep the row's
+    worker_id: str | None  # None: keep the row's
+    occurred_at: datetime
+
+
+def check_event(event: TaskStatusChanged) -> None:
+    """Raise :class:`MalformedEvent` for an event that could never be applied."""
+    if event.occurred_at.tzinfo is None:
+        raise MalformedEvent("occurred_at has no time zone")
+    if event.outputs and event.status is not TaskStatus.PROCESSED:
+        raise MalformedEvent(f"a {event.status} event names outputs")
+    indexes = [clip.index for clip in event.outputs]
+    if len(set(indexes)) != len(indexes):
+        raise MalformedEvent(f"clip indexes repeat: {sorted(indexes)}")
+    for clip in event.outputs:
+        if clip.index < 0 or clip.duration_seconds < 0 or clip.size_bytes < 0:
+            raise MalformedEvent(f"clip {clip.index} has a negative index, duration or size")
+        for uri in (clip.uri, clip.poster_uri):
+            if uri is not None:
+                try:
+                    parse_gs_uri(uri)
+                except ValueError as exc:
+                    raise MalformedEvent(str(exc)) from None
+
+
+def plan_change(state: TaskState, event: TaskStatusChanged) -> Change | None:
+    """The change ``event`` makes to a task in ``state``; None if it is stale."""
+    if state.deleted or not moves_forward(state.status, event.status):
+        return None
+    if event.status is TaskStatus.FAILED and event.attempt < state.attempt:
+        # A superseded attempt gave up while a newer one runs: the newer one decides.
+        return None
+    if event.status == state.status:
+        newer_attempt = event.attempt > state.attempt
+        more_progress = event.attempt == state.attempt and event.progress > state.progress
+        if not (newer_attempt or more_progress):
+            return None
+    failure_reason = None
+    if event.status is TaskStatus.FAILED:
+        failure_reason = (event.failure_reason or NO_FAILURE_REASON)[:MAX_FAILURE_REASON_CHARS]
+    # A processed result is kept even from an older attempt: the clips exist and are whole.
+    progress = 100 if event.status is TaskStatus.PROCESSED else max(state.progress, event.progress)
+    return Change(
+        status=event.status,
+        progress=progress,
+        attempt=max(state.attempt, event.attempt),
+        status_changed=event.status != state.status,
+        failure_reason=failure_reason,
+        worker_id=event.worker_id,
+        occurred_at=event.occurred_at,
+    )
+
+
+def event_objects(event: TaskStatusChanged) -> list[str]:
+    """Every object URI a ``processed`` event names: clips and their posters."""
+    uris: list[str] = []
+    for clip in event.outputs:
+        uris.append(clip.uri)
+        if clip.poster_uri:
+            uris.append(clip.poster_uri)
+    return uris
+
+
+def orphaned_objects(
+    state: TaskState, event: TaskStatusChanged, recorded: set[str]
+) -> list[str]:
+    """Objects of a ``processed`` event that was not applied and that no clip row holds.
+
+    For a deleted or canceled task every object the event names is an orphan (the api
+    already removed the task's objects); otherwise only those the recorded clips do not
+    use, so a second run that wrote the same names never loses the live clips.
+    """
+    if event.status is not TaskStatus.PROCESSED:
+        return []
+    uris = event_objects(event)
+    if state.deleted or state.status is TaskStatus.CANCELED:
+        return uris
+    return [uri for uri in uris if uri not in recorded]

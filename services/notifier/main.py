@@ -1,0 +1,117 @@
+"""The Cloud Function: ``on_task_event`` receives a ``task-events`` message as a CloudEvent.
+
+Deployed as a 2nd-gen function with an Eventarc Pub/Sub trigger (retries on), served
+locally by ``functions-framework --target on_task_event --source
+services/notifier/main.py --signature-type cloudevent``, and called in-process by the
+local pull runner (``python -m services.notifier``). Returning acknowledges the message;
+raising makes Pub/Sub deliver it again.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# functions-framework loads this file by path and puts only its folder on sys.path; the
+# project root (where ``shared`` lives) must be importable too, here and when deployed.
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+if _PROJECT_ROOT not in sys.path:
+    sys.path.insert(0, _PROJECT_ROOT)
+
+import base64
+import binascii
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import functions_framework
+from cloudevents.http import CloudEvent
+from sqlalchemy.engine import Engine
+
+from services.notifier.apply import Result, apply_status_change
+from shared.config import get_settings
+from shared.db import get_engine
+from shared.events import MalformedEvent, TaskStatusChanged, decode
+from shared.logging import configure_logging
+
+# A TaskStatusChanged is a few hundred bytes per clip; anything far larger is not one.
+MAX_EVENT_BYTES = 256 * 1024
+
+settings = get_settings()
+configure_logging("notifier", settings.log_level)
+logger = logging.getLogger("services.notifier")
+
+
+@functions_framework.cloud_event
+def on_task_event(cloud_event: CloudEvent) -> None:
+    """Apply the ``TaskStatusChanged`` in a Pub/Sub ``messagePublished`` CloudEvent.
+
+    Malformed events are logged and dropped; database errors raise, so Pub/Sub retries.
+    """
+    data = cloud_event.data if isinstance(cloud_event.data, Mapping) else {}
+    message = data.get("message")
+    # The engine is created on the first event, once per instance, and reused.
+    handle_message(get_engine(settings), message, clips_bucket=settings.clips_bucket)
+
+
+def handle_message(
+    engine: Engine, message: Any, *, clips_bucket: str
+) -> Result | None:
+    """Decode and apply one Pub/Sub message (Eventarc's ``message`` object).
+
+    Returns the result, or None for a malformed message, which is logged with its
+    reason and must be acknowledged: no redelivery could ever make it applicable.
+    """
+    message_id = message.get("messageId") if isinstance(message, Mapping) else None
+    try:
+        event = decode_message(message)
+    except MalformedEvent as exc:
+        logger.error(
+            "dropped a malformed event: %s",
+            exc,
+            extra={"message_id": message_id, **_task_of(message)},
+        )
+        return None
+    log_fields = {"task_id": str(event.task_id), "event_id": event.event_id,
+                  "message_id": message_id}
+    try:
+        result = apply_status_change(engine, event, clips_bucket=clips_bucket)
+    except MalformedEvent as exc:
+        logger.error("dropped an event that cannot apply: %s", exc, extra=log_fields)
+        return None
+    if result.change is None:
+        logger.info(
+            "%s %s event changed nothing", result.outcome, event.status, extra=log_fields
+        )
+    return result
+
+
+def decode_message(message: Any) -> TaskStatusChanged:
+    """The ``TaskStatusChanged`` in a Pub/Sub message object; MalformedEvent otherwise."""
+    if not isinstance(message, Mapping):
+        raise MalformedEvent("the CloudEvent carries no Pub/Sub message")
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, Mapping):
+        raise MalformedEvent("message attributes are not an object")
+    encoded = message.get("data")
+    if not isinstance(encoded, str) or not encoded:
+        raise MalformedEvent("message has no data")
+    if len(encoded) > MAX_EVENT_BYTES * 4 // 3 + 4:
+        raise MalformedEvent(f"message data is larger than {MAX_EVENT_BYTES} bytes")
+    try:
+        body = base64.b64decode(encoded, validate=True)
+    except binascii.Error as exc:
+        raise MalformedEvent(f"message data is not base64: {exc}") from None
+    event = decode(body, dict(attributes))
+    if not isinstance(event, TaskStatusChanged):
+        raise MalformedEvent(f"{event.event_type} does not belong on task-events")
+    return event
+
+
+def _task_of(message: Any) -> dict[str, str]:
+    """The task id the attributes claim, so even a dropped event's line names its task."""
+    if isinstance(message, Mapping) and isinstance(message.get("attributes"), Mapping):
+        task_id = message["attributes"].get("task_id")
+        if isinstance(task_id, str):
+            return {"task_id": task_id[:64]}
+    return {}
