@@ -1,0 +1,84 @@
+# IDRL video platform: developer and CI entry points.
+#
+#   make up      install what is missing, then run the whole platform locally (Ctrl-C stops it)
+#   make test    install what is missing, then run the whole test suite
+#
+# Works as root or as a user with sudo, on Debian 12 / Ubuntu with nothing but python3.
+# Ports and other knobs are environment (or make) variables read by `python -m infra.local`:
+#   GATEWAY_PORT=5050 AUTH_PORT=5051 API_PORT=5052 NOTIFIER_PORT=5053 POSTGRES_PORT=5433
+#   PUBSUB_PORT=8085 STORAGE_PORT=9023 PUBSUB_EMULATOR=auto|pstest|gcloud
+#   TRANSCODER_WORKERS=1 GUNICORN_WORKERS=2 GUNICORN_THREADS=4
+#   STACK_SERVICES=auth,api,transcoder,notifier (default: every service that exists)
+#   DATABASE_URL / PUBSUB_EMULATOR_HOST / STORAGE_EMULATOR_HOST: use these instead of starting one
+# e.g. `make up GATEWAY_PORT=8080 TRANSCODER_WORKERS=2` (make passes command-line variables on).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+LOCK := requirements.lock
+# Stamp inside the virtualenv: a recreated virtualenv is reinstalled.
+LOCK_STAMP := $(VENV)/.installed-$(LOCK)
+APT_PACKAGES := python3-venv ffmpeg nginx postgresql golang-go golang-google-cloud-dev
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: help install system-packages pstest up down test lock migrate clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: system-packages $(LOCK_STAMP) ## apt packages and the locked virtualenv (quick when done)
+
+system-packages:
+	@missing=""; \
+	for package in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$package" 2>/dev/null | grep -q "install ok installed" \
+	    || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -q; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+
+$(LOCK_STAMP): $(LOCK) | $(PYTHON)
+	$(PIP) install -q --disable-pip-version-check --no-deps --require-hashes -r $(LOCK)
+	touch $@
+
+pstest: install ## build the Pub/Sub fake (.local/bin/pstest) if its source changed
+	$(PYTHON) -m infra.local build-pstest
+
+up: install pstest ## run the platform: emulators, PostgreSQL, services, gateway on :5050
+	$(PYTHON) -m infra.local up
+
+down: ## stop a stack started in the background (`make up &`)
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m infra.local down; else echo "nothing to stop"; fi
+
+test: install pstest ## the whole test suite (PYTEST_ARGS="-k auth" to narrow it)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+migrate: install ## migrate the local stack's database (DATABASE_URL, or the one `make up` runs)
+	$(PYTHON) -m infra.local migrate
+
+lock: | $(PYTHON) ## re-resolve pyproject.toml into the hash-pinned lock files
+	@command -v uv >/dev/null || [ -x $(VENV)/bin/uv ] || $(PIP) install -q --disable-pip-version-check uv
+	@uv=$$(command -v uv || echo $(VENV)/bin/uv); \
+	$$uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 -o $(LOCK) -q; \
+	$$uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -o requirements-runtime.lock -q; \
+	if [ -f requirements-scan.in ]; then \
+	  $$uv pip compile requirements-scan.in --generate-hashes --python-version 3.11 -o requirements-scan.lock -q; \
+	fi
+
+clean: down ## delete local state: database cluster, stored objects, keys, logs, builds
+	rm -rf .local .pytest_cache
+
+# --- benchmarks and load tests --------------------------------------------------------
+# Reserved for the targets `bench`, `bench-e2e` and `load` (added with their scripts).

@@ -1,0 +1,1 @@
+"""Infrastructure: Terraform for Google Cloud, and the local stack (`infra.local`)."""

@@ -1,0 +1,241 @@
+"""Child processes of the local stack: start in their own process group, wait until
+they serve, stop them with nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import requests
+
+Probe = Callable[[], bool]
+
+
+class StartupError(RuntimeError):
+    """A component exited or did not become ready in time."""
+
+
+class ManagedProcess:
+    """One component of the stack, run as the leader of its own process group.
+
+    Its own group (a new session) keeps Ctrl-C in the terminal away from it, so the
+    launcher decides the stop order, and lets the stop reach every descendant
+    (gunicorn workers, the Java process behind gcloud, postgres backends).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        user: str | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
+        signal_group: bool = True,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.argv = [str(arg) for arg in argv]
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.user = user
+        self.stop_signal = stop_signal
+        self.signal_group = signal_group
+        self.stop_timeout = stop_timeout
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.create_time: float | None = None
+        self.stopping = False
+
+    def __repr__(self) -> str:
+        return f"<ManagedProcess {self.name} pid={self.pid}>"
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll() if self.popen else None
+
+    @property
+    def died_unexpectedly(self) -> bool:
+        return self.popen is not None and not self.stopping and self.popen.poll() is not None
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            started = datetime.now(UTC).isoformat(timespec="seconds")
+            log.write(f"\n=== {started} start {self.name}: {' '.join(self.argv)}\n".encode())
+            log.flush()
+            # Popen keeps its own copy of the descriptor; closing ours is safe.
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                user=self.user,
+                group=self.user,
+                # Dropping to another user must also drop root's supplementary groups.
+                extra_groups=[] if self.user else None,
+            )
+        self.create_time = psutil.Process(self.popen.pid).create_time()
+        return self
+
+    def wait_ready(self, probe: Probe, timeout: float = 60.0, interval: float = 0.1) -> None:
+        """Return once ``probe`` succeeds; raise StartupError if the process exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.running:
+                raise StartupError(
+                    f"{self.name} exited during start-up (exit code {self.returncode}).\n"
+                    f"{self.log_excerpt()}"
+                )
+            if probe():
+                return
+            if time.monotonic() > deadline:
+                raise StartupError(
+                    f"{self.name} was not ready after {timeout:.0f} s.\n{self.log_excerpt()}"
+                )
+            time.sleep(interval)
+
+    def log_excerpt(self, lines: int = 20) -> str:
+        try:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except FileNotFoundError:
+            tail = []
+        body = "\n".join(f"    {line}" for line in tail)
+        return f"  last lines of {self.log_path}:\n{body}"
+
+    def send_stop(self) -> None:
+        """Ask the process (group) to stop; pair with ``finish_stop``."""
+        self.stopping = True
+        if not self.running:
+            return
+        assert self.popen is not None
+        try:
+            if self.signal_group:
+                os.killpg(self.popen.pid, self.stop_signal)
+            else:
+                self.popen.send_signal(self.stop_signal)
+        except ProcessLookupError:
+            pass
+
+    def finish_stop(self) -> None:
+        """Wait for the stop; SIGKILL the group after ``stop_timeout``; reap stragglers."""
+        if self.popen is None:
+            return
+        try:
+            self.popen.wait(timeout=self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(self.popen.pid)
+            self.popen.wait()
+        # Descendants that outlived their leader (e.g. the JVM under gcloud's wrapper).
+        kill_group(self.popen.pid)
+        wait_until(lambda: not group_members(self.popen.pid), timeout=10.0)
+
+    def stop(self) -> None:
+        self.send_stop()
+        self.finish_stop()
+
+
+def kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """Live (non-zombie) processes of a process group.
+
+    Zombies are ignored: in a container whose init does not reap, an orphan's zombie
+    stays in the table without holding a port or any other resource.
+    """
+    members = []
+    for process in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(process)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return members
+
+
+def stop_all(processes: Sequence[ManagedProcess]) -> None:
+    """Stop processes together: signal them all, then wait for each."""
+    for process in processes:
+        process.send_stop()
+    for process in processes:
+        process.finish_stop()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def port_bindable(host: str, port: int) -> bool:
+    """True when a new listener could bind the port (nothing holds it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:  # no IPv6 on this machine
+        return False
+    with sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def tcp_probe(host: str, port: int) -> Probe:
+    return lambda: port_accepts(host, port)
+
+
+def http_probe(url: str, accept: Callable[[int], bool] = lambda status: status < 500) -> Probe:
+    def probe() -> bool:
+        try:
+            response = requests.get(url, timeout=2)
+        except requests.RequestException:
+            return False
+        return accept(response.status_code)
+
+    return probe

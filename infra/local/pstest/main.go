@@ -1,0 +1,68 @@
+// pstest serves Google's in-memory Pub/Sub fake on a fixed address, so the
+// services can reach it through PUBSUB_EMULATOR_HOST like the real emulator.
+//
+// Built in GOPATH mode from the distribution's packages (golang-go,
+// golang-google-cloud-dev): GO111MODULE=off GOPATH=/usr/share/gocode go build.
+package main
+
+import (
+	"context"
+	"flag"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"cloud.google.com/go/pubsub/pstest"
+	pb "google.golang.org/genproto/googleapis/pubsub/v1"
+	"google.golang.org/grpc"
+)
+
+// subscriber gives subscriptions created without an ack deadline the real
+// service's 10 s default; this pstest version rejects 0 instead.
+type subscriber struct{ *pstest.GServer }
+
+func (s subscriber) CreateSubscription(ctx context.Context, sub *pb.Subscription) (*pb.Subscription, error) {
+	if sub.AckDeadlineSeconds == 0 {
+		sub.AckDeadlineSeconds = 10
+	}
+	return s.GServer.CreateSubscription(ctx, sub)
+}
+
+func main() {
+	host := flag.String("host", "127.0.0.1", "address to listen on")
+	port := flag.String("port", envOr("PSTEST_PORT", "8085"), "TCP port to listen on")
+	flag.Parse()
+
+	// NewServer also listens on a random loopback port of its own; only the
+	// state behind GServer is used, served on the chosen address below.
+	fake := pstest.NewServer()
+	listener, err := net.Listen("tcp", net.JoinHostPort(*host, *port))
+	if err != nil {
+		log.Fatalf("pstest: %v", err)
+	}
+	server := grpc.NewServer()
+	pb.RegisterPublisherServer(server, &fake.GServer)
+	pb.RegisterSubscriberServer(server, subscriber{&fake.GServer})
+
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-stop
+		// Stop, not GracefulStop: streaming pulls never finish on their own.
+		server.Stop()
+	}()
+
+	log.Printf("pstest: Pub/Sub fake listening on %s", listener.Addr())
+	if err := server.Serve(listener); err != nil {
+		log.Fatalf("pstest: %v", err)
+	}
+}
+
+func envOr(name, fallback string) string {
+	if value := os.Getenv(name); value != "" {
+		return value
+	}
+	return fallback
+}
