@@ -1,0 +1,204 @@
+"""The transactional outbox: events are written with the change that causes them and
+published afterwards, so a crash or a Pub/Sub outage delays a message but never loses it.
+
+:func:`enqueue` runs inside the transaction that creates or cancels a task. After the
+commit the request publishes the row at once (:func:`publish_committed`); a relay thread
+in every api process (:class:`OutboxRelay`) republishes rows still unmarked after
+``outbox_republish_after_seconds``, claiming them with ``FOR UPDATE SKIP LOCKED`` so
+replicas never publish the same row at the same moment. A row may still be published
+twice (a crash after the publish, before the mark): every consumer is idempotent.
+
+``python -m services.api.outbox`` runs the relay alone, in the foreground.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import timedelta
+
+from google.api_core.exceptions import GoogleAPIError
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from shared.config import Settings
+from shared.events import Event, Publisher, encode
+
+log = logging.getLogger(__name__)
+
+# Published rows are kept a while for inspection, then pruned.
+_KEEP_PUBLISHED = timedelta(days=1)
+_PRUNE_EVERY = timedelta(hours=1)
+
+_INSERT = text(
+    """
+    INSERT INTO outbox (topic, data, attributes)
+    VALUES (:topic, :data, CAST(:attributes AS jsonb))
+    RETURNING id
+    """
+)
+_CLAIM = text(
+    """
+    SELECT id, topic, data, attributes FROM outbox
+    WHERE published_at IS NULL
+      AND created_at < now() - make_interval(secs => :after)
+    ORDER BY id
+    LIMIT :batch
+    FOR UPDATE SKIP LOCKED
+    """
+)
+_MARK = text(
+    "UPDATE outbox SET published_at = now() WHERE id IN :ids AND published_at IS NULL"
+).bindparams(bindparam("ids", expanding=True))
+_PRUNE = text(
+    "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => :keep)"
+)
+
+# What a failed publish looks like: an API error, a timeout, or the channel going away.
+_PUBLISH_ERRORS = (GoogleAPIError, FutureTimeout, OSError)
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A row of the outbox: an encoded event and the topic it goes to."""
+
+    id: int
+    topic: str
+    data: bytes
+    attributes: dict[str, str]
+
+
+def enqueue(conn: Connection, topic: str, event: Event) -> OutboxMessage:
+    """Write ``event`` for ``topic`` in the caller's transaction."""
+    data, attributes = encode(event)
+    row_id = conn.execute(
+        _INSERT, {"topic": topic, "data": data, "attributes": json.dumps(attributes)}
+    ).scalar_one()
+    return OutboxMessage(row_id, topic, data, attributes)
+
+
+def publish_committed(engine: Engine, publisher: Publisher, settings: Settings,
+                      messages: list[OutboxMessage]) -> bool:
+    """Publish rows just committed and mark them; on failure leave them to the relay.
+
+    Returns whether every message was published. Never raises for a Pub/Sub or database
+    failure: the rows are durable, and the relay publishes them later.
+    """
+    published = []
+    for message in messages:
+        try:
+            publisher.publish_raw(message.topic, message.data, message.attributes).result(
+                timeout=settings.outbox_publish_timeout_seconds
+            )
+            published.append(message.id)
+        except _PUBLISH_ERRORS as exc:
+            log.warning("publish deferred to the outbox relay: %s", exc,
+                        extra={"task_id": message.attributes.get("task_id"),
+                               "outbox_id": message.id})
+    if published:
+        try:
+            with engine.begin() as conn:
+                conn.execute(_MARK, {"ids": published})
+        except SQLAlchemyError as exc:
+            # Unmarked rows are published again by the relay: harmless duplicates.
+            log.warning("could not mark outbox rows %s published: %s", published, exc)
+    return len(published) == len(messages)
+
+
+def relay_once(engine: Engine, publisher: Publisher, settings: Settings) -> int:
+    """Publish the oldest unpublished rows older than the republish delay; returns how
+    many were published. The claimed rows stay locked until they are marked."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            _CLAIM,
+            {"after": settings.outbox_republish_after_seconds,
+             "batch": settings.outbox_relay_batch},
+        ).all()
+        pending = []
+        for row in rows:
+            attributes = row.attributes if isinstance(row.attributes, dict) else json.loads(row.attributes)
+            pending.append((row.id, attributes, publisher.publish_raw(row.topic, bytes(row.data), attributes)))
+        published = []
+        for row_id, attributes, future in pending:
+            try:
+                future.result(timeout=settings.outbox_publish_timeout_seconds)
+                published.append(row_id)
+                log.info("outbox row %s published by the relay", row_id,
+                         extra={"task_id": attributes.get("task_id")})
+            except _PUBLISH_ERRORS as exc:
+                log.warning("outbox row %s not published, will retry: %s", row_id, exc,
+                            extra={"task_id": attributes.get("task_id")})
+        if published:
+            conn.execute(_MARK, {"ids": published})
+    return len(published)
+
+
+def prune(engine: Engine) -> int:
+    """Delete rows published more than a day ago; returns how many went."""
+    with engine.begin() as conn:
+        return conn.execute(_PRUNE, {"keep": _KEEP_PUBLISHED.total_seconds()}).rowcount
+
+
+class OutboxRelay:
+    """A daemon thread that runs :func:`relay_once` every ``outbox_relay_interval_seconds``."""
+
+    def __init__(self, engine: Engine, publisher: Publisher, settings: Settings) -> None:
+        self.engine = engine
+        self.publisher = publisher
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.run, name="outbox-relay", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def run(self) -> None:
+        """Relay until :meth:`stop`; a failed round is logged and retried next round."""
+        interval = self.settings.outbox_relay_interval_seconds
+        rounds_per_prune = max(1, int(_PRUNE_EVERY.total_seconds() / interval))
+        rounds = 0
+        while not self._stop.wait(interval):
+            try:
+                self.run_once()
+                rounds += 1
+                if rounds % rounds_per_prune == 0:
+                    prune(self.engine)
+            except Exception:  # noqa: BLE001 - a relay that stops would strand tasks
+                log.exception("outbox relay round failed; retrying next round")
+
+    def run_once(self) -> int:
+        """One round until nothing is left that is due (a backlog drains without waiting)."""
+        total = 0
+        while True:
+            count = relay_once(self.engine, self.publisher, self.settings)
+            total += count
+            if count < self.settings.outbox_relay_batch:
+                return total
+
+
+def main() -> None:  # pragma: no cover - exercised by the crash test as a subprocess
+    from shared import db
+    from shared.config import get_settings
+    from shared.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging("api-outbox-relay", settings.log_level)
+    relay = OutboxRelay(db.create_engine(settings), Publisher(settings), settings)
+    log.info("outbox relay running every %ss", settings.outbox_relay_interval_seconds)
+    relay.run()
+
+
+if __name__ == "__main__":
+    main()

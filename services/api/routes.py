@@ -1,0 +1,387 @@
+"""``/tasks``: submit, list, get, download and delete the caller's tasks.
+
+Every route needs a bearer token and sees only the caller's tasks: another user's task
+is answered exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import uuid
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, current_app, jsonify, redirect, request
+from pydantic import BaseModel, ConfigDict
+
+from shared import ratelimit, storage
+from shared.config import Settings
+from shared.errors import (
+    BadRequest,
+    Conflict,
+    DependencyUnavailable,
+    NotFound,
+    Unauthorized,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+from shared.urlpolicy import check_source_url
+from shared.web import json_body
+from services.api import tasks as task_store
+from services.api.identity import current_owner
+from services.api.objects import (
+    STORAGE_ERRORS,
+    delete_task_objects,
+    download_name,
+    open_stream,
+    signed_url,
+    upload_object_name,
+)
+from services.api.outbox import publish_committed
+from services.api.tasks import IdempotencyKeyTaken, NewTask, Task, UnknownOwner
+from services.api.uploads import receive_upload
+
+log = logging.getLogger(__name__)
+
+tasks = Blueprint("tasks", __name__, url_prefix="/tasks")
+
+# RFC 9110 token-ish: visible ASCII, bounded, so the key can be stored and compared as is.
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_DIGITS = re.compile(r"^[0-9]{1,64}$")
+_CRASH_EXIT_CODE = 70
+
+
+class SubmitByUrl(BaseModel):
+    """The JSON body of a submission by URL; any other field is refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+
+
+def _settings() -> Settings:
+    return current_app.extensions["settings"]
+
+
+def _engine():
+    return current_app.extensions["engine"]
+
+
+def _not_found() -> NotFound:
+    # One body for a missing task, a deleted one and another user's: nothing leaks.
+    return NotFound("task not found", code="task_not_found")
+
+
+def _task_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise _not_found() from None
+
+
+def _owned_task(raw_id: str, owner: uuid.UUID) -> Task:
+    with _engine().connect() as conn:
+        task = task_store.find_owned(conn, _task_id(raw_id), owner)
+    if task is None or task.deleted_at is not None:
+        raise _not_found()
+    return task
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def _link(settings: Settings, path: str) -> str:
+    return settings.public_base_url.rstrip("/") + path
+
+
+def _object_link(settings: Settings, uri: str, api_path: str) -> str:
+    if not settings.signed_urls:
+        return _link(settings, api_path)
+    try:
+        return signed_url(storage.blob(uri), settings.signed_url_minutes)
+    except STORAGE_ERRORS as exc:
+        raise DependencyUnavailable(f"download links are unavailable: {exc}") from None
+
+
+def task_view(task: Task, settings: Settings) -> dict:
+    """The task in full, as its owner sees it."""
+    self_path = f"/tasks/{task.id}"
+    links = {"self": _link(settings, self_path)}
+    if task.source_kind == "upload":
+        source = {"kind": "upload", "filename": task.source_name}
+        links["original"] = _object_link(settings, task.source, f"{self_path}/original")
+    else:
+        source = {"kind": "url", "url": task.source}
+    return {
+        "id": str(task.id),
+        "status": task.status.value,
+        "progress": task.progress,
+        "attempts": task.attempt,
+        "failure_reason": task.failure_reason,
+        "source": source,
+        "clips": [
+            {
+                "index": clip.index,
+                "duration_seconds": clip.duration_seconds,
+                "size_bytes": clip.size_bytes,
+                "links": {"download": _object_link(settings, clip.uri,
+                                                   f"{self_path}/clips/{clip.index}")},
+            }
+            for clip in task.clips
+        ],
+        "created_at": _iso(task.created_at),
+        "updated_at": _iso(task.updated_at),
+        "status_changed_at": _iso(task.status_changed_at),
+        "links": links,
+    }
+
+
+def _task_response(task: Task, status: int, **headers: str) -> Response:
+    response = jsonify(task_view(task, _settings()))
+    response.status_code = status
+    response.headers["Location"] = _link(_settings(), f"/tasks/{task.id}")
+    response.headers.update(headers)
+    return response
+
+
+# --- POST /tasks ---------------------------------------------------------------------------
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters",
+                         code="invalid_idempotency_key")
+    return key
+
+
+def _fingerprint(*parts: bytes) -> str:
+    return hashlib.sha256(b"\n".join(parts)).hexdigest()
+
+
+def _find_by_key(owner: uuid.UUID, key: str | None) -> Task | None:
+    if key is None:
+        return None
+    with _engine().connect() as conn:
+        return task_store.find_by_idempotency_key(conn, owner, key,
+                                                  _settings().idempotency_window_hours)
+
+
+def _replay(existing: Task, fingerprint: str | None) -> Response:
+    """The answer to a retried submission: the original task, never a second one."""
+    if existing.request_fingerprint != fingerprint:
+        raise Unprocessable("this Idempotency-Key was used with a different request",
+                            code="idempotency_key_mismatch")
+    if existing.deleted_at is not None:
+        raise Conflict("the task created with this Idempotency-Key was deleted",
+                       code="idempotency_key_used")
+    with _engine().connect() as conn:
+        task = task_store.find_owned(conn, existing.id, existing.owner_id)
+    return _task_response(task, 200, **{"Idempotent-Replayed": "true"})
+
+
+def _store(new: NewTask) -> tuple[Response, bool]:
+    """Create the task and publish its TaskSubmitted; returns the response and whether
+    a task was created (False: a concurrent request with the same key won)."""
+    settings, engine = _settings(), _engine()
+    try:
+        with engine.begin() as conn:
+            message, _ = task_store.create(conn, new, settings)
+    except IdempotencyKeyTaken:
+        existing = _find_by_key(new.owner_id, new.idempotency_key)
+        if existing is None:
+            raise Conflict("a submission with this Idempotency-Key is in progress, retry",
+                           code="idempotency_key_in_use") from None
+        return _replay(existing, new.request_fingerprint), False
+    except UnknownOwner:
+        raise Unauthorized("the token's user does not exist", code="unknown_user") from None
+    log.info("task queued", extra={"task_id": str(new.id), "source_kind": new.source_kind})
+
+    if settings.fault_crash_after_commit and not settings.is_production:
+        # Fault drill: die between the commit and the publish, as a killed process would.
+        log.critical("fault injection: exiting after the commit, before the publish",
+                     extra={"task_id": str(new.id)})
+        os._exit(_CRASH_EXIT_CODE)
+
+    publish_committed(engine, current_app.extensions["publisher"], settings, [message])
+    with engine.connect() as conn:
+        task = task_store.find_owned(conn, new.id, new.owner_id)
+    return _task_response(task, 202), True
+
+
+@tasks.post("")
+def submit():
+    settings = _settings()
+    owner = current_owner()
+    key = _idempotency_key()
+    ratelimit.hit(_engine(), f"tasks:submit:{owner}", settings.tasks_per_minute_per_user,
+                  message="too many submissions, slow down")
+    if request.mimetype == "multipart/form-data":
+        return _submit_upload(settings, owner, key)
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(
+            'send JSON {"url": ...} or multipart/form-data with a "file" field'
+        )
+    body = json_body(SubmitByUrl, max_bytes=settings.max_request_json_bytes)
+    check_source_url(body.url, allow_loopback=settings.allow_loopback_sources,
+                     max_length=settings.max_url_length)
+    fingerprint = _fingerprint(b"url", body.url.encode())
+    existing = _find_by_key(owner, key)
+    if existing is not None:
+        return _replay(existing, fingerprint)
+    new = NewTask(id=uuid.uuid4(), owner_id=owner, source_kind="url", source=body.url,
+                  source_name=None, idempotency_key=key, request_fingerprint=fingerprint)
+    response, _ = _store(new)
+    return response
+
+
+def _submit_upload(settings: Settings, owner: uuid.UUID, key: str | None) -> Response:
+    existing = _find_by_key(owner, key)
+    task_id = uuid.uuid4()
+    upload = receive_upload(settings, task_id, store=existing is None)
+    if existing is not None:
+        return _replay(existing, upload.fingerprint)
+    new = NewTask(id=task_id, owner_id=owner, source_kind="upload", source=upload.uri,
+                  source_name=upload.filename, idempotency_key=key,
+                  request_fingerprint=upload.fingerprint)
+    created = False
+    try:
+        response, created = _store(new)
+        return response
+    finally:
+        if not created:
+            _discard(upload.uri)
+
+
+def _discard(uri: str) -> None:
+    try:
+        storage.delete_uri(uri)
+    except STORAGE_ERRORS as exc:
+        log.warning("could not delete an unused upload %s: %s", uri, exc)
+
+
+# --- GET /tasks ----------------------------------------------------------------------------
+
+
+def _int_arg(name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not _DIGITS.match(raw):
+        raise BadRequest(f"{name} must be a non-negative integer", code="invalid_parameter")
+    digits = raw.lstrip("0") or "0"
+    # Past nine digits the exact value no longer matters: it is over every cap.
+    return int(digits) if len(digits) <= 9 else 10**9
+
+
+@tasks.get("")
+def list_tasks():
+    settings = _settings()
+    owner = current_owner()
+    limit = _int_arg("max", settings.list_default_max)
+    if limit < 1:
+        raise BadRequest("max must be at least 1", code="invalid_parameter")
+    limit = min(limit, settings.list_cap_max)
+    order = _int_arg("order", 1)
+    if order not in (0, 1):
+        raise BadRequest("order must be 0 (oldest first) or 1 (newest first)",
+                         code="invalid_parameter")
+    with _engine().connect() as conn:
+        items = task_store.list_owned(conn, owner, limit, newest_first=order == 1)
+    return {
+        "tasks": [
+            {
+                "id": str(item.id),
+                "status": item.status.value,
+                "progress": item.progress,
+                "created_at": _iso(item.created_at),
+                "updated_at": _iso(item.updated_at),
+                "links": {"self": _link(settings, f"/tasks/{item.id}")},
+            }
+            for item in items
+        ],
+        "max": limit,
+        "order": order,
+    }
+
+
+# --- GET and DELETE /tasks/<id> ---------------------------------------------------------------
+
+
+@tasks.get("/<task_id>")
+def get_task(task_id: str):
+    owner = current_owner()
+    return task_view(_owned_task(task_id, owner), _settings())
+
+
+@tasks.delete("/<task_id>")
+def delete_task(task_id: str):
+    settings, engine = _settings(), _engine()
+    owner = current_owner()
+    with engine.begin() as conn:
+        task, messages = task_store.delete(conn, _task_id(task_id), owner, settings)
+    if task is None:
+        raise _not_found()
+    if messages:
+        log.info("task canceled by its owner", extra={"task_id": str(task.id)})
+        publish_committed(engine, current_app.extensions["publisher"], settings, messages)
+    # Also on a repeated DELETE: it finishes a cleanup an earlier call could not.
+    try:
+        deleted = delete_task_objects(settings, task.id)
+    except STORAGE_ERRORS as exc:
+        log.warning("objects of a deleted task not removed yet: %s", exc,
+                    extra={"task_id": str(task.id)})
+        raise DependencyUnavailable(
+            "the task is deleted but its files could not be removed yet; repeat the DELETE"
+        ) from None
+    log.info("task deleted", extra={"task_id": str(task.id), "objects_deleted": deleted})
+    return Response(status=204)
+
+
+# --- downloads -----------------------------------------------------------------------------
+
+
+def _download(settings: Settings, uri: str, filename: str) -> Response:
+    bucket, _ = storage.parse_gs_uri(uri)
+    if bucket not in (settings.uploads_bucket, settings.clips_bucket):
+        log.error("refusing to serve an object outside the platform's buckets: %s", uri)
+        raise NotFound("file not found", code="file_not_found")
+    if settings.signed_urls:
+        return redirect(_object_link(settings, uri, api_path=request.path), code=302)
+    try:
+        opened = open_stream(uri)
+    except STORAGE_ERRORS as exc:
+        raise DependencyUnavailable(f"storage is unavailable: {exc}") from None
+    if opened is None:
+        raise NotFound("file not found", code="file_not_found")
+    blob, chunks = opened
+    response = Response(chunks, mimetype=blob.content_type or "application/octet-stream")
+    response.headers["Content-Length"] = str(blob.size)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@tasks.get("/<task_id>/clips/<index>")
+def download_clip(task_id: str, index: str):
+    owner = current_owner()
+    task = _owned_task(task_id, owner)
+    wanted = int(index) if _DIGITS.match(index) and len(index) <= 9 else None
+    clip = next((c for c in task.clips if c.index == wanted), None)
+    if clip is None:
+        raise NotFound("clip not found", code="clip_not_found")
+    return _download(_settings(), clip.uri, download_name(task.id, f"clip-{clip.index}", clip.uri))
+
+
+@tasks.get("/<task_id>/original")
+def download_original(task_id: str):
+    settings = _settings()
+    owner = current_owner()
+    task = _owned_task(task_id, owner)
+    uri = storage.gs_uri(settings.uploads_bucket, upload_object_name(task.id))
+    return _download(settings, uri, download_name(task.id, "original", task.source_name))
