@@ -9,6 +9,7 @@
 #   PUBSUB_PORT=8085 STORAGE_PORT=9023 PUBSUB_EMULATOR=auto|pstest|gcloud
 #   TRANSCODER_WORKERS=1 GUNICORN_WORKERS=2 GUNICORN_THREADS=4
 #   STACK_SERVICES=auth,api,transcoder,notifier (default: every service that exists)
+#   STACK_STATE_DIR=.local (database cluster, stored objects, keys, logs)
 #   DATABASE_URL / PUBSUB_EMULATOR_HOST / STORAGE_EMULATOR_HOST: use these instead of starting one
 # e.g. `make up GATEWAY_PORT=8080 TRANSCODER_WORKERS=2` (make passes command-line variables on).
 

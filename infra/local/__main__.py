@@ -47,6 +47,14 @@ def _running_launcher(config: StackConfig) -> psutil.Process | None:
     return None
 
 
+def _finished(process: psutil.Process) -> bool:
+    # Not our child: once it exits it may stay a zombie until its parent reaps it.
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _banner(stack: LocalStack) -> str:
     config = stack.config
     services = config.service_names()
@@ -125,9 +133,7 @@ def down() -> int:
     if launcher is not None:
         say(f"stopping the local stack (launcher pid {launcher.pid}) ...")
         launcher.terminate()
-        try:
-            launcher.wait(timeout=120)
-        except psutil.TimeoutExpired:
+        if not wait_until(lambda: _finished(launcher), timeout=120):
             say("the launcher did not stop within 120 s; killing what it started")
             launcher.kill()
     # Whatever outlived the launcher (killed with SIGKILL, say) is stopped here.

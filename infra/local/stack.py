@@ -102,7 +102,9 @@ class StackConfig:
 
         defaults = cls()
         services = environ.get("STACK_SERVICES", "").strip()
+        state_dir = environ.get("STACK_STATE_DIR", "").strip()
         return cls(
+            state_dir=Path(state_dir).resolve() if state_dir else defaults.state_dir,
             services=[name.strip() for name in services.split(",") if name.strip()] if services else None,
             gateway_port=number("GATEWAY_PORT", defaults.gateway_port),
             auth_port=number("AUTH_PORT", defaults.auth_port),
