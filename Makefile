@@ -64,7 +64,9 @@ down: ## stop a stack started in the background (`make up &`)
 	@if [ -x $(PYTHON) ]; then $(PYTHON) -m infra.local down; else echo "nothing to stop"; fi
 
 test: install pstest ## the whole test suite (PYTEST_ARGS="-k auth" to narrow it)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@status=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "FAILED: pytest collected no tests (exit status 5)" >&2; fi; \
+	exit $$status
 
 migrate: install ## migrate the local stack's database (DATABASE_URL, or the one `make up` runs)
 	$(PYTHON) -m infra.local migrate
