@@ -7,6 +7,7 @@ status is never left; a deleted task never changes again.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +18,9 @@ from shared.storage import parse_gs_uri
 # Failure reasons come from ffmpeg and fetch errors; the row keeps a bounded excerpt.
 MAX_FAILURE_REASON_CHARS = 2000
 NO_FAILURE_REASON = "the worker reported a failure without a reason"
+# Column ranges (integer, bigint): a value beyond them would fail on every redelivery.
+MAX_INT4 = 2**31 - 1
+MAX_INT8 = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,20 @@ def check_event(event: TaskStatusChanged) -> None:
     """Raise :class:`MalformedEvent` for an event that could never be applied."""
     if event.occurred_at.tzinfo is None:
         raise MalformedEvent("occurred_at has no time zone")
+    if not 0 <= event.attempt <= MAX_INT4:
+        raise MalformedEvent(f"attempt {event.attempt} is out of range")
     if event.outputs and event.status is not TaskStatus.PROCESSED:
         raise MalformedEvent(f"a {event.status} event names outputs")
     indexes = [clip.index for clip in event.outputs]
     if len(set(indexes)) != len(indexes):
         raise MalformedEvent(f"clip indexes repeat: {sorted(indexes)}")
     for clip in event.outputs:
-        if clip.index < 0 or clip.duration_seconds < 0 or clip.size_bytes < 0:
-            raise MalformedEvent(f"clip {clip.index} has a negative index, duration or size")
+        if not (
+            0 <= clip.index <= MAX_INT4
+            and 0 <= clip.size_bytes <= MAX_INT8
+            and 0 <= clip.duration_seconds < math.inf
+        ):
+            raise MalformedEvent(f"clip {clip.index} has an index, duration or size out of range")
         for uri in (clip.uri, clip.poster_uri):
             if uri is not None:
                 try:

@@ -1,0 +1,294 @@
+"""Applying status events against a real PostgreSQL: once, in order, all or nothing."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from services.notifier.apply import Outcome
+from shared import db
+from shared.events import ClipOutput, TaskStatusChanged
+from shared.lifecycle import TaskStatus
+
+T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+RANK = {"queued": 0, "processing": 1, "processed": 2, "failed": 2, "canceled": 2}
+
+
+def status_event(task_id, status, attempt=1, progress=0, seconds=0, **fields):
+    return TaskStatusChanged(task_id=task_id, status=status, attempt=attempt, progress=progress,
+                             occurred_at=T0 + timedelta(seconds=seconds), **fields)
+
+
+def outputs(bucket, task_id, parts=2):
+    return tuple(
+        ClipOutput(index=i, uri=f"gs://{bucket}/{task_id}/part-{i:02d}.mp4",
+                   duration_seconds=22.0 if i < parts - 1 else 7.0, size_bytes=1000 + i)
+        for i in range(parts)
+    )
+
+
+def task_row(engine, task_id):
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT status, progress, attempt, failure_reason, worker_id, "
+                 "status_changed_at, updated_at FROM tasks WHERE id = :id"),
+            {"id": task_id},
+        ).one()
+
+
+def history(engine, task_id):
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT status, progress, attempt, event_id FROM task_history "
+                 "WHERE task_id = :id ORDER BY id"),
+            {"id": task_id},
+        ).all()
+
+
+def clip_rows(engine, task_id):
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT index, uri, duration_seconds, size_bytes FROM clips "
+                 "WHERE task_id = :id ORDER BY index"),
+            {"id": task_id},
+        ).all()
+
+
+def applied_count(engine):
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM applied_events")).scalar_one()
+
+
+def assert_only_moved_forward(lines):
+    for before, after in zip(lines, lines[1:]):
+        assert RANK[after.status] >= RANK[before.status], lines
+        assert RANK[before.status] < 2, f"left a final status: {lines}"
+        assert after.progress >= before.progress, lines
+
+
+def test_a_run_is_recorded_with_its_clips_and_history(engine, settings, make_task, deliver):
+    task_id = make_task()
+    clips = outputs(settings.clips_bucket, task_id)
+    for event in (
+        status_event(task_id, TaskStatus.PROCESSING, worker_id="w-1", seconds=1),
+        status_event(task_id, TaskStatus.PROCESSING, progress=40, worker_id="w-1", seconds=2),
+        status_event(task_id, TaskStatus.PROCESSED, progress=100, worker_id="w-1", seconds=3,
+                     outputs=clips),
+    ):
+        assert deliver(event).outcome is Outcome.APPLIED
+
+    row = task_row(engine, task_id)
+    assert (row.status, row.progress, row.attempt, row.worker_id) == ("processed", 100, 1, "w-1")
+    assert row.status_changed_at == T0 + timedelta(seconds=3)
+    assert [(c.index, c.uri, c.duration_seconds, c.size_bytes) for c in clip_rows(engine, task_id)] \
+        == [(c.index, c.uri, c.duration_seconds, c.size_bytes) for c in clips]
+    assert [(h.status, h.progress) for h in history(engine, task_id)] == [
+        ("processing", 0), ("processing", 40), ("processed", 100)]
+
+
+def test_a_duplicate_changes_nothing(engine, make_task, deliver):
+    task_id = make_task()
+    event = status_event(task_id, TaskStatus.PROCESSING, progress=30)
+    assert deliver(event).outcome is Outcome.APPLIED
+    before = (task_row(engine, task_id), history(engine, task_id))
+
+    assert deliver(event).outcome is Outcome.DUPLICATE
+    assert (task_row(engine, task_id), history(engine, task_id)) == before
+
+
+@pytest.mark.parametrize(
+    "first, late",
+    [
+        (dict(status=TaskStatus.PROCESSING, progress=60), dict(status=TaskStatus.PROCESSING, progress=30)),
+        (dict(status=TaskStatus.PROCESSING, attempt=2), dict(status=TaskStatus.PROCESSING, attempt=1, progress=90)),
+        (dict(status=TaskStatus.PROCESSING, progress=10), dict(status=TaskStatus.QUEUED, attempt=0)),
+        (dict(status=TaskStatus.FAILED, failure_reason="no video stream"),
+         dict(status=TaskStatus.PROCESSING, progress=50)),
+        (dict(status=TaskStatus.PROCESSING, attempt=3), dict(status=TaskStatus.FAILED, attempt=2,
+                                                            failure_reason="worker lost")),
+    ],
+)
+def test_a_stale_event_changes_nothing(engine, make_task, deliver, first, late):
+    task_id = make_task()
+    assert deliver(status_event(task_id, **first)).outcome is Outcome.APPLIED
+    before = (task_row(engine, task_id), history(engine, task_id))
+
+    assert deliver(status_event(task_id, **late)).outcome is Outcome.STALE
+    assert (task_row(engine, task_id), history(engine, task_id)) == before
+    assert applied_count(engine) == 2  # the stale one is recorded: its redelivery is a duplicate
+
+
+def test_progress_only_rises_even_across_attempts(engine, make_task, deliver):
+    task_id = make_task()
+    deliver(status_event(task_id, TaskStatus.PROCESSING, attempt=1, progress=70))
+    assert deliver(status_event(task_id, TaskStatus.PROCESSING, attempt=2, progress=5)).outcome \
+        is Outcome.APPLIED
+    row = task_row(engine, task_id)
+    assert (row.attempt, row.progress) == (2, 70)
+    deliver(status_event(task_id, TaskStatus.PROCESSING, attempt=2, progress=85))
+    assert task_row(engine, task_id).progress == 85
+
+
+def test_out_of_order_deliveries_end_in_the_same_state(engine, settings, make_task, deliver):
+    rng = random.Random(5)
+    for _ in range(6):
+        task_id = make_task()
+        clips = outputs(settings.clips_bucket, task_id, parts=3)
+        run = [status_event(task_id, TaskStatus.PROCESSING, progress=p, seconds=p)
+               for p in range(0, 100, 15)]
+        run.append(status_event(task_id, TaskStatus.PROCESSED, progress=100, seconds=200,
+                                outputs=clips))
+        rng.shuffle(run)
+        for event in run + rng.sample(run, 3):  # some delivered twice
+            deliver(event)
+
+        row = task_row(engine, task_id)
+        assert (row.status, row.progress) == ("processed", 100)
+        assert len(clip_rows(engine, task_id)) == 3
+        lines = history(engine, task_id)
+        assert_only_moved_forward(lines)
+        assert len({line.event_id for line in lines}) == len(lines)
+
+
+def test_concurrent_deliveries_apply_each_event_once(engine, settings, make_task, deliver):
+    # Eight deliveries released at once per task, many tasks: without the row lock two
+    # of them read the same progress and the lower one is written last.
+    events_per_task = 8
+    barrier = threading.Barrier(events_per_task)
+    errors = []
+    tasks = [make_task(status="processing", attempt=1) for _ in range(15)]
+
+    def worker(index):
+        try:
+            for task_id in tasks:
+                progress = 10 + (index * 37) % 90  # distinct values, no order
+                if index == 0:
+                    event = status_event(task_id, TaskStatus.PROCESSED, progress=100,
+                                         outputs=outputs(settings.clips_bucket, task_id))
+                else:
+                    event = status_event(task_id, TaskStatus.PROCESSING, progress=progress)
+                barrier.wait()
+                deliver(event)
+                deliver(event)  # and its redelivery
+        except Exception as exc:  # surfaced by the assertion below
+            barrier.abort()
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(events_per_task)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert applied_count(engine) == len(tasks) * events_per_task
+    for task_id in tasks:
+        row = task_row(engine, task_id)
+        assert (row.status, row.progress) == ("processed", 100)
+        assert len(clip_rows(engine, task_id)) == 2
+        lines = history(engine, task_id)
+        assert_only_moved_forward(lines)
+        assert len({line.event_id for line in lines}) == len(lines)
+
+
+def test_processed_and_its_clips_commit_together_or_not_at_all(settings, make_task, deliver):
+    # A notifier whose statements give up after 300 ms, while another session holds the
+    # clips table: the clip insert fails after the row update was already sent.
+    impatient = db.create_engine(settings.model_copy(update={"db_statement_timeout_ms": 300}))
+    task_id = make_task(status="processing", attempt=1, progress=50)
+    event = status_event(task_id, TaskStatus.PROCESSED, progress=100,
+                         outputs=outputs(settings.clips_bucket, task_id))
+    try:
+        with impatient.connect() as blocker:
+            with blocker.begin():
+                blocker.execute(text("SET LOCAL statement_timeout = 0"))
+                blocker.execute(text("LOCK TABLE clips IN ACCESS EXCLUSIVE MODE"))
+                with pytest.raises(DBAPIError, match="statement timeout"):
+                    deliver(event, on=impatient)
+        row = task_row(impatient, task_id)
+        assert (row.status, row.progress) == ("processing", 50)
+        assert clip_rows(impatient, task_id) == [] and history(impatient, task_id) == []
+        assert applied_count(impatient) == 0  # so the redelivery is not taken for a duplicate
+
+        assert deliver(event, on=impatient).outcome is Outcome.APPLIED
+        assert task_row(impatient, task_id).status == "processed"
+        assert len(clip_rows(impatient, task_id)) == 2
+    finally:
+        impatient.dispose()
+
+
+def test_a_later_processed_event_replaces_nothing_but_its_orphans(engine, settings, make_task, deliver):
+    task_id = make_task()
+    first = outputs(settings.clips_bucket, task_id)
+    deliver(status_event(task_id, TaskStatus.PROCESSED, attempt=1, outputs=first))
+    deleted = []
+    second = outputs(settings.clips_bucket, task_id, parts=3)  # same names, plus one
+    event = status_event(task_id, TaskStatus.PROCESSED, attempt=2, outputs=second)
+
+    from services.notifier.apply import apply_status_change
+
+    result = apply_status_change(engine, event, clips_bucket=settings.clips_bucket,
+                                 delete_object=deleted.append)
+    assert result.outcome is Outcome.STALE
+    assert deleted == [second[2].uri]
+    assert [c.uri for c in clip_rows(engine, task_id)] == [c.uri for c in first]
+
+
+@pytest.mark.parametrize(
+    "message, reason",
+    [
+        ({"data": "bm90IGpzb24=", "attributes": {"task_id": "abc"}}, "not JSON"),
+        ({"data": "eyJldmVudF90eXBlIjogIlRhc2tTdGF0dXNDaGFuZ2VkIiwgInNjaGVtYV92ZXJzaW9uIjogMn0="},
+         "unsupported schema version 2"),
+    ],
+)
+def test_a_malformed_message_is_logged_and_acknowledged(engine, deliver, caplog, message, reason):
+    with caplog.at_level(logging.INFO, logger="services.notifier"):
+        assert deliver(message) is None
+    dropped = [r for r in caplog.records if r.getMessage().startswith("dropped")]
+    assert len(dropped) == 1 and reason in dropped[0].getMessage()
+    assert dropped[0].levelno == logging.ERROR
+    assert applied_count(engine) == 0
+
+
+def test_an_event_for_an_unknown_task_is_logged_and_acknowledged(engine, deliver, caplog):
+    stranger = uuid.uuid4()
+    with caplog.at_level(logging.INFO, logger="services.notifier"):
+        assert deliver(status_event(stranger, TaskStatus.PROCESSING)) is None
+    dropped = [r for r in caplog.records if r.getMessage().startswith("dropped")]
+    assert len(dropped) == 1 and f"no task {stranger}" in dropped[0].getMessage()
+    assert dropped[0].task_id == str(stranger)
+    assert applied_count(engine) == 0
+
+
+def test_an_unreachable_database_raises_so_pubsub_redelivers(settings, make_task, deliver):
+    task_id = make_task()
+    with socket_closed_port() as port:
+        url = f"postgresql+pg8000://idrl:idrl@127.0.0.1:{port}/idrl"
+        unreachable = db.create_engine(settings.model_copy(update={"database_url": url}))
+        try:
+            with pytest.raises(DBAPIError):
+                deliver(status_event(task_id, TaskStatus.PROCESSING), on=unreachable)
+        finally:
+            unreachable.dispose()
+
+
+class socket_closed_port:
+    """A loopback port nothing listens on (bound, never listening, for the test's span)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()
