@@ -7,8 +7,6 @@ in every api process (:class:`OutboxRelay`) republishes rows still unmarked afte
 ``outbox_republish_after_seconds``, claiming them with ``FOR UPDATE SKIP LOCKED`` so
 replicas never publish the same row at the same moment. A row may still be published
 twice (a crash after the publish, before the mark): every consumer is idempotent.
-
-``python -m services.api.outbox`` runs the relay alone, in the foreground.
 """
 
 from __future__ import annotations
@@ -187,18 +185,3 @@ class OutboxRelay:
             if count < self.settings.outbox_relay_batch:
                 return total
 
-
-def main() -> None:  # pragma: no cover - exercised by the crash test as a subprocess
-    from shared import db
-    from shared.config import get_settings
-    from shared.logging import configure_logging
-
-    settings = get_settings()
-    configure_logging("api-outbox-relay", settings.log_level)
-    relay = OutboxRelay(db.create_engine(settings), Publisher(settings), settings)
-    log.info("outbox relay running every %ss", settings.outbox_relay_interval_seconds)
-    relay.run()
-
-
-if __name__ == "__main__":
-    main()

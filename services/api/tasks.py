@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from shared.config import Settings
 from shared.events import ClipSpec, TaskStatusChanged, TaskSubmitted
@@ -160,7 +160,8 @@ class UnknownOwner(Exception):
     """The token names a user the database does not hold (e.g. a deleted account)."""
 
 
-def _sqlstate(exc: IntegrityError) -> str | None:
+def _sqlstate(exc: DBAPIError) -> str | None:
+    # pg8000 reports every server error as ProgrammingError with the fields in a dict.
     details = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
     return details.get("C") if isinstance(details, dict) else None
 
@@ -214,7 +215,7 @@ def create(conn: Connection, new: NewTask, settings: Settings) -> tuple[OutboxMe
                     "fingerprint": new.request_fingerprint,
                 },
             ).scalar_one()
-    except IntegrityError as exc:
+    except DBAPIError as exc:
         if _sqlstate(exc) == "23503":  # foreign_key_violation: no such user
             raise UnknownOwner() from None
         if _sqlstate(exc) == "23505":  # unique_violation: (owner, idempotency key)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
 
 from google.api_core.exceptions import DeadlineExceeded
 from google.cloud import pubsub_v1
+from werkzeug.serving import make_server
 
 from shared.config import Settings
 from shared.events import Event, decode, subscription_path
@@ -49,3 +52,43 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
     if code:
         assert body["error"]["code"] == code, body
     return body
+
+
+def multipart(*parts: tuple[str, str | None, bytes], boundary: str = "idrl-test-boundary") -> tuple[bytes, str]:
+    """A multipart/form-data body of ``(field, filename or None, content)`` parts and its
+    content type, built in memory (the test client would spool large bodies to a file)."""
+    body = bytearray()
+    for name, filename, content in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
+        if filename:
+            body += b"Content-Type: application/octet-stream\r\n"
+        body += b"\r\n" + content + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return bytes(body), f"multipart/form-data; boundary={boundary}"
+
+
+class JwksServer:
+    """Serves a JWKS document the test changes as it goes, like a key rotation."""
+
+    def __init__(self) -> None:
+        self.keys: list[dict] = []
+        self.fetches = 0
+        self._server = make_server("127.0.0.1", 0, self._wsgi)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/auth/.well-known/jwks.json"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _wsgi(self, environ, start_response):
+        self.fetches += 1
+        body = json.dumps({"keys": self.keys}).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def __enter__(self) -> JwksServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

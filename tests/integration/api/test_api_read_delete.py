@@ -1,0 +1,234 @@
+"""GET /tasks, GET /tasks/<id>, downloads and DELETE: owner scoping at every step."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from api_helpers import assert_error, multipart, object_names, pull_events
+from shared.storage import storage_client
+
+SOURCE = "https://videos.league.example/runs/run.mp4"
+
+
+def _insert_tasks(engine, owner_id: uuid.UUID, count: int, *, start: datetime | None = None,
+                  deleted: bool = False) -> list[uuid.UUID]:
+    """Tasks created one second apart, oldest first."""
+    start = start or datetime(2026, 1, 1, tzinfo=UTC)
+    ids = [uuid.uuid4() for _ in range(count)]
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO tasks (id, owner_id, source_kind, source, spec, created_at, deleted_at) "
+                 "VALUES (:id, :owner, 'url', :source, '{}', :created_at, :deleted_at)"),
+            [{"id": task_id, "owner": owner_id, "source": SOURCE,
+              "created_at": start + timedelta(seconds=n), "deleted_at": start if deleted else None}
+             for n, task_id in enumerate(ids)],
+        )
+    return ids
+
+
+def _processed(engine, settings, task_id: uuid.UUID, clips: list[bytes]) -> None:
+    """What the transcoder and the notifier leave for a processed task."""
+    bucket = storage_client().bucket(settings.clips_bucket)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE tasks SET status = 'processed', progress = 100, attempt = 1 "
+                          "WHERE id = :id"), {"id": task_id})
+        for index, content in enumerate(clips):
+            name = f"tasks/{task_id}/part-{index:02d}.mp4"
+            bucket.blob(name).upload_from_string(content, content_type="video/mp4")
+            conn.execute(
+                text("INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
+                     "VALUES (:id, :index, :uri, 22.0, :size)"),
+                {"id": task_id, "index": index, "uri": f"gs://{settings.clips_bucket}/{name}",
+                 "size": len(content)},
+            )
+
+
+# --- list ----------------------------------------------------------------------------------
+
+
+def test_the_list_holds_only_the_callers_tasks_newest_first_by_default(client, engine, alice, bob):
+    mine = _insert_tasks(engine, alice.id, 3)
+    _insert_tasks(engine, bob.id, 2)
+    _insert_tasks(engine, alice.id, 1, deleted=True)
+
+    body = client.get("/tasks", headers=alice.headers).get_json()
+    assert [item["id"] for item in body["tasks"]] == [str(i) for i in reversed(mine)]
+    assert body["max"] == 20 and body["order"] == 1
+    item = body["tasks"][0]
+    assert set(item) == {"id", "status", "progress", "created_at", "updated_at", "links"}
+    assert item["links"] == {"self": f"/tasks/{mine[-1]}"}
+    assert item["created_at"] == "2026-01-01T00:00:02+00:00"
+
+
+def test_max_and_order_choose_the_page(client, engine, alice):
+    ids = [str(i) for i in _insert_tasks(engine, alice.id, 6)]
+    newest = client.get("/tasks?max=4&order=1", headers=alice.headers).get_json()["tasks"]
+    oldest = client.get("/tasks?max=4&order=0", headers=alice.headers).get_json()["tasks"]
+    assert [t["id"] for t in newest] == ids[::-1][:4]
+    assert [t["id"] for t in oldest] == ids[:4]
+
+
+def test_max_defaults_to_20_and_is_capped_at_100(client, engine, alice):
+    _insert_tasks(engine, alice.id, 105)
+    assert len(client.get("/tasks", headers=alice.headers).get_json()["tasks"]) == 20
+    capped = client.get("/tasks?max=1000", headers=alice.headers).get_json()
+    assert len(capped["tasks"]) == 100 and capped["max"] == 100
+    huge = client.get("/tasks?max=" + "9" * 40, headers=alice.headers).get_json()
+    assert huge["max"] == 100
+
+
+@pytest.mark.parametrize("query", ["max=0", "max=-1", "max=abc", "max=1.5", "max=", "max=%201",
+                                   "order=2", "order=-1", "order=asc", "order="])
+def test_invalid_max_or_order_get_400(client, alice, query):
+    assert_error(client.get(f"/tasks?{query}", headers=alice.headers), 400, "invalid_parameter")
+
+
+# --- get and download ------------------------------------------------------------------------
+
+
+def test_a_processed_task_shows_its_clips_with_download_links(client, engine, alice, api_settings):
+    [task_id] = _insert_tasks(engine, alice.id, 1)
+    clips = [b"first clip bytes" * 1000, b"second clip"]
+    _processed(engine, api_settings, task_id, clips)
+
+    body = client.get(f"/tasks/{task_id}", headers=alice.headers).get_json()
+    assert body["status"] == "processed" and body["progress"] == 100 and body["attempts"] == 1
+    assert body["failure_reason"] is None
+    assert [c["index"] for c in body["clips"]] == [0, 1]
+    assert body["clips"][0] == {"index": 0, "duration_seconds": 22.0, "size_bytes": len(clips[0]),
+                                "links": {"download": f"/tasks/{task_id}/clips/0"}}
+    assert "original" not in body["links"]  # a URL source has no stored original
+
+    for index, content in enumerate(clips):
+        download = client.get(body["clips"][index]["links"]["download"], headers=alice.headers)
+        assert download.status_code == 200 and download.data == content
+        assert download.mimetype == "video/mp4"
+        assert download.headers["Content-Length"] == str(len(content))
+        assert download.headers["Content-Disposition"] == (
+            f'attachment; filename="{task_id}-clip-{index}.mp4"')
+    assert_error(client.get(f"/tasks/{task_id}/clips/7", headers=alice.headers), 404, "clip_not_found")
+    assert_error(client.get(f"/tasks/{task_id}/clips/x", headers=alice.headers), 404, "clip_not_found")
+    assert_error(client.get(f"/tasks/{task_id}/original", headers=alice.headers), 404, "file_not_found")
+
+
+def test_a_failed_task_shows_its_reason(client, engine, alice):
+    [task_id] = _insert_tasks(engine, alice.id, 1)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE tasks SET status = 'failed', attempt = 3, "
+                          "failure_reason = 'source has no video stream' WHERE id = :id"), {"id": task_id})
+    body = client.get(f"/tasks/{task_id}", headers=alice.headers).get_json()
+    assert (body["status"], body["attempts"], body["failure_reason"]) == (
+        "failed", 3, "source has no video stream")
+
+
+def test_another_users_task_is_answered_exactly_like_a_missing_one(client, engine, alice, bob, api_settings):
+    [task_id] = _insert_tasks(engine, alice.id, 1)
+    _processed(engine, api_settings, task_id, [b"clip"])
+    missing = uuid.uuid4()
+
+    for path in ("", "/clips/0", "/original"):
+        theirs = client.get(f"/tasks/{task_id}{path}", headers=bob.headers)
+        absent = client.get(f"/tasks/{missing}{path}", headers=bob.headers)
+        malformed = client.get(f"/tasks/not-a-task-id{path}", headers=bob.headers)
+        assert_error(theirs, 404, "task_not_found")
+        assert theirs.get_json() == absent.get_json() == malformed.get_json()
+    theirs = client.delete(f"/tasks/{task_id}", headers=bob.headers)
+    absent = client.delete(f"/tasks/{missing}", headers=bob.headers)
+    assert_error(theirs, 404, "task_not_found")
+    assert theirs.get_json() == absent.get_json()
+    assert client.get("/tasks", headers=bob.headers).get_json()["tasks"] == []
+
+    # Nothing bob did touched alice's task.
+    body = client.get(f"/tasks/{task_id}", headers=alice.headers).get_json()
+    assert body["status"] == "processed" and len(body["clips"]) == 1
+    assert object_names(api_settings.clips_bucket, f"tasks/{task_id}/") != []
+
+
+# --- delete ----------------------------------------------------------------------------------
+
+
+def test_deleting_a_queued_task_cancels_it_and_removes_its_objects(client, engine, alice, api_settings,
+                                                                  video_bytes):
+    body, content_type = multipart(("file", "run.mp4", video_bytes))
+    created = client.post("/tasks", data=body, content_type=content_type, headers=alice.headers)
+    task_id = uuid.UUID(created.get_json()["id"])
+    # A worker had already written a clip when the athlete changed their mind.
+    storage_client().bucket(api_settings.clips_bucket).blob(f"tasks/{task_id}/part-00.mp4") \
+        .upload_from_string(b"partial clip")
+
+    response = client.delete(f"/tasks/{task_id}", headers=alice.headers)
+
+    assert response.status_code == 204 and response.data == b""
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, deleted_at FROM tasks WHERE id = :id"), {"id": task_id}).one()
+        history = conn.execute(text("SELECT status FROM task_history WHERE task_id = :id ORDER BY id"),
+                               {"id": task_id}).scalars().all()
+    assert row.status == "canceled" and row.deleted_at is not None
+    assert history == ["queued", "canceled"]
+    [event] = pull_events(api_settings, api_settings.subscription_notifier, task_id=task_id)
+    assert event.event_type == "TaskStatusChanged" and event.status == "canceled"
+    assert object_names(api_settings.uploads_bucket, f"uploads/{task_id}/") == []
+    assert object_names(api_settings.clips_bucket, f"tasks/{task_id}/") == []
+
+    assert_error(client.get(f"/tasks/{task_id}", headers=alice.headers), 404, "task_not_found")
+    assert client.get("/tasks", headers=alice.headers).get_json()["tasks"] == []
+    again = client.delete(f"/tasks/{task_id}", headers=alice.headers)
+    assert again.status_code == 204
+    assert pull_events(api_settings, api_settings.subscription_notifier, task_id=task_id, timeout=2) == []
+
+
+def test_deleting_a_processed_task_keeps_its_status_and_publishes_nothing(client, engine, alice, api_settings):
+    [task_id] = _insert_tasks(engine, alice.id, 1)
+    _processed(engine, api_settings, task_id, [b"clip"])
+
+    assert client.delete(f"/tasks/{task_id}", headers=alice.headers).status_code == 204
+
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, deleted_at FROM tasks WHERE id = :id"), {"id": task_id}).one()
+        outbox = conn.execute(text("SELECT count(*) FROM outbox")).scalar_one()
+    assert row.status == "processed" and row.deleted_at is not None
+    assert outbox == 0
+    assert object_names(api_settings.clips_bucket, f"tasks/{task_id}/") == []
+
+
+def test_an_idempotency_key_of_a_deleted_task_gets_409(client, alice):
+    headers = alice.headers | {"Idempotency-Key": "run-42"}
+    first = client.post("/tasks", json={"url": SOURCE}, headers=headers)
+    client.delete(first.headers["Location"], headers=alice.headers)
+    assert_error(client.post("/tasks", json={"url": SOURCE}, headers=headers), 409, "idempotency_key_used")
+
+
+def test_idempotency_keys_expire_after_the_window(client, engine, alice):
+    headers = alice.headers | {"Idempotency-Key": "run-43"}
+    first = client.post("/tasks", json={"url": SOURCE}, headers=headers)
+    same = client.post("/tasks", json={"url": SOURCE}, headers=headers)
+    changed = client.post("/tasks", json={"url": SOURCE + "?v=2"}, headers=headers)
+    assert first.status_code == 202 and same.status_code == 200
+    assert same.get_json()["id"] == first.get_json()["id"]
+    assert same.headers["Location"] == first.headers["Location"]
+    assert_error(changed, 422, "idempotency_key_mismatch")
+
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE tasks SET created_at = now() - interval '25 hours'"))
+    later = client.post("/tasks", json={"url": SOURCE}, headers=headers)
+    assert later.status_code == 202 and later.get_json()["id"] != first.get_json()["id"]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM tasks")).scalar_one() == 2
+
+
+def test_the_same_key_from_two_users_makes_two_tasks(client, alice, bob):
+    first = client.post("/tasks", json={"url": SOURCE}, headers=alice.headers | {"Idempotency-Key": "k"})
+    second = client.post("/tasks", json={"url": SOURCE}, headers=bob.headers | {"Idempotency-Key": "k"})
+    assert first.status_code == second.status_code == 202
+    assert first.get_json()["id"] != second.get_json()["id"]
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 256, "caf\u00e9"])
+def test_a_malformed_idempotency_key_gets_400(client, alice, key):
+    response = client.post("/tasks", json={"url": SOURCE},
+                           headers=alice.headers | {"Idempotency-Key": key.encode().decode("latin-1")})
+    assert_error(response, 400, "invalid_idempotency_key")
