@@ -294,3 +294,15 @@ def test_down_stops_a_stack_running_in_the_background(
     assert port_bindable(HOST, int(env["GATEWAY_PORT"])) and port_bindable(HOST, int(env["AUTH_PORT"]))
     # The given emulators are not the launcher's to stop.
     assert requests.get(f"{storage_emulator_host}/storage/v1/b?project=x", timeout=10).status_code == 200
+
+
+@pytest.mark.e2e
+def test_local_stack_fixture_routes_auth_and_api_through_its_gateway(local_stack) -> None:
+    jwks = requests.get(f"{local_stack.base_url}/auth/.well-known/jwks.json", timeout=30)
+    assert jwks.status_code == 200 and jwks.json()["keys"]
+    health = requests.get(f"{local_stack.base_url}/healthz", timeout=30)
+    assert health.status_code == 200, health.text
+    # Its own database: the services run against exactly what the settings name.
+    assert local_stack.settings.database_url == local_stack.stack.database_url
+    assert local_stack.settings.uploads_bucket.startswith("idrl-uploads-")
+    assert storage_client().bucket(local_stack.settings.clips_bucket).exists()
