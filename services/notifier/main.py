@@ -38,6 +38,9 @@ from shared.logging import configure_logging
 MAX_EVENT_BYTES = 256 * 1024
 
 settings = get_settings()
+# Without it the engine would aim at the local default and every event would fail and
+# come back forever: better not to start at all.
+settings.require_production("instance_connection_name")
 configure_logging("notifier", settings.log_level)
 logger = logging.getLogger("services.notifier")
 

@@ -292,3 +292,33 @@ class socket_closed_port:
 
     def __exit__(self, *exc) -> None:
         self.sock.close()
+
+
+@pytest.mark.parametrize("task_columns", [dict(status="canceled"),
+                                          dict(status="processed", deleted_at=T0)])
+def test_a_processed_event_for_a_canceled_or_deleted_task_leaves_no_orphans(
+    engine, settings, make_task, deliver, caplog, task_columns
+):
+    from shared.storage import storage_client
+
+    task_id = make_task(**task_columns)
+    clips = outputs(settings.clips_bucket, task_id)
+    foreign = ClipOutput(index=2, uri=f"gs://{settings.uploads_bucket}/{task_id}/source",
+                         duration_seconds=1.0, size_bytes=1)
+    client = storage_client()
+    for uri in [c.uri for c in clips] + [foreign.uri]:
+        bucket, name = uri[len("gs://"):].split("/", 1)
+        client.bucket(bucket).blob(name).upload_from_string(b"\0" * 16)
+
+    event = status_event(task_id, TaskStatus.PROCESSED, outputs=(*clips, foreign))
+    with caplog.at_level(logging.INFO, logger="services.notifier"):
+        result = deliver(event)
+
+    assert result.outcome is Outcome.STALE
+    assert result.orphans_deleted == tuple(c.uri for c in clips)
+    assert not any(client.bucket(settings.clips_bucket).list_blobs())
+    assert [b.name for b in client.bucket(settings.uploads_bucket).list_blobs()] \
+        == [f"{task_id}/source"]  # the notifier deletes only in the clips bucket
+    assert clip_rows(engine, task_id) == [] and history(engine, task_id) == []
+    lines = [r for r in caplog.records if r.getMessage().startswith("deleted the outputs")]
+    assert len(lines) == 1 and lines[0].task_id == str(task_id)
