@@ -133,7 +133,7 @@ resource "google_compute_region_autoscaler" "transcoder" {
 
     metric {
       name                       = "pubsub.googleapis.com/subscription/num_undelivered_messages"
-      filter                     = "resource.type = pubsub_subscription AND resource.labels.subscription_id = \"video-tasks-transcoder\""
+      filter                     = "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = \"video-tasks-transcoder\""
       single_instance_assignment = var.transcoder_backlog_per_instance
     }
 

@@ -62,10 +62,12 @@ def apply_read_only_role(connection: Connection, role: str, verifier: str,
     ).first()
     if not exists:
         connection.execute(text(f'CREATE ROLE "{role}"'))
-    # Identifiers and the verifier are checked above: DDL takes no bound parameters.
+    # Identifiers and the verifier are checked above: DDL takes no bound parameters. The
+    # verifier's colons are escaped so text() does not read them as parameter names.
+    literal = verifier.replace(":", "\\:")
     connection.execute(text(
         f'ALTER ROLE "{role}" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
-        f"NOINHERIT CONNECTION LIMIT 100 PASSWORD '{verifier}'"
+        f"NOINHERIT CONNECTION LIMIT 100 PASSWORD '{literal}'"
     ))
     connection.execute(text(f'ALTER ROLE "{role}" SET default_transaction_read_only = on'))
 

@@ -12,11 +12,14 @@ from google.cloud import secretmanager
 
 
 def main(assignments: list[str]) -> None:
-    client = secretmanager.SecretManagerServiceClient()
+    pairs = []
     for assignment in assignments:
         name, _, version = assignment.partition("=")
         if not name or not version:
             raise SystemExit(f"expected NAME=<secret version resource>, got {assignment!r}")
+        pairs.append((name, version))
+    client = secretmanager.SecretManagerServiceClient()
+    for name, version in pairs:
         value = client.access_secret_version(name=version).payload.data.decode("utf-8")
         # An env file holds one line per variable: anything else would be cut or misread.
         if "\n" in value or "\r" in value:
