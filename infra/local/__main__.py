@@ -94,6 +94,9 @@ def up() -> int:
         say(f"a local stack is already running (pid {running.pid}); stop it with `make down`")
         return 1
     signal.signal(signal.SIGTERM, _raise_stop)
+    # A shell without job control starts background commands with SIGINT ignored,
+    # and Python then keeps ignoring it: Ctrl-C must always reach the launcher.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stack = LocalStack(config, report=say, record_state=True)
     say(f"starting the local stack (state in {config.state_dir}, logs in {config.logs_dir})")
     status = 0
