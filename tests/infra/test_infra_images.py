@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import DOCKERFILES, REPO, SERVICES, TERRAFORM, dockerfile_instructions, final_stage
+from infra_files import DOCKERFILES, REPO, SERVICES, TERRAFORM, dockerfile_instructions, final_stage
 
 SCAN_VENV = REPO / ".venv-scan"
 INSTALL_SCAN = ("python3 -m venv .venv-scan && .venv-scan/bin/pip install --no-deps "

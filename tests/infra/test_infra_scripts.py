@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from conftest import REPO, TERRAFORM, only
+from infra_files import REPO, TERRAFORM
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
