@@ -1,0 +1,181 @@
+"""Probe a source by its content and enforce the limits before any encoding.
+
+ffprobe reads the file under the same hardening as ffmpeg (see :mod:`.hardening`): the
+file protocol only, and a demuxer allow-list of real video containers. Anything it
+cannot read, a file with no video stream, or one past a limit is a permanent failure
+with a reason the task's owner can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from services.transcoder.errors import PermanentFailure
+from services.transcoder.hardening import SOURCE_INPUT_OPTIONS, local_url
+
+
+@dataclass(frozen=True)
+class SourceLimits:
+    max_bytes: int
+    max_seconds: float
+    max_width: int
+    max_height: int
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the pipeline needs to know about a source."""
+
+    container: str
+    size_bytes: int
+    duration: float  # seconds of video to cut into parts
+    width: int  # coded picture size
+    height: int
+    display_width: int  # upright, square-pixel size: after rotation and aspect ratio
+    display_height: int
+    rotation: int  # 0, 90, 180 or 270
+    frame_rate: float
+    video_stream: int  # index of the video stream in the container
+    has_audio: bool
+    video_codec: str
+
+
+def run_ffprobe(path: Path, *, timeout: float) -> dict:
+    """ffprobe's JSON for ``path``; :class:`PermanentFailure` when it cannot read it."""
+    args = ["ffprobe", "-v", "error", "-hide_banner"]
+    for option, value in SOURCE_INPUT_OPTIONS.items():
+        args += [f"-{option}", value]
+    args += ["-show_format", "-show_streams", "-of", "json", local_url(path)]
+    # ffmpeg-python's probe() cannot bound the run time, hence the direct call.
+    try:
+        completed = subprocess.run(
+            args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise PermanentFailure(f"the source could not be read within {timeout:.0f} s") from None
+    if completed.returncode != 0:
+        detail = _first_line(completed.stderr) or "unknown format"
+        raise PermanentFailure(f"the source is not a readable video ({detail})")
+    try:
+        return json.loads(completed.stdout)
+    except json.JSONDecodeError:
+        raise PermanentFailure("the source is not a readable video") from None
+
+
+def _first_line(stderr: bytes) -> str:
+    for line in stderr.decode("utf-8", "replace").splitlines():
+        line = line.strip()
+        if line:
+            # ffprobe prefixes its messages with the file name; keep only what follows.
+            return line.rsplit(": ", 1)[-1][:200]
+    return ""
+
+
+def probe_source(path: Path, limits: SourceLimits, *, timeout: float = 60.0) -> SourceInfo:
+    """Probe ``path`` and check it against ``limits``; raises :class:`PermanentFailure`."""
+    size = path.stat().st_size
+    if size == 0:
+        raise PermanentFailure("the source is empty (0 bytes)")
+    if size > limits.max_bytes:
+        raise PermanentFailure(
+            f"the source is {_megabytes(size)}, over the {_megabytes(limits.max_bytes)} limit"
+        )
+    return describe_source(run_ffprobe(path, timeout=timeout), size, limits)
+
+
+def describe_source(probe: dict, size: int, limits: SourceLimits) -> SourceInfo:
+    """Turn ffprobe's JSON into a :class:`SourceInfo`, enforcing ``limits`` (pure)."""
+    streams = probe.get("streams") or []
+    videos = [
+        s for s in streams
+        if s.get("codec_type") == "video"
+        and not (s.get("disposition") or {}).get("attached_pic")
+        and s.get("width") and s.get("height")
+    ]
+    if not videos:
+        raise PermanentFailure("the source has no video stream")
+    video = videos[0]
+    if not video.get("codec_name"):
+        raise PermanentFailure("the source's video codec is not supported")
+    has_audio = any(s.get("codec_type") == "audio" and s.get("codec_name") for s in streams)
+
+    fmt = probe.get("format") or {}
+    duration = _duration(fmt.get("duration"), video.get("duration"))
+    if duration is None:
+        raise PermanentFailure("the source's duration cannot be determined")
+    if duration > limits.max_seconds:
+        raise PermanentFailure(
+            f"the source lasts {duration:.0f} s, over the {limits.max_seconds:.0f} s limit"
+        )
+
+    width, height = int(video["width"]), int(video["height"])
+    rotation = _rotation(video)
+    sar = _ratio(video.get("sample_aspect_ratio")) or Fraction(1)
+    display_width, display_height = max(1, round(width * sar)), height
+    if rotation in (90, 270):
+        display_width, display_height = display_height, display_width
+    longest, shortest = max(width, height), min(width, height)
+    if longest > max(limits.max_width, limits.max_height) or shortest > min(
+        limits.max_width, limits.max_height
+    ):
+        raise PermanentFailure(
+            f"the source is {width}x{height}, over the "
+            f"{limits.max_width}x{limits.max_height} limit"
+        )
+    return SourceInfo(
+        container=str(fmt.get("format_name", "")),
+        size_bytes=size,
+        duration=duration,
+        width=width,
+        height=height,
+        display_width=display_width,
+        display_height=display_height,
+        rotation=rotation,
+        frame_rate=float(_ratio(video.get("avg_frame_rate")) or _ratio(video.get("r_frame_rate")) or 0),
+        video_stream=int(video["index"]),
+        has_audio=has_audio,
+        video_codec=str(video["codec_name"]),
+    )
+
+
+def _duration(container: object, stream: object) -> float | None:
+    # The shorter of the two: a container whose audio outlasts its video would
+    # otherwise plan a last part with no picture in it.
+    values = []
+    for value in (container, stream):
+        try:
+            seconds = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(seconds) and seconds > 0:
+            values.append(seconds)
+    return min(values) if values else None
+
+
+def _ratio(value: object) -> Fraction | None:
+    try:
+        num, den = str(value).split(":" if ":" in str(value) else "/")
+        ratio = Fraction(int(num), int(den))
+    except (ValueError, ZeroDivisionError):
+        return None
+    return ratio if ratio > 0 else None
+
+
+def _rotation(video: dict) -> int:
+    """The display rotation, from the display matrix or the legacy ``rotate`` tag."""
+    for side_data in video.get("side_data_list") or []:
+        if "rotation" in side_data:
+            return round(float(side_data["rotation"])) % 360 // 90 * 90
+    try:
+        return round(float((video.get("tags") or {}).get("rotate", 0))) % 360 // 90 * 90
+    except ValueError:
+        return 0
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.0f} MB" if size >= 1_000_000 else f"{size} bytes"

@@ -1,0 +1,107 @@
+"""The ffmpeg command a clip is made with: built, not run."""
+
+from pathlib import Path
+
+import pytest
+
+from services.transcoder.graph import build_clip_command
+from services.transcoder.pipeline import ProgressThrottle
+from services.transcoder.plan import Part
+from services.transcoder.probe import SourceInfo
+from shared.events import ClipSpec
+
+
+def info(**changes):
+    base = dict(container="mov,mp4", size_bytes=1, duration=45.0, width=1920, height=1080,
+                display_width=1920, display_height=1080, rotation=0, frame_rate=30.0,
+                video_stream=0, has_audio=True, video_codec="h264")
+    return SourceInfo(**(base | changes))
+
+
+def command(spec=ClipSpec(), part=Part(2, 20.0, 20.0), **changes):
+    return build_clip_command(Path("/scratch/source"), info(**changes), part, spec,
+                              Path("/assets/logo.png"), Path("/scratch/part-02.mp4"),
+                              Path("/scratch/part-02.jpg"))
+
+
+def options_before(args, target):
+    """The options given to the input ``target`` (between the previous -i and its own)."""
+    end = args.index(target) - 1
+    start = max((i for i in range(end) if args[i] == "-i"), default=-1) + 2
+    return dict(zip(args[start:end:2], args[start + 1:end:2]))
+
+
+def test_the_source_is_read_from_a_file_url_through_the_allow_lists():
+    args = command().args
+    source_options = options_before(args, "file:/scratch/source")
+    assert source_options["-protocol_whitelist"] == "file"
+    whitelist = source_options["-format_whitelist"].split(",")
+    assert "mov" in whitelist and "matroska" in whitelist
+    for indirection in ("hls", "concat", "image2", "lavfi", "tee", "subfile", "data"):
+        assert indirection not in whitelist
+    assert (source_options["-ss"], source_options["-t"]) == ("20.000000", "20.000000")
+    logo_options = options_before(args, "file:/assets/logo.png")
+    assert logo_options["-protocol_whitelist"] == "file"
+
+
+def test_one_run_writes_the_clip_and_its_poster_with_the_spec():
+    cmd = command()
+    args = cmd.args
+    assert args.count("-filter_complex") == 1
+    assert args.count("-map") == 3  # clip video, clip audio, poster
+    joined = " ".join(args)
+    for expected in ("-vcodec libx264", "-preset veryfast", "-crf 23", "-pix_fmt yuv420p",
+                     "-r 30", "-fps_mode cfr", "-acodec aac", "-ar 48000", "-ac 2",
+                     "-movflags +faststart", "-map_metadata -1", "-progress pipe:1"):
+        assert expected in joined
+    assert "-y" in args and "-nostdin" in args
+    assert "/scratch/part-02.mp4" in args and "/scratch/part-02.jpg" in args
+    assert cmd.expected_seconds == pytest.approx(22.0)
+
+
+def test_the_graph_follows_the_fit_and_the_spec():
+    graph = command(ClipSpec(fit="crop", width=640, height=360, fps=25, crf=28)).args
+    graph = graph[graph.index("-filter_complex") + 1]
+    assert "fps=25" in graph and "crop=640:360" in graph and "pad=640:360:0" not in graph
+    assert "concat=a=1:n=3:v=1" in graph
+    # Frames are thinned before the (costly) scaling of the source.
+    assert graph.index("fps=25[") < graph.index("]scale=640:360[")
+    pad = command(display_width=1080, display_height=1920, width=1080, height=1920).args
+    pad = pad[pad.index("-filter_complex") + 1]
+    assert "scale=404:720" in pad and "pad=1280:720:438:0" in pad
+
+
+def test_a_silent_source_gets_silence_for_its_part():
+    graph = command(has_audio=False).args
+    joined = graph[graph.index("-filter_complex") + 1]
+    assert "asplit=3" in joined and "[2:a" not in joined
+    with_audio = command().args
+    assert "[2:a:0]" in with_audio[with_audio.index("-filter_complex") + 1]
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_is_throttled_to_one_report_per_interval():
+    clock, sent = FakeClock(), []
+    throttle = ProgressThrottle(sent.append, 2.0, clock)
+    for tick in range(0, 60):  # ffmpeg reports every 0.5 s
+        clock.now = tick * 0.5
+        throttle(tick * 1.5)
+    assert sent == sorted(set(sent))
+    assert len(sent) == 15  # 30 s of reports, one per 2 s
+    assert max(sent) <= 99  # 100 belongs to the processed event
+
+
+def test_progress_never_goes_back():
+    clock, sent = FakeClock(), []
+    throttle = ProgressThrottle(sent.append, 2.0, clock)
+    for now, percent in ((0, 40), (3, 30), (6, 50)):
+        clock.now = now
+        throttle(percent)
+    assert sent == [40, 50]
