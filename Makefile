@@ -5,8 +5,8 @@
 #
 # Works as root or as a user with sudo, on Debian 12 / Ubuntu with nothing but python3.
 # Ports and other knobs are environment (or make) variables read by `python -m infra.local`:
-#   GATEWAY_PORT=5050 AUTH_PORT=5051 API_PORT=5052 NOTIFIER_PORT=5053 POSTGRES_PORT=5433
-#   PUBSUB_PORT=8085 STORAGE_PORT=9023 PUBSUB_EMULATOR=auto|pstest|gcloud
+#   GATEWAY_PORT=5050 AUTH_PORT=5051 API_PORT=5052 POSTGRES_PORT=5433 PUBSUB_PORT=8085
+#   STORAGE_PORT=9023 PUBSUB_EMULATOR=auto|pstest|gcloud
 #   TRANSCODER_WORKERS=1 GUNICORN_WORKERS=2 GUNICORN_THREADS=4
 #   STACK_SERVICES=auth,api,transcoder,notifier (default: every service that exists)
 #   STACK_STATE_DIR=.local (database cluster, stored objects, keys, logs)

@@ -48,8 +48,7 @@ def _test_stack_config(state_dir: Path, **fields) -> StackConfig:
     """A StackConfig whose every port is free right now."""
     ports = {
         name: free_port()
-        for name in ("gateway_port", "auth_port", "api_port", "notifier_port",
-                     "postgres_port", "pubsub_port", "storage_port")
+        for name in ("gateway_port", "auth_port", "api_port", "postgres_port", "pubsub_port", "storage_port")
     }
     return StackConfig(state_dir=state_dir, storage_in_memory=True, pubsub_emulator="pstest",
                        **(ports | fields))

@@ -20,7 +20,7 @@ from types import FrameType
 
 import psutil
 
-from infra.local.process import StartupError, group_members, kill_group, wait_until
+from infra.local.process import StartupError, group_members, kill_group, port_accepts, wait_until
 from infra.local.stack import SERVICES, LocalStack, StackConfig, build_pstest, run_migrations
 
 
@@ -172,6 +172,10 @@ def provision() -> int:
 
 def migrate() -> int:
     config = StackConfig.from_environment()
+    if not config.database_url and not port_accepts(config.host, config.postgres_port):
+        say(f"no PostgreSQL on {config.host}:{config.postgres_port}: start the stack (`make up`) "
+            "or set DATABASE_URL")
+        return 1
     try:
         run_migrations(config, config.database_url or config.local_database_url())
     except StartupError as error:

@@ -17,7 +17,9 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Self
 
 import pg8000.native
 import psutil
@@ -62,7 +64,6 @@ class StackConfig:
     gateway_port: int = 5050
     auth_port: int = 5051
     api_port: int = 5052
-    notifier_port: int = 5053
     postgres_port: int = 5433
     pubsub_port: int = 8085
     storage_port: int = 9023
@@ -109,7 +110,6 @@ class StackConfig:
             gateway_port=number("GATEWAY_PORT", defaults.gateway_port),
             auth_port=number("AUTH_PORT", defaults.auth_port),
             api_port=number("API_PORT", defaults.api_port),
-            notifier_port=number("NOTIFIER_PORT", defaults.notifier_port),
             postgres_port=number("POSTGRES_PORT", defaults.postgres_port),
             pubsub_port=number("PUBSUB_PORT", defaults.pubsub_port),
             storage_port=number("STORAGE_PORT", defaults.storage_port),
@@ -481,7 +481,7 @@ class LocalStack:
         self.pubsub_kind: str | None = None
         self._reported_dead: set[str] = set()
 
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -540,9 +540,8 @@ class LocalStack:
         if not config.storage_emulator_host:
             ports.append(("storage", config.storage_port))
         services = config.service_names()
+        # The notifier's local runner pulls; it binds no port.
         ports += [(name, getattr(config, f"{name}_port")) for name in ("auth", "api") if name in services]
-        if "notifier" in services:
-            ports.append(("notifier", config.notifier_port))
         return ports
 
     def _check_ports(self) -> None:
@@ -551,7 +550,7 @@ class LocalStack:
         if taken:
             raise StartupError(
                 f"already in use: {', '.join(taken)}. Is a stack already running (`make down`)? "
-                "Ports are set by GATEWAY_PORT, AUTH_PORT, API_PORT, NOTIFIER_PORT, POSTGRES_PORT, "
+                "Ports are set by GATEWAY_PORT, AUTH_PORT, API_PORT, POSTGRES_PORT, "
                 "PUBSUB_PORT, STORAGE_PORT."
             )
 
@@ -577,6 +576,13 @@ class LocalStack:
             )
             self._start_services(env)
             self._timed("gateway (nginx)", self._start_gateway)
+            # Port-less services have no readiness probe; one that crashed on start-up
+            # has had the time the others took to get ready to show it.
+            dead = self.dead()
+            if dead:
+                raise StartupError("\n".join(
+                    f"{process.name} exited during start-up (exit code {process.returncode}).\n"
+                    f"{process.log_excerpt()}" for process in dead))
         except BaseException:
             self.stop()
             raise
@@ -637,22 +643,20 @@ class LocalStack:
                 http_services.append((process, f"http://{config.host}:{port}/healthz"))
             elif name == "transcoder":
                 for index in range(1, config.transcoder_workers + 1):
-                    worker_env = dict(env) | {"WORKER_ID": f"local-transcoder-{index}"}
                     self._add(TIER_SERVICES, ManagedProcess(
                         f"transcoder-{index}", [config.python, "-m", "services.transcoder"],
-                        log_path=config.logs_dir / f"transcoder-{index}.log", env=worker_env,
+                        log_path=config.logs_dir / f"transcoder-{index}.log", env=env,
                         cwd=config.project_root, stop_timeout=30,
                     ).start())
             elif name == "notifier":
-                notifier_env = dict(env) | {"PORT": str(config.notifier_port)}
                 self._add(TIER_SERVICES, ManagedProcess(
                     "notifier", [config.python, "-m", "services.notifier"],
-                    log_path=config.logs_dir / "notifier.log", env=notifier_env,
+                    log_path=config.logs_dir / "notifier.log", env=env,
                     cwd=config.project_root, stop_timeout=15,
                 ).start())
         for process, url in http_services:
             self._timed(f"{process.name} on {url.rsplit('/', 1)[0]}",
-                        lambda: process.wait_ready(http_probe(url), timeout=60))
+                        partial(process.wait_ready, http_probe(url), timeout=60))
 
     def _start_gateway(self) -> None:
         config = self.config
