@@ -322,6 +322,6 @@ def local_stack(
         _delete_buckets(cleanup_settings)
         _drop_database(postgres_url, database)
     if dead:
-        details = "\n".join(f"{process.name} (exit code {process.returncode})\n{process.log_excerpt()}"
+        details = "\n".join(f"{process.name} ({process.exit_description})\n{process.log_excerpt()}"
                             for process in dead)
         pytest.fail(f"local stack processes died during the tests:\n{details}")

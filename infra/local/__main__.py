@@ -107,8 +107,8 @@ def up() -> int:
             time.sleep(1)
             for process in stack.newly_dead():
                 _loud(
-                    f"{process.name} (pid {process.pid}) EXITED UNEXPECTEDLY with exit code "
-                    f"{process.returncode}; the rest of the stack keeps running.\n"
+                    f"{process.name} (pid {process.pid}) EXITED UNEXPECTEDLY ({process.exit_description}); "
+                    "the rest of the stack keeps running.\n"
                     f"{process.log_excerpt()}"
                 )
     except (KeyboardInterrupt, _Stop):

@@ -55,6 +55,7 @@ class ManagedProcess:
         self.popen: subprocess.Popen[bytes] | None = None
         self.create_time: float | None = None
         self.stopping = False
+        self._log_offset = 0
 
     def __repr__(self) -> str:
         return f"<ManagedProcess {self.name} pid={self.pid}>"
@@ -72,12 +73,25 @@ class ManagedProcess:
         return self.popen.poll() if self.popen else None
 
     @property
+    def exit_description(self) -> str:
+        code = self.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
+
+    @property
     def died_unexpectedly(self) -> bool:
         return self.popen is not None and not self.stopping and self.popen.poll() is not None
 
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
+            self._log_offset = log.tell()  # excerpts show this run only
             started = datetime.now(UTC).isoformat(timespec="seconds")
             log.write(f"\n=== {started} start {self.name}: {' '.join(self.argv)}\n".encode())
             log.flush()
@@ -104,7 +118,7 @@ class ManagedProcess:
         while True:
             if not self.running:
                 raise StartupError(
-                    f"{self.name} exited during start-up (exit code {self.returncode}).\n"
+                    f"{self.name} exited during start-up ({self.exit_description}).\n"
                     f"{self.log_excerpt()}"
                 )
             if probe():
@@ -117,7 +131,9 @@ class ManagedProcess:
 
     def log_excerpt(self, lines: int = 20) -> str:
         try:
-            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_offset)
+                tail = log.read().decode(errors="replace").splitlines()[-lines:]
         except FileNotFoundError:
             tail = []
         body = "\n".join(f"    {line}" for line in tail)

@@ -581,7 +581,7 @@ class LocalStack:
             dead = self.dead()
             if dead:
                 raise StartupError("\n".join(
-                    f"{process.name} exited during start-up (exit code {process.returncode}).\n"
+                    f"{process.name} exited during start-up ({process.exit_description}).\n"
                     f"{process.log_excerpt()}" for process in dead))
         except BaseException:
             self.stop()
