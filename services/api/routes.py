@@ -279,10 +279,18 @@ def _int_arg(name: str, default: int) -> int:
     return int(digits) if len(digits) <= 9 else 10**9
 
 
+_LIST_PARAMETERS = frozenset({"max", "order"})
+
+
 @tasks.get("")
 def list_tasks():
     settings = _settings()
     owner = current_owner()
+    unknown = sorted(set(request.args) - _LIST_PARAMETERS)
+    if unknown:
+        # A misspelt parameter (``limit``, ``sort``) would otherwise be silently ignored.
+        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)[:200]}; use max and order",
+                         code="invalid_parameter")
     limit = _int_arg("max", settings.list_default_max)
     if limit < 1:
         raise BadRequest("max must be at least 1", code="invalid_parameter")

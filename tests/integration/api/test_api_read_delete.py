@@ -82,7 +82,7 @@ def test_max_defaults_to_20_and_is_capped_at_100(client, engine, alice):
 
 
 @pytest.mark.parametrize("query", ["max=0", "max=-1", "max=abc", "max=1.5", "max=", "max=%201",
-                                   "order=2", "order=-1", "order=asc", "order="])
+                                   "order=2", "order=-1", "order=asc", "order=", "limit=5", "sort=desc"])
 def test_invalid_max_or_order_get_400(client, alice, query):
     assert_error(client.get(f"/tasks?{query}", headers=alice.headers), 400, "invalid_parameter")
 
