@@ -80,8 +80,9 @@ lock: | $(PYTHON) ## re-resolve pyproject.toml into the hash-pinned lock files
 	  $$uv pip compile requirements-scan.in --generate-hashes --python-version 3.11 -o requirements-scan.lock -q; \
 	fi
 
-clean: down ## delete local state: database cluster, stored objects, keys, logs, builds
-	rm -rf .local .pytest_cache
+clean: ## delete local state: database cluster, stored objects, keys, logs, builds
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m infra.local clean; else rm -rf .local; fi
+	rm -rf .pytest_cache
 
 # --- benchmarks and load tests --------------------------------------------------------
 # Reserved for the targets `bench`, `bench-e2e` and `load` (added with their scripts).

@@ -5,6 +5,7 @@
     python -m infra.local build-pstest  build .local/bin/pstest if its source changed
     python -m infra.local migrate       migrate the local stack's database
     python -m infra.local provision     topics, subscriptions, buckets (reads the environment)
+    python -m infra.local clean         delete the local state (cluster, objects, keys, logs, builds)
 
 Configuration comes from environment variables; see StackConfig.from_environment.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 import time
@@ -21,7 +23,14 @@ from types import FrameType
 import psutil
 
 from infra.local.process import StartupError, group_members, kill_group, port_accepts, wait_until
-from infra.local.stack import SERVICES, LocalStack, StackConfig, build_pstest, run_migrations
+from infra.local.stack import (
+    SERVICES,
+    LocalStack,
+    StackConfig,
+    build_pstest,
+    postgres_fallback_dir,
+    run_migrations,
+)
 
 
 def say(message: str) -> None:
@@ -157,6 +166,19 @@ def down() -> int:
     return 0
 
 
+def clean() -> int:
+    config = StackConfig.from_environment()
+    running = _running_launcher(config)
+    if running is not None:
+        say(f"a local stack is running (pid {running.pid}); stop it first with `make down`")
+        return 1
+    for path in (postgres_fallback_dir(config.state_dir / "pg"), config.state_dir):
+        if path.exists():
+            shutil.rmtree(path)
+            say(f"removed {path}")
+    return 0
+
+
 def provision() -> int:
     # Run by the launcher in a child process whose environment carries the emulator
     # hosts, so the launcher's own environment stays untouched.
@@ -188,7 +210,7 @@ def migrate() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "build-pstest", "provision", "migrate"])
+    parser.add_argument("command", choices=["up", "down", "build-pstest", "provision", "migrate", "clean"])
     command = parser.parse_args(argv).command
     if command == "build-pstest":
         try:
@@ -197,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             say(str(error))
             return 1
         return 0
-    return {"up": up, "down": down, "provision": provision, "migrate": migrate}[command]()
+    return {"up": up, "down": down, "provision": provision, "migrate": migrate, "clean": clean}[command]()
 
 
 if __name__ == "__main__":

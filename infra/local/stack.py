@@ -225,6 +225,12 @@ def _reachable_by(user: str, path: Path) -> bool:
     return probe.returncode == 0
 
 
+def postgres_fallback_dir(data_dir: Path) -> Path:
+    """Where the cluster of ``data_dir`` lives when the postgres user cannot reach it."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"idrl-pg-{digest}"
+
+
 def _prepare_postgres_dir(config: StackConfig, user: str | None, report: Report) -> Path:
     data_dir = config.postgres_dir or config.state_dir / "pg"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -233,8 +239,7 @@ def _prepare_postgres_dir(config: StackConfig, user: str | None, report: Report)
         if not _reachable_by(user, data_dir):
             # A checkout under a private home (/root is 0700) is out of the postgres
             # user's reach; keep the cluster in a per-checkout folder it can reach.
-            digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
-            data_dir = Path("/var/tmp") / f"idrl-pg-{digest}"
+            data_dir = postgres_fallback_dir(data_dir)
             data_dir.mkdir(mode=0o700, exist_ok=True)
             shutil.chown(data_dir, user, user)
             report(f"postgres: {config.state_dir} is not reachable by user {user}; cluster kept in {data_dir}")
