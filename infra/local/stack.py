@@ -651,7 +651,9 @@ class LocalStack:
                     self._add(TIER_SERVICES, ManagedProcess(
                         f"transcoder-{index}", [config.python, "-m", "services.transcoder"],
                         log_path=config.logs_dir / f"transcoder-{index}.log", env=env,
-                        cwd=config.project_root, stop_timeout=30,
+                        # The worker alone gets SIGTERM, so it drains: its ffmpeg runs
+                        # (same process group) finish or are handed back by the worker.
+                        cwd=config.project_root, signal_group=False, stop_timeout=30,
                     ).start())
             elif name == "notifier":
                 self._add(TIER_SERVICES, ManagedProcess(
