@@ -652,8 +652,9 @@ class LocalStack:
                         f"transcoder-{index}", [config.python, "-m", "services.transcoder"],
                         log_path=config.logs_dir / f"transcoder-{index}.log", env=env,
                         # The worker alone gets SIGTERM, so it drains: its ffmpeg runs
-                        # (same process group) finish or are handed back by the worker.
-                        cwd=config.project_root, signal_group=False, stop_timeout=30,
+                        # (same process group) finish or are handed back by the worker,
+                        # within its drain grace (DRAIN_GRACE_SECONDS, 60 s by default).
+                        cwd=config.project_root, signal_group=False, stop_timeout=75,
                     ).start())
             elif name == "notifier":
                 self._add(TIER_SERVICES, ManagedProcess(
