@@ -27,6 +27,7 @@ LOCK_STAMP := $(VENV)/.installed-$(LOCK)
 APT_PACKAGES := python3-venv ffmpeg nginx postgresql golang-go golang-google-cloud-dev
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PYTEST_ARGS ?=
+LOCK_ARGS ?=
 
 .PHONY: help install system-packages pstest up down test lock migrate clean
 
@@ -71,13 +72,15 @@ test: install pstest ## the whole test suite (PYTEST_ARGS="-k auth" to narrow it
 migrate: install ## migrate the local stack's database (DATABASE_URL, or the one `make up` runs)
 	$(PYTHON) -m infra.local migrate
 
+# Existing pins are kept unless LOCK_ARGS=--upgrade; the images' runtime lock is
+# constrained by the main lock, so both always agree on every version they share.
 lock: | $(PYTHON) ## re-resolve pyproject.toml into the hash-pinned lock files
 	@command -v uv >/dev/null || [ -x $(VENV)/bin/uv ] || $(PIP) install -q --disable-pip-version-check uv
 	@uv=$$(command -v uv || echo $(VENV)/bin/uv); \
-	$$uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 -o $(LOCK) -q; \
-	$$uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -o requirements-runtime.lock -q; \
+	$$uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 $(LOCK_ARGS) -o $(LOCK) -q; \
+	$$uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -c $(LOCK) -o requirements-runtime.lock -q; \
 	if [ -f requirements-scan.in ]; then \
-	  $$uv pip compile requirements-scan.in --generate-hashes --python-version 3.11 -o requirements-scan.lock -q; \
+	  $$uv pip compile requirements-scan.in --generate-hashes --python-version 3.11 $(LOCK_ARGS) -o requirements-scan.lock -q; \
 	fi
 
 clean: ## delete local state: database cluster, stored objects, keys, logs, builds
