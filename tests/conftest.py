@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,9 +112,10 @@ def postgres_url(stack_state_dir: Path) -> Iterator[str]:
                 process.stop()
 
 
-def _start_emulator(start, config: StackConfig, variable: str, kind: str) -> Iterator[Emulator]:
+def _start_emulator(
+    start: Callable[[StackConfig], tuple[str, ManagedProcess]], config: StackConfig, variable: str, kind: str
+) -> Iterator[Emulator]:
     host, process = start(config)
-    assert isinstance(process, ManagedProcess)
     try:
         # The client libraries read the emulator endpoint from the environment only;
         # it is set once for the whole session (same value for every test) and undone
