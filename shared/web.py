@@ -12,12 +12,14 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+import sqlalchemy.exc
 from flask import Blueprint, Flask, Response, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from shared.errors import (
     BadRequest,
+    DependencyUnavailable,
     DomainError,
     PayloadTooLarge,
     RateLimited,
@@ -27,6 +29,11 @@ from shared.errors import (
 
 log = logging.getLogger(__name__)
 Model = TypeVar("Model", bound=BaseModel)
+
+# The database is unreachable or the connection broke (outage, restart, failover): a
+# dependency down (503, the client retries), not a bug. Other database errors stay 500.
+_DATABASE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                  sqlalchemy.exc.TimeoutError)
 
 # Pydantic error types that mean "the request is malformed" (400) rather than
 # "well-formed but not acceptable" (422).
@@ -60,6 +67,12 @@ def _http_error(exc: HTTPException) -> Response:
     return response
 
 
+def _database_down(exc: Exception) -> Response:
+    log.warning("database unavailable on %s %s: %s", request.method, request.path,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return _domain_error(DependencyUnavailable("the database is unavailable; retry shortly"))
+
+
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal", "internal error")
@@ -71,6 +84,8 @@ def init_app(app: Flask) -> None:
     app.json.sort_keys = False
     app.register_error_handler(DomainError, _domain_error)
     app.register_error_handler(HTTPException, _http_error)
+    for database_down in _DATABASE_DOWN:
+        app.register_error_handler(database_down, _database_down)
     app.register_error_handler(Exception, _unexpected)
 
 
