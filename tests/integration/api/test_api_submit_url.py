@@ -111,3 +111,13 @@ def test_submissions_past_the_per_user_limit_get_429_with_retry_after(make_app, 
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     # The limit is per user: another athlete is not slowed down.
     assert client.post("/tasks", json={"url": SOURCE}, headers=bob.headers).status_code == 202
+
+
+
+@pytest.mark.parametrize("body", [r'{"url": "https://videos.league.example/run\ud800.mp4"}',
+                                  r'{"url": "https://videos.league.example/\u0000.mp4"}'])
+def test_text_that_cannot_be_stored_is_refused_not_a_500(client, engine, alice, body):
+    # JSON allows a lone surrogate or a NUL escape; neither can be stored as text.
+    response = client.post("/tasks", data=body, content_type="application/json", headers=alice.headers)
+    assert_error(response, 422)
+    assert _task_count(engine) == 0

@@ -1,0 +1,194 @@
+"""The api through the nginx gateway, as a client sees it: every endpoint, every status
+code of the contract's table, and owner scoping (user B can neither see, get, download
+nor delete user A's task)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+import sqlalchemy
+from sqlalchemy import text
+
+from api_helpers import multipart
+from shared.storage import storage_client
+
+TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class Athlete:
+    id: str
+    headers: dict[str, str]
+
+
+def _signup_and_login(base_url: str) -> Athlete:
+    name = f"athlete{uuid.uuid4().hex[:8]}"
+    account = {"username": name, "email": f"{name}@league.example", "password": "Running123",
+               "password_2": "Running123"}
+    created = requests.post(f"{base_url}/auth/signup", json=account, timeout=TIMEOUT)
+    assert created.status_code == 201, created.text
+    login = requests.post(f"{base_url}/auth/login", json={"email": account["email"], "password": "Running123"},
+                          timeout=TIMEOUT)
+    assert login.status_code == 200, login.text
+    return Athlete(created.json()["id"], {"Authorization": f"Bearer {login.json()['token']}"})
+
+
+@pytest.fixture
+def athlete(local_stack) -> Athlete:
+    return _signup_and_login(local_stack.base_url)
+
+
+@pytest.fixture
+def rival(local_stack) -> Athlete:
+    return _signup_and_login(local_stack.base_url)
+
+
+@pytest.fixture
+def stack_engine(local_stack):
+    engine = sqlalchemy.create_engine(local_stack.settings.database_url)
+    yield engine
+    engine.dispose()
+
+
+def _error(response: requests.Response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    if code:
+        assert body["error"]["code"] == code, body
+    return body
+
+
+def test_the_readme_flow_submit_list_get_delete(local_stack, athlete):
+    base = local_stack.base_url
+    submitted = requests.post(f"{base}/tasks", json={"url": "http://127.0.0.1:8000/run.mp4"},
+                              headers=athlete.headers, timeout=TIMEOUT)
+    assert submitted.status_code == 202, submitted.text
+    task_id = submitted.json()["id"]
+    assert submitted.headers["Location"] == f"/tasks/{task_id}"
+
+    listed = requests.get(f"{base}/tasks?max=4&order=1", headers=athlete.headers, timeout=TIMEOUT)
+    assert listed.status_code == 200
+    assert [t["id"] for t in listed.json()["tasks"]] == [task_id]
+
+    one = requests.get(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT)
+    assert one.status_code == 200
+    assert one.json()["source"] == {"kind": "url", "url": "http://127.0.0.1:8000/run.mp4"}
+
+    deleted = requests.delete(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT)
+    assert deleted.status_code == 204
+    _error(requests.get(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT), 404, "task_not_found")
+    assert requests.delete(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT).status_code == 204
+
+
+def test_an_upload_streams_through_the_gateway_and_downloads_back(local_stack, athlete, video_bytes):
+    base = local_stack.base_url
+    # A body nginx passes on as it arrives (no Content-Length: chunked transfer encoding).
+    content = video_bytes + os.urandom(3 * 1024 * 1024)
+    body, content_type = multipart(("file", "run.mp4", content))
+    chunks = (body[i:i + 65536] for i in range(0, len(body), 65536))
+    response = requests.post(f"{base}/tasks", data=chunks, timeout=TIMEOUT,
+                             headers=athlete.headers | {"Content-Type": content_type})
+    assert response.status_code == 202, response.text
+    task = response.json()
+    assert task["source"] == {"kind": "upload", "filename": "run.mp4"}
+    original = requests.get(f"{base}{task['links']['original']}", headers=athlete.headers, timeout=TIMEOUT)
+    assert original.status_code == 200 and original.content == content
+
+
+def test_a_declared_length_past_the_limit_is_refused_before_the_body_is_sent(local_stack, athlete):
+    gateway = urlsplit(local_stack.base_url)
+    connection = http.client.HTTPConnection(gateway.hostname, gateway.port, timeout=TIMEOUT)
+    try:
+        connection.putrequest("POST", "/tasks")
+        connection.putheader("Authorization", athlete.headers["Authorization"])
+        connection.putheader("Content-Type", "multipart/form-data; boundary=b")
+        connection.putheader("Content-Length", str(550 * 1024 * 1024))
+        connection.endheaders()
+        response = connection.getresponse()
+        status, content_type, payload = response.status, response.getheader("Content-Type"), response.read()
+    finally:
+        connection.close()
+    assert status == 413 and content_type.startswith("application/json")
+    assert b'"payload_too_large"' in payload
+
+
+def test_every_status_code_of_the_table_through_the_gateway(local_stack, athlete, video_bytes):
+    base = local_stack.base_url
+    auth = athlete.headers
+
+    def post(**kwargs):
+        return requests.post(f"{base}/tasks", timeout=TIMEOUT, **kwargs)
+
+    _error(requests.get(f"{base}/tasks?max=0", headers=auth, timeout=TIMEOUT), 400, "invalid_parameter")
+    _error(post(data="{broken", headers=auth | {"Content-Type": "application/json"}), 400, "invalid_json")
+    _error(requests.get(f"{base}/tasks", timeout=TIMEOUT), 401, "missing_token")
+    _error(requests.get(f"{base}/tasks", headers={"Authorization": "Bearer x.y.z"}, timeout=TIMEOUT), 401)
+    _error(requests.get(f"{base}/tasks/{uuid.uuid4()}", headers=auth, timeout=TIMEOUT), 404, "task_not_found")
+    _error(post(data=b"hello", headers=auth | {"Content-Type": "text/plain"}), 415, "unsupported_media_type")
+    body, content_type = multipart(("file", "notes.mp4", b"just some text, not a video"))
+    _error(post(data=body, headers=auth | {"Content-Type": content_type}), 415, "not_a_video")
+    _error(post(json={"url": "http://169.254.169.254/latest/meta-data/"}, headers=auth), 422, "source_url_rejected")
+    _error(post(json={"url": "https://a.example/x.mp4", "status": "processed"}, headers=auth), 422, "invalid_field")
+
+    keyed = auth | {"Idempotency-Key": f"gateway-{uuid.uuid4().hex}"}
+    first = post(json={"url": "https://a.example/x.mp4"}, headers=keyed)
+    assert first.status_code == 202
+    again = post(json={"url": "https://a.example/x.mp4"}, headers=keyed)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    _error(post(json={"url": "https://a.example/y.mp4"}, headers=keyed), 422, "idempotency_key_mismatch")
+    assert requests.delete(f"{base}{first.headers['Location']}", headers=auth, timeout=TIMEOUT).status_code == 204
+    _error(post(json={"url": "https://a.example/x.mp4"}, headers=keyed), 409, "idempotency_key_used")
+
+    _error(post(data="{}" + " " * 70_000, headers=auth | {"Content-Type": "application/json"}),
+           413, "payload_too_large")
+
+    # The per-user limit (30 a minute on the local stack): cheap refused requests count too.
+    statuses = [post(data=b"x", headers=auth | {"Content-Type": "text/plain"}).status_code for _ in range(31)]
+    assert statuses[-1] == 429 and set(statuses) <= {415, 429}
+    limited = post(json={"url": "https://a.example/x.mp4"}, headers=auth)
+    _error(limited, 429, "rate_limited")
+    assert int(limited.headers["Retry-After"]) >= 1
+
+    assert requests.get(f"{base}/healthz", timeout=TIMEOUT).json() == {"status": "ok"}
+    ready = requests.get(f"{base}/readyz", timeout=TIMEOUT).json()
+    assert ready == {"status": "ok", "checks": {"database": "ok", "storage": "ok"}}
+
+
+def test_user_b_can_neither_see_get_download_nor_delete_user_as_task(local_stack, athlete, rival, stack_engine):
+    base = local_stack.base_url
+    settings = local_stack.settings
+    created = requests.post(f"{base}/tasks", json={"url": "https://a.example/run.mp4"},
+                            headers=athlete.headers, timeout=TIMEOUT)
+    task_id = created.json()["id"]
+    # The task was processed: one clip in the clips bucket and its row.
+    clip_name = f"tasks/{task_id}/part-00.mp4"
+    storage_client().bucket(settings.clips_bucket).blob(clip_name).upload_from_string(
+        b"clip bytes", content_type="video/mp4")
+    with stack_engine.begin() as conn:
+        conn.execute(text("UPDATE tasks SET status = 'processed', progress = 100 WHERE id = :id"), {"id": task_id})
+        conn.execute(text("INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
+                          "VALUES (:id, 0, :uri, 22.0, 10)"),
+                     {"id": task_id, "uri": f"gs://{settings.clips_bucket}/{clip_name}"})
+
+    missing = f"{base}/tasks/{uuid.uuid4()}"
+    for suffix in ("", "/clips/0"):
+        theirs = requests.get(f"{base}/tasks/{task_id}{suffix}", headers=rival.headers, timeout=TIMEOUT)
+        assert _error(theirs, 404, "task_not_found") == requests.get(
+            f"{missing}{suffix}", headers=rival.headers, timeout=TIMEOUT).json()
+    assert _error(requests.delete(f"{base}/tasks/{task_id}", headers=rival.headers, timeout=TIMEOUT), 404) == \
+        requests.delete(missing, headers=rival.headers, timeout=TIMEOUT).json()
+    listed = requests.get(f"{base}/tasks?max=100", headers=rival.headers, timeout=TIMEOUT).json()
+    assert task_id not in [t["id"] for t in listed["tasks"]]
+
+    # The owner still has all of it.
+    clip = requests.get(f"{base}/tasks/{task_id}/clips/0", headers=athlete.headers, timeout=TIMEOUT)
+    assert clip.status_code == 200 and clip.content == b"clip bytes"
+    assert requests.get(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT).json()["status"] == "processed"
