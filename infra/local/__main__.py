@@ -38,7 +38,7 @@ def say(message: str) -> None:
 
 
 class _Stop(Exception):
-    """SIGTERM (`make down`) takes the same way out as Ctrl-C."""
+    """SIGTERM (`make down`) and SIGHUP take the same way out as Ctrl-C."""
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
@@ -103,6 +103,7 @@ def up() -> int:
         say(f"a local stack is already running (pid {running.pid}); stop it with `make down`")
         return 1
     signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGHUP, _raise_stop)  # the terminal was closed
     # A shell without job control starts background commands with SIGINT ignored,
     # and Python then keeps ignoring it: Ctrl-C must always reach the launcher.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -129,6 +130,7 @@ def up() -> int:
         # Stopping must not be cut short by a second Ctrl-C: that would leave orphans.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         stack.stop()
     say("local stack stopped." if status == 0 else "everything that had started was stopped.")
     return status

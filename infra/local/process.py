@@ -4,6 +4,7 @@ they serve, stop them with nothing left behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -97,7 +98,7 @@ class ManagedProcess:
             log.flush()
             # Popen keeps its own copy of the descriptor; closing ours is safe.
             self.popen = subprocess.Popen(
-                self.argv,
+                _with_parent_death_signal(self.argv, self.stop_signal),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -169,6 +170,20 @@ class ManagedProcess:
     def stop(self) -> None:
         self.send_stop()
         self.finish_stop()
+
+
+def _with_parent_death_signal(argv: list[str], stop_signal: signal.Signals) -> list[str]:
+    """``argv`` run so that it gets ``stop_signal`` if the launching process dies.
+
+    A child in its own session outlives a launcher killed outright (SIGKILL, a closed
+    terminal, a test run cut short by `timeout`); the kernel's parent-death signal
+    makes it stop itself instead of holding its port forever. setpriv (util-linux)
+    sets it and then executes the real program in the same process.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return argv
+    return [setpriv, "--pdeathsig", stop_signal.name.removeprefix("SIG"), "--", *argv]
 
 
 def kill_group(pgid: int) -> None:

@@ -3,6 +3,7 @@ the launcher (Ctrl-C on `make up`, or `make down`) leaves no process and no port
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1, storage
 
 from infra.local import StackConfig, free_port, port_bindable, start_postgres, start_pubsub, start_storage
-from infra.local.process import group_members
+from infra.local.process import group_members, wait_until
 from infra.local.stack import PROJECT_ROOT
 from shared.config import Settings
 from shared.events import subscription_path, topic_path
@@ -305,3 +306,21 @@ def test_local_stack_fixture_routes_auth_and_api_through_its_gateway(local_stack
     assert local_stack.settings.database_url == local_stack.stack.database_url
     assert local_stack.settings.uploads_bucket.startswith("idrl-uploads-")
     assert storage_client().bucket(local_stack.settings.clips_bucket).exists()
+
+
+def test_components_stop_themselves_when_the_launcher_is_killed(reachable_dir: Path) -> None:
+    # SIGKILL, a closed terminal, a test run cut short: no cleanup code runs, yet
+    # nothing may keep running or keep a port.
+    env = _launcher_env(reachable_dir)
+    launcher = _start_launcher(env, reachable_dir / "up.out")
+    pids = _recorded_pids(reachable_dir)
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait(timeout=30)
+    try:
+        assert wait_until(lambda: not _alive(pids), timeout=60), _alive(pids)
+        for name in PORT_VARIABLES:
+            assert wait_until(lambda name=name: port_bindable(HOST, int(env[name])), timeout=30), f"{name} bound"
+    finally:
+        for pid in pids:  # a failure here must not leave the machine littered
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
