@@ -31,7 +31,7 @@ _CLIPS = text(
     WHERE task_id = :id ORDER BY index
     """
 )
-_LIST_ASCENDING = text(
+LIST_OLDEST_FIRST = text(
     """
     SELECT id, status, progress, created_at, updated_at FROM tasks
     WHERE owner_id = :owner AND deleted_at IS NULL
@@ -39,7 +39,7 @@ _LIST_ASCENDING = text(
     LIMIT :limit
     """
 )
-_LIST_DESCENDING = text(
+LIST_NEWEST_FIRST = text(
     """
     SELECT id, status, progress, created_at, updated_at FROM tasks
     WHERE owner_id = :owner AND deleted_at IS NULL
@@ -178,7 +178,7 @@ def find_owned(conn: Connection, task_id: uuid.UUID, owner_id: uuid.UUID,
 
 def list_owned(conn: Connection, owner_id: uuid.UUID, limit: int, *, newest_first: bool) -> list[TaskSummary]:
     """The owner's tasks that are not deleted, by creation time."""
-    query = _LIST_DESCENDING if newest_first else _LIST_ASCENDING
+    query = LIST_NEWEST_FIRST if newest_first else LIST_OLDEST_FIRST
     return [
         TaskSummary(row.id, TaskStatus(row.status), row.progress, row.created_at, row.updated_at)
         for row in conn.execute(query, {"owner": owner_id, "limit": limit})

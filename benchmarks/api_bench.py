@@ -1,0 +1,270 @@
+"""``make bench-api``: the api's memory while it streams a large upload, and the time
+``GET /tasks`` takes with a full table.
+
+    .venv/bin/python benchmarks/api_bench.py [--upload-mb 500] [--calls 200]
+
+Part 1, upload memory: a fresh local stack (auth, api with one gunicorn worker, the
+gateway, PostgreSQL and the emulators; no transcoder, so nothing processes the file)
+receives a ``--upload-mb`` MB video (a real MP4 head and padding) through the gateway as
+a chunked multipart stream. The api worker's resident memory (psutil, sampled every
+20 ms) is compared with its value after a small warm-up upload; the growth must stay
+under 100 MB (exit status 1 if not).
+
+Part 2, list latency: 10,000 tasks in the table, 1,000 of them the caller's; ``--calls``
+in-process ``GET /tasks`` calls (Flask test client: routing, token check, query,
+JSON) for the default page (20) and the largest (100). p95 of the default page must
+stay under 20 ms (exit status 1 if not). The query's plan (EXPLAIN ANALYZE) shows the
+index it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import requests
+import sqlalchemy
+from sqlalchemy import text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from infra.local import LocalStack, StackConfig, free_port  # noqa: E402
+from shared.config import Settings  # noqa: E402
+from shared.tokens import TokenVerifier, generate_signing_key_pem, issue_token, signing_key_from_pem  # noqa: E402
+
+MB = 1024 * 1024
+RSS_BUDGET_MB = 100
+P95_BUDGET_MS = 20
+PASSWORD = "Benchmark123"
+HTTP_TIMEOUT = 600
+BOUNDARY = "idrl-bench-boundary"
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def machine() -> str:
+    memory_gib = psutil.virtual_memory().total / 1024**3
+    return f"{psutil.cpu_count()} vCPU, {memory_gib:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def tiny_mp4(folder: Path) -> bytes:
+    path = folder / "head.mp4"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=160x90:rate=10",
+         "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-movflags", "+faststart", str(path)],
+        check=True, timeout=60,
+    )
+    return path.read_bytes()
+
+
+def multipart_stream(head: bytes, total_bytes: int) -> Iterator[bytes]:
+    """A multipart body whose file is ``head`` padded to ``total_bytes``, generated as it
+    is sent (the client never holds it either)."""
+    yield (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"long-run.mp4\"\r\n"
+           "Content-Type: video/mp4\r\n\r\n").encode()
+    yield head
+    block = os.urandom(MB)
+    remaining = total_bytes - len(head)
+    while remaining > 0:
+        piece = block[:min(MB, remaining)]
+        remaining -= len(piece)
+        yield piece
+    yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+class RssSampler:
+    """The highest resident set size of a process, sampled in a thread."""
+
+    def __init__(self, process: psutil.Process, interval: float = 0.02) -> None:
+        self.process = process
+        self.interval = interval
+        self.peak = process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def sign_up(base_url: str) -> dict[str, str]:
+    name = f"bench{uuid.uuid4().hex[:8]}"
+    email = f"{name}@league.example"
+    requests.post(f"{base_url}/auth/signup", timeout=60, json={
+        "username": name, "email": email, "password": PASSWORD, "password_2": PASSWORD}).raise_for_status()
+    login = requests.post(f"{base_url}/auth/login", timeout=60, json={"email": email, "password": PASSWORD})
+    login.raise_for_status()
+    return {"Authorization": f"Bearer {login.json()['token']}"}
+
+
+def upload(base_url: str, headers: dict[str, str], head: bytes, size: int) -> tuple[dict, float]:
+    started = time.monotonic()
+    response = requests.post(
+        f"{base_url}/tasks", data=multipart_stream(head, size), timeout=HTTP_TIMEOUT,
+        headers=headers | {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    elapsed = time.monotonic() - started
+    if response.status_code != 202:
+        raise SystemExit(f"upload answered {response.status_code}: {response.text[:500]}")
+    return response.json(), elapsed
+
+
+def api_worker(stack: LocalStack) -> psutil.Process:
+    [master] = [process for _, process in stack.processes if process.name == "api"]
+    [worker] = psutil.Process(master.pid).children()
+    return worker
+
+
+def bench_upload(stack: LocalStack, workdir: Path, upload_mb: int) -> int:
+    say(f"\n== Part 1: a {upload_mb} MB upload through the gateway ==")
+    head = tiny_mp4(workdir)
+    base_url = stack.base_url
+    headers = sign_up(base_url)
+    worker = api_worker(stack)
+    # Warm-up: modules, clients and pools are loaded by a first small upload.
+    upload(base_url, headers, head, 4 * MB)
+    baseline = worker.memory_info().rss
+    with RssSampler(worker) as sampler:
+        task, elapsed = upload(base_url, headers, head, upload_mb * MB)
+    from shared.storage import storage_client
+
+    settings = Settings(**stack.settings_values)
+    blob = storage_client().bucket(settings.uploads_bucket).blob(f"uploads/{task['id']}/source")
+    blob.reload()
+    if stack.dead():
+        raise SystemExit("stack processes died during the upload")
+    growth_mb = (sampler.peak - baseline) / MB
+    say(f"  stored object:        {blob.size / MB:.1f} MB (uploads/{task['id']}/source)")
+    say(f"  upload time:          {elapsed:.1f} s ({upload_mb / elapsed:.0f} MB/s, gateway -> api -> emulator)")
+    say(f"  api worker RSS:       {baseline / MB:.1f} MB before, {sampler.peak / MB:.1f} MB peak")
+    say(f"  RSS growth:           {growth_mb:.1f} MB (budget < {RSS_BUDGET_MB} MB)")
+    return 0 if blob.size == upload_mb * MB and growth_mb < RSS_BUDGET_MB else 1
+
+
+def bench_list(stack: LocalStack, calls: int) -> int:
+    say(f"\n== Part 2: GET /tasks, 1,000 of 10,000 more tasks the caller's, {calls} in-process calls ==")
+    settings = Settings(**stack.settings_values).model_copy(update={"outbox_relay_enabled": False})
+    caller = fill_tasks(settings.database_url)
+
+    from services.api import create_app
+
+    key = signing_key_from_pem(generate_signing_key_pem())
+    app = create_app(settings, token_verifier=TokenVerifier(settings, public_keys=[key.public_key]))
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {issue_token(key, settings, str(caller))}"}
+    status = 0
+    for page in (20, 100):
+        path = "/tasks" if page == 20 else f"/tasks?max={page}"
+        for _ in range(10):  # warm the pool and the caches
+            client.get(path, headers=headers)
+        timings = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            response = client.get(path, headers=headers)
+            timings.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200 or len(response.get_json()["tasks"]) != page:
+                raise SystemExit(f"GET {path} answered {response.status_code}")
+        timings.sort()
+        p95 = timings[int(0.95 * len(timings)) - 1]
+        say(f"  GET {path:<14} p50 {statistics.median(timings):5.2f} ms   p95 {p95:5.2f} ms   "
+            f"max {timings[-1]:5.2f} ms" + (f"   (budget p95 < {P95_BUDGET_MS} ms)" if page == 20 else ""))
+        if page == 20 and p95 >= P95_BUDGET_MS:
+            status = 1
+    app.extensions["engine"].dispose()
+    plan = explain(settings.database_url, caller)
+    say("  plan of the list query (newest first, 20 rows):")
+    for line in plan:
+        say(f"    {line}")
+    if not any("tasks_owner_created_idx" in line for line in plan):
+        say("  the list query does not use tasks_owner_created_idx")
+        status = 1
+    return status
+
+
+def fill_tasks(database_url: str) -> uuid.UUID:
+    """Ten users, 1,000 tasks each; returns the caller's id."""
+    engine = sqlalchemy.create_engine(database_url)
+    users = [uuid.uuid4() for _ in range(10)]
+    with engine.begin() as conn:
+        for user in users:
+            conn.execute(text("INSERT INTO users (id, username, email, password_hash) "
+                              "VALUES (:id, :name, :email, 'x')"),
+                         {"id": user, "name": f"u{user.hex[:10]}", "email": f"{user.hex[:10]}@league.example"})
+        conn.execute(text(
+            """
+            INSERT INTO tasks (id, owner_id, source_kind, source, spec, created_at)
+            SELECT gen_random_uuid(), (CAST(:users AS uuid[]))[1 + mod(n, 10)], 'url',
+                   'https://videos.league.example/run-' || n || '.mp4', '{}',
+                   now() - make_interval(secs => n)
+            FROM generate_series(1, 10000) AS n
+            """), {"users": [str(u) for u in users]})
+        conn.execute(text("ANALYZE tasks"))
+        counts = conn.execute(text("SELECT count(*), count(*) FILTER (WHERE owner_id = :caller) FROM tasks"),
+                              {"caller": users[0]}).one()
+    engine.dispose()
+    say(f"  tasks in the table: {counts[0]}, the caller's: {counts[1]}")
+    return users[0]
+
+
+def explain(database_url: str, caller: uuid.UUID) -> list[str]:
+    from services.api.tasks import LIST_NEWEST_FIRST
+
+    engine = sqlalchemy.create_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + LIST_NEWEST_FIRST.text),
+                            {"owner": caller, "limit": 20}).scalars().all()
+    engine.dispose()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--upload-mb", type=int, default=500)
+    parser.add_argument("--calls", type=int, default=200)
+    args = parser.parse_args()
+    say(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix="idrl-bench-api-") as scratch:
+        workdir = Path(scratch)
+        state_dir = workdir / "stack"
+        # Auth, the api with one gunicorn worker (the process measured) and the gateway; no
+        # transcoder, so nothing processes the uploads.
+        config = StackConfig(
+            state_dir=state_dir, postgres_dir=state_dir / "pg", storage_in_memory=True,
+            pubsub_emulator="pstest", services=["auth", "api"], gunicorn_workers=1,
+            **{name: free_port() for name in ("gateway_port", "auth_port", "api_port", "postgres_port",
+                                              "pubsub_port", "storage_port")},
+        )
+        with LocalStack(config) as stack:
+            # The client libraries of this process talk to the same emulators.
+            os.environ["PUBSUB_EMULATOR_HOST"] = stack.pubsub_emulator_host or ""
+            os.environ["STORAGE_EMULATOR_HOST"] = stack.storage_emulator_host or ""
+            status = bench_upload(stack, workdir, args.upload_mb)
+            status |= bench_list(stack, args.calls)
+    say("\nresult: " + ("within budget" if status == 0 else "OVER BUDGET"))
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
