@@ -24,17 +24,20 @@ PIP := $(VENV)/bin/pip
 LOCK := requirements.lock
 # Stamp inside the virtualenv: a recreated virtualenv is reinstalled.
 LOCK_STAMP := $(VENV)/.installed-$(LOCK)
+SCAN_VENV := .venv-scan
+SCAN_LOCK := requirements-scan.lock
+SCAN_STAMP := $(SCAN_VENV)/.installed-$(SCAN_LOCK)
 APT_PACKAGES := python3-venv ffmpeg nginx postgresql golang-go golang-google-cloud-dev
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PYTEST_ARGS ?=
 LOCK_ARGS ?=
 
-.PHONY: help install system-packages pstest up down test lock migrate clean
+.PHONY: help install system-packages pstest up down test lock migrate clean scan bench bench-api bench-e2e load
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-install: system-packages $(LOCK_STAMP) ## apt packages and the locked virtualenv (quick when done)
+install: system-packages $(LOCK_STAMP) $(SCAN_STAMP) ## apt packages and the locked virtualenvs (quick when done)
 
 system-packages:
 	@missing=""; \
@@ -53,6 +56,14 @@ $(PYTHON):
 
 $(LOCK_STAMP): $(LOCK) | $(PYTHON)
 	$(PIP) install -q --disable-pip-version-check --no-deps --require-hashes -r $(LOCK)
+	touch $@
+
+# checkov lives in its own virtualenv: its many pins never constrain the services'.
+$(SCAN_VENV)/bin/python:
+	python3 -m venv $(SCAN_VENV)
+
+$(SCAN_STAMP): $(SCAN_LOCK) | $(SCAN_VENV)/bin/python
+	$(SCAN_VENV)/bin/pip install -q --disable-pip-version-check --no-deps --require-hashes -r $(SCAN_LOCK)
 	touch $@
 
 pstest: install ## build the Pub/Sub fake (.local/bin/pstest) if its source changed
@@ -87,5 +98,22 @@ clean: ## delete local state: database cluster, stored objects, keys, logs, buil
 	@if [ -x $(PYTHON) ]; then $(PYTHON) -m infra.local clean; else rm -rf .local; fi
 	rm -rf .pytest_cache
 
-# --- benchmarks and load tests --------------------------------------------------------
-# Reserved for the targets `bench`, `bench-e2e` and `load` (added with their scripts).
+scan: install ## checkov over infra/terraform and the four Dockerfiles
+	$(SCAN_VENV)/bin/checkov --skip-download --compact --quiet --framework terraform -d infra/terraform
+	$(SCAN_VENV)/bin/checkov --skip-download --compact --quiet --framework dockerfile \
+	  -f services/auth/Dockerfile -f services/api/Dockerfile \
+	  -f services/transcoder/Dockerfile -f services/notifier/Dockerfile
+
+# --- benchmarks and load tests (figures printed, and recorded in docs/) ------------------
+
+bench: install ## the transcoder pipeline against its reference bound, and the worker's memory
+	$(PYTHON) benchmarks/transcoder_bench.py
+
+bench-api: install pstest ## upload memory and task-list latency of the api
+	$(PYTHON) benchmarks/api_bench.py
+
+bench-e2e: install pstest ## POST to processed through the whole stack; tasks per minute
+	$(PYTHON) benchmarks/e2e_bench.py
+
+load: install pstest ## Locust against a fresh local stack through the gateway; writes docs/load.md
+	$(PYTHON) benchmarks/load.py
