@@ -39,7 +39,7 @@ FILE_FIELD = "file"
 # this is refused from its declared length alone.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 _READ_BYTES = 256 * 1024
-_SNIFF_BYTES = 8192  # filetype reads at most 8 KiB
+SNIFF_BYTES = 8192  # filetype reads at most 8 KiB
 _MAX_PARTS = 8
 _MAX_FILENAME_CHARS = 255
 
@@ -53,6 +53,19 @@ class ReceivedUpload:
     filename: str
     size_bytes: int
     fingerprint: str
+
+
+def video_container(head: bytes) -> str:
+    """The media type of the video container ``head`` (a file's first bytes) starts;
+    415 when it is not one. The content decides, never the name the client gave."""
+    kind = filetype.guess(head[:SNIFF_BYTES])
+    if kind is None or not kind.mime.startswith("video/"):
+        raise UnsupportedMediaType(
+            "the file is not a video container this platform reads "
+            "(MP4, MOV, MKV, WebM, AVI, MPEG-PS, FLV, 3GP, WMV)",
+            code="not_a_video",
+        )
+    return kind.mime
 
 
 def clean_filename(raw: str) -> str:
@@ -144,9 +157,9 @@ class _FileReceiver:
         if self.size > self.settings.max_upload_bytes:
             raise PayloadTooLarge(f"uploads are limited to {self.settings.max_upload_bytes} bytes")
         self.hash.update(data)
-        if self.writer is None and not self.file_done and len(self.head) < _SNIFF_BYTES:
+        if self.writer is None and not self.file_done and len(self.head) < SNIFF_BYTES:
             self.head += data
-            if len(self.head) >= _SNIFF_BYTES or not more:
+            if len(self.head) >= SNIFF_BYTES or not more:
                 self._start_writing()
         elif self.writer is not None:
             self._write(data)
@@ -155,19 +168,13 @@ class _FileReceiver:
             self.file_done = True
 
     def _start_writing(self) -> None:
-        kind = filetype.guess(bytes(self.head[:_SNIFF_BYTES]))
-        if kind is None or not kind.mime.startswith("video/"):
-            raise UnsupportedMediaType(
-                "the file is not a video container this platform reads "
-                "(MP4, MOV, MKV, WebM, AVI, MPEG, FLV, 3GP, WMV)",
-                code="not_a_video",
-            )
+        mime = video_container(bytes(self.head[:SNIFF_BYTES]))
         if self.uri is not None:
             try:
                 self.writer = storage.blob(self.uri).open(
                     "wb",
                     chunk_size=self.settings.upload_chunk_bytes,
-                    content_type=kind.mime,
+                    content_type=mime,
                     if_generation_match=0,  # a task's original is written once
                     ignore_flush=True,
                 )
