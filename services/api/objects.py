@@ -22,6 +22,7 @@ from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 
 from shared import storage
 from shared.config import Settings
+from shared.errors import DependencyUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,12 @@ STORAGE_ERRORS = (GoogleAPIError, requests.exceptions.RequestException, InvalidR
                   DataCorruption)
 
 _STREAM_BYTES = 1024 * 1024
+
+
+def storage_unavailable(exc: Exception) -> DependencyUnavailable:
+    """The 503 for a storage failure: the details go to the log, not to the client."""
+    log.warning("storage unavailable: %s", exc)
+    return DependencyUnavailable("storage is unavailable, try again")
 _EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,5})$")
 
 

@@ -37,6 +37,7 @@ from services.api.objects import (
     download_name,
     open_stream,
     signed_url,
+    storage_unavailable,
     upload_object_name,
 )
 from services.api.outbox import publish_committed
@@ -119,7 +120,7 @@ def _object_link(settings: Settings, uri: str, api_path: str) -> str:
     try:
         return signed_url(storage.blob(uri), settings.signed_url_minutes)
     except STORAGE_ERRORS as exc:
-        raise DependencyUnavailable(f"download links are unavailable: {exc}") from None
+        raise storage_unavailable(exc) from None
 
 
 def task_view(task: Task, settings: Settings) -> dict:
@@ -380,7 +381,7 @@ def _download(settings: Settings, uri: str, filename: str) -> Response:
     try:
         opened = open_stream(uri)
     except STORAGE_ERRORS as exc:
-        raise DependencyUnavailable(f"storage is unavailable: {exc}") from None
+        raise storage_unavailable(exc) from None
     if opened is None:
         raise NotFound("file not found", code="file_not_found")
     blob, chunks = opened

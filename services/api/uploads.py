@@ -25,12 +25,11 @@ from shared import storage
 from shared.config import Settings
 from shared.errors import (
     BadRequest,
-    DependencyUnavailable,
     PayloadTooLarge,
     Unprocessable,
     UnsupportedMediaType,
 )
-from services.api.objects import STORAGE_ERRORS, upload_object_name
+from services.api.objects import STORAGE_ERRORS, storage_unavailable, upload_object_name
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +178,7 @@ class _FileReceiver:
                     ignore_flush=True,
                 )
             except STORAGE_ERRORS as exc:
-                raise DependencyUnavailable(f"storage is unavailable: {exc}") from None
+                raise storage_unavailable(exc) from None
         else:
             self.writer = _Discard()
         self._write(bytes(self.head))
@@ -189,7 +188,7 @@ class _FileReceiver:
         try:
             self.writer.write(data)
         except STORAGE_ERRORS as exc:
-            raise DependencyUnavailable(f"storage is unavailable: {exc}") from None
+            raise storage_unavailable(exc) from None
 
     def finish(self) -> ReceivedUpload:
         if self.filename is None:
@@ -200,7 +199,7 @@ class _FileReceiver:
         try:
             self.writer.close()  # the last chunk: the object exists only from here on
         except STORAGE_ERRORS as exc:
-            raise DependencyUnavailable(f"storage is unavailable: {exc}") from None
+            raise storage_unavailable(exc) from None
         self.writer = None
         fingerprint = hashlib.sha256(
             b"upload\n" + self.filename.encode() + b"\n" + self.hash.digest()

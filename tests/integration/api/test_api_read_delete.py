@@ -232,3 +232,26 @@ def test_a_malformed_idempotency_key_gets_400(client, alice, key):
     response = client.post("/tasks", json={"url": SOURCE},
                            headers=alice.headers | {"Idempotency-Key": key.encode().decode("latin-1")})
     assert_error(response, 400, "invalid_idempotency_key")
+
+
+# --- dependencies down -------------------------------------------------------------------------
+
+
+def test_a_database_that_does_not_answer_gets_503(make_app, api_settings, alice):
+    client = make_app(api_settings, database_url="postgresql+pg8000://idrl:idrl@127.0.0.1:9/idrl",
+                      db_pool_timeout_seconds=1).test_client()
+    assert_error(client.get("/tasks", headers=alice.headers), 503, "unavailable")
+    assert_error(client.post("/tasks", json={"url": SOURCE}, headers=alice.headers), 503, "unavailable")
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["database"] == "unavailable"
+
+
+def test_storage_that_does_not_answer_gets_503_and_no_task(make_app, api_settings, engine, alice, video_bytes):
+    client = make_app(api_settings, uploads_bucket=f"idrl-missing-{uuid.uuid4().hex[:8]}").test_client()
+    body, content_type = multipart(("file", "run.mp4", video_bytes))
+    response = client.post("/tasks", data=body, content_type=content_type, headers=alice.headers)
+    assert_error(response, 503, "unavailable")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM tasks")).scalar_one() == 0
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"] == {"database": "ok", "storage": "unavailable"}
