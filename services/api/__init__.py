@@ -6,10 +6,7 @@ Run it with ``gunicorn --worker-class gthread 'services.api:create_app()'`` (no
 
 from __future__ import annotations
 
-import logging
-
-import sqlalchemy.exc
-from flask import Flask, Response
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import db, web
@@ -17,13 +14,6 @@ from shared.config import Settings, get_settings
 from shared.events import Publisher
 from shared.logging import configure_logging
 from shared.tokens import TokenVerifier
-
-log = logging.getLogger(__name__)
-
-
-def _database_unavailable(exc: sqlalchemy.exc.SQLAlchemyError) -> Response:
-    log.warning("database unavailable: %s", exc)
-    return web.error_response(503, "unavailable", "the database is unavailable, try again")
 
 
 def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifier | None = None) -> Flask:
@@ -50,10 +40,6 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     app.extensions["publisher"] = publisher = Publisher(settings)
 
     web.init_app(app)
-    # The database unreachable or its pool exhausted is a dependency down (503), not a bug.
-    app.register_error_handler(sqlalchemy.exc.InterfaceError, _database_unavailable)
-    app.register_error_handler(sqlalchemy.exc.OperationalError, _database_unavailable)
-    app.register_error_handler(sqlalchemy.exc.TimeoutError, _database_unavailable)
     from services.api.identity import add_bearer_challenge
     from services.api.objects import ping_storage
     from services.api.openapi import document
