@@ -109,10 +109,32 @@ def json_body(model: type[Model], *, max_bytes: int) -> Model:
         raise BadRequest("the body is not valid JSON", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
+    if not _storable(body):
+        raise BadRequest(
+            "strings may not contain NUL characters or unpaired surrogates", code="invalid_json"
+        )
     try:
         return model.model_validate(body, strict=True)
     except ValidationError as exc:
         raise _validation_error(exc) from None
+
+
+def _storable(value: object) -> bool:
+    """Whether every string in a parsed JSON value is text PostgreSQL can store: JSON
+    allows ``\\u0000`` and lone surrogates, a ``text`` column accepts neither."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable(item) for item in value)
+    return True
 
 
 def _validation_error(exc: ValidationError) -> DomainError:

@@ -1,5 +1,7 @@
 """The auth service against a real PostgreSQL: sign-up, login, keys, and bad input."""
 
+import json
+
 import jwt
 import pytest
 from jwt.algorithms import OKPAlgorithm
@@ -171,3 +173,13 @@ def test_readiness_reports_a_database_that_does_not_answer(settings):
 def test_unknown_routes_and_methods_answer_in_the_error_shape(client):
     _assert_error(client.get("/auth/nowhere"), 404, "not_found")
     _assert_error(client.get("/auth/login"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize("text", ["a\u0000b", "\ud800", "runner\udfff1"])
+@pytest.mark.parametrize("route, field", [("/auth/login", "email"), ("/auth/login", "username"),
+                                          ("/auth/signup", "username"), ("/auth/signup", "email")])
+def test_text_postgresql_cannot_store_is_refused_not_a_500(app, client, route, field, text):
+    body = {**GOOD, field: text} if route == "/auth/signup" else {field: text, "password": "Admin123"}
+    raw = json.dumps(body)  # escapes NUL and lone surrogates as \\u sequences
+    _assert_error(client.post(route, data=raw, content_type="application/json"), 400, "invalid_json")
+    assert _user_count(app) == 0
