@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, request
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 
 from shared import ratelimit, storage
 from shared.config import Settings
@@ -60,22 +60,6 @@ class SubmitByUrl(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str
-
-    @field_validator("url")
-    @classmethod
-    def _storable_text(cls, value: str) -> str:
-        # JSON may carry a lone surrogate or a NUL; neither can be stored as text.
-        if "\x00" in value or _has_surrogate(value):
-            raise ValueError("the URL contains characters that are not valid text")
-        return value
-
-
-def _has_surrogate(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _settings() -> Settings:

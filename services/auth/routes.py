@@ -6,7 +6,7 @@ import re
 from typing import Annotated
 
 from flask import Blueprint, current_app, request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
