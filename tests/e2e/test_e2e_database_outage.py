@@ -1,0 +1,85 @@
+"""PostgreSQL really stops for 10 s while tasks are being processed and their events
+flow, then starts again on the same data: every task still reaches its final status and
+every event published meanwhile is applied."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy
+from e2e_client import STATUS_RANK, PlatformClient, assert_error
+from e2e_stack import E2EStack, EventTap, applied_event_ids, history, running_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+OUTAGE_SECONDS = 10
+TASKS = 4
+
+
+@pytest.fixture(scope="module")
+def outage_stack(tmp_path_factory, pubsub_emulator_host, storage_emulator_host) -> Iterator[E2EStack]:
+    with running_stack(tmp_path_factory.mktemp("e2e-outage"), pubsub_emulator_host=pubsub_emulator_host,
+                       storage_emulator_host=storage_emulator_host, transcoder_workers=1,
+                       # Progress events every half second: events keep flowing during the outage.
+                       settings={"progress_interval_seconds": "0.5"}) as stack:
+        yield stack
+
+
+def _database_answers(engine: sqlalchemy.Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+    except sqlalchemy.exc.DBAPIError:
+        return False
+    return True
+
+
+def _wait_ready(client: PlatformClient, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "the api never became ready again after the outage"
+        time.sleep(0.2)
+
+
+def test_a_database_outage_loses_no_event(outage_stack: E2EStack, source_server, long_clip_source):
+    stack = outage_stack
+    athlete = PlatformClient.sign_up(stack.base_url, "outage")
+    postgres = stack.process("postgres")
+    with EventTap(stack.settings) as tap:
+        task_ids = [athlete.submit_url(source_server.url(long_clip_source))["id"] for _ in range(TASKS)]
+        athlete.wait_for(task_ids[0], {"processing"}, interval=0.05, while_waiting=stack.assert_running)
+
+        stopped_at = datetime.now(UTC)
+        postgres.stop()  # SIGINT: PostgreSQL's fast shutdown; the postmaster exits
+        assert not postgres.running and not _database_answers(stack.engine)
+        try:
+            # Down means down for clients too: a clear 503, never a 500.
+            assert_error(athlete.get(f"/tasks/{task_ids[0]}"), 503)
+            assert_error(athlete.session.post(athlete.url("/tasks"), timeout=30,
+                                              json={"url": source_server.url(long_clip_source)}), 503)
+            time.sleep(max(0.0, OUTAGE_SECONDS - (datetime.now(UTC) - stopped_at).total_seconds()))
+        finally:
+            restarted_at = datetime.now(UTC)
+            postgres.start()  # same data directory, same port
+            postgres.stopping = False
+            postgres.wait_ready(lambda: _database_answers(stack.engine), timeout=60)
+
+        _wait_ready(athlete)
+        finished = [athlete.wait_for(task_id, timeout=300, while_waiting=stack.assert_running)
+                    for task_id in task_ids]
+        assert [task["status"] for task in finished] == ["processed"] * TASKS, finished
+        assert tap.wait_until(
+            lambda t: sum(e.status == "processed" for e in t.events(task_ids)) >= TASKS, timeout=30)
+
+    events = tap.events(task_ids)
+    during = [event for event in events if stopped_at <= event.occurred_at <= restarted_at]
+    assert during, "no event was published while the database was down: the outage tested nothing"
+    assert {event.event_id for event in events} <= applied_event_ids(stack.engine), "events were lost"
+    for task_id in task_ids:
+        lines = history(stack.engine, task_id)
+        assert [line.status for line in lines].count("processed") == 1, lines
+        ranks = [(STATUS_RANK[line.status], line.progress) for line in lines]
+        assert ranks == sorted(ranks), lines
