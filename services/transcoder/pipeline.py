@@ -36,7 +36,7 @@ class LocalClip:
 
 class ProgressThrottle:
     """Passes a task's progress on at most once per ``interval`` seconds, only when it
-    grew, and never 100 (that is the processed event's)."""
+    grew, and neither 0 (the processing event's) nor 100 (the processed event's)."""
 
     def __init__(
         self, emit: Callable[[int], None], interval: float,
@@ -46,7 +46,7 @@ class ProgressThrottle:
         self._interval = interval
         self._clock = clock
         self._last_time: float | None = None
-        self._last_percent = -1
+        self._last_percent = 0
 
     def __call__(self, percent: float) -> None:
         value = max(0, min(99, int(percent)))

@@ -9,10 +9,8 @@ source that makes ffmpeg complain endlessly cannot fill memory or disk.
 from __future__ import annotations
 
 import collections
-import ctypes
-import ctypes.util
 import logging
-import signal
+import shutil
 import subprocess
 import threading
 import time
@@ -51,26 +49,16 @@ class StopSignal:
             raise ProcessingStopped(self.why or "stopped")
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A pre-exec hook that makes the kernel SIGKILL ffmpeg if the worker dies, so a
-    killed worker leaves no orphan encoding. Resolved here, in the parent: the hook
-    itself only makes one system call."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return None
-    try:
-        prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-
-    return hook
+def _parent_death_prefix() -> list[str]:
+    """A launcher that makes the kernel SIGKILL ffmpeg if the worker dies, so a killed
+    worker leaves no orphan encoding. util-linux's ``setpriv`` sets it and execs ffmpeg;
+    a ``preexec_fn`` could not be used: it forces a plain fork(), whose gRPC fork
+    handlers break the child of a process with live Pub/Sub streams."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
-_PREEXEC = _parent_death_signal()
+_LAUNCHER = _parent_death_prefix()
 
 
 def run_ffmpeg(
@@ -89,11 +77,10 @@ def run_ffmpeg(
     """
     stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
     process = subprocess.Popen(
-        args,
+        [*_LAUNCHER, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        preexec_fn=_PREEXEC,  # noqa: PLW1509 - see _parent_death_signal
     )
     readers = [
         threading.Thread(target=_read_progress, args=(process.stdout, on_progress), daemon=True),

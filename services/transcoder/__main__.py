@@ -1,0 +1,49 @@
+"""``python -m services.transcoder``: the worker process.
+
+SIGTERM (and SIGINT) start a drain: stop pulling, let running clips finish within
+``drain_grace_seconds``, hand back what did not, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from services.transcoder.settings import transcoder_settings
+from services.transcoder.worker import Worker
+from shared.db import dispose_engine, get_engine
+from shared.events import Publisher
+from shared.logging import configure_logging
+from shared.storage import storage_client
+
+log = logging.getLogger("services.transcoder")
+
+
+def main() -> int:
+    settings = transcoder_settings()
+    configure_logging("transcoder", settings.log_level)
+    settings.require_production("instance_connection_name")
+    shutdown = threading.Event()
+
+    def on_signal(signum: int, _frame) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        shutdown.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker = Worker(
+        settings,
+        engine=get_engine(settings),
+        storage_client=storage_client(),
+        publisher=Publisher(settings),
+    )
+    try:
+        worker.run(shutdown)
+    finally:
+        dispose_engine()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

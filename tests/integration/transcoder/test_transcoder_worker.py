@@ -1,0 +1,356 @@
+"""The worker against the real Pub/Sub emulator, Cloud Storage emulator and PostgreSQL,
+with the notifier's own code applying the worker's events to the database."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psutil
+import pytest
+import requests
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+from transcoder_media import make_video
+from transcoder_worker_kit import (
+    Notifier,
+    cancel_task,
+    clip_objects,
+    insert_task,
+    submit,
+    task_row,
+    upload_source,
+    wait_for,
+    worker_process,
+    worker_thread,
+)
+
+from services.transcoder.settings import transcoder_settings
+from shared.db import create_engine
+from shared.events import ClipSpec
+from shared.lifecycle import TaskStatus
+
+SMALL = ClipSpec(width=320, height=180)
+# Slow enough that a test reliably acts while ffmpeg runs (tens of seconds).
+SLOW = ClipSpec(width=1280, height=720, preset="slow", crf=18)
+
+
+@pytest.fixture
+def tsettings(settings):
+    return transcoder_settings(settings).model_copy(update={
+        "transcoder_lease_extension_seconds": 10,  # the minimum: redelivery in ~10 s
+        "retry_initial_seconds": 0.2,
+        "transcoder_concurrency": 1,
+    })
+
+
+@pytest.fixture
+def engine(tsettings):
+    engine = create_engine(tsettings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def notifier(tsettings, engine):
+    with Notifier(tsettings, engine).running() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def short_source(tmp_path_factory):
+    return make_video(tmp_path_factory.mktemp("short") / "short.mp4", seconds=2)
+
+
+@pytest.fixture(scope="module")
+def long_source(tmp_path_factory):
+    return make_video(tmp_path_factory.mktemp("long") / "long.mp4", width=640, height=360, seconds=20)
+
+
+def wait_status(engine, task_id, *statuses, timeout=120):
+    wanted = {str(s) for s in statuses}
+    return wait_for(lambda: (row := task_row(engine, task_id))["status"] in wanted and row,
+                    timeout, f"task {task_id} to become {'/'.join(wanted)}")
+
+
+def ffmpeg_of_this_process() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if p.name() == "ffmpeg"]
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_an_upload_becomes_clips_with_progress_and_outputs(tsettings, engine, notifier, short_source):
+    task = insert_task(engine, upload_source(tsettings, short_source))
+    with worker_thread(tsettings, engine):
+        submit(tsettings, task)
+        row = wait_status(engine, task.task_id, TaskStatus.PROCESSED)
+    assert (row["attempt"], row["progress"]) == (1, 100)
+    events = notifier.for_task(task.task_id)
+    assert [str(e.status) for e in events][0] == "processing" and events[0].progress == 0
+    (processed,) = notifier.outcomes(task.task_id)
+    assert processed.status is TaskStatus.PROCESSED and processed.worker_id
+    (clip,) = processed.outputs
+    assert clip.uri == f"gs://{tsettings.clips_bucket}/tasks/{task.task_id}/part-01.mp4"
+    assert clip.poster_uri == f"gs://{tsettings.clips_bucket}/tasks/{task.task_id}/part-01.jpg"
+    assert abs(clip.duration_seconds - 4.0) <= 1 / 30 and clip.size_bytes > 0
+    assert clip_objects(tsettings, task.task_id) == [
+        f"tasks/{task.task_id}/part-01.jpg", f"tasks/{task.task_id}/part-01.mp4"]
+    assert row["clips"] == [(1, clip.uri)]
+
+
+def test_a_duplicate_of_a_finished_task_is_acked_without_work(tsettings, engine, notifier,
+                                                              short_source, caplog):
+    caplog.set_level(logging.INFO, logger="services.transcoder.worker")
+    task = insert_task(engine, upload_source(tsettings, short_source), SMALL)
+    with worker_thread(tsettings, engine):
+        submit(tsettings, task)
+        wait_status(engine, task.task_id, TaskStatus.PROCESSED)
+        submit(tsettings, task)  # the same event again: a redelivery or a duplicate publish
+        wait_for(lambda: any("acking without work" in r.getMessage()
+                             and getattr(r, "task_id", None) == str(task.task_id)
+                             for r in caplog.records), 60, "the duplicate to be acked")
+    starts = [s for s in notifier.statuses(task.task_id) if s[0] == "processing" and s[2] == 0]
+    assert starts == [("processing", 1, 0)]
+    assert len(notifier.outcomes(task.task_id)) == 1
+
+
+def test_two_workers_given_the_same_task_publish_one_outcome(tsettings, engine, notifier, short_source):
+    task = insert_task(engine, upload_source(tsettings, short_source), SMALL)
+    with worker_thread(tsettings, engine, worker_id="worker-a"), \
+            worker_thread(tsettings, engine, worker_id="worker-b"):
+        submit(tsettings, task)
+        submit(tsettings, task)
+        wait_status(engine, task.task_id, TaskStatus.PROCESSED)
+    # Leaving the block drains both workers: a copy still held is acked or nacked first.
+    assert len(notifier.outcomes(task.task_id)) == 1
+    starts = [s for s in notifier.statuses(task.task_id) if s[0] == "processing" and s[2] == 0]
+    assert len(starts) == 1
+
+
+def test_cancellation_stops_ffmpeg_and_leaves_no_clips(tsettings, engine, notifier, long_source, caplog):
+    caplog.set_level(logging.INFO, logger="services.transcoder.worker")
+    task = insert_task(engine, upload_source(tsettings, long_source), SLOW)
+    with worker_thread(tsettings, engine):
+        submit(tsettings, task)
+        (ffmpeg,) = wait_for(ffmpeg_of_this_process, 60, "ffmpeg to start")
+        cancel_task(engine, task.task_id)
+        wait_for(lambda: gone(ffmpeg), 30, "ffmpeg to be stopped")
+        wait_for(lambda: any("canceled: ffmpeg stopped" in r.getMessage() for r in caplog.records),
+                 30, "the worker to ack the canceled task")
+    assert clip_objects(tsettings, task.task_id) == []
+    assert task_row(engine, task.task_id)["status"] == "canceled"
+    assert notifier.outcomes(task.task_id) == []
+    assert [s[0] for s in notifier.statuses(task.task_id)][-1] == "canceled"
+
+
+@pytest.mark.slow
+def test_a_killed_worker_s_task_is_finished_by_another(tsettings, engine, notifier, long_source, tmp_path):
+    task = insert_task(engine, upload_source(tsettings, long_source), SLOW)
+    with worker_process(tsettings, tmp_path / "a.log") as first:
+        submit(tsettings, task)
+        (ffmpeg,) = wait_for(first.ffmpeg_children, 60, "the first worker's ffmpeg")
+        with worker_process(tsettings, tmp_path / "b.log") as second:
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait(10)
+            wait_for(lambda: gone(ffmpeg), 10, "the killed worker's ffmpeg to die with it")
+            row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED, timeout=300)
+            assert row["status"] == "processed", second.log()
+    assert row["attempt"] == 2
+    (outcome,) = notifier.outcomes(task.task_id)
+    assert outcome.attempt == 2 and len(outcome.outputs) == 1
+    assert clip_objects(tsettings, task.task_id) == [
+        f"tasks/{task.task_id}/part-01.jpg", f"tasks/{task.task_id}/part-01.mp4"]
+
+
+def test_sigterm_lets_the_running_clip_finish(tsettings, engine, notifier, short_source, tmp_path):
+    task = insert_task(engine, upload_source(tsettings, short_source))
+    with worker_process(tsettings, tmp_path / "worker.log") as worker:
+        submit(tsettings, task)
+        wait_for(worker.ffmpeg_children, 60, "ffmpeg to start")
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(120) == 0, worker.log()
+    assert "draining" in worker.log()
+    row = task_row(engine, task.task_id)
+    assert (row["status"], row["attempt"]) == ("processed", 1)
+    assert len(notifier.outcomes(task.task_id)) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_hands_the_task_back_when_the_grace_period_ends(tsettings, engine, notifier, long_source,
+                                                                tmp_path):
+    task = insert_task(engine, upload_source(tsettings, long_source), SLOW)
+    impatient = tsettings.model_copy(update={"drain_grace_seconds": 1.0})
+    with worker_process(impatient, tmp_path / "first.log") as first:
+        submit(tsettings, task)
+        (ffmpeg,) = wait_for(first.ffmpeg_children, 60, "ffmpeg to start")
+        first.process.send_signal(signal.SIGTERM)
+        assert first.process.wait(60) == 0, first.log()
+    assert gone(ffmpeg)
+    assert "handing the task back" in first.log()
+    assert task_row(engine, task.task_id)["status"] == "processing"
+    with worker_thread(tsettings, engine):
+        row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, timeout=300)
+    assert row["attempt"] == 2
+    assert len(notifier.outcomes(task.task_id)) == 1
+
+
+class FlakyStorageProxy:
+    """Forwards to the storage emulator, answering 503 to the first ``failures`` uploads."""
+
+    def __init__(self, upstream: str, failures: int) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.failures_left = failures
+        self.failed = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == "POST" and self.path.startswith("/upload/") and proxy._take_failure():
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                answer = requests.request(self.command, proxy.upstream + self.path, data=body,
+                                          headers=headers, timeout=30)
+                self.send_response(answer.status_code)
+                for key, value in answer.headers.items():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection",
+                                           "content-encoding"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _take_failure(self) -> bool:
+        with self._lock:
+            if self.failures_left > 0:
+                self.failures_left -= 1
+                self.failed += 1
+                return True
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def client(self) -> storage.Client:
+        return storage.Client(project="idrl-local", credentials=AnonymousCredentials(),
+                              client_options={"api_endpoint": self.url})
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("failures, outcome", [(2, "processed"), (1000, "failed")])
+def test_transient_storage_failures_are_retried_then_bounded(tsettings, engine, notifier, short_source,
+                                                             storage_emulator_host, failures, outcome):
+    proxy = FlakyStorageProxy(storage_emulator_host, failures)
+    task = insert_task(engine, upload_source(tsettings, short_source), SMALL)
+    try:
+        with worker_thread(tsettings, engine, storage_client=proxy.client()):
+            submit(tsettings, task)
+            row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
+    finally:
+        proxy.close()
+    assert row["status"] == outcome
+    assert row["attempt"] == 1  # retried in place, not by redelivery
+    if outcome == "processed":
+        assert proxy.failed == 2
+    else:
+        assert proxy.failed == tsettings.max_attempts
+        assert "storing a clip failed" in row["failure_reason"]
+        assert f"gave up after {tsettings.max_attempts} tries" in row["failure_reason"]
+        assert clip_objects(tsettings, task.task_id) == []
+
+
+HOSTILE_NAMES = {"videos.example": ["10.0.0.1"]}
+
+
+@pytest.mark.security
+def test_ssrf_targets_fail_the_task_at_once(tsettings, engine, notifier):
+    targets = {
+        "http://169.254.169.254/computeMetadata/v1/": "metadata",
+        "http://[::ffff:127.0.0.1]/": "loopback",
+        "http://127.1/": "loopback",
+        "http://videos.example/run.mp4": "private",
+    }
+    tasks = {insert_task(engine, url, SMALL): reason for url, reason in targets.items()}
+    with worker_thread(tsettings, engine, resolver=lambda host, port: HOSTILE_NAMES[host]):
+        for task in tasks:
+            submit(tsettings, task)
+        rows = {task: wait_status(engine, task.task_id, TaskStatus.FAILED, TaskStatus.PROCESSED)
+                for task in tasks}
+    for task, reason in tasks.items():
+        row = rows[task]
+        assert row["status"] == "failed" and reason in row["failure_reason"], row
+        assert row["attempt"] == 1
+        assert clip_objects(tsettings, task.task_id) == []
+
+
+class SourceServer:
+    """Serves one video on loopback, and a redirect to a private address."""
+
+    def __init__(self, video: bytes) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path == "/run.mp4":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(video)))
+                    self.end_headers()
+                    self.wfile.write(video)
+                else:
+                    self.send_response(302)
+                    self.send_header("Location", "http://10.0.0.1/run.mp4")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.security
+def test_url_sources_on_the_local_stack(tsettings, engine, notifier, short_source):
+    local = tsettings.model_copy(update={"allow_loopback_sources": True})
+    server = SourceServer(short_source.read_bytes())
+    fetched = insert_task(engine, f"{server.base}/run.mp4", SMALL)
+    redirected = insert_task(engine, f"{server.base}/elsewhere", SMALL)
+    try:
+        with worker_thread(local, engine):
+            submit(local, fetched)
+            submit(local, redirected)
+            done = wait_status(engine, fetched.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
+            refused = wait_status(engine, redirected.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
+    finally:
+        server.close()
+    assert done["status"] == "processed", done
+    assert refused["status"] == "failed" and "private" in refused["failure_reason"]

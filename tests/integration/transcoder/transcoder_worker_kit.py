@@ -1,0 +1,214 @@
+"""What the worker tests share: task rows, the notifier applying the worker's events to
+the database as it does in the stack, and workers run in a thread or as processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from google.cloud import pubsub_v1
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from services.notifier.apply import apply_status_change
+from services.transcoder.settings import TranscoderSettings
+from services.transcoder.worker import Worker
+from shared.events import ClipSpec, Publisher, TaskStatusChanged, TaskSubmitted, decode, subscription_path
+from shared.lifecycle import TaskStatus
+from shared.storage import gs_uri, storage_client
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+# --- the database, as the api leaves it -----------------------------------------------------
+
+
+def insert_task(engine: Engine, source: str, spec: ClipSpec = ClipSpec()) -> TaskSubmitted:
+    """A queued task row (and its owner), and the TaskSubmitted the api would publish."""
+    owner = uuid.uuid4()
+    task = TaskSubmitted(task_id=uuid.uuid4(), owner_id=owner, source=source, spec=spec)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO users (id, username, email, password_hash) "
+                 "VALUES (:id, :name, :email, 'x')"),
+            {"id": owner, "name": f"u{owner.hex[:12]}", "email": f"{owner.hex[:12]}@example.com"},
+        )
+        conn.execute(
+            text("INSERT INTO tasks (id, owner_id, source_kind, source, spec) "
+                 "VALUES (:id, :owner, :kind, :source, CAST(:spec AS jsonb))"),
+            {"id": task.task_id, "owner": owner, "source": source, "spec": spec.model_dump_json(),
+             "kind": "upload" if source.startswith("gs://") else "url"},
+        )
+    return task
+
+
+def cancel_task(engine: Engine, task_id: uuid.UUID) -> None:
+    """What DELETE /tasks/<id> does to the row (the api's side of a cancellation)."""
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE tasks SET status = 'canceled', deleted_at = now() WHERE id = :id"),
+                     {"id": task_id})
+
+
+def task_row(engine: Engine, task_id: uuid.UUID) -> dict:
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, attempt, progress, failure_reason FROM tasks "
+                                "WHERE id = :id"), {"id": task_id}).mappings().one()
+        clips = conn.execute(text("SELECT index, uri FROM clips WHERE task_id = :id ORDER BY index"),
+                             {"id": task_id}).all()
+    return dict(row) | {"clips": [tuple(clip) for clip in clips]}
+
+
+def upload_source(settings, path: Path) -> str:
+    name = f"uploads/{uuid.uuid4()}/{path.name}"
+    storage_client().bucket(settings.uploads_bucket).blob(name).upload_from_filename(str(path))
+    return gs_uri(settings.uploads_bucket, name)
+
+
+def clip_objects(settings, task_id: uuid.UUID) -> list[str]:
+    return sorted(blob.name for blob in storage_client().list_blobs(
+        settings.clips_bucket, prefix=f"tasks/{task_id}/"))
+
+
+def submit(settings, task: TaskSubmitted) -> None:
+    Publisher(settings).publish(settings.topic_video_tasks, task).result(30)
+
+
+# --- the notifier ---------------------------------------------------------------------------
+
+
+@dataclass
+class Notifier:
+    """Applies every task-events message to the database with the notifier's own code,
+    and keeps each event it saw, for the tests to count outcomes."""
+
+    settings: TranscoderSettings
+    engine: Engine
+    events: list[TaskStatusChanged] = field(default_factory=list)
+
+    def for_task(self, task_id: uuid.UUID) -> list[TaskStatusChanged]:
+        # Redelivered copies carry the same event id: count each event once.
+        unique = {e.event_id: e for e in list(self.events) if e.task_id == task_id}
+        return sorted(unique.values(), key=lambda e: e.occurred_at)
+
+    def statuses(self, task_id: uuid.UUID) -> list[tuple[str, int, int]]:
+        return [(str(e.status), e.attempt, e.progress) for e in self.for_task(task_id)]
+
+    def outcomes(self, task_id: uuid.UUID) -> list[TaskStatusChanged]:
+        return [e for e in self.for_task(task_id)
+                if e.status in (TaskStatus.PROCESSED, TaskStatus.FAILED)]
+
+    def _callback(self, message) -> None:
+        event = decode(message.data, dict(message.attributes))
+        self.events.append(event)
+        apply_status_change(self.engine, event, clips_bucket=self.settings.clips_bucket)
+        message.ack()
+
+    @contextmanager
+    def running(self):
+        path = subscription_path(self.settings, self.settings.subscription_notifier)
+        with pubsub_v1.SubscriberClient() as subscriber:
+            future = subscriber.subscribe(path, self._callback, await_callbacks_on_shutdown=True)
+            try:
+                yield self
+            finally:
+                future.cancel()
+                future.result()
+
+
+# --- workers ------------------------------------------------------------------------------
+
+
+@contextmanager
+def worker_thread(settings: TranscoderSettings, engine: Engine, **kwargs):
+    """A worker pulling in a thread of this process; drained and joined on exit."""
+    worker = Worker(settings, engine=engine, storage_client=kwargs.pop("storage_client", storage_client()),
+                    publisher=Publisher(settings), **kwargs)
+    shutdown = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run(shutdown)
+        except BaseException as exc:  # surfaced to the test below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="worker", daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        shutdown.set()
+        thread.join(settings.drain_grace_seconds + 60)
+    assert not thread.is_alive(), "the worker did not stop"
+    if failure:
+        raise failure[0]
+
+
+def environment_for(settings: TranscoderSettings) -> dict[str, str]:
+    """The environment a worker process reads ``settings`` from."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            env.pop(name.upper(), None)
+        else:
+            env[name.upper()] = json.dumps(value) if isinstance(value, bool) else str(value)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen
+    log_path: Path
+
+    def ffmpeg_children(self) -> list[psutil.Process]:
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        return [child for child in children if child.name() == "ffmpeg"]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+
+@contextmanager
+def worker_process(settings: TranscoderSettings, log_path: Path):
+    """``python -m services.transcoder`` with ``settings``; killed on exit if still running."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.transcoder"], cwd=PROJECT_ROOT,
+            env=environment_for(settings), stdout=log, stderr=subprocess.STDOUT,
+        )
+    worker = WorkerProcess(process, log_path)
+    try:
+        yield worker
+    finally:
+        worker.stop()
