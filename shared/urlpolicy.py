@@ -139,7 +139,11 @@ def check_source_url(
         raise SourceUrlRejected(f"source URL is longer than {max_length} characters")
     if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
         raise SourceUrlRejected("source URL contains spaces or control characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # Unbalanced or invalid brackets ("http://[::1/"): the parser itself refuses.
+        raise SourceUrlRejected("source URL is not a valid URL") from None
     scheme = parts.scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
         raise SourceUrlRejected("source URL must use http or https")

@@ -48,6 +48,9 @@ def system_resolver(host: str, port: int) -> list[str]:
         if exc.errno in (socket.EAI_AGAIN,):
             raise TransientFailure(f"the source host {host} could not be resolved now") from None
         raise PermanentFailure(f"the source host {host} does not exist") from None
+    except UnicodeError:
+        # An empty or over-long label ("a..b"): the name cannot even be asked for.
+        raise PermanentFailure(f"the source host {host} is not a valid host name") from None
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
@@ -157,6 +160,11 @@ class UrlFetcher:
             )
         except SourceUrlRejected as exc:
             raise PermanentFailure(exc.message) from None
+        except ValueError as exc:
+            # The HTTP client refuses the URL (InvalidURL: a host that is no valid IDNA
+            # name, such as "①②⑦.0.0.1") or a redirect's Location it cannot parse: the
+            # URL passed the policy's syntax rules but can never be fetched.
+            raise PermanentFailure(f"the source URL cannot be fetched ({_short(exc)})") from None
         except requests.exceptions.SSLError as exc:
             raise PermanentFailure(f"the source's TLS certificate was refused ({_short(exc)})") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
