@@ -59,7 +59,8 @@ def test_seed_flow_by_url_and_by_upload(local_stack, source_server, two_part_sou
     assert original.read_bytes() == short_source.read_bytes()
 
     observed = {by_url["id"]: Observed(), by_upload["id"]: Observed()}
-    finished = {task_id: athlete.wait_for(task_id, observed=seen, while_waiting=alive) for task_id, seen in observed.items()}
+    finished = {task_id: athlete.wait_for(task_id, observed=seen, while_waiting=alive)
+                for task_id, seen in observed.items()}
     for task_id, task in finished.items():
         assert task["status"] == "processed", task
         assert task["progress"] == 100 and task["failure_reason"] is None

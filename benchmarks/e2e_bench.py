@@ -1,0 +1,422 @@
+"""``make bench-e2e``: what the platform adds to ffmpeg's own time, and how many tasks a
+minute one and two workers finish.
+
+    .venv/bin/python benchmarks/e2e_bench.py [--runs 5] [--tasks 20] [--budget 1.5]
+
+Part 1, latency: a 20 s 1920x1080 source (one part, one 22 s clip) is submitted by URL
+``--runs`` times, one task at a time, to a stack with one worker. Each run times
+``POST /tasks`` to ``processed`` as a client polling ``GET /tasks/<id>`` every 100 ms
+sees it, then the same clip made by the transcoder's pipeline (``iter_clips``) on the
+same file in this process. The difference is queueing, fetch, probe, upload and
+notification. On a shared machine the load moves between the two runs, so the worker's
+own ffmpeg is also timed inside the run (its child process, watched every 20 ms), and
+the difference to that is shown too. Both medians must stay under ``--budget`` seconds
+(exit status 1 if not). Each run is also split where the time went, from the timestamps
+the platform records (task creation, the worker's ``processing`` and ``processed``
+events, the notifier's commit).
+
+Part 2, throughput: ``--tasks`` tasks submitted at once (a 10 s 640x360 source: one
+12 s clip each), once on a stack with one worker and once with two; tasks per minute
+from the first ``POST`` to the last ``processed`` a client sees (polled every 500 ms).
+
+Every stack is a fresh local stack started through the launcher (its own PostgreSQL,
+Pub/Sub fake and Storage emulator, on free ports), with the default settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import requests
+import sqlalchemy
+from sqlalchemy.pool import NullPool
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from infra.local import LocalStack, StackConfig, free_port  # noqa: E402
+from services.transcoder.pipeline import iter_clips  # noqa: E402
+from services.transcoder.probe import SourceLimits, probe_source  # noqa: E402
+from shared.config import Settings  # noqa: E402
+from shared.events import ClipSpec  # noqa: E402
+
+POLL_SECONDS = 0.1
+WATCH_SECONDS = 0.02
+BURST_POLL_SECONDS = 0.5
+PASSWORD = "Bench1234"
+HTTP_TIMEOUT = 30
+TASK_TIMEOUT = 900
+
+
+def say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+# --- sources and where they are served ------------------------------------------------------
+
+
+def make_source(path: Path, seconds: float, width: int, height: int) -> Path:
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=s={width}x{height}:r=30:d={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+         "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "60",
+         "-c:a", "aac", "-shortest", str(path)],
+        check=True, timeout=600,
+    )
+    return path
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def serve(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` over HTTP on loopback; yields the base URL."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+# --- stacks and clients ------------------------------------------------------------------------
+
+
+@contextmanager
+def stack_with(workdir: Path, workers: int) -> Iterator[LocalStack]:
+    state_dir = workdir / f"stack-{workers}-workers-{uuid.uuid4().hex[:6]}"
+    config = StackConfig(
+        state_dir=state_dir, postgres_dir=state_dir / "pg", storage_in_memory=True,
+        pubsub_emulator="pstest", transcoder_workers=workers,
+        **{name: free_port() for name in ("gateway_port", "auth_port", "api_port", "postgres_port",
+                                          "pubsub_port", "storage_port")},
+    )
+    started = time.monotonic()
+    with LocalStack(config) as stack:
+        say(f"  stack with {workers} worker(s) up in {time.monotonic() - started:.1f} s "
+            f"(logs: {config.logs_dir})")
+        yield stack
+        dead = stack.dead()
+        if dead:
+            raise SystemExit("stack processes died:\n" + "\n".join(
+                f"{process.name}\n{process.log_excerpt()}" for process in dead))
+
+
+def sign_up(base_url: str) -> requests.Session:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    email = f"{name}@league.example"
+    requests.post(f"{base_url}/auth/signup", timeout=HTTP_TIMEOUT, json={
+        "username": name, "email": email, "password": PASSWORD, "password_2": PASSWORD,
+    }).raise_for_status()
+    login = requests.post(f"{base_url}/auth/login", timeout=HTTP_TIMEOUT,
+                          json={"email": email, "password": PASSWORD})
+    login.raise_for_status()
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {login.json()['token']}"
+    return session
+
+
+def submit(session: requests.Session, base_url: str, source_url: str) -> str:
+    response = session.post(f"{base_url}/tasks", json={"url": source_url}, timeout=HTTP_TIMEOUT)
+    if response.status_code != 202:
+        raise SystemExit(f"POST /tasks answered {response.status_code}: {response.text}")
+    return response.json()["id"]
+
+
+def check_final(task: dict) -> None:
+    if task["status"] in ("failed", "canceled"):
+        raise SystemExit(f"task {task['id']} ended {task['status']}: {task.get('failure_reason')}")
+
+
+# --- part 1: latency -------------------------------------------------------------------------------
+
+
+class FfmpegWatch:
+    """Watches the workers' children while a task runs and records how long each ffmpeg
+    process lived: the clip's ffmpeg time inside the end-to-end run itself, measured in
+    the same conditions (a shared machine's load shifts between two separate runs)."""
+
+    def __init__(self, worker_pids: list[int]) -> None:
+        self._workers = [psutil.Process(pid) for pid in worker_pids]
+        self._seen: dict[int, tuple[float, float]] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> FfmpegWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._done.wait(WATCH_SECONDS):
+            now = time.time()
+            for worker in self._workers:
+                try:
+                    children = worker.children(recursive=True)
+                except psutil.NoSuchProcess:
+                    continue
+                for child in children:
+                    try:
+                        # A zombie has finished; psutil's create_time is only as exact as
+                        # the boot time it adds (whole seconds): first sight is the start.
+                        if child.name() != "ffmpeg" or child.status() == psutil.STATUS_ZOMBIE:
+                            continue
+                    except psutil.NoSuchProcess:
+                        continue
+                    started = self._seen.get(child.pid, (now, now))[0]
+                    self._seen[child.pid] = (started, now)
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of the ffmpeg runs seen (each short by up to ``WATCH_SECONDS``)."""
+        return sum(last - started for started, last in self._seen.values())
+
+
+@dataclass(frozen=True)
+class LatencyRun:
+    end_to_end: float  # POST sent -> processed seen by the client
+    ffmpeg_alone: float  # iter_clips on the same file
+    ffmpeg_in_run: float  # the worker's own ffmpeg during this run
+    # Where the end-to-end time went (seconds), from the platform's own timestamps.
+    api: float  # POST sent -> task row created
+    to_worker: float  # created -> the worker's processing event
+    worker: float  # processing event -> processed event (fetch, probe, ffmpeg, upload)
+    notifier: float  # processed event -> its commit by the notifier
+    client: float  # commit -> the client's poll saw it
+
+    @property
+    def overhead(self) -> float:
+        return self.end_to_end - self.ffmpeg_alone
+
+    @property
+    def overhead_in_run(self) -> float:
+        return self.end_to_end - self.ffmpeg_in_run
+
+
+def poll_until_processed(session: requests.Session, base_url: str, task_id: str) -> datetime:
+    """Poll at a fixed 100 ms rate; returns the wall time the processed answer came."""
+    started = time.monotonic()
+    polls = 0
+    while True:
+        task = session.get(f"{base_url}/tasks/{task_id}", timeout=HTTP_TIMEOUT).json()
+        if task["status"] == "processed":
+            return datetime.now(UTC)
+        check_final(task)
+        if time.monotonic() - started > TASK_TIMEOUT:
+            raise SystemExit(f"task {task_id} not processed after {TASK_TIMEOUT} s: {task}")
+        polls += 1
+        time.sleep(max(0.0, started + polls * POLL_SECONDS - time.monotonic()))
+
+
+def recorded_times(engine: sqlalchemy.Engine, task_id: str) -> dict[str, datetime]:
+    with engine.connect() as conn:
+        created = conn.execute(sqlalchemy.text("SELECT created_at FROM tasks WHERE id = :id"),
+                               {"id": task_id}).scalar_one()
+        lines = conn.execute(sqlalchemy.text(
+            "SELECT status, occurred_at, recorded_at FROM task_history WHERE task_id = :id ORDER BY id"),
+            {"id": task_id}).all()
+    processing = next(line for line in lines if line.status == "processing")
+    processed = next(line for line in lines if line.status == "processed")
+    return {"created": created, "processing": processing.occurred_at,
+            "processed": processed.occurred_at, "committed": processed.recorded_at}
+
+
+def ffmpeg_alone(source: Path) -> float:
+    settings = Settings()
+    limits = SourceLimits(settings.max_source_bytes, settings.max_source_seconds,
+                          settings.max_source_width, settings.max_source_height)
+    info = probe_source(source, limits)
+    with tempfile.TemporaryDirectory(prefix="idrl-bench-clip-") as workdir:
+        started = time.perf_counter()
+        clips = list(iter_clips(source, info, ClipSpec(), workdir=Path(workdir),
+                                ffmpeg_timeout=settings.ffmpeg_timeout_seconds))
+        elapsed = time.perf_counter() - started
+    assert len(clips) == 1, clips
+    return elapsed
+
+
+def latency_run(stack: LocalStack, session: requests.Session, engine: sqlalchemy.Engine,
+                source: Path, source_url: str) -> LatencyRun:
+    workers = [process.pid for _, process in stack.processes if process.name.startswith("transcoder-")]
+    with FfmpegWatch(workers) as watch:
+        sent = datetime.now(UTC)
+        started = time.perf_counter()
+        task_id = submit(session, stack.base_url, source_url)
+        seen = poll_until_processed(session, stack.base_url, task_id)
+        end_to_end = time.perf_counter() - started
+    times = recorded_times(engine, task_id)
+    alone = ffmpeg_alone(source)
+
+    def seconds(start: datetime, end: datetime) -> float:
+        return (end - start).total_seconds()
+
+    return LatencyRun(
+        end_to_end=end_to_end, ffmpeg_alone=alone, ffmpeg_in_run=watch.seconds,
+        api=seconds(sent, times["created"]),
+        to_worker=seconds(times["created"], times["processing"]),
+        worker=seconds(times["processing"], times["processed"]),
+        notifier=seconds(times["processed"], times["committed"]),
+        client=seconds(times["committed"], seen),
+    )
+
+
+# --- part 2: throughput ---------------------------------------------------------------------------
+
+
+def burst(stack: LocalStack, source_url: str, tasks: int) -> float:
+    """Submit ``tasks`` at once; seconds from the first POST to the last processed seen."""
+    session = sign_up(stack.base_url)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(min(tasks, 10)) as pool:
+        ids = set(pool.map(lambda _: submit(session, stack.base_url, source_url), range(tasks)))
+    while True:
+        listing = session.get(f"{stack.base_url}/tasks", params={"max": 100, "order": 1},
+                              timeout=HTTP_TIMEOUT).json()["tasks"]
+        mine = [task for task in listing if task["id"] in ids]
+        for task in mine:
+            check_final(task)
+        if len(mine) == tasks and all(task["status"] == "processed" for task in mine):
+            return time.perf_counter() - started
+        if time.perf_counter() - started > TASK_TIMEOUT:
+            raise SystemExit(f"the burst did not finish in {TASK_TIMEOUT} s")
+        time.sleep(BURST_POLL_SECONDS)
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = psutil.virtual_memory().total / 2**30
+    ffmpeg_version = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True,
+                                    check=False).stdout.split("\n", 1)[0]
+    return (f"{psutil.cpu_count()} vCPU ({cpu}), {memory:.0f} GiB, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}, {ffmpeg_version}")
+
+
+def latency_table(runs: list[LatencyRun]) -> str:
+    columns = [
+        ("POST → processed (client)", "end_to_end"),
+        ("ffmpeg alone", "ffmpeg_alone"),
+        ("**difference**", "overhead"),
+        ("ffmpeg in the run", "ffmpeg_in_run"),
+        ("difference in the run", "overhead_in_run"),
+        ("api", "api"),
+        ("to worker", "to_worker"),
+        ("worker", "worker"),
+        ("notifier", "notifier"),
+        ("client poll", "client"),
+    ]
+    rows = ["| run | " + " | ".join(title for title, _ in columns) + " |",
+            "|---" * (len(columns) + 1) + "|"]
+    for number, run in enumerate(runs, 1):
+        rows.append(f"| {number} | " + " | ".join(f"{getattr(run, field):.2f}" for _, field in columns) + " |")
+    medians = [statistics.median(getattr(run, field) for run in runs) for _, field in columns]
+    rows.append("| **median** | " + " | ".join(f"**{value:.2f}**" for value in medians) + " |")
+    return "\n".join(rows)
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="latency runs (default 5)")
+    parser.add_argument("--tasks", type=int, default=20, help="tasks per throughput burst (default 20)")
+    parser.add_argument("--budget", type=float, default=1.5,
+                        help="largest median difference allowed, seconds (default 1.5)")
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args(argv)
+
+    say(f"machine: {machine()}; {load()}")
+    with tempfile.TemporaryDirectory(prefix="idrl-bench-e2e-") as scratch:
+        workdir = Path(scratch)
+        os.chmod(workdir, 0o711)  # the postgres user runs the clusters inside
+        media = workdir / "media"
+        media.mkdir()
+        say("making the sources ...")
+        big = make_source(media / "run-1080p-20s.mp4", 20, 1920, 1080)
+        small = make_source(media / "run-360p-10s.mp4", 10, 640, 360)
+        with serve(media) as base:
+            say(f"part 1: {args.runs} latency runs, 20 s 1080p source, one worker")
+            with stack_with(workdir, 1) as stack:
+                engine = sqlalchemy.create_engine(stack.database_url, poolclass=NullPool)
+                session = sign_up(stack.base_url)
+                runs = []
+                for number in range(1, args.runs + 1):
+                    run = latency_run(stack, session, engine, big, f"{base}/{big.name}")
+                    say(f"  run {number}: end to end {run.end_to_end:.2f} s, ffmpeg alone "
+                        f"{run.ffmpeg_alone:.2f} s (in the run {run.ffmpeg_in_run:.2f} s), difference "
+                        f"{run.overhead:.2f} s (in the run {run.overhead_in_run:.2f} s); {load()}")
+                    runs.append(run)
+                engine.dispose()
+                per_minute: dict[int, float] = {}
+                if not args.skip_throughput:
+                    say(f"part 2: {args.tasks} tasks at once, 10 s 640x360 source")
+                    elapsed = burst(stack, f"{base}/{small.name}", args.tasks)
+                    per_minute[1] = args.tasks * 60 / elapsed
+                    say(f"  1 worker: {elapsed:.1f} s, {per_minute[1]:.1f} tasks/min; {load()}")
+            if not args.skip_throughput:
+                with stack_with(workdir, 2) as stack:
+                    elapsed = burst(stack, f"{base}/{small.name}", args.tasks)
+                    per_minute[2] = args.tasks * 60 / elapsed
+                    say(f"  2 workers: {elapsed:.1f} s, {per_minute[2]:.1f} tasks/min; {load()}")
+
+    say()
+    say(latency_table(runs))
+    if per_minute:
+        say()
+        say("| workers | tasks | tasks per minute |")
+        say("|---|---|---|")
+        for workers, rate in per_minute.items():
+            say(f"| {workers} | {args.tasks} | {rate:.1f} |")
+    say()
+    within = True
+    for what, field in (("to ffmpeg alone", "overhead"), ("to ffmpeg in the run", "overhead_in_run")):
+        median = statistics.median(getattr(run, field) for run in runs)
+        within = within and median < args.budget
+        verdict = "within" if median < args.budget else "OVER"
+        say(f"median difference {what}: {median:.2f} s, {verdict} the {args.budget:.1f} s budget")
+    return 0 if within else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
