@@ -1,0 +1,217 @@
+"""Forged and broken tokens against the api's real verification path: the api behind
+the gateway checks every bearer token with the keys it fetches from the running auth
+service's JWKS. Each forgery differs from a token the api accepts (the control) only
+where the case says."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from shared.tokens import SigningKey, generate_signing_key_pem, public_jwk, signing_key_from_pem
+
+ATTACKER = signing_key_from_pem(generate_signing_key_pem())
+# PyJWT's JWKS client refetches for an unknown kid at most once per 30 s.
+JWKS_REFETCH_COOLDOWN_SECONDS = 30
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _claims(settings, subject: str, **changes) -> dict:
+    now = int(datetime.now(UTC).timestamp())
+    claims = {"sub": subject, "iss": settings.token_issuer, "aud": settings.token_audience,
+              "iat": now, "nbf": now, "exp": now + 3600}
+    claims.update(changes)
+    return {name: value for name, value in claims.items() if value is not None}
+
+
+def _signed(key: SigningKey, claims: dict, **header) -> str:
+    return jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid, **header})
+
+
+def _raw(header: dict, claims: dict, sign: Callable[[bytes], bytes] | None = None) -> str:
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    signature = _b64(sign(signing_input.encode())) if sign else ""
+    return f"{signing_input}.{signature}"
+
+
+def _hmac(secret: bytes, digest=hashlib.sha256) -> Callable[[bytes], bytes]:
+    return lambda data: hmac.new(secret, data, digest).digest()
+
+
+@pytest.fixture
+def published_key(gateway) -> dict:
+    """The stack's public key as an attacker gets it: from the JWKS, through the gateway."""
+    keys = gateway.get("/auth/.well-known/jwks.json").json()["keys"]
+    assert len(keys) == 1
+    return keys[0]
+
+
+def _forgeries(key: SigningKey, jwk: dict, settings, subject: str) -> dict[str, str]:
+    claims = _claims(settings, subject)
+    public_pem = key.public_key.public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    raw_public = base64.urlsafe_b64decode(jwk["x"] + "==")
+    real = _signed(key, claims)
+    other_real = _signed(key, _claims(settings, str(uuid.uuid4())))
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    attacker_jwk = public_jwk(ATTACKER.public_key)
+    now = int(datetime.now(UTC).timestamp())
+    return {
+        # alg none, however spelt, with the real kid
+        "alg none": _raw({"alg": "none", "typ": "JWT", "kid": key.kid}, claims),
+        "alg None": _raw({"alg": "None", "kid": key.kid}, claims),
+        "alg NONE with a signature": _raw({"alg": "NONE", "kid": key.kid}, claims, lambda d: b"x"),
+        "no alg": _raw({"kid": key.kid}, claims, lambda d: b"x"),
+        # HMAC keyed with what is public
+        "HS256 keyed with the public PEM": _raw({"alg": "HS256", "kid": key.kid}, claims, _hmac(public_pem)),
+        "HS256 keyed with the raw public key": _raw({"alg": "HS256", "kid": key.kid}, claims, _hmac(raw_public)),
+        "HS256 keyed with the JWK text": _raw({"alg": "HS256", "kid": key.kid}, claims,
+                                              _hmac(json.dumps(jwk).encode())),
+        "HS512 keyed with the public PEM": _raw({"alg": "HS512", "kid": key.kid}, claims,
+                                                _hmac(public_pem, hashlib.sha512)),
+        # other asymmetric algorithms, the real kid
+        "RS256 by another key": jwt.encode(claims, rsa_key, algorithm="RS256", headers={"kid": key.kid}),
+        "ES256 by another key": jwt.encode(claims, ec_key, algorithm="ES256", headers={"kid": key.kid}),
+        # the real key, claims the api must refuse
+        "expired": _signed(key, _claims(settings, subject, iat=now - 7200, nbf=now - 7200, exp=now - 60)),
+        "not yet valid": _signed(key, _claims(settings, subject, nbf=now + 300)),
+        "issued in the future": _signed(key, _claims(settings, subject, iat=now + 300)),
+        "wrong audience": _signed(key, _claims(settings, subject, aud="idrl-admin")),
+        "audience list without ours": _signed(key, _claims(settings, subject, aud=["idrl-admin", "other"])),
+        "wrong issuer": _signed(key, _claims(settings, subject, iss="https://evil.example")),
+        "no exp": _signed(key, _claims(settings, subject, exp=None)),
+        "no aud": _signed(key, _claims(settings, subject, aud=None)),
+        "no iss": _signed(key, _claims(settings, subject, iss=None)),
+        "no sub": _signed(key, _claims(settings, None)),
+        "sub not a user id": _signed(key, _claims(settings, "admin")),
+        "exp as text": _signed(key, _claims(settings, subject, exp="never")),
+        # signatures that are not the real key's over this token
+        "tampered signature": real[:-2] + ("A" if real[-2] != "A" else "B") + real[-1],
+        "spliced signature": real.rsplit(".", 1)[0] + "." + other_real.rsplit(".", 1)[1],
+        "tampered payload": ".".join([real.split(".")[0],
+                                      _b64(json.dumps(_claims(settings, str(uuid.uuid4()))).encode()),
+                                      real.split(".")[2]]),
+        # keys the api does not have
+        "unknown kid": _signed(ATTACKER, claims),
+        "attacker key with the real kid": jwt.encode(claims, ATTACKER.private_key, algorithm="EdDSA",
+                                                     headers={"kid": key.kid}),
+        "kid path traversal": _signed(ATTACKER, claims, kid="../../../../etc/passwd"),
+        "kid empty": _signed(ATTACKER, claims, kid=""),
+        "kid a number": _raw({"alg": "EdDSA", "kid": 7}, claims, lambda d: ATTACKER.private_key.sign(d)),
+        "kid null": _raw({"alg": "EdDSA", "kid": None}, claims, lambda d: ATTACKER.private_key.sign(d)),
+        "kid long": _signed(ATTACKER, claims, kid="k" * 2500),
+        "kid SQL": _signed(ATTACKER, claims, kid="' OR '1'='1"),
+        # the key inside the token
+        "embedded jwk": _signed(ATTACKER, claims, jwk=attacker_jwk),
+        "embedded jwk, real kid": jwt.encode(claims, ATTACKER.private_key, algorithm="EdDSA",
+                                             headers={"kid": key.kid, "jwk": attacker_jwk}),
+        # garbage
+        "two parts": real.rsplit(".", 1)[0],
+        "four parts": real + ".e30",
+        "not base64": "%%%.%%%.%%%",
+        "header not JSON": _b64(b"not json") + "." + real.split(".", 1)[1],
+    }
+
+
+def _header_injections(key: SigningKey, settings, subject: str, attacker_url: str) -> dict[str, str]:
+    claims = _claims(settings, subject)
+    return {
+        "jku to the attacker": _signed(ATTACKER, claims, jku=f"{attacker_url}/jwks.json"),
+        "x5u to the attacker": _signed(ATTACKER, claims, x5u=f"{attacker_url}/cert.pem"),
+        "jku and x5u, real kid": jwt.encode(claims, ATTACKER.private_key, algorithm="EdDSA",
+                                            headers={"kid": key.kid, "jku": f"{attacker_url}/jwks.json",
+                                                     "x5u": f"{attacker_url}/cert.pem"}),
+        "jku, attacker kid equal to the real one": jwt.encode(
+            claims, ATTACKER.private_key, algorithm="EdDSA",
+            headers={"kid": key.kid, "jku": f"{attacker_url}/jwks.json"}),
+    }
+
+
+def _refused(gateway, token: str, task_id: str) -> list[str]:
+    """Why each request with ``token`` was not a plain 401 (empty: all were)."""
+    problems = []
+    headers = {"Authorization": f"Bearer {token}"}
+    for method, path, body in (("GET", "/tasks", None), ("GET", f"/tasks/{task_id}", None),
+                               ("POST", "/tasks", {"url": "https://videos.league.example/run.mp4"}),
+                               ("DELETE", f"/tasks/{task_id}", None)):
+        response = gateway.request(method, path, headers=headers, json=body)
+        if response.status_code != 401:
+            problems.append(f"{method} {path}: {response.status_code} {response.text[:200]}")
+        elif not response.headers.get("WWW-Authenticate", "").startswith("Bearer"):
+            problems.append(f"{method} {path}: 401 without a Bearer challenge")
+    return problems
+
+
+def test_the_control_token_built_like_the_forgeries_is_accepted(gateway, stack_key, local_stack, athlete):
+    # Without this, every refusal below could come from a broken forging harness.
+    token = _signed(stack_key, _claims(local_stack.settings, athlete.id))
+    assert gateway.get("/tasks", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_every_forgery_is_refused_with_401(gateway, stack_key, published_key, local_stack, athlete):
+    assert published_key["kid"] == stack_key.kid
+    task_id = gateway.post("/tasks", user=athlete, json={"url": "https://videos.league.example/run.mp4"}).json()["id"]
+    forgeries = _forgeries(stack_key, published_key, local_stack.settings, athlete.id)
+
+    problems = {name: found for name, token in forgeries.items() if (found := _refused(gateway, token, task_id))}
+
+    assert problems == {}
+    # None of them touched the task.
+    assert gateway.get(f"/tasks/{task_id}", user=athlete).json()["status"] in {"queued", "processing", "failed"}
+
+
+def test_jku_and_x5u_headers_never_make_the_api_fetch_a_key(gateway, stack_key, local_stack, athlete,
+                                                          source_server):
+    source_server.files["/jwks.json"] = json.dumps({"keys": [public_jwk(ATTACKER.public_key)]}).encode()
+    source_server.files["/cert.pem"] = b"-----BEGIN CERTIFICATE-----\n"
+    injections = _header_injections(stack_key, local_stack.settings, athlete.id, source_server.base_url)
+
+    problems = {name: found for name, token in injections.items()
+                if (found := _refused(gateway, token, str(uuid.uuid4())))}
+
+    assert problems == {}
+    assert source_server.requests == []
+
+
+def _jwks_fetches(local_stack) -> int:
+    # The api's JWKS client is urllib; a browser or test fetching the JWKS is not.
+    log = (local_stack.logs_dir / "auth.log").read_text(errors="replace")
+    return sum(1 for line in log.splitlines() if "/.well-known/jwks.json" in line and "Python-urllib" in line)
+
+
+def test_a_flood_of_unknown_kids_refetches_the_keys_at_most_once_per_api_process(
+        gateway, local_stack, athlete):
+    claims = _claims(local_stack.settings, athlete.id)
+    # Past the cooldown of any earlier fetch, so the first unknown kid may refetch.
+    time.sleep(JWKS_REFETCH_COOLDOWN_SECONDS + 1)
+    before = _jwks_fetches(local_stack)
+
+    statuses = []
+    for _ in range(40):
+        stranger = signing_key_from_pem(generate_signing_key_pem())
+        response = gateway.get("/tasks", headers={"Authorization": f"Bearer {_signed(stranger, claims)}"})
+        statuses.append((response.status_code, response.json()["error"]["code"]))
+
+    fetched = _jwks_fetches(local_stack) - before
+    assert set(statuses) == {(401, "invalid_token")}
+    # Each api process refetched once at most (then its cooldown holds); 40 forged kids
+    # never became 40 requests to the auth service.
+    api_processes = local_stack.stack.config.gunicorn_workers
+    assert 1 <= fetched <= api_processes
+    # And a real token still works right after the flood.
+    assert gateway.get("/tasks", user=athlete).status_code == 200
