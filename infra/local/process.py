@@ -90,6 +90,8 @@ class ManagedProcess:
         return self.popen is not None and not self.stopping and self.popen.poll() is not None
 
     def start(self) -> ManagedProcess:
+        # Also a restart after stop(): from now on an exit is unexpected again.
+        self.stopping = False
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._log_offset = log.tell()  # excerpts show this run only
