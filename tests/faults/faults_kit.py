@@ -1,0 +1,337 @@
+"""What the fault drills share: a stack started to be broken, ways to break it, and the
+final-state check every drill ends with.
+
+A fault stack has everything of its own that a drill may break — its PostgreSQL
+cluster, its Pub/Sub emulator (pstest), its scratch folder — and reaches the run's
+Cloud Storage emulator through a :class:`StorageFaultProxy`. The other tests of the
+run never see its faults.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import requests
+import sqlalchemy
+from google.api_core.exceptions import NotFound
+from sqlalchemy import text
+from sqlalchemy.pool import NullPool
+
+from e2e_stack import PORT_FIELDS, E2EStack, assert_alive, isolated_names
+from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
+from infra.local.process import http_probe, wait_until
+from infra.local.stack import run_step
+from shared.config import Settings
+from shared.storage import parse_gs_uri, storage_client
+from storage_proxy import StorageFaultProxy
+
+ACTIVE_STATUSES = ("queued", "processing")
+FINAL_STATUSES = ("processed", "failed", "canceled")
+# Generous: a drill waits for the platform, it does not time it.
+SETTLE_TIMEOUT = 300.0
+
+
+@dataclass
+class FaultStack(E2EStack):
+    """A running stack made to be broken: its processes, its database, its buckets."""
+
+    storage_proxy: StorageFaultProxy
+    scratch_dir: Path
+
+    @property
+    def config(self) -> StackConfig:
+        return self.stack.config
+
+    def http_service_url(self, name: str) -> str:
+        return f"http://{self.config.host}:{getattr(self.config, f'{name}_port')}"
+
+    def kill9(self, process: ManagedProcess, *, whole_group: bool = True) -> None:
+        """SIGKILL the process — with its whole group (a gunicorn master and its
+        workers) unless ``whole_group`` is false — and reap it: a crash, not a stop."""
+        assert process.popen is not None and process.running, f"{process.name} is not running"
+        pid = process.popen.pid
+        process.stopping = True  # the drill's doing: not a death to report; start_again() clears it
+        if whole_group:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        process.popen.wait(timeout=30)
+        if whole_group:
+            assert wait_until(lambda: not _group_alive(pid), timeout=30), f"{process.name}'s group outlived SIGKILL"
+
+    def start_again(self, process: ManagedProcess, **environment: str) -> None:
+        """Start a stopped or killed component with the same command (and ``environment``
+        on top of its own), as a supervisor would; wait until it serves if it has a port."""
+        assert not process.running, f"{process.name} is still running"
+        if environment:
+            assert process.env is not None
+            process.env.update(environment)
+        process.start()
+        if process.name in ("api", "auth"):
+            process.wait_ready(http_probe(f"{self.http_service_url(process.name)}/healthz"), timeout=90)
+
+    def provision(self) -> None:
+        """Create the topics, subscriptions and buckets that are missing, with the
+        stack's own command (``python -m infra.local provision``)."""
+        run_step("provision", [self.config.python, "-m", "infra.local", "provision"],
+                 config=self.config, env=self.stack.service_environment(), timeout=120)
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        """Every component running and the api ready (database and storage) through the gateway."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.assert_running()
+            try:
+                if requests.get(f"{self.base_url}/readyz", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, f"the stack was not ready again within {timeout:.0f} s"
+            time.sleep(0.2)
+
+
+def _group_alive(pgid: int) -> bool:
+    for process in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return False
+
+
+@contextmanager
+def fault_stack(state_dir: Path, *, storage_emulator_host: str, transcoder_workers: int = 2,
+                settings: dict[str, str] | None = None) -> Iterator[FaultStack]:
+    """The whole stack with its own PostgreSQL and Pub/Sub emulator, storage behind a
+    switchable proxy, and a scratch folder of its own; stopped and its buckets deleted
+    afterwards. AssertionError at the end if a process died on its own meanwhile."""
+    scratch = state_dir / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    # The postgres user must reach the cluster's folder; pytest's own are private.
+    with StorageFaultProxy(storage_emulator_host) as proxy, \
+            tempfile.TemporaryDirectory(prefix="idrl-faults-pg-") as pg_parent:
+        os.chmod(pg_parent, 0o711)
+        config = StackConfig(
+            state_dir=state_dir,
+            postgres_dir=Path(pg_parent) / "pg",
+            pubsub_emulator="pstest",
+            storage_emulator_host=proxy.url,
+            transcoder_workers=transcoder_workers,
+            settings=isolated_names() | {"scratch_dir": str(scratch)} | (settings or {}),
+            **{name: free_port() for name in PORT_FIELDS},
+        )
+        stack = LocalStack(config)
+        engine: sqlalchemy.Engine | None = None
+        try:
+            stack.start()
+            # No pool: drills stop PostgreSQL under this engine.
+            engine = sqlalchemy.create_engine(stack.database_url, poolclass=NullPool)
+            yield FaultStack(stack, Settings(**stack.settings_values), engine, proxy, scratch)
+            assert_alive(stack)
+        finally:
+            stack.stop()
+            if engine is not None:
+                engine.dispose()
+            # The topics and subscriptions went with the stack's own emulator.
+            _delete_buckets(Settings(**stack.settings_values))
+
+
+def _delete_buckets(settings: Settings) -> None:
+    client = storage_client()
+    for bucket in (settings.uploads_bucket, settings.clips_bucket):
+        try:
+            for blob in client.list_blobs(bucket):
+                blob.delete()
+            client.bucket(bucket).delete()
+        except NotFound:
+            pass
+
+
+# --- the scratch disk ------------------------------------------------------------------------
+
+
+class TmpfsRefused(RuntimeError):
+    """This machine does not let the test mount a tmpfs (no CAP_SYS_ADMIN)."""
+
+
+@contextmanager
+def tmpfs(mount_point: Path, size: str = "20m") -> Iterator[Path]:
+    """A small tmpfs mounted over ``mount_point`` while the block runs."""
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=1777", "tmpfs", str(mount_point)],
+        capture_output=True, text=True, check=False, timeout=30,
+    )
+    if mounted.returncode != 0:
+        raise TmpfsRefused(f"mount -t tmpfs failed: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        if subprocess.run(["umount", str(mount_point)], check=False, timeout=30).returncode != 0:
+            # Something still holds a file there: detach it now, freed when released.
+            subprocess.run(["umount", "--lazy", str(mount_point)], check=True, timeout=30)
+
+
+def fill_disk(folder: Path, leave_bytes: int) -> Path:
+    """Take all but ``leave_bytes`` of the free space of ``folder``'s file system."""
+    stats = os.statvfs(folder)
+    free = stats.f_bavail * stats.f_frsize
+    filler = folder / "filler"
+    with filler.open("wb") as out:
+        os.posix_fallocate(out.fileno(), 0, max(0, free - leave_bytes))
+    return filler
+
+
+def free_bytes(folder: Path) -> int:
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def ffmpeg_of(worker: ManagedProcess, *, making: str | None = None) -> psutil.Process | None:
+    """The worker's running ffmpeg (the one writing ``making`` when given), if any."""
+    try:
+        children = psutil.Process(worker.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return None
+    for child in children:
+        try:
+            if child.name() == "ffmpeg" and (making is None or any(making in arg for arg in child.cmdline())):
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def wait_for(condition: Callable[[], object], *, timeout: float, what: str,
+             while_waiting: Callable[[], None] | None = None, interval: float = 0.1):
+    """Poll ``condition`` until it returns something true; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"not after {timeout:.0f} s: {what}"
+        if while_waiting is not None:
+            while_waiting()
+        time.sleep(interval)
+
+
+# --- the final state ----------------------------------------------------------------------------
+
+
+def active_tasks(engine: sqlalchemy.Engine) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        return [(str(task_id), status) for task_id, status in conn.execute(
+            text("SELECT id, status FROM tasks WHERE status IN ('queued', 'processing') ORDER BY created_at"))]
+
+
+def wait_until_settled(stack: FaultStack, timeout: float = SETTLE_TIMEOUT) -> float:
+    """Wait until no task of the stack is queued or processing; returns the moment
+    (``time.monotonic()``) it was first seen so. Fails listing the stuck tasks."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stack.assert_running()
+        try:
+            stuck = active_tasks(stack.engine)
+        except sqlalchemy.exc.DBAPIError:
+            stuck = [("?", "database unreachable")]
+        if not stuck:
+            return time.monotonic()
+        assert time.monotonic() < deadline, (
+            f"tasks still active {timeout:.0f} s after the fault: {stuck}")
+        time.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class FinalState:
+    """What the database and the clips bucket hold once every task has settled."""
+
+    statuses: dict[str, str]
+    processed_lines: dict[str, int]
+    failure_reasons: dict[str, str | None]
+
+    def of(self, task_ids: Iterable[str]) -> list[str]:
+        return [self.statuses[task_id] for task_id in task_ids]
+
+
+def assert_final_state(stack: FaultStack, accepted: Iterable[str]) -> FinalState:
+    """The end of every drill: each task accepted is in the database; every task is
+    ``processed`` with exactly one ``processed`` line in its history and its recorded
+    clips in the bucket, or ``failed`` with a reason, or ``canceled``, with no
+    ``processed`` line; and every object under ``tasks/`` in the clips bucket is a
+    recorded clip or poster of a processed task (nothing orphaned)."""
+    with stack.engine.connect() as conn:
+        tasks = {str(row.id): row for row in conn.execute(
+            text("SELECT id, status, failure_reason, deleted_at FROM tasks"))}
+        lines = {str(task_id): count for task_id, count in conn.execute(text(
+            "SELECT task_id, count(*) FILTER (WHERE status = 'processed') FROM task_history GROUP BY task_id"))}
+        canceled_lines = {str(task_id) for (task_id,) in conn.execute(
+            text("SELECT DISTINCT task_id FROM task_history WHERE status = 'canceled'"))}
+        recorded: dict[str, set[str]] = {}
+        for task_id, uri, poster_uri in conn.execute(text("SELECT task_id, uri, poster_uri FROM clips")):
+            recorded.setdefault(str(task_id), set()).update(u for u in (uri, poster_uri) if u)
+
+    missing = [task_id for task_id in accepted if task_id not in tasks]
+    assert not missing, f"tasks answered 202 but absent from the database: {missing}"
+    problems = []
+    for task_id, row in tasks.items():
+        processed = lines.get(task_id, 0)
+        if row.status == "processed":
+            if processed != 1:
+                problems.append(f"{task_id} processed with {processed} processed lines in its history")
+            if not recorded.get(task_id):
+                problems.append(f"{task_id} processed without clips")
+        elif row.status == "failed":
+            if not (row.failure_reason or "").strip():
+                problems.append(f"{task_id} failed without a reason")
+            if processed:
+                problems.append(f"{task_id} failed after {processed} processed lines")
+        elif row.status == "canceled":
+            if task_id not in canceled_lines and row.deleted_at is None:
+                problems.append(f"{task_id} canceled with no cancellation recorded")
+            if processed:
+                problems.append(f"{task_id} canceled after {processed} processed lines")
+        else:
+            problems.append(f"{task_id} still {row.status}")
+    assert not problems, "final state broken:\n" + "\n".join(problems)
+
+    bucket = stack.settings.clips_bucket
+    live = {parse_gs_uri(uri)[1] for task_id, uris in recorded.items()
+            if tasks[task_id].status == "processed" and tasks[task_id].deleted_at is None for uri in uris}
+    stored = {blob.name for blob in storage_client().list_blobs(bucket)}
+    orphans = sorted(stored - live)
+    assert not orphans, f"objects in gs://{bucket} that no processed task records: {orphans}"
+    lost = sorted(live - stored)
+    assert not lost, f"clips recorded but absent from gs://{bucket}: {lost}"
+    return FinalState(
+        statuses={task_id: row.status for task_id, row in tasks.items()},
+        processed_lines={task_id: lines.get(task_id, 0) for task_id in tasks},
+        failure_reasons={task_id: row.failure_reason for task_id, row in tasks.items()},
+    )
+
+
+def task_ids_of(engine: sqlalchemy.Engine) -> set[str]:
+    with engine.connect() as conn:
+        return {str(task_id) for (task_id,) in conn.execute(text("SELECT id FROM tasks"))}
+
+
+def outbox_rows(engine: sqlalchemy.Engine, task_id: str) -> list[dict]:
+    """The task's TaskSubmitted rows in the outbox, oldest first."""
+    with engine.connect() as conn:
+        return [dict(row) for row in conn.execute(text(
+            "SELECT id, created_at, published_at FROM outbox "
+            "WHERE attributes->>'task_id' = :task_id AND attributes->>'event_type' = 'TaskSubmitted' "
+            "ORDER BY id"), {"task_id": task_id}).mappings()]
+

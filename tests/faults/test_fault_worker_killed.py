@@ -1,0 +1,81 @@
+"""Drill 1: a transcoder worker is SIGKILLed while its ffmpeg makes a task's second clip,
+after the first clip was already uploaded. The other worker takes the task once
+Pub/Sub gives its message back, redoes it as a new attempt over the same object
+names, and the task ends processed once, with nothing orphaned in the bucket."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+from e2e_client import PlatformClient
+from e2e_stack import clip_rows, history, task_row
+from faults_kit import FaultStack, assert_final_state, fault_stack, ffmpeg_of, wait_for, wait_until_settled
+
+from infra.local.process import wait_until
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, storage_emulator_host) -> Iterator[FaultStack]:
+    with fault_stack(tmp_path_factory.mktemp("faults-worker-killed"),
+                     storage_emulator_host=storage_emulator_host, transcoder_workers=2) as stack:
+        yield stack
+
+
+def _gone(process: psutil.Process) -> bool:
+    # Dead, or a zombie nobody reaps (this machine's init may not): no longer encoding.
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_worker_killed_mid_clip_leaves_one_processed_task_and_no_orphan(
+        stack: FaultStack, source_server, two_part_source, short_source, record_recovery):
+    athlete = PlatformClient.sign_up(stack.base_url, "killed")
+    task_id = athlete.submit_url(source_server.url(two_part_source))["id"]
+    first_clip = f"tasks/{task_id}/part-01.mp4"
+
+    # The moment: part 1 is in the bucket and the worker's ffmpeg is making part 2.
+    athlete.wait_for(task_id, {"processing"}, interval=0.05, while_waiting=stack.assert_running)
+    victim = stack.worker_for(task_row(stack.engine, task_id)["worker_id"])
+    survivor = next(worker for worker in stack.workers() if worker is not victim)
+    wait_for(lambda: first_clip in stack.clip_objects(task_id), timeout=180, interval=0.05,
+             what="the first clip uploaded", while_waiting=stack.assert_running)
+    ffmpeg = wait_for(lambda: ffmpeg_of(victim, making="part-02.mp4"), timeout=60, interval=0.02,
+                      what="ffmpeg making the second clip")
+    assert athlete.task(task_id)["status"] == "processing", "the task finished before the kill"
+
+    stack.kill9(victim, whole_group=False)  # the worker alone: its ffmpeg must die with it
+    killed_at = time.monotonic()
+    assert wait_until(lambda: _gone(ffmpeg), timeout=30), f"ffmpeg {ffmpeg.pid} outlived its worker"
+    # The killed run left a partial output: the first clip, no clip row.
+    assert first_clip in stack.clip_objects(task_id) and clip_rows(stack.engine, task_id) == []
+
+    try:
+        settled_at = wait_until_settled(stack)
+    finally:
+        stack.start_again(victim)  # as the instance group would
+    record_recovery(settled_at - killed_at, "SIGKILL -> processed by the other worker "
+                    "(Pub/Sub redelivers once the lease lapses)")
+
+    final = assert_final_state(stack, [task_id])
+    assert final.of([task_id]) == ["processed"]
+    row = task_row(stack.engine, task_id)
+    assert row["attempt"] == 2, "the killed run counts as an attempt"
+    assert stack.worker_for(row["worker_id"]) is survivor
+    assert [clip["index"] for clip in clip_rows(stack.engine, task_id)] == [1, 2]
+    assert stack.clip_objects(task_id) == sorted(
+        f"tasks/{task_id}/part-0{index}.{kind}" for index in (1, 2) for kind in ("jpg", "mp4"))
+    attempts = [line.attempt for line in history(stack.engine, task_id) if line.status == "processing"]
+    assert set(attempts) == {1, 2}
+
+    # The restarted worker is a working member of the stack again.
+    stack.wait_healthy()
+    second = athlete.submit_url(source_server.url(short_source))["id"]
+    assert athlete.wait_for(second, timeout=300, while_waiting=stack.assert_running)["status"] == "processed"
+    assert_final_state(stack, [task_id, second])
