@@ -7,6 +7,19 @@ out), and a stop (cancellation or drain) ends the run without an outcome of its 
 
 from __future__ import annotations
 
+import re
+
+# ffmpeg prefixes a message with its context's name and memory address, and names files
+# by their local path: neither is for the task's owner (nor for anyone outside the host).
+_FFMPEG_CONTEXT = re.compile(r"\[[^\[\]@]*@ 0x[0-9a-fA-F]+\]\s*")
+_LOCAL_PATH = re.compile(r"(?<![\w.:/])(?:file:)?(?:/[^/\s:;,'\"()\[\]]+)*/([^/\s:;,'\"()\[\]]+)")
+
+
+def owner_detail(text: str) -> str:
+    """ffmpeg's or ffprobe's words as a task's owner may read them: without the
+    contexts' memory addresses, local paths cut to the file's own name."""
+    return _LOCAL_PATH.sub(r"\1", _FFMPEG_CONTEXT.sub("", text))
+
 
 class ProcessingError(Exception):
     """Processing a task failed; ``reason`` is what the task's owner is told."""

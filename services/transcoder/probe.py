@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from services.transcoder.errors import PermanentFailure
+from services.transcoder.errors import PermanentFailure, owner_detail
 from services.transcoder.hardening import SOURCE_INPUT_OPTIONS, local_url
 
 
@@ -72,7 +72,7 @@ def _first_line(stderr: bytes) -> str:
         line = line.strip()
         if line:
             # ffprobe prefixes its messages with the file name; keep only what follows.
-            return line.rsplit(": ", 1)[-1][:200]
+            return owner_detail(line).rsplit(": ", 1)[-1][:200]
     return ""
 
 

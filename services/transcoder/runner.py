@@ -16,7 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from services.transcoder.errors import PermanentFailure, ProcessingStopped, TransientFailure
+from services.transcoder.errors import (
+    PermanentFailure,
+    ProcessingStopped,
+    TransientFailure,
+    owner_detail,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +115,8 @@ def run_ffmpeg(
         detail = "; ".join(line for line in stderr_tail if line)[-500:] or f"exit {process.returncode}"
         log.warning("ffmpeg failed: %s", detail)
         if any(marker in detail for marker in _MACHINE_ERRORS):
-            raise TransientFailure(f"ffmpeg could not write its output ({detail})")
-        raise PermanentFailure(f"the source could not be decoded ({detail})")
+            raise TransientFailure(f"ffmpeg could not write its output ({owner_detail(detail)})")
+        raise PermanentFailure(f"the source could not be decoded ({owner_detail(detail)})")
 
 
 def _kill(process: subprocess.Popen) -> None:
