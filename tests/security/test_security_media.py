@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from security_kit import Canary, ffmpeg, ffprobe_json, tiny_video, upload, wait_for_outcome
+from security_kit import Canary, ffmpeg, ffprobe_json, leaks_in, tiny_video, upload, wait_for_outcome
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.graph import build_clip_command
 from services.transcoder.pipeline import DEFAULT_LOGO, iter_clips
@@ -109,14 +109,16 @@ def test_crafted_references_are_never_followed(tmp_path, one_second, name, build
         canary_path.unlink()
 
     canary = Canary(canary_path)
-    with pytest.raises(PermanentFailure, match="not a readable video"):
+    with pytest.raises(PermanentFailure, match="not a readable video") as probed:
         probe_source(source, LIMITS)
     # As if the probe had been fooled: the clip command's own allow-lists refuse it too.
     command = build_clip_command(source, _fake_info(), Part(1, 0.0, 1.0), SPEC, DEFAULT_LOGO,
                                  tmp_path / "part-01.mp4", tmp_path / "part-01.jpg")
-    with pytest.raises(PermanentFailure, match="could not be decoded"):
+    with pytest.raises(PermanentFailure, match="could not be decoded") as encoded:
         run_ffmpeg(command.args, timeout=60)
     assert not canary.was_read()
+    # The reasons reach the task's owner: ffmpeg's words, without its paths and addresses.
+    assert leaks_in(probed.value.reason) == [] and leaks_in(encoded.value.reason) == []
 
 
 def _free_box(payload: bytes) -> bytes:
@@ -157,6 +159,19 @@ def test_an_mp4_carrying_a_playlist_html_and_a_zip_gives_good_clips_and_reads_no
     assert original.content == content
 
 
+def test_an_unreadable_upload_fails_with_a_reason_that_names_no_internals(local_stack, gateway, athlete):
+    # An MP4's first bytes (the api takes it for a video), then noise: ffprobe's complaint
+    # starts with its demuxer's memory address, which must not reach the owner.
+    content = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(range(256)) * 64
+    created = upload(gateway, athlete, "run.mp4", content)
+    assert created.status_code == 202, created.text
+
+    task = wait_for_outcome(gateway, athlete, created.json()["id"])  # every answer leak-scanned
+
+    assert task["status"] == "failed"
+    assert task["failure_reason"] == "the source is not a readable video (moov atom not found)"
+
+
 # --- odd but legitimate media ----------------------------------------------------------------
 
 
@@ -170,6 +185,21 @@ def test_fifty_audio_streams_give_one_clip_with_exactly_one_audio_stream(tmp_pat
     [clip] = make_clips(source, tmp_path)
 
     assert_good_clip(clip.path, clip.part.duration + 2 * SPEC.card_seconds)
+
+
+def test_audio_with_32_channels_and_no_layout_fails_with_the_reason(tmp_path):
+    # Nothing says how to fold 32 unnamed channels into stereo: the clip cannot be made,
+    # and the owner is told why (without ffmpeg's internals).
+    source = tmp_path / "32-channels.mkv"
+    labels = "".join(f"[a{n}]" for n in range(32))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x90:r=10:d=1", "-f", "lavfi", "-i", "sine=d=1",
+           "-filter_complex", f"[1:a]asplit=32{labels};{labels}amerge=inputs=32[all]",
+           "-map", "0:v", "-map", "[all]", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le",
+           str(source))
+
+    with pytest.raises(PermanentFailure, match="could not be decoded.*32 channels and stereo") as failed:
+        make_clips(source, tmp_path)
+    assert leaks_in(failed.value.reason) == []
 
 
 def _zero_durations(mp4: bytearray) -> bytearray:
