@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy
@@ -174,9 +175,14 @@ def history(engine: Engine, task_id: str) -> list[HistoryLine]:
     return [HistoryLine(*row) for row in rows]
 
 
-def applied_event_ids(engine: Engine) -> set[str]:
+def applied_events(engine: Engine) -> dict[str, datetime]:
+    """Every event id the notifier handled (applied or found stale), and when."""
     with engine.connect() as conn:
-        return set(conn.execute(text("SELECT event_id FROM applied_events")).scalars())
+        return dict(conn.execute(text("SELECT event_id, applied_at FROM applied_events")).all())
+
+
+def applied_event_ids(engine: Engine) -> set[str]:
+    return set(applied_events(engine))
 
 
 def task_row(engine: Engine, task_id: str) -> dict:
@@ -208,12 +214,37 @@ class EventTap:
         self._future = None
 
     def __enter__(self) -> EventTap:
-        self._subscriber = pubsub_v1.SubscriberClient()
-        self._subscriber.create_subscription(
-            name=self.path, topic=topic_path(self.settings, self.settings.topic_task_events),
-            ack_deadline_seconds=60)
-        self._future = self._subscriber.subscribe(self.path, self._on_message)
+        with pubsub_v1.SubscriberClient() as subscriber:
+            subscriber.create_subscription(
+                name=self.path, topic=topic_path(self.settings, self.settings.topic_task_events),
+                ack_deadline_seconds=60)
+        self._start_pulling()
         return self
+
+    def _start_pulling(self) -> None:
+        self._subscriber = pubsub_v1.SubscriberClient()
+        self._future = self._subscriber.subscribe(self.path, self._on_message)
+
+    def _stop_pulling(self) -> None:
+        assert self._subscriber is not None and self._future is not None
+        self._future.cancel()
+        self._future.result(timeout=30)
+        self._subscriber.close()
+        self._subscriber = self._future = None
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No pull in flight while the block runs; the subscription keeps what arrives.
+
+        For a test that starts a process as another user (PostgreSQL): such a child is
+        made with fork(), not vfork(), and gRPC's fork handlers can crash a child forked
+        while a stream is open in this process.
+        """
+        self._stop_pulling()
+        try:
+            yield
+        finally:
+            self._start_pulling()
 
     def _on_message(self, message: pubsub_v1.subscriber.message.Message) -> None:
         event = decode(message.data, dict(message.attributes))
@@ -222,11 +253,9 @@ class EventTap:
         message.ack()
 
     def __exit__(self, *exc_info: object) -> None:
-        assert self._subscriber is not None and self._future is not None
-        self._future.cancel()
-        self._future.result(timeout=30)
-        self._subscriber.delete_subscription(subscription=self.path)
-        self._subscriber.close()
+        self._stop_pulling()
+        with pubsub_v1.SubscriberClient() as subscriber:
+            subscriber.delete_subscription(subscription=self.path)
 
     def events(self, task_ids: Sequence[str] | None = None) -> list[TaskStatusChanged]:
         """Distinct events (by event id), for ``task_ids`` when given."""
