@@ -257,6 +257,10 @@ def bench_worker(workdir: Path) -> int:
         def ffmpeg_children() -> list[psutil.Process]:
             return [p for p in worker_process.children(recursive=True) if p.name() == "ffmpeg"]
 
+        log_path = config.logs_dir / "transcoder-1.log"
+        deadline = time.monotonic() + 60
+        while "pulling" not in log_path.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.1)
         before = worker_process.memory_info().rss
         task_id = submit(large, ClipSpec())
         started, sampled_peak = time.perf_counter(), before
@@ -265,8 +269,12 @@ def bench_worker(workdir: Path) -> int:
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
         peak = _vm_hwm(worker.pid)
-        say(f"500 MB source: {status(task_id)} in {elapsed:.1f} s (fetch from the uploads bucket, probe, "
-            f"clips, upload)")
+        with engine.connect() as conn:
+            sizes = conn.execute(text("SELECT size_bytes FROM clips WHERE task_id = :id ORDER BY index"),
+                                 {"id": task_id}).scalars().all()
+        say(f"{large.stat().st_size / 1e6:.0f} MB source: {status(task_id)} in {elapsed:.1f} s (download from "
+            f"the uploads bucket, probe, clips, upload); clips of "
+            f"{', '.join(f'{size / 1e6:.0f} MB' for size in sizes)}")
         say(f"worker RSS before: {before / 1e6:.1f} MB, sampled peak: {sampled_peak / 1e6:.1f} MB, "
             f"VmHWM (peak of the process's life): {peak / 1e6:.1f} MB (budget < {RSS_BUDGET_MB} MB)")
         result = 0 if peak < RSS_BUDGET_MB * 1e6 and status(task_id) == "processed" else 1

@@ -446,12 +446,16 @@ class Worker:
         bucket = self.storage.bucket(self.settings.clips_bucket)
         clip_name = clip_object_name(task_id, clip.part)
         poster_name = poster_object_name(task_id, clip.part)
+        # A clip larger than the chunk goes up as a resumable upload holding one chunk
+        # in memory at a time (the client's default chunk is 100 MB).
+        chunk = self.settings.upload_chunk_bytes
         with _storage_errors("storing a clip"):
             # Retries are tenacity's (one policy for every transient error), not the
             # client's own; the names are deterministic, so a retry overwrites.
-            bucket.blob(clip_name).upload_from_filename(str(clip.path), content_type="video/mp4", retry=None)
-            bucket.blob(poster_name).upload_from_filename(str(clip.poster_path), content_type="image/jpeg",
-                                                          retry=None)
+            bucket.blob(clip_name, chunk_size=chunk).upload_from_filename(
+                str(clip.path), content_type="video/mp4", retry=None)
+            bucket.blob(poster_name, chunk_size=chunk).upload_from_filename(
+                str(clip.poster_path), content_type="image/jpeg", retry=None)
         return ClipOutput(
             index=clip.part.index,
             uri=gs_uri(self.settings.clips_bucket, clip_name),
