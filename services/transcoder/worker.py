@@ -345,8 +345,11 @@ class Worker:
         except PermanentFailure as failure:
             outcome = self._event(task, TaskStatus.FAILED, attempt, failure_reason=failure.reason)
         except TransientFailure as failure:
-            reason = f"{failure.reason} (gave up after {self.settings.max_attempts} tries)"
-            outcome = self._event(task, TaskStatus.FAILED, attempt, failure_reason=reason)
+            # Not retried in place (ffmpeg could not write, say): this machine's problem,
+            # so the task goes back to the queue, bounded by the attempt count.
+            log.warning("transient failure (%s); handing the task back", failure.reason, extra=extra)
+            message.nack()
+            return
         finally:
             watching.set()
             watcher.join()
@@ -479,22 +482,27 @@ class Worker:
 
     def _retry(self, operation: Callable[[], T], stop: StopSignal) -> T:
         """Run ``operation``, retrying transient failures with exponential backoff; a
-        stop interrupts the wait between tries."""
+        stop interrupts the wait between tries. When the tries run out the failure
+        becomes permanent: the task fails with the last reason."""
+        tries = self.settings.max_attempts
         retrying = Retrying(
             retry=retry_if_exception_type(TransientFailure),
-            stop=stop_after_attempt(self.settings.max_attempts),
+            stop=stop_after_attempt(tries),
             wait=wait_exponential(multiplier=self.settings.retry_initial_seconds, max=_RETRY_MAX_SECONDS),
             sleep=stop.wait,
             before_sleep=lambda state: log.warning(
-                "transient failure, try %d of %d: %s", state.attempt_number,
-                self.settings.max_attempts, state.outcome.exception(),
+                "transient failure, try %d of %d: %s", state.attempt_number, tries,
+                state.outcome.exception(),
             ),
             reraise=True,
         )
-        for attempt in retrying:
-            with attempt:
-                stop.raise_if_set()
-                return operation()
+        try:
+            for attempt in retrying:
+                with attempt:
+                    stop.raise_if_set()
+                    return operation()
+        except TransientFailure as failure:
+            raise PermanentFailure(f"{failure.reason} (gave up after {tries} tries)") from failure
         raise AssertionError("unreachable")
 
     def _retry_db(self, operation: Callable[[], T]) -> T:
