@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     outbox_republish_after_seconds: float = 5.0
     outbox_publish_timeout_seconds: float = 5.0  # then the relay retries the row
     outbox_relay_batch: int = 100
+    # A task still queued, or processing without news, this long after its TaskSubmitted
+    # was published gets it published again (the message was lost); 0 turns that off.
+    outbox_requeue_after_seconds: float = 900.0
     # Test-only fault injection: the api process exits right after committing a new task
     # and before publishing it (the outbox crash test). Ignored in production.
     fault_crash_after_commit: bool = False

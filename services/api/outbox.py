@@ -7,6 +7,12 @@ in every api process (:class:`OutboxRelay`) republishes rows still unmarked afte
 ``outbox_republish_after_seconds``, claiming them with ``FOR UPDATE SKIP LOCKED`` so
 replicas never publish the same row at the same moment. A row may still be published
 twice (a crash after the publish, before the mark): every consumer is idempotent.
+
+A published message can still be lost after Pub/Sub accepted it: a Pub/Sub emulator
+restart, a subscription deleted and created again, a processed event lost after the
+worker acked. So the relay also sweeps (:func:`requeue_stalled`): the TaskSubmitted of a
+task still ``queued``, or ``processing`` with no news, ``outbox_requeue_after_seconds``
+after it was published is unmarked and goes out again with the next round.
 """
 
 from __future__ import annotations
@@ -55,6 +61,25 @@ _MARK = text(
 _PRUNE = text(
     "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => :keep)"
 )
+# A task's status changes (and its updated_at moves) with every event the notifier
+# applies: a queued task, or a processing one with no event, this long after its
+# TaskSubmitted went out has most likely lost its message. Republishing it is safe: a
+# worker acks a copy of a task already settled, and hands back one another worker holds.
+_REQUEUE_STALLED = text(
+    """
+    UPDATE outbox AS o SET published_at = NULL
+    FROM tasks AS t
+    WHERE o.published_at < now() - make_interval(secs => :after)
+      AND o.attributes->>'event_type' = 'TaskSubmitted'
+      AND t.id = CAST(o.attributes->>'task_id' AS uuid)
+      AND t.deleted_at IS NULL
+      AND (t.status = 'queued'
+           OR (t.status = 'processing' AND t.updated_at < now() - make_interval(secs => :after)))
+    RETURNING o.id, t.id AS task_id, t.status
+    """
+)
+# How often the relay sweeps at most: the query reads every published row of the day.
+_SWEEP_EVERY_MAX_SECONDS = 30.0
 
 # What a failed publish looks like: an API error, a timeout, or the channel going away.
 _PUBLISH_ERRORS = (GoogleAPIError, FutureTimeout, OSError)
@@ -135,6 +160,19 @@ def relay_once(engine: Engine, publisher: Publisher, settings: Settings) -> int:
     return len(published)
 
 
+def requeue_stalled(engine: Engine, settings: Settings) -> int:
+    """Unmark the published TaskSubmitted of every task that made no progress for
+    ``outbox_requeue_after_seconds`` since, so the relay publishes it again; returns
+    how many. A row pruned already (a day after its publication) is out of reach."""
+    with engine.begin() as conn:
+        rows = conn.execute(_REQUEUE_STALLED, {"after": settings.outbox_requeue_after_seconds}).all()
+    for row in rows:
+        log.warning("task still %s %.0f s after its TaskSubmitted was published; publishing it again",
+                    row.status, settings.outbox_requeue_after_seconds,
+                    extra={"task_id": str(row.task_id), "outbox_id": row.id})
+    return len(rows)
+
+
 def prune(engine: Engine) -> int:
     """Delete rows published more than a day ago; returns how many went."""
     with engine.begin() as conn:
@@ -166,9 +204,13 @@ class OutboxRelay:
         """Relay until :meth:`stop`; a failed round is logged and retried next round."""
         interval = self.settings.outbox_relay_interval_seconds
         rounds_per_prune = max(1, int(_PRUNE_EVERY.total_seconds() / interval))
+        requeue_after = self.settings.outbox_requeue_after_seconds
+        rounds_per_sweep = max(1, int(min(_SWEEP_EVERY_MAX_SECONDS, requeue_after / 2) / interval))
         rounds = 0
         while not self._stop.wait(interval):
             try:
+                if requeue_after > 0 and rounds % rounds_per_sweep == 0:
+                    requeue_stalled(self.engine, self.settings)
                 self.run_once()
                 rounds += 1
                 if rounds % rounds_per_prune == 0:
