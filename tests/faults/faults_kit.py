@@ -79,6 +79,15 @@ class FaultStack(E2EStack):
         if process.name in ("api", "auth"):
             process.wait_ready(http_probe(f"{self.http_service_url(process.name)}/healthz"), timeout=90)
 
+    def restart_exited_consumers(self) -> list[str]:
+        """Start again every worker and the notifier that exited on their own, as the
+        instance group (or Cloud Functions) would; returns their names."""
+        exited = [process for process in self.stack.dead()
+                  if process.name.startswith("transcoder-") or process.name == "notifier"]
+        for process in exited:
+            self.start_again(process)
+        return [process.name for process in exited]
+
     def provision(self) -> None:
         """Create the topics, subscriptions and buckets that are missing, with the
         stack's own command (``python -m infra.local provision``)."""
@@ -237,11 +246,15 @@ def active_tasks(engine: sqlalchemy.Engine) -> list[tuple[str, str]]:
             text("SELECT id, status FROM tasks WHERE status IN ('queued', 'processing') ORDER BY created_at"))]
 
 
-def wait_until_settled(stack: FaultStack, timeout: float = SETTLE_TIMEOUT) -> float:
+def wait_until_settled(stack: FaultStack, timeout: float = SETTLE_TIMEOUT,
+                       supervise: Callable[[], object] | None = None) -> float:
     """Wait until no task of the stack is queued or processing; returns the moment
-    (``time.monotonic()``) it was first seen so. Fails listing the stuck tasks."""
+    (``time.monotonic()``) it was first seen so. Fails listing the stuck tasks, or at
+    once if a component died (``supervise``, called first on every poll, may restart it)."""
     deadline = time.monotonic() + timeout
     while True:
+        if supervise is not None:
+            supervise()
         stack.assert_running()
         try:
             stuck = active_tasks(stack.engine)
