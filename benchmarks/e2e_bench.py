@@ -17,7 +17,8 @@ events, the notifier's commit).
 
 Part 2, throughput: ``--tasks`` tasks submitted at once (a 10 s 640x360 source: one
 12 s clip each), once on a stack with one worker and once with two; tasks per minute
-from the first ``POST`` to the last ``processed`` a client sees (polled every 500 ms).
+from the first ``POST`` to the last ``processed`` a client sees (polled every 500 ms),
+with each worker's busy time per task and its idle gap between two tasks.
 
 Every stack is a fresh local stack started through the launcher (its own PostgreSQL,
 Pub/Sub fake and Storage emulator, on free ports), with the default settings.
@@ -159,12 +160,13 @@ def check_final(task: dict) -> None:
 
 class FfmpegWatch:
     """Watches the workers' children while a task runs and records how long each ffmpeg
-    process lived: the clip's ffmpeg time inside the end-to-end run itself, measured in
-    the same conditions (a shared machine's load shifts between two separate runs)."""
+    and ffprobe process lived: the clip's ffmpeg time inside the end-to-end run itself,
+    measured in the same conditions (a shared machine's load shifts between two
+    separate runs)."""
 
     def __init__(self, worker_pids: list[int]) -> None:
         self._workers = [psutil.Process(pid) for pid in worker_pids]
-        self._seen: dict[int, tuple[float, float]] = {}
+        self._seen: dict[int, tuple[str, float, float]] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -188,17 +190,17 @@ class FfmpegWatch:
                     try:
                         # A zombie has finished; psutil's create_time is only as exact as
                         # the boot time it adds (whole seconds): first sight is the start.
-                        if child.name() != "ffmpeg" or child.status() == psutil.STATUS_ZOMBIE:
+                        name = child.name()
+                        if name not in ("ffmpeg", "ffprobe") or child.status() == psutil.STATUS_ZOMBIE:
                             continue
                     except psutil.NoSuchProcess:
                         continue
-                    started = self._seen.get(child.pid, (now, now))[0]
-                    self._seen[child.pid] = (started, now)
+                    started = self._seen.get(child.pid, (name, now, now))[1]
+                    self._seen[child.pid] = (name, started, now)
 
-    @property
-    def seconds(self) -> float:
-        """Wall time of the ffmpeg runs seen (each short by up to ``WATCH_SECONDS``)."""
-        return sum(last - started for started, last in self._seen.values())
+    def seconds(self, program: str) -> float:
+        """Wall time of the ``program`` runs seen (each short by up to ``WATCH_SECONDS``)."""
+        return sum(last - started for name, started, last in self._seen.values() if name == program)
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ class LatencyRun:
     end_to_end: float  # POST sent -> processed seen by the client
     ffmpeg_alone: float  # iter_clips on the same file
     ffmpeg_in_run: float  # the worker's own ffmpeg during this run
+    ffprobe_in_run: float  # the worker's ffprobe runs (the source, then the clip)
     # Where the end-to-end time went (seconds), from the platform's own timestamps.
     api: float  # POST sent -> task row created
     to_worker: float  # created -> the worker's processing event
@@ -220,6 +223,11 @@ class LatencyRun:
     @property
     def overhead_in_run(self) -> float:
         return self.end_to_end - self.ffmpeg_in_run
+
+    @property
+    def worker_rest(self) -> float:
+        """Inside the worker, neither ffmpeg nor ffprobe: fetch, uploads, publishing."""
+        return self.worker - self.ffmpeg_in_run - self.ffprobe_in_run
 
 
 def poll_until_processed(session: requests.Session, base_url: str, task_id: str) -> datetime:
@@ -280,7 +288,8 @@ def latency_run(stack: LocalStack, session: requests.Session, engine: sqlalchemy
         return (end - start).total_seconds()
 
     return LatencyRun(
-        end_to_end=end_to_end, ffmpeg_alone=alone, ffmpeg_in_run=watch.seconds,
+        end_to_end=end_to_end, ffmpeg_alone=alone, ffmpeg_in_run=watch.seconds("ffmpeg"),
+        ffprobe_in_run=watch.seconds("ffprobe"),
         api=seconds(sent, times["created"]),
         to_worker=seconds(times["created"], times["processing"]),
         worker=seconds(times["processing"], times["processed"]),
@@ -292,8 +301,21 @@ def latency_run(stack: LocalStack, session: requests.Session, engine: sqlalchemy
 # --- part 2: throughput ---------------------------------------------------------------------------
 
 
-def burst(stack: LocalStack, source_url: str, tasks: int) -> float:
-    """Submit ``tasks`` at once; seconds from the first POST to the last processed seen."""
+@dataclass(frozen=True)
+class Burst:
+    workers: int
+    tasks: int
+    elapsed: float  # first POST -> last processed seen by the client
+    busy: float  # median per task: the worker's processing event -> its processed event
+    idle: float  # median gap on one worker: a processed event -> its next processing event
+
+    @property
+    def per_minute(self) -> float:
+        return self.tasks * 60 / self.elapsed
+
+
+def burst(stack: LocalStack, source_url: str, tasks: int, workers: int) -> Burst:
+    """Submit ``tasks`` at once and wait until all are processed."""
     session = sign_up(stack.base_url)
     started = time.perf_counter()
     with ThreadPoolExecutor(min(tasks, 10)) as pool:
@@ -305,10 +327,35 @@ def burst(stack: LocalStack, source_url: str, tasks: int) -> float:
         for task in mine:
             check_final(task)
         if len(mine) == tasks and all(task["status"] == "processed" for task in mine):
-            return time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            break
         if time.perf_counter() - started > TASK_TIMEOUT:
             raise SystemExit(f"the burst did not finish in {TASK_TIMEOUT} s")
         time.sleep(BURST_POLL_SECONDS)
+    busy, idle = worker_timeline(stack.database_url, ids)
+    return Burst(workers, tasks, elapsed, busy, idle)
+
+
+def worker_timeline(database_url: str, task_ids: set[str]) -> tuple[float, float]:
+    """Median busy time per task and median idle gap between tasks on the same worker,
+    from the worker id and the event times the notifier recorded."""
+    engine = sqlalchemy.create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sqlalchemy.text(
+                "SELECT t.worker_id, min(h.occurred_at) FILTER (WHERE h.status = 'processing'), "
+                "max(h.occurred_at) FILTER (WHERE h.status = 'processed') "
+                "FROM tasks t JOIN task_history h ON h.task_id = t.id "
+                "WHERE t.id = ANY(CAST(:ids AS uuid[])) GROUP BY t.id, t.worker_id"),
+                {"ids": sorted(task_ids)}).all()
+    finally:
+        engine.dispose()
+    busy = [(end - start).total_seconds() for _, start, end in rows]
+    gaps = []
+    for worker in {row[0] for row in rows}:
+        spans = sorted((start, end) for worker_id, start, end in rows if worker_id == worker)
+        gaps += [(nxt[0] - prev[1]).total_seconds() for prev, nxt in zip(spans, spans[1:])]
+    return statistics.median(busy), statistics.median(gaps) if gaps else 0.0
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -340,6 +387,8 @@ def latency_table(runs: list[LatencyRun]) -> str:
         ("api", "api"),
         ("to worker", "to_worker"),
         ("worker", "worker"),
+        ("worker's ffprobe", "ffprobe_in_run"),
+        ("worker's fetch, upload, publish", "worker_rest"),
         ("notifier", "notifier"),
         ("client poll", "client"),
     ]
@@ -388,26 +437,28 @@ def main(argv: list[str] | None = None) -> int:
                         f"{run.overhead:.2f} s (in the run {run.overhead_in_run:.2f} s); {load()}")
                     runs.append(run)
                 engine.dispose()
-                per_minute: dict[int, float] = {}
+                bursts: list[Burst] = []
                 if not args.skip_throughput:
                     say(f"part 2: {args.tasks} tasks at once, 10 s 640x360 source")
-                    elapsed = burst(stack, f"{base}/{small.name}", args.tasks)
-                    per_minute[1] = args.tasks * 60 / elapsed
-                    say(f"  1 worker: {elapsed:.1f} s, {per_minute[1]:.1f} tasks/min; {load()}")
+                    bursts.append(burst(stack, f"{base}/{small.name}", args.tasks, 1))
+                    say(f"  1 worker: {bursts[-1].elapsed:.1f} s, {bursts[-1].per_minute:.1f} tasks/min; "
+                        f"{load()}")
             if not args.skip_throughput:
                 with stack_with(workdir, 2) as stack:
-                    elapsed = burst(stack, f"{base}/{small.name}", args.tasks)
-                    per_minute[2] = args.tasks * 60 / elapsed
-                    say(f"  2 workers: {elapsed:.1f} s, {per_minute[2]:.1f} tasks/min; {load()}")
+                    bursts.append(burst(stack, f"{base}/{small.name}", args.tasks, 2))
+                    say(f"  2 workers: {bursts[-1].elapsed:.1f} s, {bursts[-1].per_minute:.1f} tasks/min; "
+                        f"{load()}")
 
     say()
     say(latency_table(runs))
-    if per_minute:
+    if bursts:
         say()
-        say("| workers | tasks | tasks per minute |")
-        say("|---|---|---|")
-        for workers, rate in per_minute.items():
-            say(f"| {workers} | {args.tasks} | {rate:.1f} |")
+        say("| workers | tasks | first POST → last processed | tasks per minute | busy per task (median) "
+            "| idle between tasks on a worker (median) |")
+        say("|---|---|---|---|---|---|")
+        for result in bursts:
+            say(f"| {result.workers} | {result.tasks} | {result.elapsed:.1f} s | {result.per_minute:.1f} | "
+                f"{result.busy:.2f} s | {result.idle:.2f} s |")
     say()
     within = True
     for what, field in (("to ffmpeg alone", "overhead"), ("to ffmpeg in the run", "overhead_in_run")):
