@@ -41,7 +41,7 @@ LEAK_PATTERNS = {
                       r"|\bSQLSTATE\b|syntax error at or near|\bpg8000\b|\bpsycopg\b|\bsqlalchemy\b"
                       r"|\brelation \"\w+\"|violates (?:foreign key|unique) constraint", re.IGNORECASE),
     "an exception name": re.compile(r"\b[A-Z]\w*(?:Error|Exception)(?:\(|: )"),
-    "a memory address": re.compile(r"@ 0x[0-9a-f]{6,}"),
+    "a memory address": re.compile(r"(?:@|\bat) 0x[0-9a-fA-F]{6,}"),
 }
 
 

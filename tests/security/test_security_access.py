@@ -10,6 +10,8 @@ import pytest
 
 from security_kit import Athlete, tiny_video, upload, wait_for_outcome
 
+pytestmark = pytest.mark.security
+
 NOT_FOUND = {"error": {"code": "task_not_found", "message": "task not found"}}
 
 

@@ -22,6 +22,8 @@ import pytest
 from security_kit import Gateway, huge_picture_mkv, ten_hour_video, upload, wait_for_outcome
 from shared.storage import storage_client
 
+pytestmark = pytest.mark.security
+
 MiB = 1024 * 1024
 # The first bytes of an MP4 (an ftyp box): what the api's sniffing accepts as a video.
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"

@@ -27,6 +27,8 @@ from services.transcoder.runner import run_ffmpeg
 from shared.config import Settings
 from shared.events import ClipSpec
 
+pytestmark = pytest.mark.security
+
 DEFAULTS = Settings()
 LIMITS = SourceLimits(DEFAULTS.max_source_bytes, DEFAULTS.max_source_seconds,
                       DEFAULTS.max_source_width, DEFAULTS.max_source_height)

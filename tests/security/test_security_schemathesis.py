@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
 from security_kit import SCANNED, leaks_in
 from services.api.openapi import DOCUMENT_PATH
+
+pytestmark = pytest.mark.security
 
 # As in the stateless run: well-formed data a schema cannot tell apart from refused data
 # (a URL at a private address: 422; random bytes as a file: 415; rate limits: 429).

@@ -15,6 +15,8 @@ from services.transcoder.errors import PermanentFailure
 from services.transcoder.fetch import FetchPolicy, UrlFetcher
 from shared.tokens import issue_token
 
+pytestmark = pytest.mark.security
+
 # Refused at submit whatever the stack allows: metadata, link-local, private, the
 # unspecified address (which reaches this machine on Linux), other schemes, URLs the
 # parser itself cannot read.

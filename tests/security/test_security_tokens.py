@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import jwt
 import pytest
@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shared.tokens import SigningKey, generate_signing_key_pem, public_jwk, signing_key_from_pem
+
+pytestmark = pytest.mark.security
 
 ATTACKER = signing_key_from_pem(generate_signing_key_pem())
 # PyJWT's JWKS client refetches for an unknown kid at most once per 30 s.
