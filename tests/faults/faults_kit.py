@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -40,12 +40,58 @@ FINAL_STATUSES = ("processed", "failed", "canceled")
 SETTLE_TIMEOUT = 300.0
 
 
+# systemd starts the transcoder's container again this long after it exits
+# (infra/terraform/modules/container_mig: Restart=always, RestartSec=5).
+RESTART_DELAY_SECONDS = 5.0
+
+
+def is_consumer(process: ManagedProcess) -> bool:
+    return process.name.startswith("transcoder-") or process.name == "notifier"
+
+
+class Supervisor:
+    """Starts again a worker or the notifier that exited on its own, RESTART_DELAY_SECONDS
+    after the exit was seen, as systemd does on Google Cloud for the transcoder (where
+    the notifier is a Cloud Function, started per event). ``restarts`` tells which, and
+    how each had ended: a drill reports them, since each is a crash the fault caused."""
+
+    def __init__(self, stack: FaultStack) -> None:
+        self._stack = stack
+        self._seen: dict[str, float] = {}
+        self.restarts: list[str] = []
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        for process in self._stack.stack.dead():
+            if not is_consumer(process):
+                continue
+            first_seen = self._seen.setdefault(process.name, now)
+            if now - first_seen >= RESTART_DELAY_SECONDS:
+                self.restarts.append(f"{process.name} ({process.exit_description})")
+                del self._seen[process.name]
+                self._stack.start_again(process)
+
+    @property
+    def waiting(self) -> set[str]:
+        """Consumers that exited and are due to be started again."""
+        return set(self._seen)
+
+    def describe(self) -> str:
+        if not self.restarts:
+            return "no process exited"
+        return "exited and started again: " + ", ".join(self.restarts)
+
+
 @dataclass
 class FaultStack(E2EStack):
     """A running stack made to be broken: its processes, its database, its buckets."""
 
     storage_proxy: StorageFaultProxy
     scratch_dir: Path
+    supervisor: Supervisor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(self)
 
     @property
     def config(self) -> StackConfig:
@@ -78,15 +124,6 @@ class FaultStack(E2EStack):
         process.start()
         if process.name in ("api", "auth"):
             process.wait_ready(http_probe(f"{self.http_service_url(process.name)}/healthz"), timeout=90)
-
-    def restart_exited_consumers(self) -> list[str]:
-        """Start again every worker and the notifier that exited on their own, as the
-        instance group (or Cloud Functions) would; returns their names."""
-        exited = [process for process in self.stack.dead()
-                  if process.name.startswith("transcoder-") or process.name == "notifier"]
-        for process in exited:
-            self.start_again(process)
-        return [process.name for process in exited]
 
     def provision(self) -> None:
         """Create the topics, subscriptions and buckets that are missing, with the
@@ -246,21 +283,21 @@ def active_tasks(engine: sqlalchemy.Engine) -> list[tuple[str, str]]:
             text("SELECT id, status FROM tasks WHERE status IN ('queued', 'processing') ORDER BY created_at"))]
 
 
-def wait_until_settled(stack: FaultStack, timeout: float = SETTLE_TIMEOUT,
-                       supervise: Callable[[], object] | None = None) -> float:
+def wait_until_settled(stack: FaultStack, timeout: float = SETTLE_TIMEOUT) -> float:
     """Wait until no task of the stack is queued or processing; returns the moment
     (``time.monotonic()``) it was first seen so. Fails listing the stuck tasks, or at
-    once if a component died (``supervise``, called first on every poll, may restart it)."""
+    once if a component died that the supervisor does not start again."""
     deadline = time.monotonic() + timeout
     while True:
-        if supervise is not None:
-            supervise()
-        stack.assert_running()
+        stack.supervisor()
+        dead = [process for process in stack.stack.dead() if process.name not in stack.supervisor.waiting]
+        assert not dead, "stack processes died:\n" + "\n".join(
+            f"{process.name} ({process.exit_description})\n{process.log_excerpt()}" for process in dead)
         try:
             stuck = active_tasks(stack.engine)
         except sqlalchemy.exc.DBAPIError:
             stuck = [("?", "database unreachable")]
-        if not stuck:
+        if not stuck and not stack.supervisor.waiting:
             return time.monotonic()
         assert time.monotonic() < deadline, (
             f"tasks still active {timeout:.0f} s after the fault: {stuck}")

@@ -61,7 +61,8 @@ def test_an_api_killed_after_the_commit_loses_no_task(stack: FaultStack, source_
     restarted_at = time.monotonic()
     stack.start_again(api)
     settled_at = wait_until_settled(stack)
-    record_recovery(settled_at - restarted_at, "api restarted -> relay publishes -> processed")
+    record_recovery(settled_at - restarted_at,
+                    f"api restarted -> relay publishes -> processed; {stack.supervisor.describe()}")
 
     assert [row["published_at"] is not None for row in outbox_rows(stack.engine, task_id)] == [True]
     final = assert_final_state(stack, [task_id])

@@ -60,8 +60,8 @@ def test_a_worker_killed_mid_clip_leaves_one_processed_task_and_no_orphan(
         settled_at = wait_until_settled(stack)
     finally:
         stack.start_again(victim)  # as the instance group would
-    record_recovery(settled_at - killed_at, "SIGKILL -> processed by the other worker "
-                    "(Pub/Sub redelivers once the lease lapses)")
+    record_recovery(settled_at - killed_at, "SIGKILL -> processed by the other worker (Pub/Sub "
+                    f"redelivers once the lease lapses); {stack.supervisor.describe()}")
 
     final = assert_final_state(stack, [task_id])
     assert final.of([task_id]) == ["processed"]
