@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     max_request_json_bytes: int = 64 * 1024
     max_upload_bytes: int = 500 * 1024 * 1024
     upload_chunk_bytes: int = 8 * 1024 * 1024  # multiple of 256 KiB (resumable upload)
+    upload_timeout_seconds: float = 15 * 60  # a whole upload; a trickling client is cut off
     max_url_length: int = 2048
     tasks_per_minute_per_user: int = 30
     idempotency_window_hours: int = 24

@@ -31,6 +31,10 @@ class NotFound(DomainError):
     status, code = 404, "not_found"
 
 
+class RequestTimeout(DomainError):
+    status, code = 408, "request_timeout"
+
+
 class Conflict(DomainError):
     status, code = 409, "conflict"
 

@@ -93,8 +93,8 @@ def json_body(model: type[Model], *, max_bytes: int) -> Model:
     """Parse and validate the request's JSON body into ``model``.
 
     415 unless the body is ``application/json``; 413 past ``max_bytes``; 400 for malformed
-    JSON, a non-object, missing fields or wrong types; 422 for values that break a rule or
-    fields the client may not send.
+    JSON, a non-object, missing fields or wrong types; 422 for values that break a rule,
+    text PostgreSQL cannot store, or fields the client may not send.
     """
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("send a JSON body with Content-Type: application/json")
@@ -110,8 +110,8 @@ def json_body(model: type[Model], *, max_bytes: int) -> Model:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
     if not _storable(body):
-        raise BadRequest(
-            "strings may not contain NUL characters or unpaired surrogates", code="invalid_json"
+        raise Unprocessable(
+            "strings may not contain NUL characters or unpaired surrogates", code="invalid_text"
         )
     try:
         return model.model_validate(body, strict=True)

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
+import threading
 import unicodedata
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import filetype
@@ -26,6 +30,7 @@ from shared.config import Settings
 from shared.errors import (
     BadRequest,
     PayloadTooLarge,
+    RequestTimeout,
     Unprocessable,
     UnsupportedMediaType,
 )
@@ -94,17 +99,55 @@ def receive_upload(settings: Settings, task_id: uuid.UUID, *, store: bool) -> Re
     receiver = _FileReceiver(settings, task_id, store=store)
     decoder = MultipartDecoder(boundary.encode("latin-1"), max_form_memory_size=4 * _READ_BYTES,
                                max_parts=_MAX_PARTS)
+    with _upload_deadline(settings.upload_timeout_seconds) as expired:
+        try:
+            while True:
+                chunk = request.stream.read(_READ_BYTES)
+                decoder.receive_data(chunk or None)
+                _drain(decoder, receiver)
+                if not chunk:
+                    break
+            if expired.is_set():
+                raise RequestTimeout("the upload took too long")
+            return receiver.finish()
+        except BaseException as exc:
+            receiver.abort()
+            if expired.is_set() and not isinstance(exc, RequestTimeout):
+                raise RequestTimeout(
+                    f"the upload did not finish within {settings.upload_timeout_seconds:.0f} s"
+                ) from None
+            raise
+
+
+@contextmanager
+def _upload_deadline(seconds: float) -> Iterator[threading.Event]:
+    """Stop reading the client's socket once the whole upload has taken ``seconds``.
+
+    The gateway only bounds the pause between two reads, so a client that trickles a
+    byte every few seconds would otherwise hold this thread for ever. Shutting the
+    socket's read side makes the blocked read return; the event tells why. Outside
+    gunicorn (the test client) there is no socket and no deadline.
+    """
+    expired = threading.Event()
+    client = request.environ.get("gunicorn.socket")
+    if client is None:
+        yield expired
+        return
+
+    def cut() -> None:
+        expired.set()
+        try:
+            client.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass  # the client is already gone: nothing left to cut
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
     try:
-        while True:
-            chunk = request.stream.read(_READ_BYTES)
-            decoder.receive_data(chunk or None)
-            _drain(decoder, receiver)
-            if not chunk:
-                break
-        return receiver.finish()
-    except BaseException:
-        receiver.abort()
-        raise
+        yield expired
+    finally:
+        timer.cancel()
 
 
 def _drain(decoder: MultipartDecoder, receiver: _FileReceiver) -> None:

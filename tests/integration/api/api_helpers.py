@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from google.api_core.exceptions import DeadlineExceeded
 from google.cloud import pubsub_v1
 from werkzeug.serving import make_server
 
+from infra.local.process import ManagedProcess, free_port
 from shared.config import Settings
 from shared.events import Event, decode, subscription_path
 from shared.storage import storage_client
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 def pull_events(settings: Settings, subscription: str, *, task_id: uuid.UUID | None = None,
@@ -92,3 +98,25 @@ class JwksServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+def api_process(settings, jwks: JwksServer, log_path: Path, **overrides: str) -> tuple[ManagedProcess, str]:
+    """The api under gunicorn on a free port, and its base URL."""
+    port = free_port()
+    env = dict(os.environ) | {
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "ENVIRONMENT": "test",
+        "DATABASE_URL": settings.database_url,
+        "UPLOADS_BUCKET": settings.uploads_bucket,
+        "CLIPS_BUCKET": settings.clips_bucket,
+        "TOPIC_VIDEO_TASKS": settings.topic_video_tasks,
+        "TOPIC_TASK_EVENTS": settings.topic_task_events,
+        "AUTH_JWKS_URL": jwks.url,
+    } | overrides
+    process = ManagedProcess(
+        "api",
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+         "--worker-class", "gthread", "--threads", "2", "services.api:create_app()"],
+        log_path=log_path, env=env, cwd=PROJECT_ROOT, stop_timeout=15,
+    )
+    return process, f"http://127.0.0.1:{port}"

@@ -14,9 +14,17 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from api_helpers import JwksServer
 from services.api import create_app
 from shared.config import Settings
-from shared.tokens import SigningKey, TokenVerifier, generate_signing_key_pem, issue_token, signing_key_from_pem
+from shared.tokens import (
+    SigningKey,
+    TokenVerifier,
+    generate_signing_key_pem,
+    issue_token,
+    public_jwk,
+    signing_key_from_pem,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
@@ -25,6 +33,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 def api_key() -> SigningKey:
     """The key test tokens are signed with; the in-process api trusts its public half."""
     return signing_key_from_pem(generate_signing_key_pem())
+
+
+@pytest.fixture
+def jwks(api_key) -> Iterator[JwksServer]:
+    """A JWKS endpoint serving the test key, for an api started as its own process."""
+    with JwksServer() as server:
+        server.keys = [public_jwk(api_key.public_key)]
+        yield server
 
 
 @pytest.fixture

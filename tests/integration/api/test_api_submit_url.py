@@ -120,5 +120,5 @@ def test_text_that_cannot_be_stored_is_refused_not_a_500(client, engine, alice, 
     # JSON allows a lone surrogate or a NUL escape; neither can be stored as text
     # (shared.web.json_body refuses them for every service).
     response = client.post("/tasks", data=body, content_type="application/json", headers=alice.headers)
-    assert_error(response, 400, "invalid_json")
+    assert_error(response, 422, "invalid_text")
     assert _task_count(engine) == 0

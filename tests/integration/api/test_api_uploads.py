@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import uuid
 
 import pytest
+import requests
 from google.api_core.exceptions import Conflict
 from sqlalchemy import text
 
-from api_helpers import assert_error, multipart, object_names, pull_events
+from api_helpers import api_process, assert_error, multipart, object_names, pull_events
+from infra.local.process import http_probe
 from shared.storage import storage_client
 
 CHUNK = 256 * 1024
@@ -163,3 +167,47 @@ def test_an_upload_retried_with_its_idempotency_key_gives_the_same_task(client, 
     assert_error(other, 422, "idempotency_key_mismatch")
     assert _task_count(engine) == 1
     assert object_names(api_settings.uploads_bucket) == [f"uploads/{first.get_json()['id']}/source"]
+
+
+def test_an_upload_trickled_past_its_time_limit_is_cut_off_with_408(api_settings, engine, alice, jwks,
+                                                                    video_bytes, tmp_path):
+    # Under gunicorn, as in production: the deadline cuts the client's socket.
+    process, base_url = api_process(api_settings, jwks, tmp_path / "api.log", UPLOAD_TIMEOUT_SECONDS="2",
+                                    OUTBOX_RELAY_ENABLED="false")
+    body, content_type = multipart(("file", "run.mp4", video_bytes))
+    host, port = base_url.removeprefix("http://").split(":")
+    process.start()
+    try:
+        process.wait_ready(http_probe(f"{base_url}/healthz"), timeout=60)
+        with socket.create_connection((host, int(port)), timeout=30) as client:
+            head = (f"POST /tasks HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+                    f"Content-Length: {len(body)}\r\nAuthorization: {alice.headers['Authorization']}\r\n\r\n")
+            client.sendall(head.encode() + body[:200])
+            answer = b""
+            for offset in range(200, min(len(body), 400)):  # a byte every 0.1 s: 20 s, ten times the limit
+                try:
+                    client.sendall(body[offset:offset + 1])
+                except OSError:
+                    break  # the api closed the connection
+                client.settimeout(0.1)
+                try:
+                    answer += client.recv(65536)
+                except TimeoutError:
+                    continue
+                if b"\r\n\r\n" in answer:
+                    break
+            client.settimeout(10)
+            while b"}}" not in answer:
+                data = client.recv(65536)
+                if not data:
+                    break
+                answer += data
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_timeout"
+        # The thread is free again: the same process answers at once.
+        assert requests.get(f"{base_url}/tasks", headers=alice.headers, timeout=10).status_code == 200
+    finally:
+        process.stop()
+    assert _task_count(engine) == 0
+    assert object_names(api_settings.uploads_bucket) == []

@@ -181,5 +181,5 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(client):
 def test_text_postgresql_cannot_store_is_refused_not_a_500(app, client, route, field, text):
     body = {**GOOD, field: text} if route == "/auth/signup" else {field: text, "password": "Admin123"}
     raw = json.dumps(body)  # escapes NUL and lone surrogates as \\u sequences
-    _assert_error(client.post(route, data=raw, content_type="application/json"), 400, "invalid_json")
+    _assert_error(client.post(route, data=raw, content_type="application/json"), 422, "invalid_text")
     assert _user_count(app) == 0
