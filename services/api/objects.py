@@ -8,11 +8,11 @@ emulator has no signing).
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
+import filetype
 import google.auth.credentials
 import google.auth.transport.requests
 import requests
@@ -37,7 +37,6 @@ def storage_unavailable(exc: Exception) -> DependencyUnavailable:
     """The 503 for a storage failure: the details go to the log, not to the client."""
     log.warning("storage unavailable: %s", exc)
     return DependencyUnavailable("storage is unavailable, try again")
-_EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,5})$")
 
 
 def upload_object_name(task_id: uuid.UUID) -> str:
@@ -78,10 +77,12 @@ def signed_url(blob: gcs.Blob, minutes: int) -> str:
                                     method="GET", **extra)
 
 
-def download_name(task_id: uuid.UUID, what: str, source_name: str | None = None) -> str:
-    """A safe file name for a download: only the task id, a word and a short extension."""
-    match = _EXTENSION.search(source_name or "")
-    return f"{task_id}-{what}" + (f".{match.group(1).lower()}" if match else "")
+def download_name(task_id: uuid.UUID, what: str, content_type: str | None) -> str:
+    """A safe file name for a download: the task id, a word, and the extension of the
+    stored content's type — never the client's own name, so an MP4 uploaded as
+    ``run.html`` downloads as ``.mp4``."""
+    kind = filetype.get_type(mime=content_type) if content_type else None
+    return f"{task_id}-{what}" + (f".{kind.extension}" if kind is not None else "")
 
 
 def open_stream(uri: str) -> tuple[gcs.Blob, Iterator[bytes]] | None:

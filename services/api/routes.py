@@ -355,7 +355,7 @@ def delete_task(task_id: str):
 # --- downloads -----------------------------------------------------------------------------
 
 
-def _download(settings: Settings, uri: str, filename: str) -> Response:
+def _download(settings: Settings, uri: str, task_id: uuid.UUID, what: str) -> Response:
     bucket, _ = storage.parse_gs_uri(uri)
     if bucket not in (settings.uploads_bucket, settings.clips_bucket):
         log.error("refusing to serve an object outside the platform's buckets: %s", uri)
@@ -371,7 +371,9 @@ def _download(settings: Settings, uri: str, filename: str) -> Response:
     blob, chunks = opened
     response = Response(chunks, mimetype=blob.content_type or "application/octet-stream")
     response.headers["Content-Length"] = str(blob.size)
+    filename = download_name(task_id, what, blob.content_type)
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
@@ -384,7 +386,7 @@ def download_clip(task_id: str, index: str):
     clip = next((c for c in task.clips if c.index == wanted), None)
     if clip is None:
         raise NotFound("clip not found", code="clip_not_found")
-    return _download(_settings(), clip.uri, download_name(task.id, f"clip-{clip.index}", clip.uri))
+    return _download(_settings(), clip.uri, task.id, f"clip-{clip.index}")
 
 
 @tasks.get("/<task_id>/original")
@@ -393,4 +395,4 @@ def download_original(task_id: str):
     owner = current_owner()
     task = _owned_task(task_id, owner)
     uri = storage.gs_uri(settings.uploads_bucket, upload_object_name(task.id))
-    return _download(settings, uri, download_name(task.id, "original", task.source_name))
+    return _download(settings, uri, task.id, "original")

@@ -157,7 +157,8 @@ def test_an_mp4_carrying_a_playlist_html_and_a_zip_gives_good_clips_and_reads_no
     # The original comes back as what its bytes are, as a download, never as a page.
     original = gateway.get(task["links"]["original"], user=athlete)
     assert original.headers["Content-Type"] == "video/mp4"
-    assert original.headers["Content-Disposition"].startswith(f'attachment; filename="{task["id"]}-original')
+    assert original.headers["Content-Disposition"] == f'attachment; filename="{task["id"]}-original.mp4"'
+    assert original.headers["X-Content-Type-Options"] == "nosniff"
     assert original.content == content
 
 

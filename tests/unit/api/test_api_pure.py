@@ -52,11 +52,12 @@ def test_client_file_names_lose_paths_and_control_characters(raw, clean):
     assert clean_filename(raw) == clean
 
 
-def test_download_names_carry_only_the_task_id_a_word_and_a_short_extension():
+def test_download_names_carry_only_the_task_id_a_word_and_the_stored_types_extension():
     task_id = uuid.UUID("00000000-0000-4000-8000-000000000001")
-    assert download_name(task_id, "clip-0", "gs://b/tasks/x/part-00.mp4") == f"{task_id}-clip-0.mp4"
-    assert download_name(task_id, "original", "My Run.MOV") == f"{task_id}-original.mov"
-    assert download_name(task_id, "original", 'evil".mp4\r\nSet-Cookie: x') == f"{task_id}-original"
+    assert download_name(task_id, "clip-1", "video/mp4") == f"{task_id}-clip-1.mp4"
+    assert download_name(task_id, "original", "video/quicktime") == f"{task_id}-original.mov"
+    assert download_name(task_id, "original", "video/x-matroska") == f"{task_id}-original.mkv"
+    assert download_name(task_id, "original", 'text/html".mp4\r\nSet-Cookie: x') == f"{task_id}-original"
     assert download_name(task_id, "original", None) == f"{task_id}-original"
 
 
