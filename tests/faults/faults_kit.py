@@ -9,6 +9,7 @@ run never see its faults.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -258,6 +259,19 @@ def ffmpeg_of(worker: ManagedProcess, *, making: str | None = None) -> psutil.Pr
         except psutil.NoSuchProcess:
             continue
     return None
+
+
+def log_messages(process: ManagedProcess, task_id: str) -> list[str]:
+    """The messages of ``process``'s JSON log lines about ``task_id``, every run included."""
+    messages = []
+    for line in process.log_path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a launcher banner or a traceback line
+        if isinstance(record, dict) and record.get("task_id") == task_id:
+            messages.append(str(record.get("message", "")))
+    return messages
 
 
 def wait_for(condition: Callable[[], object], *, timeout: float, what: str,
