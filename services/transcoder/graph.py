@@ -3,7 +3,7 @@
 Built with ffmpeg-python and returned as an argument list; nothing runs here. The graph::
 
     [logo] scale+pad to WxH, setsar=1, yuv420p, loop 1 frame -> card frames --split--> card A, card B
-    [source part] (ffmpeg autorotates on decode) fps=30, scale to the fit, pad|crop to WxH,
+    [source part] (ffmpeg autorotates on decode) fps=30, zscale to the fit, pad|crop to WxH,
                   setsar=1, yuv420p --split--> clip body, poster branch
     [source audio | silence] aformat 48 kHz stereo fltp
     [silence] --asplit--> card A audio, card B audio (each trimmed to the card length)
@@ -12,8 +12,7 @@ Built with ffmpeg-python and returned as an argument list; nothing runs here. Th
 
 The part is cut by input seeking (``-ss``/``-t`` before ``-i``), so only that part is
 decoded. ``fps`` runs before ``scale`` so a 60 fps source is thinned before the costly
-step, and the source is scaled exactly once, straight to the fitted size (area
-averaging when shrinking, bicubic when enlarging).
+step, and the source is scaled exactly once, straight to the fitted size, by zimg.
 """
 
 from __future__ import annotations
@@ -78,13 +77,13 @@ def build_clip_command(
         .filter_multi_output("split", 2)
     )
 
-    # Area averaging is the cheapest scaler that does not alias when shrinking (a 4K
-    # source loses two thirds of its pixels); bicubic when enlarging a small source.
-    shrinking = fit.scale_width < info.display_width
+    # zimg (zscale) resamples with a kernel widened to the shrink factor, so a 4K source
+    # does not alias, and costs less CPU than swscale's area or bicubic (see
+    # docs/benchmarks.md). Only the size changes: no colour conversion is asked for.
     body = (
         src[str(info.video_stream)]
         .filter("fps", fps)
-        .filter("scale", fit.scale_width, fit.scale_height, flags="area" if shrinking else "bicubic")
+        .filter("zscale", w=fit.scale_width, h=fit.scale_height, filter="bicubic")
     )
     if fit.mode == "pad":
         body = body.filter("pad", width, height, fit.x, fit.y, color="black")
@@ -124,7 +123,9 @@ def build_clip_command(
         f="mp4",
     )
 
-    poster_at = min(1.0, part.duration / 2)
+    # A second into the part (or its middle), clear of a fade-in; a part of a frame or
+    # two has only its first frame to offer.
+    poster_at = min(1.0, part.duration / 2) if part.duration >= 2 / fps else 0.0
     poster = ffmpeg.output(
         body[1].filter("trim", start=f"{poster_at:.3f}").filter("format", "yuvj420p"),
         str(poster_path), vframes=1, q=POSTER_QUALITY, map_metadata=-1, f="image2",

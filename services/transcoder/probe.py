@@ -102,7 +102,9 @@ def describe_source(probe: dict, size: int, limits: SourceLimits) -> SourceInfo:
     video = videos[0]
     if not video.get("codec_name"):
         raise PermanentFailure("the source's video codec is not supported")
-    has_audio = any(s.get("codec_type") == "audio" and s.get("codec_name") for s in streams)
+    # The clip takes the first audio stream; one ffprobe cannot name is no audio at all.
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    has_audio = bool(audios) and bool(audios[0].get("codec_name"))
 
     fmt = probe.get("format") or {}
     duration = _duration(fmt.get("duration"), video.get("duration"))

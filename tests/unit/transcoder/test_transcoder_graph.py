@@ -65,12 +65,10 @@ def test_the_graph_follows_the_fit_and_the_spec():
     assert "fps=25" in graph and "crop=640:360" in graph and "pad=640:360:0" not in graph
     assert "concat=a=1:n=3:v=1" in graph
     # Frames are thinned before the (costly) scaling of the source.
-    assert graph.index("fps=25[") < graph.index("]scale=640:360:flags=area[")
+    assert graph.index("fps=25[") < graph.index("]zscale=filter=bicubic:h=360:w=640[")
     pad = command(display_width=1080, display_height=1920, width=1080, height=1920).args
     pad = pad[pad.index("-filter_complex") + 1]
-    assert "scale=404:720:flags=area" in pad and "pad=1280:720:438:0" in pad
-    small = command(display_width=320, display_height=240, width=320, height=240).args
-    assert "scale=960:720:flags=bicubic" in small[small.index("-filter_complex") + 1]
+    assert "zscale=filter=bicubic:h=720:w=404" in pad and "pad=1280:720:438:0" in pad
 
 
 def test_a_silent_source_gets_silence_for_its_part():

@@ -83,3 +83,9 @@ def test_over_the_resolution_limit(size):
 def test_portrait_within_the_limit_turned_sideways_passes():
     info = describe_source(probe(video(width=2160, height=3840)), 1, LIMITS)
     assert info.display_height == 3840
+
+
+def test_audio_counts_only_when_its_first_stream_can_be_decoded():
+    unknown = {"index": 1, "codec_type": "audio"}  # ffprobe names no codec
+    assert not describe_source(probe(video(), unknown, AUDIO), 1, LIMITS).has_audio
+    assert describe_source(probe(video(), AUDIO, unknown), 1, LIMITS).has_audio
