@@ -29,14 +29,12 @@ from sqlalchemy.pool import NullPool
 
 from e2e_stack import PORT_FIELDS, E2EStack, assert_alive, isolated_names
 from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
-from infra.local.process import http_probe, wait_until
+from infra.local.process import group_members, http_probe, wait_until
 from infra.local.stack import run_step
 from shared.config import Settings
 from shared.storage import parse_gs_uri, storage_client
 from storage_proxy import StorageFaultProxy
 
-ACTIVE_STATUSES = ("queued", "processing")
-FINAL_STATUSES = ("processed", "failed", "canceled")
 # Generous: a drill waits for the platform, it does not time it.
 SETTLE_TIMEOUT = 300.0
 
@@ -113,7 +111,7 @@ class FaultStack(E2EStack):
             os.kill(pid, signal.SIGKILL)
         process.popen.wait(timeout=30)
         if whole_group:
-            assert wait_until(lambda: not _group_alive(pid), timeout=30), f"{process.name}'s group outlived SIGKILL"
+            assert wait_until(lambda: not group_members(pid), timeout=30), f"{process.name}'s group outlived SIGKILL"
 
     def start_again(self, process: ManagedProcess, **environment: str) -> None:
         """Start a stopped or killed component with the same command (and ``environment``
@@ -144,16 +142,6 @@ class FaultStack(E2EStack):
                 pass
             assert time.monotonic() < deadline, f"the stack was not ready again within {timeout:.0f} s"
             time.sleep(0.2)
-
-
-def _group_alive(pgid: int) -> bool:
-    for process in psutil.process_iter(["status"]):
-        try:
-            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            continue
-    return False
 
 
 @contextmanager
@@ -238,11 +226,6 @@ def fill_disk(folder: Path, leave_bytes: int) -> Path:
     return filler
 
 
-def free_bytes(folder: Path) -> int:
-    stats = os.statvfs(folder)
-    return stats.f_bavail * stats.f_frsize
-
-
 # --- processes ------------------------------------------------------------------------------
 
 
@@ -323,7 +306,6 @@ class FinalState:
     """What the database and the clips bucket hold once every task has settled."""
 
     statuses: dict[str, str]
-    processed_lines: dict[str, int]
     failure_reasons: dict[str, str | None]
 
     def of(self, task_ids: Iterable[str]) -> list[str]:
@@ -381,7 +363,6 @@ def assert_final_state(stack: FaultStack, accepted: Iterable[str]) -> FinalState
     assert not lost, f"clips recorded but absent from gs://{bucket}: {lost}"
     return FinalState(
         statuses={task_id: row.status for task_id, row in tasks.items()},
-        processed_lines={task_id: lines.get(task_id, 0) for task_id in tasks},
         failure_reasons={task_id: row.failure_reason for task_id, row in tasks.items()},
     )
 
