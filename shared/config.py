@@ -17,101 +17,173 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Every knob of the platform, with its default. Field ``x`` is read from env ``X``."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", use_attribute_docstrings=True
+    )
 
     environment: Literal["local", "test", "production"] = "local"
+    """Where the process runs: `local`, `test` or `production` (production requires its
+    settings and ignores test-only faults)."""
     service_name: str = "idrl"
+    """Name reported to PostgreSQL as the application name."""
 
     # --- database -----------------------------------------------------------------
-    database_url: str | None = Field(
-        default="postgresql+pg8000://idrl:idrl@127.0.0.1:5433/idrl",
-        description="SQLAlchemy URL for a host/port database; ignored when "
-        "INSTANCE_CONNECTION_NAME is set.",
-    )
-    instance_connection_name: str | None = None  # project:region:instance (Cloud SQL)
+    database_url: str | None = "postgresql+pg8000://idrl:idrl@127.0.0.1:5433/idrl"
+    """SQLAlchemy URL of a host/port database; ignored when INSTANCE_CONNECTION_NAME is set."""
+    instance_connection_name: str | None = None
+    """Cloud SQL instance (`project:region:instance`); when set, connections go through the
+    Cloud SQL Python Connector."""
     db_user: str = "idrl"
+    """Database user (Cloud SQL)."""
     db_password: str | None = None
+    """Database password (Cloud SQL; from Secret Manager in production)."""
     db_name: str = "idrl"
+    """Database name (Cloud SQL)."""
     db_ip_type: Literal["private", "public", "psc"] = "private"
+    """Which Cloud SQL address the connector uses: `private`, `public` or `psc`."""
     db_pool_size: int = 5
+    """Connections each process keeps open."""
     db_max_overflow: int = 5
+    """Extra connections a process may open under load."""
     db_pool_timeout_seconds: float = 10.0
+    """How long a request waits for a free connection."""
     db_pool_recycle_seconds: int = 1800
+    """Connections older than this are replaced."""
     db_statement_timeout_ms: int = 15_000
+    """PostgreSQL `statement_timeout` for every connection."""
 
     # --- Google Cloud / emulators -------------------------------------------------------
     google_cloud_project: str = "idrl-local"
+    """Project of the topics, subscriptions and buckets."""
     uploads_bucket: str = "idrl-uploads"
+    """Bucket of uploaded originals."""
     clips_bucket: str = "idrl-clips"
+    """Bucket of the clips and their posters."""
     topic_video_tasks: str = "video-tasks"
+    """Topic of `TaskSubmitted`."""
     topic_task_events: str = "task-events"
+    """Topic of `TaskStatusChanged`."""
     subscription_transcoder: str = "video-tasks-transcoder"
+    """The workers' subscription to `video-tasks`."""
     subscription_notifier: str = "task-events-notifier"
+    """The notifier's subscription to `task-events` (local runner)."""
     transcoder_ack_deadline_seconds: int = 60
+    """Ack deadline of the workers' subscription where the stack creates it (leases are
+    extended while ffmpeg runs)."""
     notifier_ack_deadline_seconds: int = 30
+    """Ack deadline of the notifier's subscription where the stack creates it."""
 
     # --- tokens -------------------------------------------------------------------------
     token_issuer: str = "idrl-auth"
+    """`iss` of access tokens, checked on verification."""
     token_audience: str = "idrl-api"
+    """`aud` of access tokens, checked on verification."""
     token_ttl_seconds: int = 3600
-    token_signing_key: str | None = Field(default=None, repr=False)  # PEM text
-    token_signing_key_file: str | None = None  # path of a PEM file
-    token_signing_key_secret: str | None = None  # Secret Manager version resource name
+    """Lifetime of an access token."""
+    token_signing_key: str | None = Field(default=None, repr=False)
+    """Ed25519 private key (PEM text) that signs tokens (auth only)."""
+    token_signing_key_file: str | None = None
+    """Path of that key as a PEM file (the local stack generates one)."""
+    token_signing_key_secret: str | None = None
+    """Secret Manager version holding that key (production)."""
     auth_jwks_url: str = "http://127.0.0.1:5051/auth/.well-known/jwks.json"
+    """Where the api fetches the keys that verify tokens."""
     jwks_cache_seconds: int = 300
+    """How long the api keeps those keys before fetching them again."""
 
     # --- HTTP ---------------------------------------------------------------------------
-    trusted_proxy_hops: int = 1  # X-Forwarded-For entries added by our gateway/load balancer
+    trusted_proxy_hops: int = 1
+    """`X-Forwarded-For` entries added by the gateway or load balancer (the client address is
+    read behind them)."""
 
     # --- auth ---------------------------------------------------------------------------
-    login_failures_per_minute: int = 20  # per account and per client address
+    login_failures_per_minute: int = 20
+    """Failed logins allowed per account and per client address each minute (then 429)."""
     signups_per_minute_per_client: int = 30
+    """Sign-ups allowed per client address each minute (then 429)."""
 
     # --- api ----------------------------------------------------------------------------
     max_request_json_bytes: int = 64 * 1024
+    """Largest JSON body accepted (413 past it)."""
     max_upload_bytes: int = 500 * 1024 * 1024
-    upload_chunk_bytes: int = 8 * 1024 * 1024  # multiple of 256 KiB (resumable upload)
-    upload_timeout_seconds: float = 15 * 60  # a whole upload; a trickling client is cut off
+    """Largest uploaded file (413 past it)."""
+    upload_chunk_bytes: int = 8 * 1024 * 1024
+    """Chunk of the resumable upload to Cloud Storage (a multiple of 256 KiB)."""
+    upload_timeout_seconds: float = 15 * 60
+    """Time a whole upload may take; a client trickling its body is cut off with 408."""
     max_url_length: int = 2048
+    """Longest source URL accepted (422 past it)."""
     tasks_per_minute_per_user: int = 30
+    """Submissions allowed per user each minute (then 429)."""
     idempotency_window_hours: int = 24
+    """How long an `Idempotency-Key` gives back its original task."""
     list_default_max: int = 20
+    """Tasks listed when `max` is not given."""
     list_cap_max: int = 100
-    signed_urls: bool = False  # V4 signed download URLs (Google Cloud); api route otherwise
+    """Most tasks one list answer holds."""
+    signed_urls: bool = False
+    """Download links as V4 signed Cloud Storage URLs (Google Cloud) instead of the api's
+    download route."""
     signed_url_minutes: int = 15
-    public_base_url: str = ""  # prefix for links; empty: relative links
+    """Lifetime of a signed download URL."""
+    public_base_url: str = ""
+    """Prefix of the links in answers; empty for relative links."""
     outbox_relay_enabled: bool = True
+    """Whether each api process runs the outbox relay thread."""
     outbox_relay_interval_seconds: float = 2.0
+    """How often the relay looks for unpublished messages."""
     outbox_republish_after_seconds: float = 5.0
-    outbox_publish_timeout_seconds: float = 5.0  # then the relay retries the row
+    """Age after which the relay publishes a message the request itself did not."""
+    outbox_publish_timeout_seconds: float = 5.0
+    """How long a publish may take before the relay retries the row."""
     outbox_relay_batch: int = 100
-    # A task still queued, or processing without news, this long after its TaskSubmitted
-    # was published gets it published again (the message was lost); 0 turns that off.
+    """Messages the relay publishes per round."""
     outbox_requeue_after_seconds: float = 900.0
-    # Test-only fault injection: the api process exits right after committing a new task
-    # and before publishing it (the outbox crash test). Ignored in production.
+    """A task still queued, or processing without news, this long after its message was
+    published gets it published again (a message lost after Pub/Sub accepted it); 0 turns
+    this off."""
     fault_crash_after_commit: bool = False
+    """Test-only fault: the api exits right after committing a task, before publishing it.
+    Ignored in production."""
 
     # --- sources and processing -------------------------------------------------------
-    allow_loopback_sources: bool = False  # local stack only: lets workers fetch 127.0.0.0/8
+    allow_loopback_sources: bool = False
+    """Let workers fetch sources from loopback (the local stack only; private, link-local and
+    metadata addresses stay refused)."""
     max_source_bytes: int = 2 * 1024 * 1024 * 1024
+    """Largest source a worker downloads."""
     max_source_seconds: float = 30 * 60
+    """Longest source duration accepted."""
     max_source_width: int = 7680
+    """Widest source accepted."""
     max_source_height: int = 4320
+    """Tallest source accepted."""
     fetch_connect_timeout_seconds: float = 5.0
+    """Connect timeout of a source download."""
     fetch_read_timeout_seconds: float = 30.0
+    """Read timeout (between two reads) of a source download."""
     fetch_max_redirects: int = 5
-    transcoder_concurrency: int = 0  # 0: one clip at a time per 2 vCPUs
+    """Redirects a source download may follow (each one checked)."""
+    transcoder_concurrency: int = 0
+    """Clips a worker makes at once; 0: one per two vCPUs."""
     max_attempts: int = 3
+    """Attempts at a task before it fails."""
     ffmpeg_timeout_seconds: float = 15 * 60
+    """Wall-clock limit of one ffmpeg run."""
     drain_grace_seconds: float = 60.0
+    """On SIGTERM, how long a worker lets the current clip finish before handing the task back."""
     cancel_poll_seconds: float = 1.0
+    """How often a worker checks whether its task was canceled."""
     progress_interval_seconds: float = 2.0
-    logo_path: str | None = None  # None: the transcoder's bundled logo card
-    scratch_dir: str | None = None  # None: the system temporary directory
+    """Least time between two progress events of a task."""
+    logo_path: str | None = None
+    """Logo card image; empty: the transcoder's bundled card."""
+    scratch_dir: str | None = None
+    """Where workers keep a task's temporary files; empty: the system's temporary folder."""
 
     # --- logging ------------------------------------------------------------------------
     log_level: str = "INFO"
+    """Lowest level logged."""
 
     @field_validator("upload_chunk_bytes")
     @classmethod
@@ -141,3 +213,17 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read from the environment once."""
     return Settings()
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table (variable, default, meaning), for the README."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default is None else f"`{field.default}`"
+        meaning = " ".join((field.description or "").split())
+        rows.append(f"| `{name.upper()}` | {default} | {meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -1,8 +1,10 @@
 """Settings: defaults in code, the environment overrides, production stops on gaps."""
 
+from pathlib import Path
+
 import pytest
 
-from shared.config import Settings
+from shared.config import Settings, settings_table
 
 
 def test_environment_overrides_defaults(monkeypatch):
@@ -27,3 +29,10 @@ def test_a_missing_production_setting_stops_the_process():
 
 def test_local_defaults_need_nothing():
     Settings(environment="local").require_production("token_signing_key_secret")
+
+
+def test_the_readme_lists_every_setting_as_the_code_defines_it():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = readme.split("<!-- settings -->\n", 1)[1].split("\n<!-- /settings -->", 1)[0]
+    assert listed == settings_table()
+    assert listed.count("\n| `") == len(Settings.model_fields)
