@@ -172,7 +172,7 @@ def health_blueprint(readiness_checks: Mapping[str, Callable[[], None]], prefix:
             try:
                 check()
                 results[name] = "ok"
-            except Exception as exc:  # a readiness probe reports any failure, by design
+            except Exception as exc:  # noqa: BLE001 - a readiness probe reports any failure
                 log.warning("readiness check %s failed: %s", name, exc)
                 results[name] = "unavailable"
         ready = all(value == "ok" for value in results.values())

@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 from datetime import UTC, datetime
-from typing import Callable
+from collections.abc import Callable
 
 from cloudevents.http import CloudEvent
 from google.cloud import pubsub_v1

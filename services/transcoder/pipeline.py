@@ -86,9 +86,9 @@ def iter_clips(
             poster_path=workdir / f"part-{part.index:02d}.jpg",
         )
 
-        def report(written: float, before: float = done) -> None:
+        def report(written: float, before: float = done, length: float = seconds) -> None:
             if on_progress is not None:
-                on_progress(100 * (before + min(written, seconds)) / total)
+                on_progress(100 * (before + min(written, length)) / total)
 
         run_ffmpeg(command.args, timeout=ffmpeg_timeout, on_progress=report, stop=stop)
         duration = _clip_duration(command.clip_path)

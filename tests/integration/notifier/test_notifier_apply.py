@@ -177,7 +177,7 @@ def test_concurrent_deliveries_apply_each_event_once(engine, settings, make_task
                 barrier.wait()
                 deliver(event)
                 deliver(event)  # and its redelivery
-        except Exception as exc:  # surfaced by the assertion below
+        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
             barrier.abort()
             errors.append(exc)
 

@@ -151,7 +151,7 @@ def worker_thread(settings: TranscoderSettings, engine: Engine, **kwargs):
     def run() -> None:
         try:
             worker.run(shutdown)
-        except BaseException as exc:  # surfaced to the test below
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the test below
             failure.append(exc)
 
     thread = threading.Thread(target=run, name="worker", daemon=True)
