@@ -15,19 +15,38 @@ import (
 	"syscall"
 
 	"cloud.google.com/go/pubsub/pstest"
+	emptypb "github.com/golang/protobuf/ptypes/empty"
 	pb "google.golang.org/genproto/googleapis/pubsub/v1"
 	"google.golang.org/grpc"
 )
 
 // subscriber gives subscriptions created without an ack deadline the real
 // service's 10 s default; this pstest version rejects 0 instead.
-type subscriber struct{ *pstest.GServer }
+type subscriber struct {
+	*pstest.GServer
+	fake *pstest.Server
+}
 
 func (s subscriber) CreateSubscription(ctx context.Context, sub *pb.Subscription) (*pb.Subscription, error) {
 	if sub.AckDeadlineSeconds == 0 {
 		sub.AckDeadlineSeconds = 10
 	}
 	return s.GServer.CreateSubscription(ctx, sub)
+}
+
+// ModifyAckDeadline leaves out ack IDs this fake never handed out, as the real
+// service ignores unknown ones: a client still extending the leases of messages
+// it got before an emulator restart would otherwise make this pstest version
+// dereference a missing message and panic, taking the whole emulator down.
+func (s subscriber) ModifyAckDeadline(ctx context.Context, req *pb.ModifyAckDeadlineRequest) (*emptypb.Empty, error) {
+	known := make([]string, 0, len(req.AckIds))
+	for _, id := range req.AckIds {
+		if s.fake.Message(id) != nil {
+			known = append(known, id)
+		}
+	}
+	req.AckIds = known
+	return s.GServer.ModifyAckDeadline(ctx, req)
 }
 
 func main() {
@@ -44,7 +63,7 @@ func main() {
 	}
 	server := grpc.NewServer()
 	pb.RegisterPublisherServer(server, &fake.GServer)
-	pb.RegisterSubscriberServer(server, subscriber{&fake.GServer})
+	pb.RegisterSubscriberServer(server, subscriber{GServer: &fake.GServer, fake: fake})
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
