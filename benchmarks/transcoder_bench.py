@@ -84,17 +84,21 @@ class Timing:
         return Timing(self.wall + other.wall, self.cpu + other.cpu)
 
 
-def timed(action: Callable[[], object], repeat: int) -> Timing:
-    """The best wall time and the best CPU time of ``repeat`` runs of ``action``."""
-    walls, cpus = [], []
-    for _ in range(repeat):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        action()
-        walls.append(time.perf_counter() - started)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return Timing(min(walls), min(cpus))
+def timed(action: Callable[[], object]) -> Timing:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    action()
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Timing(wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+
+
+def best_of(actions: list[Callable[[], object]], repeat: int) -> list[Timing]:
+    """The best wall and CPU time of each action over ``repeat`` rounds. The actions run
+    in turn within a round, so a burst of load from elsewhere hits them alike."""
+    rounds = [[timed(action) for action in actions] for _ in range(repeat)]
+    return [Timing(min(r[i].wall for r in rounds), min(r[i].cpu for r in rounds))
+            for i in range(len(actions))]
 
 
 # --- part 1: pipeline against the bound ----------------------------------------------
@@ -161,10 +165,11 @@ def bench_pipeline(workdir: Path, repeat: int) -> int:
         for part in plan_parts(info.duration, spec):
             command = build_clip_command(source, info, part, spec, DEFAULT_LOGO,
                                          workdir / "clip.mp4", workdir / "clip.jpg")
-            decode = timed(lambda: decode_alone(source, part.start, part.duration, info.has_audio), repeat)
-            encode = timed(lambda: encode_alone(spec, command.expected_seconds, workdir / "synthetic.mp4"),
-                           repeat)
-            pipeline = timed(lambda: run_ffmpeg(command.args, timeout=3600), repeat)
+            decode, encode, pipeline = best_of([
+                lambda: decode_alone(source, part.start, part.duration, info.has_audio),
+                lambda: encode_alone(spec, command.expected_seconds, workdir / "synthetic.mp4"),
+                lambda: run_ffmpeg(command.args, timeout=3600),
+            ], repeat)
             bound = decode + encode
             rows.append((pipeline, bound))
             if len(rows) == 1:
