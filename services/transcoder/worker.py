@@ -78,6 +78,8 @@ DRAINING = "draining"
 LOST_CLAIM = "lost the claim on the task"
 # A task another worker holds comes back after this pause rather than at once.
 BUSY_TASK_PAUSE_SECONDS = 5.0
+# After an unexpected error, the message comes back after this pause rather than at once.
+UNEXPECTED_ERROR_PAUSE_SECONDS = 1.0
 PUBLISH_TIMEOUT_SECONDS = 60.0
 _RETRY_MAX_SECONDS = 30.0
 
@@ -260,7 +262,25 @@ class Worker:
 
     def handle(self, message: pubsub_v1.subscriber.message.Message) -> None:
         """The streaming-pull callback for one message: ack once the task has an outcome
-        (or needs none), nack to hand it back."""
+        (or needs none), nack to hand it back.
+
+        An error nothing below expected (the database gone for longer than its retries, a
+        library's surprise) must not end the pull: an exception leaving this callback
+        makes the client library close the stream, which stops the worker. It is logged
+        with its traceback and the message handed back after a pause, so a dependency
+        that is down is not hammered; a task that keeps failing after it started is ended
+        by its attempt count.
+        """
+        try:
+            self._handle(message)
+        except Exception:  # noqa: BLE001 - logged in full, and the message handed back
+            log.exception("unexpected error; handing the message back",
+                          extra={"message_id": message.message_id,
+                                 "task_id": message.attributes.get("task_id")})
+            self._draining.wait(UNEXPECTED_ERROR_PAUSE_SECONDS)
+            message.nack()
+
+    def _handle(self, message: pubsub_v1.subscriber.message.Message) -> None:
         try:
             event = decode(message.data, dict(message.attributes))
         except MalformedEvent as exc:

@@ -354,3 +354,25 @@ def test_url_sources_on_the_local_stack(tsettings, engine, notifier, short_sourc
         server.close()
     assert done["status"] == "processed", done
     assert refused["status"] == "failed" and "private" in refused["failure_reason"]
+
+
+def test_a_database_it_cannot_reach_hands_messages_back_and_keeps_the_worker_pulling(
+        tsettings, engine, short_source, caplog):
+    caplog.set_level(logging.ERROR, logger="services.transcoder.worker")
+    task = insert_task(engine, upload_source(tsettings, short_source), SMALL)
+    unreachable = create_engine(tsettings.model_copy(update={
+        "database_url": "postgresql+pg8000://idrl:idrl@127.0.0.1:9/idrl",
+        "db_pool_timeout_seconds": 1.0,
+    }))
+    try:
+        # worker_thread raises on exit if the worker's run() ended with an exception.
+        with worker_thread(tsettings, unreachable) as worker:
+            submit(tsettings, task)
+            wait_for(lambda: sum("handing the message back" in r.getMessage()
+                                 and getattr(r, "task_id", None) == str(task.task_id)
+                                 for r in caplog.records) >= 2,
+                     60, "the message to be handed back, delivered again, and handed back again")
+            assert not worker._draining.is_set()
+    finally:
+        unreachable.dispose()
+    assert task_row(engine, task.task_id)["status"] == "queued"
