@@ -7,6 +7,8 @@ safe default are checked at start (:meth:`Settings.require_production`).
 
 from __future__ import annotations
 
+import math
+import os
 from functools import lru_cache
 from typing import Literal
 
@@ -166,6 +168,18 @@ class Settings(BaseSettings):
     """Redirects a source download may follow (each one checked)."""
     transcoder_concurrency: int = 0
     """Clips a worker makes at once; 0: one per two vCPUs."""
+    transcoder_lease_extension_seconds: int = 20
+    """How far each Pub/Sub lease extension reaches: the message of a worker that dies
+    comes back within about this long (at least 10)."""
+    fetch_total_timeout_seconds: float = 600.0
+    """Time a whole source download may take, beyond the connect and read timeouts."""
+    probe_timeout_seconds: float = 60.0
+    """Time ffprobe may take on a source."""
+    retry_initial_seconds: float = 1.0
+    """First pause before retrying a transient error; it doubles, up to 30 s."""
+    outcome_confirm_seconds: float = 30.0
+    """After publishing an outcome, how long a worker waits for the notifier to record it
+    before letting go of the task."""
     max_attempts: int = 3
     """Attempts at a task before it fails."""
     ffmpeg_timeout_seconds: float = 15 * 60
@@ -191,6 +205,26 @@ class Settings(BaseSettings):
         if value <= 0 or value % (256 * 1024):
             raise ValueError("must be a positive multiple of 262144 (256 KiB)")
         return value
+
+    @property
+    def transcoder_slots(self) -> int:
+        """Clips a worker makes at once: the setting, or one per two vCPUs."""
+        if self.transcoder_concurrency > 0:
+            return self.transcoder_concurrency
+        return max(1, (os.cpu_count() or 1) // 2)
+
+    @property
+    def transcoder_max_lease_seconds(self) -> float:
+        """The longest a task may legitimately hold its message: fetch and probe, then
+        every part of the longest allowed source at the ffmpeg limit each, then the drain
+        grace."""
+        most_parts = math.ceil(self.max_source_seconds / 20.0)
+        return (
+            self.fetch_total_timeout_seconds
+            + self.probe_timeout_seconds
+            + most_parts * self.ffmpeg_timeout_seconds
+            + self.drain_grace_seconds
+        )
 
     @property
     def is_production(self) -> bool:

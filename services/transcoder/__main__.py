@@ -10,8 +10,8 @@ import logging
 import signal
 import threading
 
-from services.transcoder.settings import transcoder_settings
 from services.transcoder.worker import Worker
+from shared.config import get_settings
 from shared.db import dispose_engine, get_engine
 from shared.events import Publisher
 from shared.logging import configure_logging
@@ -21,7 +21,7 @@ log = logging.getLogger("services.transcoder")
 
 
 def main() -> int:
-    settings = transcoder_settings()
+    settings = get_settings()
     configure_logging("transcoder", settings.log_level)
     settings.require_production("instance_connection_name")
     shutdown = threading.Event()

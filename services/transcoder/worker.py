@@ -55,7 +55,7 @@ from services.transcoder.pipeline import DEFAULT_LOGO, LocalClip, ProgressThrott
 from services.transcoder.plan import clip_object_name, poster_object_name, task_prefix
 from services.transcoder.probe import SourceLimits, probe_source
 from services.transcoder.runner import StopSignal
-from services.transcoder.settings import TranscoderSettings
+from shared.config import Settings
 from shared.db import read_only
 from shared.events import (
     ClipOutput,
@@ -175,7 +175,7 @@ class Worker:
 
     def __init__(
         self,
-        settings: TranscoderSettings,
+        settings: Settings,
         *,
         engine: Engine,
         storage_client: storage.Client,
@@ -214,9 +214,9 @@ class Worker:
 
     def flow_control(self) -> pubsub_v1.types.FlowControl:
         return pubsub_v1.types.FlowControl(
-            max_messages=self.settings.concurrency,
+            max_messages=self.settings.transcoder_slots,
             # Whole seconds: the stream's ack deadline is derived from these.
-            max_lease_duration=int(self.settings.max_lease_seconds),
+            max_lease_duration=int(self.settings.transcoder_max_lease_seconds),
             max_duration_per_lease_extension=int(self.settings.transcoder_lease_extension_seconds),
         )
 
@@ -232,7 +232,7 @@ class Worker:
                 await_callbacks_on_shutdown=True,
             )
             future.add_done_callback(lambda _: shutdown.set())
-            log.info("pulling %s, %d at a time", path, self.settings.concurrency)
+            log.info("pulling %s, %d at a time", path, self.settings.transcoder_slots)
             shutdown.wait()
             self.drain()
             # Stops the stream and nacks what was pulled but not started; returns once

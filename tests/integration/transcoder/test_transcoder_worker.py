@@ -27,7 +27,6 @@ from transcoder_worker_kit import (
     worker_thread,
 )
 
-from services.transcoder.settings import transcoder_settings
 from shared.db import create_engine
 from shared.events import ClipSpec
 from shared.lifecycle import TaskStatus
@@ -39,7 +38,7 @@ SLOW = ClipSpec(width=1280, height=720, preset="slow", crf=18)
 
 @pytest.fixture
 def tsettings(settings):
-    return transcoder_settings(settings).model_copy(update={
+    return settings.model_copy(update={
         "transcoder_lease_extension_seconds": 10,  # the minimum: redelivery in ~10 s
         "retry_initial_seconds": 0.2,
         "transcoder_concurrency": 1,

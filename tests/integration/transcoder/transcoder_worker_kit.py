@@ -21,8 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from services.notifier.apply import apply_status_change
-from services.transcoder.settings import TranscoderSettings
 from services.transcoder.worker import Worker
+from shared.config import Settings
 from shared.events import ClipSpec, Publisher, TaskStatusChanged, TaskSubmitted, decode, subscription_path
 from shared.lifecycle import TaskStatus
 from shared.storage import gs_uri, storage_client
@@ -103,7 +103,7 @@ class Notifier:
     """Applies every task-events message to the database with the notifier's own code,
     and keeps each event it saw, for the tests to count outcomes."""
 
-    settings: TranscoderSettings
+    settings: Settings
     engine: Engine
     events: list[TaskStatusChanged] = field(default_factory=list)
 
@@ -141,7 +141,7 @@ class Notifier:
 
 
 @contextmanager
-def worker_thread(settings: TranscoderSettings, engine: Engine, **kwargs):
+def worker_thread(settings: Settings, engine: Engine, **kwargs):
     """A worker pulling in a thread of this process; drained and joined on exit."""
     worker = Worker(settings, engine=engine, storage_client=kwargs.pop("storage_client", storage_client()),
                     publisher=Publisher(settings), **kwargs)
@@ -166,7 +166,7 @@ def worker_thread(settings: TranscoderSettings, engine: Engine, **kwargs):
         raise failure[0]
 
 
-def environment_for(settings: TranscoderSettings) -> dict[str, str]:
+def environment_for(settings: Settings) -> dict[str, str]:
     """The environment a worker process reads ``settings`` from."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
@@ -200,7 +200,7 @@ class WorkerProcess:
 
 
 @contextmanager
-def worker_process(settings: TranscoderSettings, log_path: Path):
+def worker_process(settings: Settings, log_path: Path):
     """``python -m services.transcoder`` with ``settings``; killed on exit if still running."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
