@@ -166,9 +166,11 @@ def bench_pipeline(workdir: Path, repeat: int) -> int:
             command = build_clip_command(source, info, part, spec, DEFAULT_LOGO,
                                          workdir / "clip.mp4", workdir / "clip.jpg")
             decode, encode, pipeline = best_of([
-                lambda: decode_alone(source, part.start, part.duration, info.has_audio),
-                lambda: encode_alone(spec, command.expected_seconds, workdir / "synthetic.mp4"),
-                lambda: run_ffmpeg(command.args, timeout=3600),
+                lambda source=source, part=part, info=info: decode_alone(
+                    source, part.start, part.duration, info.has_audio),
+                lambda command=command: encode_alone(spec, command.expected_seconds,
+                                                     workdir / "synthetic.mp4"),
+                lambda command=command: run_ffmpeg(command.args, timeout=3600),
             ], repeat)
             bound = decode + encode
             rows.append((pipeline, bound))
