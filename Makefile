@@ -106,7 +106,7 @@ scan: install ## checkov over infra/terraform and the four Dockerfiles
 
 # --- benchmarks and load tests (figures printed, and recorded in docs/) ------------------
 
-bench: install ## the transcoder pipeline against its reference bound, and the worker's memory
+bench: install pstest ## the transcoder pipeline against its reference bound, and the worker's memory
 	$(PYTHON) benchmarks/transcoder_bench.py
 
 bench-api: install pstest ## upload memory and task-list latency of the api
