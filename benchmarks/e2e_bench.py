@@ -27,8 +27,6 @@ Pub/Sub fake and Storage emulator, on free ports), with the default settings.
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import os
 import platform
 import statistics
@@ -54,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from infra.local import LocalStack, StackConfig, free_port  # noqa: E402
+from infra.local.fileserver import serve_folder  # noqa: E402
 from services.transcoder.pipeline import iter_clips  # noqa: E402
 from services.transcoder.probe import SourceLimits, probe_source  # noqa: E402
 from shared.config import Settings  # noqa: E402
@@ -84,26 +83,6 @@ def make_source(path: Path, seconds: float, width: int, height: int) -> Path:
         check=True, timeout=600,
     )
     return path
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def serve(folder: Path) -> Iterator[str]:
-    """Serve ``folder`` over HTTP on loopback; yields the base URL."""
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 # --- stacks and clients ------------------------------------------------------------------------
@@ -424,14 +403,14 @@ def main(argv: list[str] | None = None) -> int:
         say("making the sources ...")
         big = make_source(media / "run-1080p-20s.mp4", 20, 1920, 1080)
         small = make_source(media / "run-360p-10s.mp4", 10, 640, 360)
-        with serve(media) as base:
+        with serve_folder(media) as served:
             say(f"part 1: {args.runs} latency runs, 20 s 1080p source, one worker")
             with stack_with(workdir, 1) as stack:
                 engine = sqlalchemy.create_engine(stack.database_url, poolclass=NullPool)
                 session = sign_up(stack.base_url)
                 runs = []
                 for number in range(1, args.runs + 1):
-                    run = latency_run(stack, session, engine, big, f"{base}/{big.name}")
+                    run = latency_run(stack, session, engine, big, served.url(big))
                     say(f"  run {number}: end to end {run.end_to_end:.2f} s, ffmpeg alone "
                         f"{run.ffmpeg_alone:.2f} s (in the run {run.ffmpeg_in_run:.2f} s), difference "
                         f"{run.overhead:.2f} s (in the run {run.overhead_in_run:.2f} s); {load()}")
@@ -440,12 +419,12 @@ def main(argv: list[str] | None = None) -> int:
                 bursts: list[Burst] = []
                 if not args.skip_throughput:
                     say(f"part 2: {args.tasks} tasks at once, 10 s 640x360 source")
-                    bursts.append(burst(stack, f"{base}/{small.name}", args.tasks, 1))
+                    bursts.append(burst(stack, served.url(small), args.tasks, 1))
                     say(f"  1 worker: {bursts[-1].elapsed:.1f} s, {bursts[-1].per_minute:.1f} tasks/min; "
                         f"{load()}")
             if not args.skip_throughput:
                 with stack_with(workdir, 2) as stack:
-                    bursts.append(burst(stack, f"{base}/{small.name}", args.tasks, 2))
+                    bursts.append(burst(stack, served.url(small), args.tasks, 2))
                     say(f"  2 workers: {bursts[-1].elapsed:.1f} s, {bursts[-1].per_minute:.1f} tasks/min; "
                         f"{load()}")
 

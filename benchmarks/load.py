@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
-import http.server
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from infra.local import LocalStack, StackConfig  # noqa: E402
+from infra.local.fileserver import serve_folder  # noqa: E402
 
 READ_TARGET_MS = 100
 POST_TARGET_MS = 200
@@ -59,18 +57,6 @@ def make_source(directory: Path) -> Path:
         check=True,
     )
     return path
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def serve(directory: Path) -> http.server.ThreadingHTTPServer:
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def run_locust(base_url: str, source_url: str, prefix: Path, users: int, ramp: int, seconds: int) -> None:
@@ -160,10 +146,8 @@ def main() -> None:
     results, histories = [], {}
     with tempfile.TemporaryDirectory(prefix="idrl-load-") as scratch:
         scratch_dir = Path(scratch)
-        server = serve(scratch_dir)
-        make_source(scratch_dir)
-        source_url = f"http://127.0.0.1:{server.server_address[1]}/source.mp4"
-        try:
+        with serve_folder(scratch_dir) as served:
+            source_url = served.url(make_source(scratch_dir))
             for run in RUNS:
                 config = replace(base, services=list(run.services), transcoder_workers=run.transcoder_workers)
                 print(f"== {run.name}: starting a fresh stack", flush=True)
@@ -177,8 +161,6 @@ def main() -> None:
                 histories[run.name] = read_history(prefix)
                 results.append((run, stats, rss))
                 print("\n".join(table(stats)), flush=True)
-        finally:
-            server.shutdown()
 
     args.out.mkdir(parents=True, exist_ok=True)
     chart(histories, args.out / "load.png")

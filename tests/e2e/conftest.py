@@ -3,33 +3,14 @@ tests start beside the session's `local_stack` (two workers; a database of its o
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from e2e_media import make_source
 from e2e_stack import E2EStack, running_stack
 
-
-@dataclass(frozen=True)
-class SourceServer:
-    """A plain HTTP server on 127.0.0.1 serving ``folder`` (the stacks run with
-    allow_loopback_sources=true, so their workers may fetch from it)."""
-
-    folder: Path
-    base_url: str
-
-    def url(self, path: Path) -> str:
-        return f"{self.base_url}/{path.relative_to(self.folder)}"
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+from infra.local.fileserver import ServedFolder, serve_folder
 
 
 @pytest.fixture(scope="session")
@@ -38,17 +19,10 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def source_server(media_dir: Path) -> Iterator[SourceServer]:
-    handler = functools.partial(_QuietHandler, directory=str(media_dir))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield SourceServer(media_dir, f"http://127.0.0.1:{server.server_port}")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+def source_server(media_dir: Path) -> Iterator[ServedFolder]:
+    """The media folder over HTTP on loopback (the stacks allow loopback sources)."""
+    with serve_folder(media_dir) as served:
+        yield served
 
 
 @pytest.fixture(scope="session")
