@@ -7,10 +7,7 @@ reaches another module's stack.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,8 @@ if _E2E_DIR not in sys.path:
 
 from e2e_media import make_source  # noqa: E402
 
+from infra.local.fileserver import ServedFolder, serve_folder  # noqa: E402
+
 _RECOVERIES = pytest.StashKey[list]()
 
 
@@ -35,38 +34,16 @@ class Recovery:
     detail: str
 
 
-@dataclass(frozen=True)
-class SourceServer:
-    folder: Path
-    base_url: str
-
-    def url(self, path: Path) -> str:
-        return f"{self.base_url}/{path.relative_to(self.folder)}"
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="session")
 def faults_media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("faults-media")
 
 
 @pytest.fixture(scope="session")
-def source_server(faults_media: Path) -> Iterator[SourceServer]:
-    """A plain HTTP server on 127.0.0.1 (the stacks allow loopback sources)."""
-    handler = functools.partial(_QuietHandler, directory=str(faults_media))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield SourceServer(faults_media, f"http://127.0.0.1:{server.server_port}")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+def source_server(faults_media: Path) -> Iterator[ServedFolder]:
+    """The media folder over HTTP on loopback (the stacks allow loopback sources)."""
+    with serve_folder(faults_media) as served:
+        yield served
 
 
 @pytest.fixture(scope="session")
