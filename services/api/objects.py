@@ -57,7 +57,10 @@ def delete_task_objects(settings: Settings, task_id: uuid.UUID) -> int:
 
 def ping_storage(settings: Settings) -> None:
     """Raise unless the uploads bucket can be listed (the readiness check)."""
-    list(storage.storage_client().list_blobs(settings.uploads_bucket, max_results=1, timeout=5))
+    # No retry: a readiness probe must answer within the load balancer's timeout, and a
+    # storage outage is exactly what it reports.
+    list(storage.storage_client().list_blobs(settings.uploads_bucket, max_results=1, timeout=5,
+                                             retry=None))
 
 
 def signed_url(blob: gcs.Blob, minutes: int) -> str:

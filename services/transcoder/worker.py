@@ -561,9 +561,18 @@ def _storage_errors(doing: str) -> Iterator[None]:
     except (gexc.ServerError, gexc.TooManyRequests, gexc.NotFound,
             requests.exceptions.ConnectionError, requests.exceptions.Timeout,
             auth_exceptions.TransportError) as exc:
-        raise TransientFailure(f"{doing} failed ({_first_line(exc)})") from exc
+        log.warning("%s failed: %s", doing, exc)
+        raise TransientFailure(f"{doing} failed ({_storage_summary(exc)})") from exc
     except gexc.ClientError as exc:
-        raise PermanentFailure(f"{doing} was refused ({_first_line(exc)})") from exc
+        log.warning("%s was refused: %s", doing, exc)
+        raise PermanentFailure(f"{doing} was refused ({_storage_summary(exc)})") from exc
+
+
+def _storage_summary(exc: BaseException) -> str:
+    """What a task's owner may read of a storage error: its HTTP status, never the
+    request line, which names the endpoint and the bucket (the log keeps it whole)."""
+    code = getattr(exc, "code", None)
+    return f"storage answered {int(code)}" if isinstance(code, int) else "storage did not answer"
 
 
 def _first_line(exc: BaseException) -> str:
