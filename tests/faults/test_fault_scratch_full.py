@@ -25,7 +25,7 @@ from faults_kit import (
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-# Room left beside the source: the clip's first megabyte of video never fits.
+# Room left beside the source: a small part of the clip ffmpeg writes (hundreds of KiB).
 HEADROOM_BYTES = 64 * 1024
 
 
@@ -58,8 +58,8 @@ def test_a_full_scratch_disk_fails_the_task_and_spares_the_worker(stack: FaultSt
     wait_until_settled(stack)
     state = assert_final_state(stack, [doomed])
     assert state.of([doomed]) == ["failed"]
-    # ffmpeg failed while writing, on every attempt; the machine's error is handed back
-    # for another delivery until the attempts run out (or fails the task at once).
+    # ffmpeg failed while writing. A machine's error is handed back for another delivery
+    # until the attempts run out (or, were it not, would fail the task at once).
     full = [message for message in log_messages(worker, doomed) if "No space left on device" in message]
     assert full, log_messages(worker, doomed)
     reason = state.failure_reasons[doomed]
