@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from google.api_core.exceptions import AlreadyExists
+from google.api_core.exceptions import AlreadyExists, NotFound
 from google.cloud import pubsub_v1
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -212,3 +212,19 @@ def ensure_topology(settings: Settings) -> None:
         settings.topic_task_events,
         settings.notifier_ack_deadline_seconds,
     )
+
+
+def delete_topology(settings: Settings) -> None:
+    """Delete the subscriptions and topics :func:`ensure_topology` creates (tests and
+    throwaway stacks); missing ones are skipped."""
+    with pubsub_v1.SubscriberClient() as subscriber:
+        for subscription in (settings.subscription_transcoder, settings.subscription_notifier):
+            try:
+                subscriber.delete_subscription(subscription=subscription_path(settings, subscription))
+            except NotFound:
+                pass
+    for topic in (settings.topic_video_tasks, settings.topic_task_events):
+        try:
+            publisher_client().delete_topic(topic=topic_path(settings, topic))
+        except NotFound:
+            pass

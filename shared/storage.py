@@ -74,3 +74,16 @@ def ensure_buckets(settings: Settings) -> None:
             client.create_bucket(name)
         except Conflict:
             pass
+
+
+def delete_buckets(settings: Settings) -> None:
+    """Empty and delete the buckets :func:`ensure_buckets` creates (tests and throwaway
+    stacks); missing ones are skipped."""
+    client = storage_client()
+    for name in (settings.uploads_bucket, settings.clips_bucket):
+        try:
+            for item in client.list_blobs(name):
+                item.delete()
+            client.bucket(name).delete()
+        except NotFound:
+            pass

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from google.api_core.exceptions import NotFound
-from google.cloud import pubsub_v1
 from sqlalchemy.pool import NullPool
 
 from infra.local import (
@@ -35,8 +33,8 @@ from infra.local import (
     start_storage,
 )
 from shared.config import Settings
-from shared.events import ensure_topology, subscription_path, topic_path
-from shared.storage import ensure_buckets, storage_client
+from shared.events import delete_topology, ensure_topology
+from shared.storage import delete_buckets, ensure_buckets
 from shared.tokens import generate_signing_key_pem
 
 
@@ -223,32 +221,6 @@ def _isolated_names() -> dict[str, str]:
     }
 
 
-def _delete_topology(settings: Settings) -> None:
-    with pubsub_v1.SubscriberClient() as subscriber:
-        for subscription in (settings.subscription_transcoder, settings.subscription_notifier):
-            try:
-                subscriber.delete_subscription(subscription=subscription_path(settings, subscription))
-            except NotFound:
-                pass
-    publisher = pubsub_v1.PublisherClient()
-    for topic in (settings.topic_video_tasks, settings.topic_task_events):
-        try:
-            publisher.delete_topic(topic=topic_path(settings, topic))
-        except NotFound:
-            pass
-
-
-def _delete_buckets(settings: Settings) -> None:
-    client = storage_client()
-    for name in (settings.uploads_bucket, settings.clips_bucket):
-        try:
-            for blob in client.list_blobs(name):
-                blob.delete()
-            client.bucket(name).delete()
-        except NotFound:
-            pass
-
-
 @pytest.fixture(scope="session")
 def signing_key_pem() -> str:
     return generate_signing_key_pem().decode()
@@ -271,8 +243,8 @@ def settings(
     try:
         yield settings
     finally:
-        _delete_topology(settings)
-        _delete_buckets(settings)
+        delete_topology(settings)
+        delete_buckets(settings)
 
 
 # --- the whole stack ---------------------------------------------------------------------------
@@ -319,8 +291,8 @@ def local_stack(
     finally:
         stack.stop()
         cleanup_settings = Settings(**stack.settings_values)
-        _delete_topology(cleanup_settings)
-        _delete_buckets(cleanup_settings)
+        delete_topology(cleanup_settings)
+        delete_buckets(cleanup_settings)
         _drop_database(postgres_url, database)
     if dead:
         details = "\n".join(f"{process.name} ({process.exit_description})\n{process.log_excerpt()}"

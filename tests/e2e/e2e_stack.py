@@ -23,7 +23,6 @@ from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy
-from google.api_core.exceptions import NotFound
 from google.cloud import pubsub_v1
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -31,8 +30,8 @@ from sqlalchemy.pool import NullPool
 
 from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
 from shared.config import Settings
-from shared.events import TaskStatusChanged, decode, subscription_path, topic_path
-from shared.storage import storage_client
+from shared.events import TaskStatusChanged, decode, delete_topology, subscription_path, topic_path
+from shared.storage import delete_buckets, storage_client
 
 PORT_FIELDS = ("gateway_port", "auth_port", "api_port", "postgres_port",
                "pubsub_port", "storage_port")
@@ -127,30 +126,8 @@ def running_stack(state_dir: Path, *, pubsub_emulator_host: str, storage_emulato
             stack.stop()
             if engine is not None:
                 engine.dispose()
-            delete_topology_and_buckets(Settings(**stack.settings_values))
-
-
-def delete_topology_and_buckets(settings: Settings) -> None:
-    with pubsub_v1.SubscriberClient() as subscriber:
-        for subscription in (settings.subscription_transcoder, settings.subscription_notifier):
-            try:
-                subscriber.delete_subscription(subscription=subscription_path(settings, subscription))
-            except NotFound:
-                pass
-    publisher = pubsub_v1.PublisherClient()
-    for topic in (settings.topic_video_tasks, settings.topic_task_events):
-        try:
-            publisher.delete_topic(topic=topic_path(settings, topic))
-        except NotFound:
-            pass
-    client = storage_client()
-    for bucket in (settings.uploads_bucket, settings.clips_bucket):
-        try:
-            for blob in client.list_blobs(bucket):
-                blob.delete()
-            client.bucket(bucket).delete()
-        except NotFound:
-            pass
+            delete_topology(Settings(**stack.settings_values))
+            delete_buckets(Settings(**stack.settings_values))
 
 
 # --- what the notifier recorded ------------------------------------------------------------

@@ -23,7 +23,6 @@ from pathlib import Path
 import psutil
 import requests
 import sqlalchemy
-from google.api_core.exceptions import NotFound
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
@@ -32,7 +31,7 @@ from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
 from infra.local.process import group_members, http_probe, wait_until
 from infra.local.stack import run_step
 from shared.config import Settings
-from shared.storage import parse_gs_uri, storage_client
+from shared.storage import delete_buckets, parse_gs_uri, storage_client
 from storage_proxy import StorageFaultProxy
 
 # Generous: a drill waits for the platform, it does not time it.
@@ -178,18 +177,7 @@ def fault_stack(state_dir: Path, *, storage_emulator_host: str, transcoder_worke
             if engine is not None:
                 engine.dispose()
             # The topics and subscriptions went with the stack's own emulator.
-            _delete_buckets(Settings(**stack.settings_values))
-
-
-def _delete_buckets(settings: Settings) -> None:
-    client = storage_client()
-    for bucket in (settings.uploads_bucket, settings.clips_bucket):
-        try:
-            for blob in client.list_blobs(bucket):
-                blob.delete()
-            client.bucket(bucket).delete()
-        except NotFound:
-            pass
+            delete_buckets(Settings(**stack.settings_values))
 
 
 # --- the scratch disk ------------------------------------------------------------------------
