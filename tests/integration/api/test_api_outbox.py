@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from api_helpers import pull_events
 from services.api import tasks as task_store
-from services.api.outbox import OutboxRelay, relay_once
+from services.api.outbox import OutboxRelay, relay_once, requeue_stalled
 from services.api.tasks import IdempotencyKeyTaken, NewTask
 from shared.events import ensure_subscription, ensure_topic
 
@@ -131,3 +131,26 @@ def test_a_key_already_taken_is_reported_by_the_store(engine, api_settings, alic
         task_store.create(conn, again, api_settings)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM tasks")).scalar_one() == 1
+
+
+def test_the_sweep_republishes_tasks_whose_message_was_lost_and_only_those(app, engine, api_settings, alice):
+    queued, stale, busy, done, deleted = _queue_rows(engine, api_settings, alice.id, 5)
+    with engine.begin() as conn:
+        # Every TaskSubmitted went out an hour ago, and Pub/Sub then lost them all.
+        conn.execute(text("UPDATE outbox SET published_at = now() - interval '1 hour'"))
+        conn.execute(text("UPDATE tasks SET status = 'processing', updated_at = now() - interval '1 hour' "
+                          "WHERE id = :id"), {"id": stale})
+        conn.execute(text("UPDATE tasks SET status = 'processing', updated_at = now() WHERE id = :id"),
+                     {"id": busy})
+        conn.execute(text("UPDATE tasks SET status = 'processed' WHERE id = :id"), {"id": done})
+        conn.execute(text("UPDATE tasks SET status = 'canceled', deleted_at = now() WHERE id = :id"),
+                     {"id": deleted})
+    sweep = api_settings.model_copy(update={"outbox_requeue_after_seconds": 600,
+                                            "outbox_republish_after_seconds": 0})
+
+    assert requeue_stalled(engine, sweep) == 2
+    assert relay_once(engine, app.extensions["publisher"], sweep) == 2
+    events = pull_events(api_settings, api_settings.subscription_transcoder, want=2)
+    assert sorted(str(e.task_id) for e in events) == sorted([str(queued), str(stale)])
+    # Published again just now: the next sweep leaves them alone.
+    assert requeue_stalled(engine, sweep) == 0
