@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -228,11 +229,22 @@ def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 
     return True
 
 
+_given_ports: set[int] = set()
+_given_ports_lock = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A TCP port nobody listens on right now (the kernel's choice), and never one this
+    process was given before: ports are picked before anything binds them, so the kernel
+    may well offer the same free port to two picks in a row."""
+    with _given_ports_lock:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = sock.getsockname()[1]
+            if port not in _given_ports:
+                _given_ports.add(port)
+                return port
 
 
 def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -550,7 +550,14 @@ class LocalStack:
         return ports
 
     def _check_ports(self) -> None:
-        taken = [f"{name} port {port}" for name, port in self._planned_ports()
+        planned = self._planned_ports()
+        owners: dict[int, list[str]] = {}
+        for name, port in planned:
+            owners.setdefault(port, []).append(name)
+        shared_ports = [f"{port} ({' and '.join(names)})" for port, names in owners.items() if len(names) > 1]
+        if shared_ports:
+            raise StartupError(f"one port for two components: {', '.join(shared_ports)}")
+        taken = [f"{name} port {port}" for name, port in planned
                  if not port_bindable(self.config.host, port)]
         if taken:
             raise StartupError(
