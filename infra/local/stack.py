@@ -635,6 +635,10 @@ class LocalStack:
             "--threads", config.gunicorn_threads,
             "--graceful-timeout", 10,
             "--timeout", 120,
+            # Longer than the gateway keeps an idle upstream connection (60 s): otherwise
+            # gunicorn (2 s by default) may close one just as nginx sends a POST on it,
+            # and nginx, which never retries a POST, answers 502.
+            "--keep-alive", 75,
             "--access-logfile", "-",
             "--error-logfile", "-",
             f"services.{name}:create_app()",
