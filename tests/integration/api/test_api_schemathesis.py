@@ -53,7 +53,11 @@ def test_the_gateway_serves_the_document(local_stack):
 
 
 @schema.parametrize()
-@settings(deadline=None, suppress_health_check=list(HealthCheck))
+# Derandomized: the same examples on every run, so a CI run fails only for a change.
+@settings(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_every_answer_matches_the_document(case, local_stack, gateway_token):
-    case.call_and_validate(base_url=local_stack.base_url,
-                           headers={"Authorization": f"Bearer {gateway_token}"}, timeout=60)
+    # A case that carries its own Authorization (a negative case mutates it) keeps it:
+    # replacing it with a valid token would turn a schema-violating request into a valid one.
+    own = {name.lower() for name in (case.headers or {})}
+    headers = {} if "authorization" in own else {"Authorization": f"Bearer {gateway_token}"}
+    case.call_and_validate(base_url=local_stack.base_url, headers=headers, timeout=60)
