@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
+import tenacity
 from sqlalchemy.pool import NullPool
 
 from infra.local import (
@@ -179,6 +180,18 @@ def _create_database(server_url: str, name: str, template: str | None = None) ->
     return _database_url(server_url, name)
 
 
+def _autovacuum_in_the_way(error: BaseException) -> bool:
+    # FORCE cannot end an autovacuum worker unless the role has pg_signal_backend
+    # (the local cluster grants it; a DATABASE_URL server may not): wait it out.
+    return isinstance(error, sqlalchemy.exc.ProgrammingError) and "42501" in str(error.orig)
+
+
+@tenacity.retry(
+    retry=tenacity.retry_if_exception(_autovacuum_in_the_way),
+    wait=tenacity.wait_fixed(0.5),
+    stop=tenacity.stop_after_attempt(20),
+    reraise=True,
+)
 def _drop_database(server_url: str, name: str) -> None:
     _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -261,6 +261,10 @@ def _bootstrap_role(host: str, port: int) -> None:
     try:
         if not connection.run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=LOCAL_DB_ROLE):
             connection.run(f"CREATE ROLE {LOCAL_DB_ROLE} LOGIN CREATEDB PASSWORD '{LOCAL_DB_ROLE}'")
+        # DROP DATABASE ... WITH (FORCE) also ends an autovacuum worker that happens to
+        # be in that database; without this membership that fails with 42501. Granted on
+        # every start, so clusters created before this line get it too.
+        connection.run(f"GRANT pg_signal_backend TO {LOCAL_DB_ROLE}")
         if not connection.run("SELECT 1 FROM pg_database WHERE datname = :name", name=LOCAL_DB_ROLE):
             connection.run(f"CREATE DATABASE {LOCAL_DB_ROLE} OWNER {LOCAL_DB_ROLE}")
     finally:

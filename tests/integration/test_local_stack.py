@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
+import pg8000.native
 import psutil
 import pytest
 import requests
@@ -27,7 +28,7 @@ from google.cloud import pubsub_v1, storage
 
 from infra.local import StackConfig, free_port, port_bindable, start_postgres, start_pubsub, start_storage
 from infra.local.process import group_members, wait_until
-from infra.local.stack import PROJECT_ROOT
+from infra.local.stack import LOCAL_DB_ROLE, PROJECT_ROOT
 from shared.config import Settings
 from shared.events import subscription_path, topic_path
 from shared.storage import storage_client
@@ -129,6 +130,41 @@ def test_each_test_gets_its_own_migrated_database(database_url: str, attempt: in
             assert connection.execute(sqlalchemy.text("SELECT sum(attempt) FROM isolation_marker")).scalar_one() == attempt
     finally:
         engine.dispose()
+
+
+def test_the_local_role_can_force_drop_a_database_another_role_is_connected_to(postgres_url: str) -> None:
+    # The test fixtures drop each test's database WITH (FORCE); an autovacuum worker
+    # (no role of ours) may be in it. Another role's session stands in for it here.
+    url = sqlalchemy.make_url(postgres_url)
+    if url.username != LOCAL_DB_ROLE:
+        pytest.skip("DATABASE_URL or a container: not the local stack's own cluster")
+    name, other = f"idrl_force_{uuid.uuid4().hex[:8]}", f"idrl_other_{uuid.uuid4().hex[:8]}"
+    superuser = sqlalchemy.create_engine(url.set(username="postgres", password=None), isolation_level="AUTOCOMMIT")
+    role = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with superuser.connect() as connection:
+            connection.execute(sqlalchemy.text(f"CREATE ROLE {other} LOGIN"))
+        with role.connect() as connection:
+            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        intruder = pg8000.native.Connection(other, host=url.host, port=url.port, database=name, timeout=10)
+        assert intruder.run("SELECT current_user") == [[other]]
+        with role.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        try:
+            with pytest.raises(pg8000.exceptions.InterfaceError):
+                intruder.run("SELECT 1")  # its session was ended by the drop
+        finally:
+            with contextlib.suppress(pg8000.exceptions.InterfaceError, OSError):
+                intruder.close()  # its Terminate message fails on the dead socket; the socket closes
+        with role.connect() as connection:
+            exists = connection.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+            assert exists.first() is None
+    finally:
+        with superuser.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(sqlalchemy.text(f"DROP ROLE IF EXISTS {other}"))
+        superuser.dispose()
+        role.dispose()
 
 
 # --- stopping leaves nothing behind ---------------------------------------------------------
