@@ -28,16 +28,21 @@ from shared.errors import (
     UnsupportedMediaType,
 )
 from shared.urlpolicy import check_source_url
-from shared.web import json_body
+from shared.web import error_response, json_body
 from services.api import tasks as task_store
 from services.api.identity import current_owner
 from services.api.objects import (
     STORAGE_ERRORS,
+    RangeNotSatisfiable,
     delete_task_objects,
     download_name,
-    open_stream,
+    entity_tag,
+    if_range_matches,
+    requested_part,
     signed_url,
     storage_unavailable,
+    stored_object,
+    stream_bytes,
     upload_object_name,
 )
 from services.api.outbox import publish_committed
@@ -356,6 +361,8 @@ def delete_task(task_id: str):
 
 
 def _download(settings: Settings, uri: str, task_id: uuid.UUID, what: str) -> Response:
+    """The object, or the one byte range the client asked for (206, or 416 past the end),
+    streamed from storage; a redirect to a signed URL when those are on."""
     bucket, _ = storage.parse_gs_uri(uri)
     if bucket not in (settings.uploads_bucket, settings.clips_bucket):
         log.error("refusing to serve an object outside the platform's buckets: %s", uri)
@@ -363,14 +370,27 @@ def _download(settings: Settings, uri: str, task_id: uuid.UUID, what: str) -> Re
     if settings.signed_urls:
         return redirect(_object_link(settings, uri, api_path=request.path), code=302)
     try:
-        opened = open_stream(uri)
+        blob = stored_object(uri)
     except STORAGE_ERRORS as exc:
         raise storage_unavailable(exc) from None
-    if opened is None:
+    if blob is None:
         raise NotFound("file not found", code="file_not_found")
-    blob, chunks = opened
-    response = Response(chunks, mimetype=blob.content_type or "application/octet-stream")
-    response.headers["Content-Length"] = str(blob.size)
+    etag = entity_tag(blob)
+    honoured = if_range_matches(request.headers.get("If-Range"), etag)
+    try:
+        part = requested_part(request.range if honoured else None, blob.size)
+    except RangeNotSatisfiable as exc:
+        return error_response(exc.status, exc.code, exc.message,
+                              {"Content-Range": exc.content_range.to_header()})
+    start, stop = (0, blob.size) if part is None else (part.start, part.stop)
+    response = Response(stream_bytes(blob, start, stop), status=200 if part is None else 206,
+                        mimetype=blob.content_type or "application/octet-stream")
+    response.headers["Content-Length"] = str(stop - start)
+    if part is not None:
+        response.content_range = part
+    response.accept_ranges = "bytes"
+    if etag is not None:
+        response.set_etag(etag)
     filename = download_name(task_id, what, blob.content_type)
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["X-Content-Type-Options"] = "nosniff"
