@@ -18,6 +18,7 @@ refused whatever the setting.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -37,6 +38,10 @@ _METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
     for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
 )
+# A DNS host name: labels of letters, digits, hyphens (not at either end) and, as some
+# real hosts use them, underscores; 63 octets a label, 253 the name (RFC 1035, 1123).
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+_MAX_NAME_OCTETS = 253
 # IPv6 ranges that carry an IPv4 address inside: the embedded address is what is reached.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
@@ -159,11 +164,32 @@ def check_source_url(
     if port == 0:
         raise SourceUrlRejected("source URL has an invalid port")
 
+    # A name in another script is judged by its IDNA form, the one the fetcher's HTTP
+    # client looks up: full-width digits or "127。0。0。1" are an address there.
+    host = _ascii_host(host)
     address = literal_address(host)
     if address is not None:
         check_address(address, allow_loopback=allow_loopback)
+    elif not _is_host_name(host):
+        raise SourceUrlRejected("source URL has an invalid host name")
     elif host in _METADATA_NAMES:
         raise SourceUrlRejected("source URL points at the cloud metadata service")
     elif (host in _LOCAL_NAMES or host.endswith(".localhost")) and not allow_loopback:
         raise SourceUrlRejected("source URL points at this machine")
     return SourceUrl(url=url, scheme=scheme, host=host, port=port, address=address)
+
+
+def _ascii_host(host: str) -> str:
+    """``host`` in ASCII: IDNA-encoded (Python's IDNA 2003 codec, which folds full-width
+    and circled digits and the ideographic full stop) when it is not already."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii").lower().rstrip(".")
+    except UnicodeError:
+        raise SourceUrlRejected("source URL has an invalid host name") from None
+
+
+def _is_host_name(host: str) -> bool:
+    """Whether ``host`` (ASCII, lower-case, not an address) is a name DNS can be asked for."""
+    return len(host) <= _MAX_NAME_OCTETS and all(_LABEL.fullmatch(label) for label in host.split("."))

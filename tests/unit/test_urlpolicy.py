@@ -20,6 +20,9 @@ from shared.urlpolicy import (
         "https://93.184.216.34/run.mp4",
         "https://[2606:4700:4700::1111]/run.mp4",
         "HTTPS://Videos.Example.COM/run.mp4",
+        "https://vidéos.example.com/run.mp4",  # IDNA: xn--vidos-bsa.example.com
+        "https://media_01.example.com/run.mp4",
+        "https://example.com./run.mp4",  # the root's dot
     ],
 )
 def test_public_urls_pass(url):
@@ -40,6 +43,19 @@ def test_public_urls_pass(url):
         ("https://example.com@127.0.0.1/a.mp4", "credentials"),
         ("https://example.com:99999/a.mp4", "port"),
         ("https://example.com/a b.mp4", "spaces"),
+        ("https://exa..mple.com/a.mp4", "invalid host name"),
+        ("https://-videos.example.com/a.mp4", "invalid host name"),
+        ("https://videos-.example.com/a.mp4", "invalid host name"),
+        ("https://" + "a" * 64 + ".example.com/a.mp4", "invalid host name"),
+        ("https://" + "abcdefgh." * 30 + "com/a.mp4", "invalid host name"),
+        ("https://exa%mple.com/a.mp4", "invalid host name"),
+        ("https://exa!mple.com/a.mp4", "invalid host name"),
+        ("https://\u2488.example.com/a.mp4", "invalid host name"),  # ⒈ folds to "1."
+        ("http://\u2460\u2461\u2466.0.0.1/", "loopback"),  # circled digits: 127.0.0.1
+        ("http://\uff11\uff12\uff17.0.0.1/", "loopback"),  # full-width digits
+        ("http://127\u30020\u30020\u30021/", "loopback"),  # ideographic full stops
+        ("http://\uff11\uff10.0.0.1/", "private"),  # full-width 10.0.0.1
+        ("http://xn--/a.mp4", "invalid host name"),
         ("http://169.254.169.254/computeMetadata/v1/", "metadata"),
         ("http://metadata.google.internal/computeMetadata/v1/", "metadata"),
         ("http://[::ffff:127.0.0.1]/", "loopback"),
