@@ -5,7 +5,10 @@ Built with ffmpeg-python and returned as an argument list; nothing runs here. Th
     [logo] scale+pad to WxH, setsar=1, yuv420p, loop 1 frame -> card frames --split--> card A, card B
     [source part] (ffmpeg autorotates on decode) fps=30, zscale to the fit, pad|crop to WxH,
                   setsar=1, yuv420p --split--> clip body, poster branch
+                  (an HLG or PQ source: zscale to the fit in linear light, tone-mapped
+                  to SDR BT.709, before the pad|crop)
     [source audio | silence] aformat 48 kHz stereo fltp
+                  (unnamed channels: the first two kept, by channelmap, before aformat)
     [silence] --asplit--> card A audio, card B audio (each trimmed to the card length)
     concat(card A, body, card B; v=1 a=1) -> H.264 + AAC, +faststart   -> part-NN.mp4
     poster branch: trim to a frame inside the part, full-range 4:2:0    -> part-NN.jpg
@@ -13,6 +16,8 @@ Built with ffmpeg-python and returned as an argument list; nothing runs here. Th
 The part is cut by input seeking (``-ss``/``-t`` before ``-i``), so only that part is
 decoded. ``fps`` runs before ``scale`` so a 60 fps source is thinned before the costly
 step, and the source is scaled exactly once, straight to the fitted size, by zimg.
+The clip is tagged limited-range BT.709: an HDR source is tone-mapped to it, a
+full-range one brought to its range.
 """
 
 from __future__ import annotations
@@ -29,6 +34,17 @@ from shared.events import ClipSpec
 
 AUDIO_BITRATE = "128k"
 POSTER_QUALITY = 3  # mjpeg -q:v; 2 (best) .. 31
+
+# Transfers of high dynamic range video, as ffprobe names them: PQ (HDR10, Dolby Vision)
+# and HLG (phones record this by default).
+HDR_TRANSFERS = frozenset({"smpte2084", "arib-std-b67"})
+# The colour description of every clip (and what x264 writes into it).
+CLIP_COLOR = dict(color_primaries="bt709", color_trc="bt709", colorspace="bt709",
+                  color_range="tv")
+# What zscale may be told about an HDR source; anything else is read as BT.2020,
+# the one gamut HLG and PQ are defined with.
+_HDR_PRIMARIES = frozenset({"bt2020", "bt709", "smpte431", "smpte432"})
+_HDR_MATRICES = frozenset({"bt2020nc", "bt2020c", "bt709"})
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,8 @@ def build_clip_command(
 
     cards = (
         logo_in.video
-        .filter("scale", width, height, force_original_aspect_ratio="decrease")
+        .filter("scale", width, height, force_original_aspect_ratio="decrease",
+                out_color_matrix="bt709", out_range="tv")
         .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2", color="black")
         .filter("setsar", 1)
         .filter("format", "yuv420p")
@@ -79,12 +96,15 @@ def build_clip_command(
 
     # zimg (zscale) resamples with a kernel widened to the shrink factor, so a 4K source
     # does not alias, and costs less CPU than swscale's area or bicubic (see
-    # docs/benchmarks.md). Only the size changes: no colour conversion is asked for.
-    body = (
-        src[str(info.video_stream)]
-        .filter("fps", fps)
-        .filter("zscale", w=fit.scale_width, h=fit.scale_height, filter="bicubic")
-    )
+    # docs/benchmarks.md). For SDR only the size changes, and a full range is brought to
+    # the clip's limited one: no colour conversion is asked for.
+    body = src[str(info.video_stream)].filter("fps", fps)
+    if info.color_transfer in HDR_TRANSFERS:
+        body = _tone_mapped(body, info, fit.scale_width, fit.scale_height)
+    else:
+        full_range = {"r": "tv"} if info.color_range == "pc" else {}
+        body = body.filter("zscale", w=fit.scale_width, h=fit.scale_height,
+                           filter="bicubic", **full_range)
     if fit.mode == "pad":
         body = body.filter("pad", width, height, fit.x, fit.y, color="black")
     else:
@@ -104,7 +124,9 @@ def build_clip_command(
         )
 
     if info.has_audio:
-        body_audio = _audio_format(src["a:0"], spec).filter("asetpts", "PTS-STARTPTS")
+        body_audio = _audio_format(_named_channels(src["a:0"], info), spec).filter(
+            "asetpts", "PTS-STARTPTS"
+        )
     else:
         body_audio = silent(silences[2], part.duration)
 
@@ -120,7 +142,7 @@ def build_clip_command(
         r=fps, fps_mode="cfr",
         acodec="aac", ar=spec.audio_rate, ac=2, audio_bitrate=AUDIO_BITRATE,
         movflags="+faststart", map_metadata=-1, map_chapters=-1,
-        f="mp4",
+        f="mp4", **CLIP_COLOR,
     )
 
     # A second into the part (or its middle), clear of a fade-in; a part of a frame or
@@ -143,6 +165,51 @@ def build_clip_command(
         poster_path=poster_path,
         expected_seconds=part.duration + 2 * card,
     )
+
+
+def _tone_mapped(stream, info: SourceInfo, width: int, height: int):
+    """An HLG or PQ picture scaled to ``width`` x ``height`` and tone-mapped to SDR
+    BT.709, limited range, yuv420p."""
+    primaries = info.color_primaries if info.color_primaries in _HDR_PRIMARIES else "bt2020"
+    matrix = info.color_space if info.color_space in _HDR_MATRICES else "bt2020nc"
+    return (
+        # Scaled first, so the float steps run at the clip's size, not the source's.
+        # The input is named from the probe, not left to the frames' own tags, so an
+        # HDR stream missing some of them is still read as HDR. npl=100: linear 1.0 is
+        # 100 cd/m², the reference white tonemap reads the mastering display and content
+        # light metadata against (and without them it takes a 1000 cd/m² peak); BT.2408's
+        # diffuse white (203 cd/m², HLG 75 %) comes out at about 92 %. The gamut is
+        # brought to BT.709 in linear light, in float, so nothing clips before tonemap.
+        stream.filter(
+            "zscale", w=width, h=height, filter="bicubic",
+            transferin=info.color_transfer, primariesin=primaries, matrixin=matrix,
+            rangein="pc" if info.color_range == "pc" else "tv",
+            t="linear", npl=100, p="bt709",
+        )
+        .filter("format", "gbrpf32le")
+        # mobius keeps the in-range part (below 0.3, i.e. 30 cd/m²) linear and rolls the
+        # rest smoothly into the peak: midtones and colours stay as the SDR render of
+        # the scene has them, where hable darkens them (docs/transcoder.md). desat=0:
+        # bright colours keep their saturation instead of fading to white.
+        .filter("tonemap", "mobius", desat=0)
+        .filter("zscale", t="bt709", m="bt709", r="tv")
+        .filter("format", "yuv420p")
+    )
+
+
+def _named_channels(stream, info: SourceInfo):
+    """The source's audio with channels ``aformat`` can fold into stereo.
+
+    Without a layout ffmpeg guesses one from the channel count (mono, stereo, 5.1 for 6)
+    and has none for most counts past 8: 32 unnamed channels cannot be downmixed at all
+    ("Rematrix is needed between 32 channels and stereo"). Unnamed
+    channels may as well be separate microphones as a surround mix, so beyond two the
+    first two are kept (in every standard order the front left and right); one or two
+    are read as mono or stereo, the only reading they have.
+    """
+    if info.audio_layout or info.audio_channels <= 2:
+        return stream
+    return stream.filter("channelmap", map="0|1", channel_layout="stereo")
 
 
 def _audio_format(stream, spec: ClipSpec):

@@ -43,6 +43,14 @@ class SourceInfo:
     video_stream: int  # index of the video stream in the container
     has_audio: bool
     video_codec: str
+    # The video's colour description as ffprobe names it ("" where the stream has none).
+    color_transfer: str = ""
+    color_primaries: str = ""
+    color_space: str = ""
+    color_range: str = ""
+    # The first audio stream's channel count, and its layout ("" where it has no name).
+    audio_channels: int = 0
+    audio_layout: str = ""
 
 
 def run_ffprobe(path: Path, *, timeout: float) -> dict:
@@ -105,6 +113,7 @@ def describe_source(probe: dict, size: int, limits: SourceLimits) -> SourceInfo:
     # The clip takes the first audio stream; one ffprobe cannot name is no audio at all.
     audios = [s for s in streams if s.get("codec_type") == "audio"]
     has_audio = bool(audios) and bool(audios[0].get("codec_name"))
+    audio = audios[0] if has_audio else {}
 
     fmt = probe.get("format") or {}
     duration = _duration(fmt.get("duration"), video.get("duration"))
@@ -142,7 +151,26 @@ def describe_source(probe: dict, size: int, limits: SourceLimits) -> SourceInfo:
         video_stream=int(video["index"]),
         has_audio=has_audio,
         video_codec=str(video["codec_name"]),
+        color_transfer=_named(video.get("color_transfer")),
+        color_primaries=_named(video.get("color_primaries")),
+        color_space=_named(video.get("color_space")),
+        color_range=_named(video.get("color_range")),
+        audio_channels=_count(audio.get("channels")),
+        audio_layout=_named(audio.get("channel_layout")),
     )
+
+
+def _named(value: object) -> str:
+    """ffprobe's name for a property, "" where it has none (absent or "unknown")."""
+    name = str(value or "").strip()
+    return "" if name in ("unknown", "unspecified", "reserved") else name
+
+
+def _count(value: object) -> int:
+    try:
+        return max(0, int(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
 
 
 def _duration(container: object, stream: object) -> float | None:
