@@ -8,7 +8,7 @@ Built with ffmpeg-python and returned as an argument list; nothing runs here. Th
                   (an HLG or PQ source: zscale to the fit in linear light, tone-mapped
                   to SDR BT.709, before the pad|crop)
     [source audio | silence] aformat 48 kHz stereo fltp
-                  (unnamed channels: the first two kept, by channelmap, before aformat)
+                  (more than 8 unnamed channels: the first two kept, by channelmap, before aformat)
     [silence] --asplit--> card A audio, card B audio (each trimmed to the card length)
     concat(card A, body, card B; v=1 a=1) -> H.264 + AAC, +faststart   -> part-NN.mp4
     poster branch: trim to a frame inside the part, full-range 4:2:0    -> part-NN.jpg
@@ -33,6 +33,8 @@ from services.transcoder.probe import SourceInfo
 from shared.events import ClipSpec
 
 AUDIO_BITRATE = "128k"
+# ffmpeg names a layout for unnamed audio of up to this many channels (7.1).
+GUESSED_LAYOUT_MAX_CHANNELS = 8
 POSTER_QUALITY = 3  # mjpeg -q:v; 2 (best) .. 31
 
 # Transfers of high dynamic range video, as ffprobe names them: PQ (HDR10, Dolby Vision)
@@ -200,14 +202,14 @@ def _tone_mapped(stream, info: SourceInfo, width: int, height: int):
 def _named_channels(stream, info: SourceInfo):
     """The source's audio with channels ``aformat`` can fold into stereo.
 
-    Without a layout ffmpeg guesses one from the channel count (mono, stereo, 5.1 for 6)
-    and has none for most counts past 8: 32 unnamed channels cannot be downmixed at all
-    ("Rematrix is needed between 32 channels and stereo"). Unnamed
-    channels may as well be separate microphones as a surround mix, so beyond two the
-    first two are kept (in every standard order the front left and right); one or two
-    are read as mono or stereo, the only reading they have.
+    Without a layout ffmpeg guesses one from the channel count up to
+    ``GUESSED_LAYOUT_MAX_CHANNELS`` (mono, stereo, ..., 5.1 for 6, 7.1 for 8) and
+    downmixes it as such, keeping a surround track's centre (the voice). Past that it has
+    no guess: 32 unnamed channels cannot be downmixed at all ("Rematrix is needed between
+    32 channels and stereo"), and are more likely separate microphones than a mix, so
+    the first two are kept as left and right (in every standard order the front pair).
     """
-    if info.audio_layout or info.audio_channels <= 2:
+    if info.audio_layout or info.audio_channels <= GUESSED_LAYOUT_MAX_CHANNELS:
         return stream
     return stream.filter("channelmap", map="0|1", channel_layout="stereo")
 

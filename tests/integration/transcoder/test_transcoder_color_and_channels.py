@@ -203,7 +203,7 @@ def only_audio_stream(path: Path) -> dict:
     return audio
 
 
-@pytest.mark.parametrize("channels", [32, 6])
+@pytest.mark.parametrize("channels", [32, 12])
 def test_unnamed_channels_keep_the_first_two_as_left_and_right(tmp_path, channels):
     source = unnamed_channels_source(tmp_path / "many.mkv", channels)
     probed = only_audio_stream(source)
@@ -219,12 +219,28 @@ def test_unnamed_channels_keep_the_first_two_as_left_and_right(tmp_path, channel
     left, right = tone_levels(clip.path, AUDIO_SPEC.card_seconds + 0.2, 0.5)
     first, second, third, fourth = TONES[:4]
     # Channel 0 alone on the left, channel 1 alone on the right, at their own level
-    # (0.125); a downmix would bring channel 2 (a 5.1 guess's centre) into both.
+    # (0.125); a downmix would bring channel 2 into both.
     assert left[first] == pytest.approx(0.125, abs=0.01), left
     assert right[second] == pytest.approx(0.125, abs=0.01), right
     for level in (left[second], left[third], left[fourth], right[first], right[third],
                   right[fourth]):
         assert level < 0.005, (left, right)
+
+
+def test_six_unnamed_channels_are_downmixed_as_5_1_keeping_the_centre(tmp_path):
+    source = unnamed_channels_source(tmp_path / "six.mkv", 6)
+    assert "channel_layout" not in only_audio_stream(source)
+
+    clip = make_clip(source, tmp_path / "clips", AUDIO_SPEC)
+    audio = only_audio_stream(clip.path)
+    assert (audio["channels"], audio["channel_layout"]) == (2, "stereo")
+    left, right = tone_levels(clip.path, AUDIO_SPEC.card_seconds + 0.2, 0.5)
+    first, second, centre, _ = TONES[:4]
+    # Front left and right stay on their sides; the centre (the voice of a 5.1 mix) is
+    # in both. Taking only the first two channels would drop it.
+    assert left[first] > 0.02 and right[second] > 0.02, (left, right)
+    assert left[second] < 0.005 and right[first] < 0.005, (left, right)
+    assert left[centre] > 0.02 and right[centre] > 0.02, (left, right)
 
 
 def test_one_unnamed_channel_plays_on_both_sides(tmp_path):

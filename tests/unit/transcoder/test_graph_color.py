@@ -101,15 +101,17 @@ def test_every_clip_is_tagged_bt709_limited_range(changes):
     "channels, layout, first_two",
     [
         (32, "", True),
-        (6, "", True),
-        (3, "", True),
+        (9, "", True),
+        (8, "", False),  # ffmpeg guesses 7.1 and downmixes it
+        (6, "", False),  # ... 5.1, its centre kept in both sides
+        (3, "", False),
         (6, "5.1(side)", False),  # a named layout: aformat's downmix, as before
         (2, "", False),
         (1, "", False),  # ffmpeg reads it as mono: both sides
         (0, "", False),  # ffprobe gave no count: left to ffmpeg
     ],
 )
-def test_unnamed_channels_beyond_two_keep_the_first_two(channels, layout, first_two):
+def test_unnamed_channels_past_ffmpegs_guesses_keep_the_first_two(channels, layout, first_two):
     steps = chain(graph(audio_channels=channels, audio_layout=layout), "2:a:0")
     stereo = ["aformat=channel_layouts=stereo:sample_fmts=fltp:sample_rates=48000",
               "asetpts=PTS-STARTPTS"]
