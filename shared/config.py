@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     """Path of that key as a PEM file (the local stack generates one)."""
     token_signing_key_secret: str | None = None
     """Secret Manager version holding that key (production)."""
+    token_previous_public_keys: str = ""
+    """Ed25519 public keys (PEM blocks one after another; line breaks may be written as
+    `\\n`) of earlier signing keys: auth publishes them in its JWKS beside the current
+    key, never signs with them, so their tokens keep verifying through a key rotation
+    (auth only; docs/deploy.md)."""
     auth_jwks_url: str = "http://127.0.0.1:5051/auth/.well-known/jwks.json"
     """Where the api fetches the keys that verify tokens."""
     jwks_cache_seconds: int = 300

@@ -12,7 +12,9 @@ import base64
 import hashlib
 import json
 import os
+import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +54,63 @@ def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
     digest = hashlib.sha256(thumbprint_input.encode()).digest()
     kid = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
     return {**jwk, "kid": kid, "alg": ALGORITHM, "use": "sig"}
+
+
+def jwks_document(
+    current: Ed25519PublicKey, previous: Iterable[Ed25519PublicKey] = ()
+) -> dict[str, list[dict[str, str]]]:
+    """The JWKS the auth service publishes: the current key first, then the earlier keys
+    whose tokens must keep verifying during a rotation, each key once."""
+    keys: dict[str, dict[str, str]] = {}
+    for key in (current, *previous):
+        jwk = public_jwk(key)
+        keys.setdefault(jwk["kid"], jwk)
+    return {"keys": list(keys.values())}
+
+
+def public_key_pem(public_key: Ed25519PublicKey) -> str:
+    """The public key as PEM text (SubjectPublicKeyInfo), as TOKEN_PREVIOUS_PUBLIC_KEYS
+    takes it."""
+    return public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
+
+
+def public_keys_from_pem(text: str) -> list[Ed25519PublicKey]:
+    """The Ed25519 public keys of ``TOKEN_PREVIOUS_PUBLIC_KEYS``: PEM blocks one after
+    another, none for empty text.
+
+    Line breaks may also be written as ``\\n`` escapes, because an env file (how the
+    instances pass the environment to the container) holds one line per variable. Stops
+    the process, naming the block, on anything else: a private key, another kind of key,
+    text outside the blocks. The message never repeats the text, which may be a secret.
+    """
+    text = text.replace("\\n", "\n")
+    if _PEM_BLOCK.sub("", text).strip():
+        raise SystemExit("TOKEN_PREVIOUS_PUBLIC_KEYS holds text that is not a PEM block")
+    keys = []
+    for number, block in enumerate(_PEM_BLOCK.finditer(text), start=1):
+        label, body = block.group(1), "".join(block.group(2).split())
+        where = f"TOKEN_PREVIOUS_PUBLIC_KEYS, block {number}"
+        if "PRIVATE" in label:
+            raise SystemExit(
+                f"{where} is a private key: give its public half "
+                "(python -m shared.tokens public-key <private-pem-path>)"
+            )
+        lines = "\n".join(body[start:start + 64] for start in range(0, len(body), 64))
+        try:
+            key = serialization.load_pem_public_key(
+                f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n".encode()
+            )
+        except (ValueError, TypeError):
+            key = None
+        if not isinstance(key, Ed25519PublicKey):
+            raise SystemExit(f"{where} is not an Ed25519 public key")
+        keys.append(key)
+    return keys
 
 
 def signing_key_from_pem(pem: bytes) -> SigningKey:
@@ -183,7 +242,26 @@ def _generate_cli(path: str) -> None:
         out.write(generate_signing_key_pem())
 
 
+def _public_key_cli(path: str) -> None:
+    # "-" reads stdin, so a key fetched from Secret Manager need not touch the disk.
+    pem = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    try:
+        key = signing_key_from_pem(pem)
+    except (ValueError, TypeError):
+        raise SystemExit(f"{path}: not an unencrypted PEM private key") from None
+    sys.stdout.write(public_key_pem(key.public_key))
+    # On stderr, so stdout stays a clean PEM block: the kid the JWKS will show it under.
+    print(f"kid {key.kid}", file=sys.stderr)
+
+
+_USAGE = """usage: python -m shared.tokens generate <path>
+       python -m shared.tokens public-key <private-pem-path | ->"""
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "generate":
-        raise SystemExit("usage: python -m shared.tokens generate <path>")
-    _generate_cli(sys.argv[2])
+    match sys.argv[1:]:
+        case ["generate", path]:
+            _generate_cli(path)
+        case ["public-key", path]:
+            _public_key_cli(path)
+        case _:
+            raise SystemExit(_USAGE)

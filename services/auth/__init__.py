@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import db, web
 from shared.config import Settings, get_settings
 from shared.logging import configure_logging
-from shared.tokens import load_signing_key
+from shared.tokens import jwks_document, load_signing_key, public_keys_from_pem
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -21,8 +25,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_json_bytes
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)
     app.extensions["settings"] = settings
+    app.extensions["signing_key"] = signing_key = load_signing_key(settings)
+    # Keys of a rotation still under way: published, never used to sign (docs/deploy.md).
+    previous_keys = public_keys_from_pem(settings.token_previous_public_keys)
+    app.extensions["jwks"] = jwks = jwks_document(signing_key.public_key, previous_keys)
+    log.info("token keys", extra={"signing_kid": signing_key.kid,
+                                  "published_kids": [key["kid"] for key in jwks["keys"]]})
     app.extensions["engine"] = engine = db.create_engine(settings)
-    app.extensions["signing_key"] = load_signing_key(settings)
 
     web.init_app(app)
     from services.auth.routes import auth

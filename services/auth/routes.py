@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shared import ratelimit
 from shared.errors import Conflict, Unauthorized
-from shared.tokens import issue_token, public_jwk
+from shared.tokens import issue_token
 from shared.web import json_body
 from services.auth.passwords import hash_password, verify_password
 
@@ -146,8 +146,7 @@ def login():
 
 @auth.get("/.well-known/jwks.json")
 def jwks():
-    key = current_app.extensions["signing_key"]
-    response = current_app.json.response({"keys": [public_jwk(key.public_key)]})
+    response = current_app.json.response(current_app.extensions["jwks"])
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
 

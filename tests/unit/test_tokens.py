@@ -4,7 +4,10 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import jwt
 import pytest
@@ -16,10 +19,14 @@ from shared.tokens import (
     TokenVerifier,
     generate_signing_key_pem,
     issue_token,
+    jwks_document,
     public_jwk,
+    public_key_pem,
+    public_keys_from_pem,
     signing_key_from_pem,
 )
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = Settings(token_issuer="idrl-auth", token_audience="idrl-api", token_ttl_seconds=3600)
 
 
@@ -140,3 +147,129 @@ def test_a_token_signed_by_the_right_key_but_a_lying_kid_is_refused(key, verifie
     token = jwt.encode(_claims(), key.private_key, algorithm="EdDSA", headers={"kid": "other"})
     with pytest.raises(InvalidToken):
         verifier.verify(token)
+
+
+# --- previous keys of a rotation ------------------------------------------------------------
+
+
+def _new_key():
+    return signing_key_from_pem(generate_signing_key_pem())
+
+
+def _raw(public_key) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+@pytest.mark.parametrize("text", ["", "   \n", "\\n"], ids=["empty", "blank", "escaped-blank"])
+def test_no_previous_keys(text):
+    assert public_keys_from_pem(text) == []
+
+
+def test_one_and_two_previous_keys_are_read_in_order():
+    first, second = _new_key(), _new_key()
+    (one,) = public_keys_from_pem(public_key_pem(first.public_key))
+    assert _raw(one) == _raw(first.public_key)
+    two = public_keys_from_pem(public_key_pem(first.public_key) + "\n" + public_key_pem(second.public_key))
+    assert [_raw(key) for key in two] == [_raw(first.public_key), _raw(second.public_key)]
+
+
+def test_previous_keys_written_on_one_line_with_escapes_as_an_env_file_carries_them():
+    first, second = _new_key(), _new_key()
+    text = public_key_pem(first.public_key) + public_key_pem(second.public_key)
+    # What Terraform writes into the container's env file: one line, "\n" as two characters.
+    line = "TOKEN_PREVIOUS_PUBLIC_KEYS=" + text.replace("\n", "\\n")
+    assert "\n" not in line
+    value = line.partition("=")[2]
+    keys = public_keys_from_pem(Settings(token_previous_public_keys=value).token_previous_public_keys)
+    assert [_raw(key) for key in keys] == [_raw(first.public_key), _raw(second.public_key)]
+    # Windows line ends survive too.
+    (crlf,) = public_keys_from_pem(public_key_pem(first.public_key).replace("\n", "\r\n"))
+    assert _raw(crlf) == _raw(first.public_key)
+
+
+def _rsa_public_pem() -> str:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (lambda: generate_signing_key_pem().decode(), "block 1 is a private key"),
+        (lambda: public_key_pem(_new_key().public_key) + generate_signing_key_pem().decode(),
+         "block 2 is a private key"),
+        (lambda: _rsa_public_pem(), "block 1 is not an Ed25519 public key"),
+        (lambda: "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n",
+         "block 1 is not an Ed25519 public key"),
+        (lambda: "garbage", "not a PEM block"),
+        (lambda: public_key_pem(_new_key().public_key) + "and some words", "not a PEM block"),
+        (lambda: public_key_pem(_new_key().public_key).replace("-----END PUBLIC KEY-----", ""),
+         "not a PEM block"),
+    ],
+    ids=["private", "private-second", "rsa", "not-a-key", "garbage", "trailing-text", "unterminated"],
+)
+def test_anything_but_ed25519_public_keys_stops_the_process(text, message):
+    value = text()
+    with pytest.raises(SystemExit) as stopped:
+        public_keys_from_pem(value)
+    assert message in str(stopped.value)
+    assert "TOKEN_PREVIOUS_PUBLIC_KEYS" in str(stopped.value)
+    for line in value.splitlines():  # the text, maybe a private key, is never echoed
+        if line.strip() and not line.startswith("-----"):
+            assert line.strip() not in str(stopped.value)
+
+
+def test_the_jwks_holds_the_current_key_first_then_previous_ones_each_once(key):
+    first, second = _new_key(), _new_key()
+    document = jwks_document(key.public_key, [first.public_key, key.public_key, second.public_key,
+                                             first.public_key])
+    kids = [jwk["kid"] for jwk in document["keys"]]
+    assert kids == [key.kid, first.kid, second.kid]
+    assert len(set(kids)) == 3
+    assert document["keys"][0] == public_jwk(key.public_key)
+    for jwk in document["keys"]:
+        assert set(jwk) == {"kty", "crv", "x", "kid", "alg", "use"}
+    assert jwks_document(key.public_key) == {"keys": [public_jwk(key.public_key)]}
+
+
+def test_a_verifier_holding_the_published_keys_accepts_current_and_previous_tokens(key):
+    previous, stranger = _new_key(), _new_key()
+    document = jwks_document(key.public_key, public_keys_from_pem(public_key_pem(previous.public_key)))
+    published = [jwt.PyJWK(jwk).key for jwk in document["keys"]]
+    verifier = TokenVerifier(SETTINGS, public_keys=published)
+    assert verifier.verify(issue_token(key, SETTINGS, "user-1"))["sub"] == "user-1"
+    assert verifier.verify(issue_token(previous, SETTINGS, "user-2"))["sub"] == "user-2"
+    with pytest.raises(InvalidToken):
+        verifier.verify(issue_token(stranger, SETTINGS, "user-3"))
+
+
+def _tokens_cli(*arguments: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shared.tokens", *arguments], input=stdin,
+                          capture_output=True, cwd=PROJECT_ROOT, timeout=60)
+
+
+def test_the_cli_prints_the_public_half_of_a_private_key_file(tmp_path):
+    path = tmp_path / "signing.pem"
+    assert _tokens_cli("generate", str(path)).returncode == 0
+    key = signing_key_from_pem(path.read_bytes())
+    result = _tokens_cli("public-key", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == public_key_pem(key.public_key)
+    assert result.stderr.decode().strip() == f"kid {key.kid}"
+    (parsed,) = public_keys_from_pem(result.stdout.decode())
+    assert public_jwk(parsed)["kid"] == key.kid
+
+    from_stdin = _tokens_cli("public-key", "-", stdin=path.read_bytes())
+    assert from_stdin.returncode == 0 and from_stdin.stdout == result.stdout
+
+
+@pytest.mark.parametrize("arguments", [("public-key",), ("public-key", "-"), ("rotate", "x")],
+                         ids=["no-path", "garbage-on-stdin", "unknown-command"])
+def test_the_cli_refuses_bad_use_with_a_message_not_a_traceback(arguments):
+    result = _tokens_cli(*arguments, stdin=b"garbage")
+    assert result.returncode != 0
+    assert b"Traceback" not in result.stderr
+    assert b"usage:" in result.stderr or b"not an unencrypted PEM private key" in result.stderr
