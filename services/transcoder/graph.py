@@ -29,7 +29,7 @@ import ffmpeg
 
 from services.transcoder.hardening import LOGO_INPUT_OPTIONS, SOURCE_INPUT_OPTIONS, local_url
 from services.transcoder.plan import Part, fit_geometry
-from services.transcoder.probe import SourceInfo
+from services.transcoder.probe import SourceInfo, is_rgb
 from shared.events import ClipSpec
 
 AUDIO_BITRATE = "128k"
@@ -104,9 +104,8 @@ def build_clip_command(
     if info.color_transfer in HDR_TRANSFERS:
         body = _tone_mapped(body, info, fit.scale_width, fit.scale_height)
     else:
-        full_range = {"r": "tv"} if info.color_range == "pc" else {}
         body = body.filter("zscale", w=fit.scale_width, h=fit.scale_height,
-                           filter="bicubic", **full_range)
+                           filter="bicubic", **_sdr_conversion(info))
     if fit.mode == "pad":
         body = body.filter("pad", width, height, fit.x, fit.y, color="black")
     else:
@@ -197,6 +196,16 @@ def _tone_mapped(stream, info: SourceInfo, width: int, height: int):
         .filter("zscale", t="bt709", m="bt709", r="tv")
         .filter("format", "yuv420p")
     )
+
+
+def _sdr_conversion(info: SourceInfo) -> dict[str, str]:
+    """What zscale must convert besides the size for an SDR source: a full range to the
+    clip's limited one, and RGB samples (screen recordings, PNG or QuickTime Animation)
+    to BT.709 luma and chroma, which zimg will not guess (its RGB matrix cannot describe
+    YUV). A limited-range YUV source: nothing."""
+    if is_rgb(info.pixel_format):
+        return {"m": "bt709", "r": "tv"}
+    return {"r": "tv"} if info.color_range == "pc" else {}
 
 
 def _named_channels(stream, info: SourceInfo):

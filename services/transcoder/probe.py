@@ -48,6 +48,7 @@ class SourceInfo:
     color_primaries: str = ""
     color_space: str = ""
     color_range: str = ""
+    pixel_format: str = ""  # ffmpeg's name, e.g. "yuv420p", "rgb24"
     # The first audio stream's channel count, and its layout ("" where it has no name).
     audio_channels: int = 0
     audio_layout: str = ""
@@ -155,9 +156,17 @@ def describe_source(probe: dict, size: int, limits: SourceLimits) -> SourceInfo:
         color_primaries=_named(video.get("color_primaries")),
         color_space=_named(video.get("color_space")),
         color_range=_named(video.get("color_range")),
+        pixel_format=_named(video.get("pix_fmt")),
         audio_channels=_count(audio.get("channels")),
         audio_layout=_named(audio.get("channel_layout")),
     )
+
+
+def is_rgb(pixel_format: str) -> bool:
+    """Whether ffmpeg's ``pixel_format`` holds RGB samples (rgb24, bgra, gbrp10le, a
+    palette...) rather than luma and chroma."""
+    return "rgb" in pixel_format or "bgr" in pixel_format or pixel_format.startswith("gbr") \
+        or pixel_format == "pal8"
 
 
 def _named(value: object) -> str:

@@ -1,4 +1,4 @@
-"""HDR sources and unnamed audio channels through the real pipeline (real ffmpeg).
+"""HDR and RGB sources, and unnamed audio channels, through the real pipeline (real ffmpeg).
 
 HDR: one colour pattern, written once as SDR BT.709 and once each as HLG and PQ BT.2020
 (10-bit, its white at BT.2408's 203 cd/m², where a phone puts diffuse white). Tone-mapped,
@@ -149,6 +149,31 @@ def test_a_full_range_source_comes_out_limited_range(tmp_path):
     row = y_plane(clip.path, AT)[360 * 1280 : 361 * 1280]  # pad: the picture is x 160..1119
     black, white = sorted(row[200:600])[200], sorted(row[700:1100])[200]
     assert (black, white) == (pytest.approx(16, abs=2), pytest.approx(235, abs=2))
+
+
+@pytest.mark.parametrize("codec, pix_fmt, name", [
+    ("qtrle", "rgb24", "animation.mov"),  # QuickTime Animation: screen recordings
+    ("png", "rgba", "png.mov"),
+    ("ffv1", "bgr0", "lossless.mkv"),
+    ("png", "pal8", "palette.mov"),
+])
+def test_an_rgb_source_comes_out_in_its_own_colours(tmp_path, codec, pix_fmt, name):
+    # zimg will not turn RGB into luma and chroma without being told the matrix; before
+    # it was, every RGB source failed ("YUV color family cannot have RGB matrix").
+    colour = (31, 166, 217)
+    source = tmp_path / name
+    ffmpeg("-f", "lavfi", "-i", f"color=c=0x{bytes(colour).hex()}:s=320x240:r=30:d={SECONDS}",
+           "-c:v", codec, "-pix_fmt", pix_fmt, str(source))
+    assert video_stream(source)["pix_fmt"] == pix_fmt
+
+    shown = rgb_frame(source, 0.5)[:3]  # what a player shows (a palette is not exact)
+    assert list(shown) == [pytest.approx(c, abs=8) for c in colour]
+
+    clip = make_clip(source, tmp_path / "clips")
+    centre = rgb_frame(clip.path, AT)[(36 * 128 + 64) * 3:][:3]
+    assert list(centre) == [pytest.approx(c, abs=4) for c in shown]
+    video = video_stream(clip.path)
+    assert (video["pix_fmt"], video["color_space"], video["color_range"]) == ("yuv420p", "bt709", "tv")
 
 
 def y_plane(path: Path, at: float) -> bytes:

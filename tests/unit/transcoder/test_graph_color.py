@@ -87,6 +87,17 @@ def test_a_full_range_sdr_source_is_brought_to_limited_range():
     assert "]zscale=filter=bicubic:h=720:r=tv:w=1280[" in graph(color_range="pc")
 
 
+@pytest.mark.parametrize("pixel_format", ["rgb24", "bgra", "gbrp10le", "bgr0", "pal8", "x2rgb10le"])
+def test_an_rgb_source_is_converted_to_bt709_limited_range(pixel_format):
+    assert "]zscale=filter=bicubic:h=720:m=bt709:r=tv:w=1280[" in graph(pixel_format=pixel_format,
+                                                                      color_range="pc")
+
+
+@pytest.mark.parametrize("pixel_format", ["yuv420p", "yuv422p10le", "gray", "nv12"])
+def test_a_yuv_or_grey_source_keeps_its_matrix(pixel_format):
+    assert "]zscale=filter=bicubic:h=720:w=1280[" in graph(pixel_format=pixel_format)
+
+
 @pytest.mark.parametrize("changes", [{}, HLG, {"color_range": "pc"}])
 def test_every_clip_is_tagged_bt709_limited_range(changes):
     joined = " ".join(args(**changes))
