@@ -1,0 +1,176 @@
+"""Signing key rotation without logging anyone out: while auth publishes the previous key
+(TOKEN_PREVIOUS_PUBLIC_KEYS) beside its new one, the api keeps accepting the tokens the
+previous key signed; once the setting is emptied, those tokens are refused.
+
+The auth service is served over HTTP on one loopback address across its "restarts" (a
+new app each time, as a rolled instance group keeps the load balancer's address), and
+the api verifies against that JWKS exactly as in production (no injected verifier)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import jwt
+import pytest
+from flask import Flask
+from werkzeug.serving import make_server
+
+from services.api import create_app as create_api
+from services.auth import create_app as create_auth
+from shared.config import Settings
+from shared.tokens import (
+    generate_signing_key_pem,
+    issue_token,
+    public_key_pem,
+    signing_key_from_pem,
+)
+
+ATHLETE = {"username": "runner1", "email": "runner1@league.org", "password": "Admin123",
+           "password_2": "Admin123"}
+
+
+class AuthServer:
+    """Whichever auth app is running, served on one loopback address."""
+
+    def __init__(self) -> None:
+        self.app: Flask | None = None
+        self._server = make_server("127.0.0.1", 0, self._wsgi)
+        self.jwks_url = f"http://127.0.0.1:{self._server.server_port}/auth/.well-known/jwks.json"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _wsgi(self, environ, start_response):
+        return self.app(environ, start_response)
+
+    def published_kids(self) -> list[str]:
+        with urllib.request.urlopen(self.jwks_url, timeout=5) as response:
+            return [key["kid"] for key in json.load(response)["keys"]]
+
+    def __enter__(self) -> AuthServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def auth_server() -> Iterator[AuthServer]:
+    with AuthServer() as server:
+        yield server
+
+
+@pytest.fixture
+def make_auth(settings: Settings) -> Iterator[Callable[..., Flask]]:
+    """A freshly started auth service with these settings on the test's database."""
+    apps = []
+
+    def make(**overrides) -> Flask:
+        app = create_auth(settings.model_copy(update=overrides))
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["engine"].dispose()
+
+
+@pytest.fixture
+def make_api(settings: Settings, auth_server: AuthServer) -> Iterator[Callable[[], Flask]]:
+    """A freshly started api (so its key cache is empty) verifying with auth's JWKS."""
+    apps = []
+
+    def make() -> Flask:
+        app = create_api(settings.model_copy(update={"auth_jwks_url": auth_server.jwks_url,
+                                                     "outbox_relay_enabled": False}))
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["outbox_relay"].stop()
+        app.extensions["engine"].dispose()
+
+
+def _login(auth_app: Flask) -> str:
+    response = auth_app.test_client().post(
+        "/auth/login", json={"email": ATHLETE["email"], "password": ATHLETE["password"]})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["token"]
+
+
+def _list_tasks(api_app: Flask, token: str):
+    return api_app.test_client().get("/tasks", headers={"Authorization": f"Bearer {token}"})
+
+
+def _assert_refused(response) -> None:
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert response.get_json()["error"]["code"] == "invalid_token"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def _kid(token: str) -> str:
+    return jwt.get_unverified_header(token)["kid"]
+
+
+def test_tokens_of_the_previous_key_work_through_a_rotation_and_stop_once_it_is_dropped(
+    settings, auth_server, make_auth, make_api
+):
+    old_pem, new_pem = generate_signing_key_pem().decode(), generate_signing_key_pem().decode()
+    old_key, new_key = signing_key_from_pem(old_pem.encode()), signing_key_from_pem(new_pem.encode())
+
+    # Before: auth signs with the old key, an athlete logs in.
+    auth_server.app = make_auth(token_signing_key=old_pem)
+    assert auth_server.app.test_client().post("/auth/signup", json=ATHLETE).status_code == 201
+    old_token = _login(auth_server.app)
+    assert _kid(old_token) == old_key.kid
+    assert _list_tasks(make_api(), old_token).status_code == 200
+
+    # Rotation: auth restarted with the new key and the old key's public half published.
+    auth_server.app = make_auth(token_signing_key=new_pem,
+                                token_previous_public_keys=public_key_pem(old_key.public_key))
+    assert auth_server.published_kids() == [new_key.kid, old_key.kid]
+    new_token = _login(auth_server.app)
+    assert _kid(new_token) == new_key.kid  # the previous key never signs
+    api = make_api()
+    assert _list_tasks(api, old_token).status_code == 200
+    assert _list_tasks(api, new_token).status_code == 200
+    user_id = jwt.decode(new_token, options={"verify_signature": False})["sub"]
+    stranger = signing_key_from_pem(generate_signing_key_pem())
+    _assert_refused(_list_tasks(api, issue_token(stranger, settings, user_id)))
+
+    # Rotation done (the old tokens have expired by now in production): setting emptied.
+    auth_server.app = make_auth(token_signing_key=new_pem, token_previous_public_keys="")
+    assert auth_server.published_kids() == [new_key.kid]
+    api = make_api()
+    _assert_refused(_list_tasks(api, old_token))
+    assert _list_tasks(api, new_token).status_code == 200
+    assert _list_tasks(api, _login(auth_server.app)).status_code == 200
+
+
+def test_the_previous_keys_arrive_as_terraform_writes_them_in_the_env_file(
+    settings, auth_server, make_auth, make_api
+):
+    first, second = (signing_key_from_pem(generate_signing_key_pem()) for _ in range(2))
+    current_pem = generate_signing_key_pem().decode()
+    one_line = (public_key_pem(first.public_key) + public_key_pem(second.public_key)).replace("\n", "\\n")
+    auth_server.app = make_auth(token_signing_key=current_pem, token_previous_public_keys=one_line)
+    current = signing_key_from_pem(current_pem.encode())
+    assert auth_server.published_kids() == [current.kid, first.kid, second.kid]
+
+    assert auth_server.app.test_client().post("/auth/signup", json=ATHLETE).status_code == 201
+    user_id = jwt.decode(_login(auth_server.app), options={"verify_signature": False})["sub"]
+    api = make_api()
+    for previous in (first, second):
+        assert _list_tasks(api, issue_token(previous, settings, user_id)).status_code == 200
+
+
+@pytest.mark.parametrize("which", ["private", "garbage"])
+def test_auth_does_not_start_with_anything_but_public_keys_in_the_setting(settings, which):
+    value = generate_signing_key_pem().decode() if which == "private" else "not a key"
+    with pytest.raises(SystemExit, match="TOKEN_PREVIOUS_PUBLIC_KEYS"):
+        create_auth(settings.model_copy(update={"token_previous_public_keys": value}))
