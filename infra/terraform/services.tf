@@ -26,6 +26,9 @@ module "auth" {
     TRUSTED_PROXY_HOPS       = "2" # Google's front end appends "<client>, <load balancer>"
     DB_USER                  = google_sql_user.app.name
     TOKEN_SIGNING_KEY_SECRET = local.secret_version["token_signing_key"]
+    # The env file holds one line per variable: line breaks travel as "\n" escapes,
+    # which shared.tokens.public_keys_from_pem reads back.
+    TOKEN_PREVIOUS_PUBLIC_KEYS = replace(var.token_previous_public_keys, "\n", "\\n")
   })
   secret_env = {
     DB_PASSWORD = local.secret_version["db_password_app"]

@@ -157,6 +157,18 @@ variable "auth_max_replicas" {
   default     = 4
 }
 
+variable "token_previous_public_keys" {
+  description = "Ed25519 public keys (PEM blocks, one after another) of earlier token signing keys: auth publishes them in its JWKS beside the current key so the tokens they signed keep verifying through a key rotation (docs/deploy.md). Public halves only; empty outside a rotation."
+  type        = string
+  default     = ""
+
+  validation {
+    # The value lands in the instance template's metadata and the state: never a private key.
+    condition     = !strcontains(var.token_previous_public_keys, "PRIVATE")
+    error_message = "token_previous_public_keys takes public keys only: python -m shared.tokens public-key <private-pem-path> prints a key's public half."
+  }
+}
+
 variable "http_target_utilization" {
   description = "Load balancing utilization (0-1) the api and auth autoscalers keep each instance at."
   type        = number
