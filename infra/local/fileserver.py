@@ -1,5 +1,6 @@
-"""A folder served over HTTP on loopback: where the local stack's workers fetch test and
-benchmark sources from (the stack runs with ``allow_loopback_sources``)."""
+"""Loopback HTTP servers for tests and benchmarks: a folder (where the local stack's
+workers fetch sources from; the stack runs with ``allow_loopback_sources``), or a WSGI
+application (a stand-in JWKS, an auth service across its restarts)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from werkzeug.serving import make_server
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,21 @@ def serve_folder(folder: Path) -> Iterator[ServedFolder]:
     thread.start()
     try:
         yield ServedFolder(folder, f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@contextmanager
+def serve_wsgi(app, name: str = "loopback-wsgi") -> Iterator[str]:
+    """Serve the WSGI callable ``app`` on 127.0.0.1 on a free port until the block ends;
+    yields the server's base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         server.server_close()

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 
 from google.api_core.exceptions import DeadlineExceeded
 from google.cloud import pubsub_v1
-from werkzeug.serving import make_server
 
+from infra.local.fileserver import serve_wsgi
 from infra.local.process import ManagedProcess, free_port
 from shared.config import Settings
 from shared.events import Event, decode, subscription_path
@@ -80,9 +79,8 @@ class JwksServer:
     def __init__(self) -> None:
         self.keys: list[dict] = []
         self.fetches = 0
-        self._server = make_server("127.0.0.1", 0, self._wsgi)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/auth/.well-known/jwks.json"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.url = ""
+        self._serving = serve_wsgi(self._wsgi, name="jwks")
 
     def _wsgi(self, environ, start_response):
         self.fetches += 1
@@ -91,13 +89,11 @@ class JwksServer:
         return [body]
 
     def __enter__(self) -> JwksServer:
-        self._thread.start()
+        self.url = self._serving.__enter__() + "/auth/.well-known/jwks.json"
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._serving.__exit__(*exc_info)
 
 
 def api_process(settings, jwks: JwksServer, log_path: Path, **overrides: str) -> tuple[ManagedProcess, str]:

@@ -9,15 +9,14 @@ the api verifies against that JWKS exactly as in production (no injected verifie
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 
 import jwt
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
+from infra.local.fileserver import serve_wsgi
 from services.api import create_app as create_api
 from services.auth import create_app as create_auth
 from shared.config import Settings
@@ -37,9 +36,8 @@ class AuthServer:
 
     def __init__(self) -> None:
         self.app: Flask | None = None
-        self._server = make_server("127.0.0.1", 0, self._wsgi)
-        self.jwks_url = f"http://127.0.0.1:{self._server.server_port}/auth/.well-known/jwks.json"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.jwks_url = ""
+        self._serving = serve_wsgi(self._wsgi, name="auth")
 
     def _wsgi(self, environ, start_response):
         return self.app(environ, start_response)
@@ -49,13 +47,11 @@ class AuthServer:
             return [key["kid"] for key in json.load(response)["keys"]]
 
     def __enter__(self) -> AuthServer:
-        self._thread.start()
+        self.jwks_url = self._serving.__enter__() + "/auth/.well-known/jwks.json"
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._serving.__exit__(*exc_info)
 
 
 @pytest.fixture
