@@ -60,3 +60,10 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     if settings.outbox_relay_enabled:
         relay.start()
     return app
+
+
+def close_app(app: Flask) -> None:
+    """Stop what ``create_app`` started: the outbox relay thread and the connection pool
+    (for an app that ends before its process does, as in tests)."""
+    app.extensions["outbox_relay"].stop()
+    app.extensions["engine"].dispose()

@@ -12,7 +12,7 @@ import sqlalchemy
 from sqlalchemy.engine import Engine
 
 from security_kit import SCANNED, Athlete, Gateway, SourceServer, mint_user, serve, sign_up
-from services.api import create_app
+from services.api import close_app, create_app
 from shared.config import Settings
 from shared.tokens import SigningKey, TokenVerifier, generate_signing_key_pem, signing_key_from_pem
 
@@ -88,5 +88,4 @@ def production_rules_app(settings: Settings, test_key: SigningKey):
                                              "tasks_per_minute_per_user": 10_000})
     app = create_app(configured, token_verifier=TokenVerifier(configured, public_keys=[test_key.public_key]))
     yield app
-    app.extensions["outbox_relay"].stop()
-    app.extensions["engine"].dispose()
+    close_app(app)

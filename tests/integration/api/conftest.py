@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from api_helpers import JwksServer
-from services.api import create_app
+from services.api import close_app, create_app
 from shared.config import Settings
 from shared.tokens import (
     SigningKey,
@@ -61,8 +61,7 @@ def make_app(api_key: SigningKey) -> Iterator[Callable[..., object]]:
 
     yield make
     for app in apps:
-        app.extensions["outbox_relay"].stop()
-        app.extensions["engine"].dispose()
+        close_app(app)
 
 
 @pytest.fixture

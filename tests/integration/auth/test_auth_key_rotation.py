@@ -17,6 +17,7 @@ import pytest
 from flask import Flask
 
 from infra.local.fileserver import serve_wsgi
+from services.api import close_app as close_api
 from services.api import create_app as create_api
 from services.auth import create_app as create_auth
 from shared.config import Settings
@@ -88,8 +89,7 @@ def make_api(settings: Settings, auth_server: AuthServer) -> Iterator[Callable[[
 
     yield make
     for app in apps:
-        app.extensions["outbox_relay"].stop()
-        app.extensions["engine"].dispose()
+        close_api(app)
 
 
 def _login(auth_app: Flask) -> str:
