@@ -113,10 +113,15 @@ def public_keys_from_pem(text: str) -> list[Ed25519PublicKey]:
     return keys
 
 
-def signing_key_from_pem(pem: bytes) -> SigningKey:
-    key = serialization.load_pem_private_key(pem, password=None)
+def signing_key_from_pem(pem: bytes, source: str = "the token signing key") -> SigningKey:
+    """The signing key in ``pem``; stops the process, naming ``source`` but never
+    repeating the text (a secret), when it is not an Ed25519 private key."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        raise SystemExit(f"{source} is not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise SystemExit("the token signing key must be an Ed25519 private key")
+        raise SystemExit(f"{source} must be an Ed25519 private key")
     return SigningKey(key, public_jwk(key.public_key())["kid"])
 
 
@@ -245,10 +250,7 @@ def _generate_cli(path: str) -> None:
 def _public_key_cli(path: str) -> None:
     # "-" reads stdin, so a key fetched from Secret Manager need not touch the disk.
     pem = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    try:
-        key = signing_key_from_pem(pem)
-    except (ValueError, TypeError):
-        raise SystemExit(f"{path}: not an unencrypted PEM private key") from None
+    key = signing_key_from_pem(pem, source="stdin" if path == "-" else path)
     sys.stdout.write(public_key_pem(key.public_key))
     # On stderr, so stdout stays a clean PEM block: the kid the JWKS will show it under.
     print(f"kid {key.kid}", file=sys.stderr)

@@ -12,6 +12,7 @@ from pathlib import Path
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.config import Settings
 from shared.tokens import (
@@ -188,8 +189,6 @@ def test_previous_keys_written_on_one_line_with_escapes_as_an_env_file_carries_t
 
 
 def _rsa_public_pem() -> str:
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     return rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
@@ -273,3 +272,19 @@ def test_the_cli_refuses_bad_use_with_a_message_not_a_traceback(arguments):
     assert result.returncode != 0
     assert b"Traceback" not in result.stderr
     assert b"usage:" in result.stderr or b"not an unencrypted PEM private key" in result.stderr
+
+
+@pytest.mark.parametrize("pem, reason", [
+    (b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWJ1dC1icm9rZW4=\n-----END PRIVATE KEY-----\n",
+     "is not an unencrypted PEM private key"),
+    (b"not a key at all: secret-but-broken", "is not an unencrypted PEM private key"),
+    (rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+     "must be an Ed25519 private key"),
+], ids=["broken-block", "garbage", "rsa"])
+def test_a_bad_signing_key_stops_the_service_with_a_message_that_does_not_repeat_it(pem, reason):
+    with pytest.raises(SystemExit) as stopped:
+        signing_key_from_pem(pem)
+    message = str(stopped.value.code)
+    assert message == f"the token signing key {reason}"
+    assert "secret-but-broken" not in message and "c2VjcmV0" not in message
