@@ -8,7 +8,11 @@ talk to the emulator when ``PUBSUB_EMULATOR_HOST`` is set, to Pub/Sub otherwise.
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -21,6 +25,15 @@ from shared.config import Settings
 from shared.lifecycle import TaskStatus
 
 SCHEMA_VERSION = 1
+
+log = logging.getLogger(__name__)
+
+# A streaming pull that ended for good is opened again after a pause that starts here
+# and doubles with each failure in a row, up to the maximum.
+REOPEN_FIRST_SECONDS = 1.0
+REOPEN_MAX_SECONDS = 30.0
+# How often a pull looks at its stop event (a signal handler sets it).
+_STOP_POLL_SECONDS = 0.5
 
 
 class MalformedEvent(ValueError):
@@ -170,6 +183,47 @@ class Publisher:
     def publish_raw(self, topic: str, data: bytes, attributes: dict[str, str]):
         """Publish an already encoded message (the outbox stores them encoded)."""
         return self.client.publish(topic_path(self.settings, topic), data, **attributes)
+
+
+def keep_pulling(
+    path: str,
+    callback: Callable[[pubsub_v1.subscriber.message.Message], None],
+    flow_control: pubsub_v1.types.FlowControl,
+    stop: threading.Event,
+    *,
+    before_cancel: Callable[[], None] = lambda: None,
+) -> None:
+    """Streaming pull on the subscription ``path`` until ``stop`` is set; then
+    ``before_cancel()`` (a drain), and the stream is cancelled: messages pulled but not
+    started are handed back, and the call returns once the running callbacks are done.
+
+    The client library reopens a stream broken for a retryable reason by itself. One it
+    ends for good — NOT_FOUND while an emulator that restarted has not got its
+    subscriptions back yet, a permission revoked for a moment — is logged and opened
+    again after a pause (``REOPEN_FIRST_SECONDS``, doubling to ``REOPEN_MAX_SECONDS``),
+    so the process outlives that moment instead of exiting with it.
+    """
+    failures = 0
+    with pubsub_v1.SubscriberClient() as subscriber:
+        while not stop.is_set():
+            opened = time.monotonic()
+            future = subscriber.subscribe(path, callback, flow_control=flow_control,
+                                          await_callbacks_on_shutdown=True)
+            while not future.done() and not stop.wait(_STOP_POLL_SECONDS):
+                pass
+            if stop.is_set():
+                before_cancel()
+                future.cancel()
+                if (error := future.exception()) is not None:
+                    log.warning("the pull of %s ended with an error while stopping: %s", path, error)
+                return
+            # A stream that lived long was no failure in a row: start the pauses again.
+            failures = 1 if time.monotonic() - opened > REOPEN_MAX_SECONDS else failures + 1
+            pause = min(REOPEN_FIRST_SECONDS * 2 ** (failures - 1), REOPEN_MAX_SECONDS)
+            log.error("the pull of %s ended (%s); opening it again in %.0f s",
+                      path, future.exception() or "no error", pause)
+            stop.wait(pause)
+        before_cancel()
 
 
 def ensure_topic(settings: Settings, topic: str) -> None:

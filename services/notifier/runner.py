@@ -3,7 +3,8 @@ Function as the CloudEvent Eventarc would deliver, so the same code runs in both
 
 Ack only after the function returned; nack when it raised (Pub/Sub redelivers). On
 SIGTERM or SIGINT the streaming pull is cancelled, the callbacks running are awaited,
-and the process exits 0.
+and the process exits 0; a pull that ends for good before that is opened again
+(``shared.events.keep_pulling``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from cloudevents.http import CloudEvent
 from google.cloud import pubsub_v1
 
 from shared.config import Settings
-from shared.events import subscription_path, topic_path
+from shared.events import keep_pulling, subscription_path, topic_path
 
 logger = logging.getLogger(__name__)
 
@@ -90,24 +91,18 @@ def make_callback(settings: Settings, function: Callable[[CloudEvent], object]):
 
 
 def run(settings: Settings, function: Callable[[CloudEvent], object]) -> None:
-    """Pull the notifier subscription until SIGTERM or SIGINT."""
+    """Pull the notifier subscription until SIGTERM or SIGINT. A pull that ends for good
+    meanwhile (the subscription missing for a moment) is opened again after a pause."""
     path = subscription_path(settings, settings.subscription_notifier)
-    with pubsub_v1.SubscriberClient() as subscriber:
-        future = subscriber.subscribe(
-            path,
-            callback=make_callback(settings, function),
-            flow_control=pubsub_v1.types.FlowControl(max_messages=MAX_MESSAGES_IN_FLIGHT),
-            await_callbacks_on_shutdown=True,
-        )
+    stop = threading.Event()
 
-        def stop(signum: int, _frame) -> None:
-            logger.info("stopping on %s", signal.Signals(signum).name)
-            future.cancel()
+    def on_signal(signum: int, _frame) -> None:
+        logger.info("stopping on %s", signal.Signals(signum).name)
+        stop.set()
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        logger.info("pulling %s", path)
-        # Returns once cancelled (and the running callbacks are done); raises if the
-        # stream failed for good (e.g. the subscription does not exist).
-        future.result()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logger.info("pulling %s", path)
+    keep_pulling(path, make_callback(settings, function),
+                 pubsub_v1.types.FlowControl(max_messages=MAX_MESSAGES_IN_FLIGHT), stop)
     logger.info("stopped")

@@ -64,6 +64,7 @@ from shared.events import (
     TaskStatusChanged,
     TaskSubmitted,
     decode,
+    keep_pulling,
     subscription_path,
 )
 from shared.lifecycle import TaskStatus
@@ -222,23 +223,16 @@ class Worker:
 
     def run(self, shutdown: threading.Event) -> None:
         """Pull until ``shutdown`` is set, then drain: stop pulling, give the clips in
-        progress ``drain_grace_seconds`` to finish, stop and hand back the rest."""
+        progress ``drain_grace_seconds`` to finish, stop and hand back the rest. A pull
+        that ends for good meanwhile (the subscription missing for a moment) is opened
+        again after a pause; it does not end the worker."""
         path = subscription_path(self.settings, self.settings.subscription_transcoder)
         if not self.logo.is_file():
             raise SystemExit(f"logo card not found: {self.logo}")
-        with pubsub_v1.SubscriberClient() as subscriber:
-            future = subscriber.subscribe(
-                path, self.handle, flow_control=self.flow_control(),
-                await_callbacks_on_shutdown=True,
-            )
-            future.add_done_callback(lambda _: shutdown.set())
-            log.info("pulling %s, %d at a time", path, self.settings.transcoder_slots)
-            shutdown.wait()
-            self.drain()
-            # Stops the stream and nacks what was pulled but not started; returns once
-            # the running callbacks have acked or nacked (leases are kept until then).
-            future.cancel()
-            future.result()
+        log.info("pulling %s, %d at a time", path, self.settings.transcoder_slots)
+        # The cancel after the drain nacks what was pulled but not started, and returns
+        # once the running callbacks have acked or nacked (leases are kept until then).
+        keep_pulling(path, self.handle, self.flow_control(), shutdown, before_cancel=self.drain)
         self.fetcher.close()
         log.info("stopped")
 

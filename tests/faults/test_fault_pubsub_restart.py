@@ -8,9 +8,11 @@ waiting tasks would stay queued for ever. The api's sweep (services/api/outbox.p
 `requeue_stalled`) publishes again the TaskSubmitted of a task still queued — or
 processing without news — `outbox_requeue_after_seconds` after its publication.
 
-A worker or notifier whose streaming pull reconnects before the subscription exists
-again gets NOT_FOUND and exits (docs/reliability.md); the stack's supervisor starts it
-again, as systemd does on Google Cloud, and the recovery line says so.
+The drill provisions only once the worker and the notifier have each seen their
+streaming pull end with NOT_FOUND (it reconnects while the subscription does not exist
+yet): both log it and open the pull again after a pause (`shared.events.keep_pulling`),
+so no process exits — the drill's supervisor, which would start one again as systemd
+does on Google Cloud, has nothing to do.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ def test_a_pubsub_restart_with_messages_in_flight_loses_no_task(stack: FaultStac
     assert sum(status == "queued" for _, status in active_tasks(stack.engine)) >= 2
     pubsub.start()
     pubsub.wait_ready(tcp_probe(stack.config.host, stack.config.pubsub_port), timeout=60)
+    pullers = [worker, stack.process("notifier")]
+    wait_for(lambda: all("opening it again" in p.log_path.read_text() for p in pullers), timeout=120,
+             what="the worker's and the notifier's pulls to end with NOT_FOUND and be opened again",
+             while_waiting=stack.supervisor)
     stack.provision()
     restored_at = time.monotonic()
 
@@ -76,6 +82,7 @@ def test_a_pubsub_restart_with_messages_in_flight_loses_no_task(stack: FaultStac
                     "emulator back and provisioned -> the sweep republishes the lost TaskSubmitted "
                     f"-> every task final; {stack.supervisor.describe()}")
 
+    assert stack.supervisor.restarts == []  # the pulls outlived the missing subscriptions
     final = assert_final_state(stack, task_ids)
     assert final.of(task_ids) == ["processed"] * TASKS
     # What was waiting in the emulator was lost with it and went out again afterwards.
