@@ -360,10 +360,15 @@ class Worker:
             outcome = self._event(task, TaskStatus.FAILED, attempt, failure_reason=failure.reason)
         except TransientFailure as failure:
             # Not retried in place (ffmpeg could not write, say): this machine's problem,
-            # so the task goes back to the queue, bounded by the attempt count.
-            log.warning("transient failure (%s); handing the task back", failure.reason, extra=extra)
-            message.nack()
-            return
+            # so the task goes back to the queue, bounded by the attempt count. On the
+            # last attempt there is no other delivery to hand it to: it fails here, with
+            # this cause, not later as "interrupted N times".
+            if attempt < self.settings.max_attempts:
+                log.warning("transient failure (%s); handing the task back", failure.reason, extra=extra)
+                message.nack()
+                return
+            outcome = self._event(task, TaskStatus.FAILED, attempt, failure_reason=(
+                f"{failure.reason}; gave up after {attempt} attempts"))
         finally:
             watching.set()
             watcher.join()

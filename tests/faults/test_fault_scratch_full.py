@@ -59,11 +59,12 @@ def test_a_full_scratch_disk_fails_the_task_and_spares_the_worker(stack: FaultSt
     state = assert_final_state(stack, [doomed])
     assert state.of([doomed]) == ["failed"]
     # ffmpeg failed while writing. A machine's error is handed back for another delivery
-    # until the attempts run out (or, were it not, would fail the task at once).
+    # until the last attempt, which fails the task with that cause.
     full = [message for message in log_messages(worker, doomed) if "No space left on device" in message]
     assert full, log_messages(worker, doomed)
     reason = state.failure_reasons[doomed]
-    assert "No space left on device" in reason or "interrupted" in reason, reason
+    max_attempts = stack.settings.max_attempts
+    assert "No space left on device" in reason and f"gave up after {max_attempts} attempts" in reason, reason
     # The run's temporary folder went with the failure: only the filler is left.
     assert list(scratch_tmpfs.iterdir()) == [filler]
 
