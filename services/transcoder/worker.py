@@ -359,10 +359,11 @@ class Worker:
         except PermanentFailure as failure:
             outcome = self._event(task, TaskStatus.FAILED, attempt, failure_reason=failure.reason)
         except TransientFailure as failure:
-            # Not retried in place (ffmpeg could not write, say): this machine's problem,
-            # so the task goes back to the queue, bounded by the attempt count. On the
-            # last attempt there is no other delivery to hand it to: it fails here, with
-            # this cause, not later as "interrupted N times".
+            # Out of in-place tries (storage down longer than they last), or not retried
+            # in place at all (ffmpeg could not write: this machine's problem): the task
+            # goes back to the queue for a later delivery, perhaps on another worker,
+            # bounded by the attempt count. On the last attempt there is no other
+            # delivery to hand it to: it fails here, with this cause.
             if attempt < self.settings.max_attempts:
                 log.warning("transient failure (%s); handing the task back", failure.reason, extra=extra)
                 message.nack()
@@ -501,8 +502,9 @@ class Worker:
 
     def _retry(self, operation: Callable[[], T], stop: StopSignal) -> T:
         """Run ``operation``, retrying transient failures with exponential backoff; a
-        stop interrupts the wait between tries. When the tries run out the failure
-        becomes permanent: the task fails with the last reason."""
+        stop interrupts the wait between tries. When the tries run out the failure is
+        still transient, with the last reason: the task is handed back for another
+        delivery, or fails with it on its last attempt (``_work``)."""
         tries = self.settings.max_attempts
         retrying = Retrying(
             retry=retry_if_exception_type(TransientFailure),
@@ -521,7 +523,7 @@ class Worker:
                     stop.raise_if_set()
                     return operation()
         except TransientFailure as failure:
-            raise PermanentFailure(f"{failure.reason} (gave up after {tries} tries)") from failure
+            raise TransientFailure(f"{failure.reason} (gave up after {tries} tries)") from failure
         raise AssertionError("unreachable")
 
     def _retry_db(self, operation: Callable[[], T]) -> T:

@@ -5,9 +5,10 @@ processed once or failed with the storage error as its reason, and no partial ob
 stays in the clips bucket.
 
 Run twice: with the worker's default retry budget (3 tries, 1 s then 2 s apart: shorter
-than the outage — the task may end failed, with the storage error as its reason), and
-with a first backoff of 4 s (4 s then 8 s: longer), where the in-place retries alone
-carry the task over the outage and it ends processed in its first attempt."""
+than the outage — the task is handed back for another delivery when they run out, and
+may end failed on its last attempt, with the storage error as its reason), and with a
+first backoff of 4 s (4 s then 8 s: longer), where the in-place retries alone carry the
+task over the outage and it ends processed in its first attempt."""
 
 from __future__ import annotations
 
@@ -127,7 +128,8 @@ def test_a_storage_outage_with_the_default_retry_budget(stack: FaultStack, sourc
                     f"{task_row(stack.engine, task_id)['attempt']}); {outage.describe()}; "
                     f"{stack.supervisor.describe()}")
     # The worker's three tries span about 3 s: a clip upload that meets a 10 s outage
-    # may run out of them. Then the task fails for that reason, and for no other.
+    # runs out of them, and the task is handed back; its later attempts may still meet
+    # the outage. If the last one does, the task fails for that reason, and no other.
     status = final.of([task_id])[0]
     assert status == "processed" or final.failure_reasons[task_id].startswith("storing a clip failed"), (
         final.failure_reasons[task_id])

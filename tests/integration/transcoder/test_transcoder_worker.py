@@ -262,9 +262,14 @@ class FlakyStorageProxy:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("failures, outcome", [(2, "processed"), (1000, "failed")])
+@pytest.mark.parametrize("failures, outcome, attempt", [
+    (2, "processed", 1),  # the in-place retries carry it
+    (3, "processed", 2),  # out of tries: handed back, the next delivery uploads
+    (1000, "failed", 3),  # out of tries on every attempt: failed on the last, with the cause
+])
 def test_transient_storage_failures_are_retried_then_bounded(tsettings, engine, notifier, short_source,
-                                                             storage_emulator_host, failures, outcome):
+                                                             storage_emulator_host, failures, outcome,
+                                                             attempt):
     proxy = FlakyStorageProxy(storage_emulator_host, failures)
     task = insert_task(engine, upload_source(tsettings, short_source), SMALL)
     try:
@@ -273,14 +278,18 @@ def test_transient_storage_failures_are_retried_then_bounded(tsettings, engine, 
             row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
     finally:
         proxy.close()
-    assert row["status"] == outcome
-    assert row["attempt"] == 1  # retried in place, not by redelivery
+    assert (row["status"], row["attempt"]) == (outcome, attempt), row
+    assert len(notifier.outcomes(task.task_id)) == 1
+    # MAX_ATTEMPTS bounds both the tries in place and the attempts across deliveries.
+    bound = tsettings.max_attempts
     if outcome == "processed":
-        assert proxy.failed == 2
+        assert proxy.failed == failures
     else:
-        assert proxy.failed == tsettings.max_attempts
+        assert attempt == bound
+        assert proxy.failed == bound * bound  # every try of every attempt
         assert "storing a clip failed" in row["failure_reason"]
-        assert f"gave up after {tsettings.max_attempts} tries" in row["failure_reason"]
+        assert f"gave up after {bound} tries" in row["failure_reason"]
+        assert f"gave up after {bound} attempts" in row["failure_reason"]
         assert clip_objects(tsettings, task.task_id) == []
 
 
