@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 import time
 import uuid
@@ -183,6 +184,20 @@ class Publisher:
     def publish_raw(self, topic: str, data: bytes, attributes: dict[str, str]):
         """Publish an already encoded message (the outbox stores them encoded)."""
         return self.client.publish(topic_path(self.settings, topic), data, **attributes)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event SIGTERM or SIGINT sets (and logs): what ends a :func:`keep_pulling`
+    loop in a process's main thread."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame) -> None:
+        log.info("stopping on %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
 
 
 def keep_pulling(

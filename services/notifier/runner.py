@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import signal
 import threading
 from datetime import UTC, datetime
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from cloudevents.http import CloudEvent
 from google.cloud import pubsub_v1
 
 from shared.config import Settings
-from shared.events import keep_pulling, subscription_path, topic_path
+from shared.events import keep_pulling, stop_on_signals, subscription_path, topic_path
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +93,7 @@ def run(settings: Settings, function: Callable[[CloudEvent], object]) -> None:
     """Pull the notifier subscription until SIGTERM or SIGINT. A pull that ends for good
     meanwhile (the subscription missing for a moment) is opened again after a pause."""
     path = subscription_path(settings, settings.subscription_notifier)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame) -> None:
-        logger.info("stopping on %s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     logger.info("pulling %s", path)
     keep_pulling(path, make_callback(settings, function),
                  pubsub_v1.types.FlowControl(max_messages=MAX_MESSAGES_IN_FLIGHT), stop)

@@ -6,32 +6,19 @@ SIGTERM (and SIGINT) start a drain: stop pulling, let running clips finish withi
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
-
 from services.transcoder.worker import Worker
 from shared.config import get_settings
 from shared.db import dispose_engine, get_engine
-from shared.events import Publisher
+from shared.events import Publisher, stop_on_signals
 from shared.logging import configure_logging
 from shared.storage import storage_client
-
-log = logging.getLogger("services.transcoder")
 
 
 def main() -> int:
     settings = get_settings()
     configure_logging("transcoder", settings.log_level)
     settings.require_production("instance_connection_name")
-    shutdown = threading.Event()
-
-    def on_signal(signum: int, _frame) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        shutdown.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    shutdown = stop_on_signals()
     worker = Worker(
         settings,
         engine=get_engine(settings),
