@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
+from shared import db
 from shared.config import Settings
 from shared.events import TaskStatusChanged, decode, delete_topology, subscription_path, topic_path
 from shared.storage import delete_buckets, storage_client
@@ -160,6 +161,15 @@ def applied_events(engine: Engine) -> dict[str, datetime]:
 
 def applied_event_ids(engine: Engine) -> set[str]:
     return set(applied_events(engine))
+
+
+def database_answers(engine: Engine) -> bool:
+    """Whether PostgreSQL answers a trivial query now (``shared.db.ping``)."""
+    try:
+        db.ping(engine)
+    except sqlalchemy.exc.DBAPIError:
+        return False
+    return True
 
 
 def task_row(engine: Engine, task_id: str) -> dict:

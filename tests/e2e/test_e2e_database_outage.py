@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-import sqlalchemy
 from e2e_client import STATUS_RANK, PlatformClient, assert_error
-from e2e_stack import E2EStack, EventTap, applied_events, history, running_stack
+from e2e_stack import E2EStack, EventTap, applied_events, database_answers, history, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -28,15 +27,6 @@ def outage_stack(tmp_path_factory, pubsub_emulator_host, storage_emulator_host) 
                        # 5 s with progress every 0.5 s keeps events flowing into the outage.
                        settings={"progress_interval_seconds": "0.5", "cancel_poll_seconds": "5"}) as stack:
         yield stack
-
-
-def _database_answers(engine: sqlalchemy.Engine) -> bool:
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT 1"))
-    except sqlalchemy.exc.DBAPIError:
-        return False
-    return True
 
 
 def _wait_ready(client: PlatformClient, timeout: float = 60) -> None:
@@ -66,7 +56,7 @@ def test_a_database_outage_loses_no_event(outage_stack: E2EStack, source_server,
 
         stopped = time.monotonic()
         postgres.stop()  # SIGINT: PostgreSQL's fast shutdown; the postmaster exits
-        assert not postgres.running and not _database_answers(stack.engine)
+        assert not postgres.running and not database_answers(stack.engine)
         try:
             # Down means down for clients too: a clear 503, never a 500.
             assert_error(athlete.get(f"/tasks/{task_ids[0]}"), 503)
@@ -78,7 +68,7 @@ def test_a_database_outage_loses_no_event(outage_stack: E2EStack, source_server,
             with tap.paused():
                 postgres.start()  # same data directory, same port
             postgres.stopping = False
-            postgres.wait_ready(lambda: _database_answers(stack.engine), timeout=60)
+            postgres.wait_ready(lambda: database_answers(stack.engine), timeout=60)
 
         _wait_ready(athlete)
         finished = [athlete.wait_for(task_id, timeout=300, while_waiting=stack.assert_running)

@@ -10,8 +10,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import sqlalchemy
 from e2e_client import PlatformClient, assert_error
+from e2e_stack import database_answers
 from faults_kit import (
     FaultStack,
     assert_final_state,
@@ -36,15 +36,6 @@ def stack(tmp_path_factory, storage_emulator_host) -> Iterator[FaultStack]:
         yield stack
 
 
-def _database_answers(engine: sqlalchemy.Engine) -> bool:
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT 1"))
-    except sqlalchemy.exc.DBAPIError:
-        return False
-    return True
-
-
 def test_a_database_outage_under_load_loses_no_accepted_task(stack: FaultStack, source_server, short_source,
                                                              record_recovery):
     # Several users, so the load stays under the per-user submission rate limit.
@@ -59,7 +50,7 @@ def test_a_database_outage_under_load_loses_no_accepted_task(stack: FaultStack, 
     stopped_at = time.monotonic()
     refused = 0
     try:
-        assert not _database_answers(stack.engine)
+        assert not database_answers(stack.engine)
         while time.monotonic() - stopped_at < OUTAGE_SECONDS:
             athlete = next(athletes)
             response = athlete.session.post(athlete.url("/tasks"), json={"url": source_url}, timeout=30)
@@ -69,7 +60,7 @@ def test_a_database_outage_under_load_loses_no_accepted_task(stack: FaultStack, 
             time.sleep(SUBMIT_EVERY_SECONDS)
     finally:
         postgres.start()  # same data directory, same port
-        postgres.wait_ready(lambda: _database_answers(stack.engine), timeout=60)
+        postgres.wait_ready(lambda: database_answers(stack.engine), timeout=60)
     back_at = time.monotonic()
 
     # Clients retry as soon as the api answers again; the load goes on.
