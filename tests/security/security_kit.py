@@ -5,11 +5,9 @@ HTTP server on loopback that serves sources and redirects."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
 import subprocess
-import threading
 import time
 import uuid
 import zlib
@@ -187,34 +185,6 @@ def upload(gateway: Gateway, user: Athlete, filename: str, content: bytes, **kwa
 
 
 # --- the canary --------------------------------------------------------------------------
-
-
-class Canary:
-    """A FIFO that no hardened reader opens: opening it for reading releases a writer
-    blocked on it, which is how the test learns that something read it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        os.mkfifo(path)
-        self._opened = threading.Event()
-        self._thread = threading.Thread(target=self._wait_for_reader, daemon=True)
-        self._thread.start()
-
-    def _wait_for_reader(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY)  # blocks until a reader opens the FIFO
-        self._opened.set()
-        try:
-            os.write(fd, b"canary\n")
-        except BrokenPipeError:
-            pass
-        os.close(fd)
-
-    def was_read(self, wait: float = 0.5) -> bool:
-        read = self._opened.wait(wait)
-        if not read:  # release the writer thread
-            os.close(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK))
-            self._thread.join(5)
-        return read
 
 
 # --- media -------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from security_kit import Canary, ffmpeg, ffprobe_json, leaks_in, tiny_video, upload, wait_for_outcome
+from fifo_canary import Canary
+from security_kit import ffmpeg, ffprobe_json, leaks_in, tiny_video, upload, wait_for_outcome
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.graph import build_clip_command
 from services.transcoder.pipeline import DEFAULT_LOGO, iter_clips

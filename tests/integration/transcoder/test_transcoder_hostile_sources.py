@@ -3,11 +3,10 @@ anything but the file it was given."""
 
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path
 
 import pytest
+from fifo_canary import Canary
 from transcoder_media import ffmpeg, make_video
 
 from services.transcoder.errors import PermanentFailure
@@ -21,30 +20,6 @@ from shared.events import ClipSpec
 pytestmark = pytest.mark.security
 
 LIMITS = SourceLimits(max_bytes=10**9, max_seconds=3600, max_width=7680, max_height=4320)
-
-
-class Canary:
-    """A FIFO nobody should open: opening it for reading releases a blocked writer."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        os.mkfifo(path)
-        self._opened = threading.Event()
-        self._thread = threading.Thread(target=self._wait_for_reader, daemon=True)
-        self._thread.start()
-
-    def _wait_for_reader(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY)  # blocks until someone opens it to read
-        self._opened.set()
-        os.close(fd)
-
-    def was_read(self) -> bool:
-        # Give a reader that did open it a moment to release the writer.
-        read = self._opened.wait(0.5)
-        if not read:  # release the writer thread
-            os.close(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK))
-            self._thread.join(5)
-        return read
 
 
 def _fake_info() -> SourceInfo:
