@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,7 +38,9 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_report import machine, say  # noqa: E402
 from infra.local import LocalStack, StackConfig, free_port  # noqa: E402
+from infra.local.process import RssSampler  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.tokens import TokenVerifier, generate_signing_key_pem, issue_token, signing_key_from_pem  # noqa: E402
 
@@ -50,15 +50,6 @@ P95_BUDGET_MS = 20
 PASSWORD = "Benchmark123"
 HTTP_TIMEOUT = 600
 BOUNDARY = "idrl-bench-boundary"
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def machine() -> str:
-    memory_gib = psutil.virtual_memory().total / 1024**3
-    return f"{psutil.cpu_count()} vCPU, {memory_gib:.0f} GiB RAM, {platform.system()} {platform.release()}"
 
 
 def tiny_mp4(folder: Path) -> bytes:
@@ -84,29 +75,6 @@ def multipart_stream(head: bytes, total_bytes: int) -> Iterator[bytes]:
         remaining -= len(piece)
         yield piece
     yield f"\r\n--{BOUNDARY}--\r\n".encode()
-
-
-class RssSampler:
-    """The highest resident set size of a process, sampled in a thread."""
-
-    def __init__(self, process: psutil.Process, interval: float = 0.02) -> None:
-        self.process = process
-        self.interval = interval
-        self.peak = process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def sign_up(base_url: str) -> dict[str, str]:

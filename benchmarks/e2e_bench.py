@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from sqlalchemy.pool import NullPool
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_report import machine, say  # noqa: E402
 from infra.local import LocalStack, StackConfig, free_port  # noqa: E402
 from infra.local.fileserver import serve_folder  # noqa: E402
 from services.transcoder.pipeline import iter_clips  # noqa: E402
@@ -64,10 +64,6 @@ BURST_POLL_SECONDS = 0.5
 PASSWORD = "Bench1234"
 HTTP_TIMEOUT = 30
 TASK_TIMEOUT = 900
-
-
-def say(message: str = "") -> None:
-    print(message, flush=True)
 
 
 # --- sources and where they are served ------------------------------------------------------
@@ -338,22 +334,6 @@ def worker_timeline(database_url: str, task_ids: set[str]) -> tuple[float, float
 
 
 # --- report -----------------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = psutil.virtual_memory().total / 2**30
-    ffmpeg_version = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True,
-                                    check=False).stdout.split("\n", 1)[0]
-    return (f"{psutil.cpu_count()} vCPU ({cpu}), {memory:.0f} GiB, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}, {ffmpeg_version}")
 
 
 def latency_table(runs: list[LatencyRun]) -> str:

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from infra.local import LocalStack, StackConfig  # noqa: E402
 from infra.local.fileserver import serve_folder  # noqa: E402
+from infra.local.process import tree_rss  # noqa: E402
 
 READ_TARGET_MS = 100
 POST_TARGET_MS = 200
@@ -85,9 +86,7 @@ def service_rss_mb(stack: LocalStack) -> dict[str, float]:
     sizes = {}
     for _, process in stack.processes:
         try:
-            root = psutil.Process(process.pid)
-            tree = [root, *root.children(recursive=True)]
-            sizes[process.name] = sum(p.memory_info().rss for p in tree) / 1e6
+            sizes[process.name] = tree_rss(psutil.Process(process.pid)) / 1e6
         except psutil.NoSuchProcess:
             continue
     return sizes

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -39,6 +38,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_report import machine, say  # noqa: E402
+from infra.local.process import RssSampler  # noqa: E402
 from services.transcoder.graph import AUDIO_BITRATE, build_clip_command  # noqa: E402
 from services.transcoder.pipeline import DEFAULT_LOGO  # noqa: E402
 from services.transcoder.plan import plan_parts  # noqa: E402
@@ -50,25 +51,6 @@ RATIO_TARGET = 1.15
 RSS_BUDGET_MB = 200
 CANCEL_BUDGET_SECONDS = 5.0
 LIMITS = SourceLimits(max_bytes=4 * 10**9, max_seconds=3600, max_width=7680, max_height=4320)
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def machine() -> str:
-    memory_gib = psutil.virtual_memory().total / 1024**3
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ffmpeg = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0]
-    return (f"{psutil.cpu_count()} vCPU ({cpu}), {memory_gib:.0f} GiB RAM, "
-            f"{platform.system()} {platform.release()}; {ffmpeg}")
 
 
 def ffmpeg(*args: str) -> None:
@@ -270,11 +252,12 @@ def bench_worker(workdir: Path) -> int:
             time.sleep(0.1)
         before = worker_process.memory_info().rss
         task_id = submit(large, ClipSpec())
-        started, sampled_peak = time.perf_counter(), before
-        while status(task_id) not in ("processed", "failed"):
-            sampled_peak = max(sampled_peak, worker_process.memory_info().rss)
-            time.sleep(0.02)
+        started = time.perf_counter()
+        with RssSampler(worker_process) as sampler:
+            while status(task_id) not in ("processed", "failed"):
+                time.sleep(0.02)
         elapsed = time.perf_counter() - started
+        sampled_peak = max(before, sampler.peak)
         peak = _vm_hwm(worker.pid)
         with engine.connect() as conn:
             sizes = conn.execute(text("SELECT size_bytes FROM clips WHERE task_id = :id ORDER BY index"),

@@ -284,3 +284,52 @@ def http_probe(url: str, accept: Callable[[int], bool] = lambda status: status <
         return accept(response.status_code)
 
     return probe
+
+
+# --- memory (tests and benchmarks) ------------------------------------------------------------
+
+
+def tree_rss(root: psutil.Process) -> int:
+    """Resident memory of ``root`` and all its descendants, in bytes (a process that ends
+    meanwhile counts nothing)."""
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+class RssSampler:
+    """The resident memory of a process — with its descendants when ``tree`` — sampled
+    every ``interval`` s in a thread while the ``with`` block runs: ``samples`` (the
+    first taken at construction) and their ``peak``."""
+
+    def __init__(self, process: psutil.Process, *, tree: bool = False, interval: float = 0.02) -> None:
+        self.process = process
+        self.tree = tree
+        self.interval = interval
+        self.samples = [self.rss()]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def rss(self) -> int:
+        return tree_rss(self.process) if self.tree else self.process.memory_info().rss
+
+    @property
+    def peak(self) -> int:
+        return max(self.samples)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(self.rss())
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(self.rss())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import os
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ import psutil
 import pytest
 
 from security_kit import Gateway, huge_picture_mkv, ten_hour_video, upload, wait_for_outcome
+from infra.local.process import RssSampler
 from shared.storage import storage_client
 
 pytestmark = pytest.mark.security
@@ -185,39 +185,6 @@ def test_1000_submissions_from_one_user_are_rate_limited(local_stack, athlete, r
 # --- many uploads at once ----------------------------------------------------------------------
 
 
-class RssSampler:
-    """Samples the summed RSS of a process and its children every ``interval`` s."""
-
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def rss(self) -> int:
-        total = 0
-        for process in [self.root, *self.root.children(recursive=True)]:
-            try:
-                total += process.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(self.rss())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def test_100_concurrent_uploads_keep_the_api_memory_bounded(local_stack, minted_user):
     config = local_stack.stack.config
     size = 2 * MiB
@@ -237,11 +204,11 @@ def test_100_concurrent_uploads_keep_the_api_memory_bounded(local_stack, minted_
     # Warm up: every api process has built its storage client and upload path once.
     warm_up = [send(n) for n in range(4 * config.gunicorn_workers)]
     assert [status for status, _ in warm_up] == [202] * len(warm_up)
-    sampler = RssSampler(api.pid)
+    sampler = RssSampler(psutil.Process(api.pid), tree=True)
     baseline = sampler.rss()
     with sampler, ThreadPoolExecutor(max_workers=100) as pool:
         answers = list(pool.map(send, range(100, 200)))
-    peak = max(sampler.samples)
+    peak = sampler.peak
     growth = peak - baseline
     per_thread = min(size, local_stack.settings.upload_chunk_bytes)
     threads = config.gunicorn_workers * config.gunicorn_threads
