@@ -33,6 +33,8 @@ from infra.local import (
     start_pubsub,
     start_storage,
 )
+from stack_names import isolated_names
+
 from shared.config import Settings
 from shared.events import delete_topology, ensure_topology
 from shared.storage import delete_buckets, ensure_buckets
@@ -222,18 +224,6 @@ def database_url(postgres_url: str, migrated_template: str) -> Iterator[str]:
 # --- topics and buckets --------------------------------------------------------------------
 
 
-def _isolated_names() -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:10]
-    return {
-        "uploads_bucket": f"idrl-uploads-{suffix}",
-        "clips_bucket": f"idrl-clips-{suffix}",
-        "topic_video_tasks": f"video-tasks-{suffix}",
-        "topic_task_events": f"task-events-{suffix}",
-        "subscription_transcoder": f"video-tasks-transcoder-{suffix}",
-        "subscription_notifier": f"task-events-notifier-{suffix}",
-    }
-
-
 @pytest.fixture(scope="session")
 def signing_key_pem() -> str:
     return generate_signing_key_pem().decode()
@@ -249,7 +239,7 @@ def settings(
         environment="test",
         database_url=database_url,
         token_signing_key=signing_key_pem,
-        **_isolated_names(),
+        **isolated_names(),
     )
     ensure_topology(settings)
     ensure_buckets(settings)
@@ -293,7 +283,7 @@ def local_stack(
         database_url=database_url,
         pubsub_emulator_host=pubsub_emulator_host,
         storage_emulator_host=storage_emulator_host,
-        settings=_isolated_names(),
+        settings=isolated_names(),
     )
     stack = LocalStack(config)
     try:

@@ -28,6 +28,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from stack_names import isolated_names
+
 from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
 from shared import db
 from shared.config import Settings
@@ -36,18 +38,6 @@ from shared.storage import delete_buckets, storage_client
 
 PORT_FIELDS = ("gateway_port", "auth_port", "api_port", "postgres_port",
                "pubsub_port", "storage_port")
-
-
-def isolated_names() -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:10]
-    return {
-        "uploads_bucket": f"idrl-e2e-uploads-{suffix}",
-        "clips_bucket": f"idrl-e2e-clips-{suffix}",
-        "topic_video_tasks": f"video-tasks-e2e-{suffix}",
-        "topic_task_events": f"task-events-e2e-{suffix}",
-        "subscription_transcoder": f"video-tasks-transcoder-e2e-{suffix}",
-        "subscription_notifier": f"task-events-notifier-e2e-{suffix}",
-    }
 
 
 @dataclass
@@ -112,7 +102,7 @@ def running_stack(state_dir: Path, *, pubsub_emulator_host: str, storage_emulato
             storage_emulator_host=storage_emulator_host,
             transcoder_workers=transcoder_workers,
             services=services,
-            settings=isolated_names() | (settings or {}),
+            settings=isolated_names("e2e") | (settings or {}),
             **{name: free_port() for name in PORT_FIELDS},
         )
         stack = LocalStack(config)

@@ -26,7 +26,8 @@ import sqlalchemy
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
-from e2e_stack import PORT_FIELDS, E2EStack, assert_alive, isolated_names
+from e2e_stack import PORT_FIELDS, E2EStack, assert_alive
+from stack_names import isolated_names
 from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
 from infra.local.process import group_members, http_probe, wait_until
 from infra.local.stack import run_step
@@ -161,7 +162,7 @@ def fault_stack(state_dir: Path, *, storage_emulator_host: str, transcoder_worke
             pubsub_emulator="pstest",
             storage_emulator_host=proxy.url,
             transcoder_workers=transcoder_workers,
-            settings=isolated_names() | {"scratch_dir": str(scratch)} | (settings or {}),
+            settings=isolated_names("e2e") | {"scratch_dir": str(scratch)} | (settings or {}),
             **{name: free_port() for name in PORT_FIELDS},
         )
         stack = LocalStack(config)

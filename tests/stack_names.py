@@ -1,0 +1,21 @@
+"""Names of topics, subscriptions and buckets of their own for one stack or test, so
+runs sharing an emulator never see each other's messages or objects (``tests/`` is on
+the import path through its conftest)."""
+
+from __future__ import annotations
+
+import uuid
+
+
+def isolated_names(label: str = "") -> dict[str, str]:
+    """Settings naming fresh topics, subscriptions and buckets; ``label`` tells whose
+    they are when an emulator is inspected by hand (e.g. "e2e")."""
+    suffix = f"{label}-{uuid.uuid4().hex[:10]}" if label else uuid.uuid4().hex[:10]
+    return {
+        "uploads_bucket": f"idrl-uploads-{suffix}",
+        "clips_bucket": f"idrl-clips-{suffix}",
+        "topic_video_tasks": f"video-tasks-{suffix}",
+        "topic_task_events": f"task-events-{suffix}",
+        "subscription_transcoder": f"video-tasks-transcoder-{suffix}",
+        "subscription_notifier": f"task-events-notifier-{suffix}",
+    }
