@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
+
+from infra.local.fileserver import ServedFolder, serve_folder
 
 # Frames are compared scaled down to this size, one byte a pixel (grey).
 COMPARE_WIDTH, COMPARE_HEIGHT = 128, 72
@@ -75,3 +80,36 @@ def gray_frame(path: Path, at: float) -> bytes:
 def mean_abs_diff(a: bytes, b: bytes) -> float:
     assert len(a) == len(b) == COMPARE_WIDTH * COMPARE_HEIGHT
     return sum(abs(x - y) for x, y in zip(a, b)) / len(a)
+
+
+# --- fixtures: the e2e tests and the fault drills import these into their conftest -------
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def source_server(media_dir: Path) -> Iterator[ServedFolder]:
+    """The media folder over HTTP on loopback (the stacks allow loopback sources)."""
+    with serve_folder(media_dir) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def short_source(media_dir: Path) -> Path:
+    """3 s, 320x240, with sound: one part, a 5 s clip."""
+    return make_source(media_dir / "short.mp4", seconds=3)
+
+
+@pytest.fixture(scope="session")
+def two_part_source(media_dir: Path) -> Path:
+    """23 s, 320x240, with sound: parts of 20 and 3 s, clips of 22 and 5 s."""
+    return make_source(media_dir / "two-parts.mp4", seconds=23)
+
+
+@pytest.fixture(scope="session")
+def long_clip_source(media_dir: Path) -> Path:
+    """12 s, 320x240: one clip long enough to be caught while ffmpeg makes it."""
+    return make_source(media_dir / "twelve-seconds.mp4", seconds=12)

@@ -8,7 +8,7 @@ reaches another module's stack.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +20,8 @@ _E2E_DIR = str(Path(__file__).resolve().parents[1] / "e2e")
 if _E2E_DIR not in sys.path:
     sys.path.insert(0, _E2E_DIR)
 
-from e2e_media import make_source  # noqa: E402
+from e2e_media import media_dir, short_source, source_server, two_part_source  # noqa: E402, F401 - fixtures
 
-from infra.local.fileserver import ServedFolder, serve_folder  # noqa: E402
 
 _RECOVERIES = pytest.StashKey[list]()
 
@@ -32,30 +31,6 @@ class Recovery:
     drill: str
     seconds: float
     detail: str
-
-
-@pytest.fixture(scope="session")
-def faults_media(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("faults-media")
-
-
-@pytest.fixture(scope="session")
-def source_server(faults_media: Path) -> Iterator[ServedFolder]:
-    """The media folder over HTTP on loopback (the stacks allow loopback sources)."""
-    with serve_folder(faults_media) as served:
-        yield served
-
-
-@pytest.fixture(scope="session")
-def short_source(faults_media: Path) -> Path:
-    """3 s, 320x240, with sound: one part, one 5 s clip."""
-    return make_source(faults_media / "short.mp4", seconds=3)
-
-
-@pytest.fixture(scope="session")
-def two_part_source(faults_media: Path) -> Path:
-    """23 s, 320x240, with sound: parts of 20 and 3 s, clips of 22 and 5 s."""
-    return make_source(faults_media / "two-parts.mp4", seconds=23)
 
 
 @pytest.fixture
