@@ -32,7 +32,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PYTEST_ARGS ?=
 LOCK_ARGS ?=
 
-.PHONY: help install system-packages pstest up down test lock migrate clean scan bench bench-api bench-e2e load
+.PHONY: help install system-packages pstest up down test fmt lock migrate clean scan bench bench-api bench-e2e load
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -79,6 +79,10 @@ test: install pstest ## the whole test suite (PYTEST_ARGS="-k auth" to narrow it
 	@status=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "FAILED: pytest collected no tests (exit status 5)" >&2; fi; \
 	exit $$status
+
+fmt: $(LOCK_STAMP) ## apply the formatter and ruff's fixable rules
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 migrate: install ## migrate the local stack's database (DATABASE_URL, or the one `make up` runs)
 	$(PYTHON) -m infra.local migrate

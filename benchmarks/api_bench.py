@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_report import machine, say  # noqa: E402
+
 from infra.local import LocalStack, StackConfig, free_port  # noqa: E402
 from infra.local.process import RssSampler  # noqa: E402
 from shared.config import Settings  # noqa: E402
@@ -55,9 +56,27 @@ BOUNDARY = "idrl-bench-boundary"
 def tiny_mp4(folder: Path) -> bytes:
     path = folder / "head.mp4"
     subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=160x90:rate=10",
-         "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-movflags", "+faststart", str(path)],
-        check=True, timeout=60,
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x90:rate=10",
+            "-t",
+            "1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-movflags",
+            "+faststart",
+            str(path),
+        ],
+        check=True,
+        timeout=60,
     )
     return path.read_bytes()
 
@@ -65,13 +84,15 @@ def tiny_mp4(folder: Path) -> bytes:
 def multipart_stream(head: bytes, total_bytes: int) -> Iterator[bytes]:
     """A multipart body whose file is ``head`` padded to ``total_bytes``, generated as it
     is sent (the client never holds it either)."""
-    yield (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"long-run.mp4\"\r\n"
-           "Content-Type: video/mp4\r\n\r\n").encode()
+    yield (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="long-run.mp4"\r\n'
+        "Content-Type: video/mp4\r\n\r\n"
+    ).encode()
     yield head
     block = os.urandom(MB)
     remaining = total_bytes - len(head)
     while remaining > 0:
-        piece = block[:min(MB, remaining)]
+        piece = block[: min(MB, remaining)]
         remaining -= len(piece)
         yield piece
     yield f"\r\n--{BOUNDARY}--\r\n".encode()
@@ -80,8 +101,11 @@ def multipart_stream(head: bytes, total_bytes: int) -> Iterator[bytes]:
 def sign_up(base_url: str) -> dict[str, str]:
     name = f"bench{uuid.uuid4().hex[:8]}"
     email = f"{name}@league.example"
-    requests.post(f"{base_url}/auth/signup", timeout=60, json={
-        "username": name, "email": email, "password": PASSWORD, "password_2": PASSWORD}).raise_for_status()
+    requests.post(
+        f"{base_url}/auth/signup",
+        timeout=60,
+        json={"username": name, "email": email, "password": PASSWORD, "password_2": PASSWORD},
+    ).raise_for_status()
     login = requests.post(f"{base_url}/auth/login", timeout=60, json={"email": email, "password": PASSWORD})
     login.raise_for_status()
     return {"Authorization": f"Bearer {login.json()['token']}"}
@@ -90,7 +114,9 @@ def sign_up(base_url: str) -> dict[str, str]:
 def upload(base_url: str, headers: dict[str, str], head: bytes, size: int) -> tuple[dict, float]:
     started = time.monotonic()
     response = requests.post(
-        f"{base_url}/tasks", data=multipart_stream(head, size), timeout=HTTP_TIMEOUT,
+        f"{base_url}/tasks",
+        data=multipart_stream(head, size),
+        timeout=HTTP_TIMEOUT,
         headers=headers | {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
     )
     elapsed = time.monotonic() - started
@@ -125,7 +151,9 @@ def bench_upload(stack: LocalStack, workdir: Path, upload_mb: int) -> int:
         raise SystemExit("stack processes died during the upload")
     growth_mb = (sampler.peak - baseline) / MB
     say(f"  stored object:        {blob.size / MB:.1f} MB (uploads/{task['id']}/source)")
-    say(f"  upload time:          {elapsed:.1f} s ({upload_mb / elapsed:.0f} MB/s, gateway -> api -> emulator)")
+    say(
+        f"  upload time:          {elapsed:.1f} s ({upload_mb / elapsed:.0f} MB/s, gateway -> api -> emulator)"
+    )
     say(f"  api worker RSS:       {baseline / MB:.1f} MB before, {sampler.peak / MB:.1f} MB peak")
     say(f"  RSS growth:           {growth_mb:.1f} MB (budget < {RSS_BUDGET_MB} MB)")
     return 0 if blob.size == upload_mb * MB and growth_mb < RSS_BUDGET_MB else 1
@@ -156,8 +184,10 @@ def bench_list(stack: LocalStack, calls: int) -> int:
                 raise SystemExit(f"GET {path} answered {response.status_code}")
         timings.sort()
         p95 = timings[int(0.95 * len(timings)) - 1]
-        say(f"  GET {path:<14} p50 {statistics.median(timings):5.2f} ms   p95 {p95:5.2f} ms   "
-            f"max {timings[-1]:5.2f} ms" + (f"   (budget p95 < {P95_BUDGET_MS} ms)" if page == 20 else ""))
+        say(
+            f"  GET {path:<14} p50 {statistics.median(timings):5.2f} ms   p95 {p95:5.2f} ms   "
+            f"max {timings[-1]:5.2f} ms" + (f"   (budget p95 < {P95_BUDGET_MS} ms)" if page == 20 else "")
+        )
         if page == 20 and p95 >= P95_BUDGET_MS:
             status = 1
     app.extensions["engine"].dispose()
@@ -177,20 +207,29 @@ def fill_tasks(database_url: str) -> uuid.UUID:
     users = [uuid.uuid4() for _ in range(10)]
     with engine.begin() as conn:
         for user in users:
-            conn.execute(text("INSERT INTO users (id, username, email, password_hash) "
-                              "VALUES (:id, :name, :email, 'x')"),
-                         {"id": user, "name": f"u{user.hex[:10]}", "email": f"{user.hex[:10]}@league.example"})
-        conn.execute(text(
-            """
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, username, email, password_hash) VALUES (:id, :name, :email, 'x')"
+                ),
+                {"id": user, "name": f"u{user.hex[:10]}", "email": f"{user.hex[:10]}@league.example"},
+            )
+        conn.execute(
+            text(
+                """
             INSERT INTO tasks (id, owner_id, source_kind, source, spec, created_at)
             SELECT gen_random_uuid(), (CAST(:users AS uuid[]))[1 + mod(n, 10)], 'url',
                    'https://videos.league.example/run-' || n || '.mp4', '{}',
                    now() - make_interval(secs => n)
             FROM generate_series(1, 10000) AS n
-            """), {"users": [str(u) for u in users]})
+            """
+            ),
+            {"users": [str(u) for u in users]},
+        )
         conn.execute(text("ANALYZE tasks"))
-        counts = conn.execute(text("SELECT count(*), count(*) FILTER (WHERE owner_id = :caller) FROM tasks"),
-                              {"caller": users[0]}).one()
+        counts = conn.execute(
+            text("SELECT count(*), count(*) FILTER (WHERE owner_id = :caller) FROM tasks"),
+            {"caller": users[0]},
+        ).one()
     engine.dispose()
     say(f"  tasks in the table: {counts[0]}, the caller's: {counts[1]}")
     return users[0]
@@ -201,14 +240,21 @@ def explain(database_url: str, caller: uuid.UUID) -> list[str]:
 
     engine = sqlalchemy.create_engine(database_url)
     with engine.connect() as conn:
-        rows = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + LIST_NEWEST_FIRST.text),
-                            {"owner": caller, "limit": 20}).scalars().all()
+        rows = (
+            conn.execute(
+                text("EXPLAIN (ANALYZE, BUFFERS) " + LIST_NEWEST_FIRST.text), {"owner": caller, "limit": 20}
+            )
+            .scalars()
+            .all()
+        )
     engine.dispose()
     return rows
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--upload-mb", type=int, default=500)
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
@@ -219,10 +265,23 @@ def main() -> int:
         # Auth, the api with one gunicorn worker (the process measured) and the gateway; no
         # transcoder, so nothing processes the uploads.
         config = StackConfig(
-            state_dir=state_dir, postgres_dir=state_dir / "pg", storage_in_memory=True,
-            pubsub_emulator="pstest", services=["auth", "api"], gunicorn_workers=1,
-            **{name: free_port() for name in ("gateway_port", "auth_port", "api_port", "postgres_port",
-                                              "pubsub_port", "storage_port")},
+            state_dir=state_dir,
+            postgres_dir=state_dir / "pg",
+            storage_in_memory=True,
+            pubsub_emulator="pstest",
+            services=["auth", "api"],
+            gunicorn_workers=1,
+            **{
+                name: free_port()
+                for name in (
+                    "gateway_port",
+                    "auth_port",
+                    "api_port",
+                    "postgres_port",
+                    "pubsub_port",
+                    "storage_port",
+                )
+            },
         )
         with LocalStack(config) as stack:
             # The client libraries of this process talk to the same emulators.

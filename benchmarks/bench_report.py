@@ -24,7 +24,10 @@ def machine() -> str:
     except OSError:
         pass
     memory_gib = psutil.virtual_memory().total / 2**30
-    ffmpeg = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True,
-                            check=False).stdout.split("\n", 1)[0]
-    return (f"{psutil.cpu_count()} vCPU ({cpu}), {memory_gib:.0f} GiB RAM, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}; {ffmpeg}")
+    ffmpeg = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=False).stdout.split(
+        "\n", 1
+    )[0]
+    return (
+        f"{psutil.cpu_count()} vCPU ({cpu}), {memory_gib:.0f} GiB RAM, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}; {ffmpeg}"
+    )

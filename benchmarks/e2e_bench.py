@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_report import machine, say  # noqa: E402
+
 from infra.local import LocalStack, StackConfig, free_port  # noqa: E402
 from infra.local.fileserver import serve_folder  # noqa: E402
 from services.transcoder.pipeline import iter_clips  # noqa: E402
@@ -71,12 +72,36 @@ TASK_TIMEOUT = 900
 
 def make_source(path: Path, seconds: float, width: int, height: int) -> Path:
     subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=s={width}x{height}:r=30:d={seconds}",
-         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-         "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "60",
-         "-c:a", "aac", "-shortest", str(path)],
-        check=True, timeout=600,
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=s={width}x{height}:r=30:d={seconds}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "60",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(path),
+        ],
+        check=True,
+        timeout=600,
     )
     return path
 
@@ -88,30 +113,54 @@ def make_source(path: Path, seconds: float, width: int, height: int) -> Path:
 def stack_with(workdir: Path, workers: int) -> Iterator[LocalStack]:
     state_dir = workdir / f"stack-{workers}-workers-{uuid.uuid4().hex[:6]}"
     config = StackConfig(
-        state_dir=state_dir, postgres_dir=state_dir / "pg", storage_in_memory=True,
-        pubsub_emulator="pstest", transcoder_workers=workers,
-        **{name: free_port() for name in ("gateway_port", "auth_port", "api_port", "postgres_port",
-                                          "pubsub_port", "storage_port")},
+        state_dir=state_dir,
+        postgres_dir=state_dir / "pg",
+        storage_in_memory=True,
+        pubsub_emulator="pstest",
+        transcoder_workers=workers,
+        **{
+            name: free_port()
+            for name in (
+                "gateway_port",
+                "auth_port",
+                "api_port",
+                "postgres_port",
+                "pubsub_port",
+                "storage_port",
+            )
+        },
     )
     started = time.monotonic()
     with LocalStack(config) as stack:
-        say(f"  stack with {workers} worker(s) up in {time.monotonic() - started:.1f} s "
-            f"(logs: {config.logs_dir})")
+        say(
+            f"  stack with {workers} worker(s) up in {time.monotonic() - started:.1f} s "
+            f"(logs: {config.logs_dir})"
+        )
         yield stack
         dead = stack.dead()
         if dead:
-            raise SystemExit("stack processes died:\n" + "\n".join(
-                f"{process.name}\n{process.log_excerpt()}" for process in dead))
+            raise SystemExit(
+                "stack processes died:\n"
+                + "\n".join(f"{process.name}\n{process.log_excerpt()}" for process in dead)
+            )
 
 
 def sign_up(base_url: str) -> requests.Session:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     email = f"{name}@league.example"
-    requests.post(f"{base_url}/auth/signup", timeout=HTTP_TIMEOUT, json={
-        "username": name, "email": email, "password": PASSWORD, "password_2": PASSWORD,
-    }).raise_for_status()
-    login = requests.post(f"{base_url}/auth/login", timeout=HTTP_TIMEOUT,
-                          json={"email": email, "password": PASSWORD})
+    requests.post(
+        f"{base_url}/auth/signup",
+        timeout=HTTP_TIMEOUT,
+        json={
+            "username": name,
+            "email": email,
+            "password": PASSWORD,
+            "password_2": PASSWORD,
+        },
+    ).raise_for_status()
+    login = requests.post(
+        f"{base_url}/auth/login", timeout=HTTP_TIMEOUT, json={"email": email, "password": PASSWORD}
+    )
     login.raise_for_status()
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {login.json()['token']}"
@@ -222,33 +271,53 @@ def poll_until_processed(session: requests.Session, base_url: str, task_id: str)
 
 def recorded_times(engine: sqlalchemy.Engine, task_id: str) -> dict[str, datetime]:
     with engine.connect() as conn:
-        created = conn.execute(sqlalchemy.text("SELECT created_at FROM tasks WHERE id = :id"),
-                               {"id": task_id}).scalar_one()
-        lines = conn.execute(sqlalchemy.text(
-            "SELECT status, occurred_at, recorded_at FROM task_history WHERE task_id = :id ORDER BY id"),
-            {"id": task_id}).all()
+        created = conn.execute(
+            sqlalchemy.text("SELECT created_at FROM tasks WHERE id = :id"), {"id": task_id}
+        ).scalar_one()
+        lines = conn.execute(
+            sqlalchemy.text(
+                "SELECT status, occurred_at, recorded_at FROM task_history WHERE task_id = :id ORDER BY id"
+            ),
+            {"id": task_id},
+        ).all()
     processing = next(line for line in lines if line.status == "processing")
     processed = next(line for line in lines if line.status == "processed")
-    return {"created": created, "processing": processing.occurred_at,
-            "processed": processed.occurred_at, "committed": processed.recorded_at}
+    return {
+        "created": created,
+        "processing": processing.occurred_at,
+        "processed": processed.occurred_at,
+        "committed": processed.recorded_at,
+    }
 
 
 def ffmpeg_alone(source: Path) -> float:
     settings = Settings()
-    limits = SourceLimits(settings.max_source_bytes, settings.max_source_seconds,
-                          settings.max_source_width, settings.max_source_height)
+    limits = SourceLimits(
+        settings.max_source_bytes,
+        settings.max_source_seconds,
+        settings.max_source_width,
+        settings.max_source_height,
+    )
     info = probe_source(source, limits)
     with tempfile.TemporaryDirectory(prefix="idrl-bench-clip-") as workdir:
         started = time.perf_counter()
-        clips = list(iter_clips(source, info, ClipSpec(), workdir=Path(workdir),
-                                ffmpeg_timeout=settings.ffmpeg_timeout_seconds))
+        clips = list(
+            iter_clips(
+                source,
+                info,
+                ClipSpec(),
+                workdir=Path(workdir),
+                ffmpeg_timeout=settings.ffmpeg_timeout_seconds,
+            )
+        )
         elapsed = time.perf_counter() - started
     assert len(clips) == 1, clips
     return elapsed
 
 
-def latency_run(stack: LocalStack, session: requests.Session, engine: sqlalchemy.Engine,
-                source: Path, source_url: str) -> LatencyRun:
+def latency_run(
+    stack: LocalStack, session: requests.Session, engine: sqlalchemy.Engine, source: Path, source_url: str
+) -> LatencyRun:
     workers = [process.pid for _, process in stack.processes if process.name.startswith("transcoder-")]
     with FfmpegWatch(workers) as watch:
         sent = datetime.now(UTC)
@@ -263,7 +332,9 @@ def latency_run(stack: LocalStack, session: requests.Session, engine: sqlalchemy
         return (end - start).total_seconds()
 
     return LatencyRun(
-        end_to_end=end_to_end, ffmpeg_alone=alone, ffmpeg_in_run=watch.seconds("ffmpeg"),
+        end_to_end=end_to_end,
+        ffmpeg_alone=alone,
+        ffmpeg_in_run=watch.seconds("ffmpeg"),
         ffprobe_in_run=watch.seconds("ffprobe"),
         api=seconds(sent, times["created"]),
         to_worker=seconds(times["created"], times["processing"]),
@@ -296,8 +367,9 @@ def burst(stack: LocalStack, source_url: str, tasks: int, workers: int) -> Burst
     with ThreadPoolExecutor(min(tasks, 10)) as pool:
         ids = set(pool.map(lambda _: submit(session, stack.base_url, source_url), range(tasks)))
     while True:
-        listing = session.get(f"{stack.base_url}/tasks", params={"max": 100, "order": 1},
-                              timeout=HTTP_TIMEOUT).json()["tasks"]
+        listing = session.get(
+            f"{stack.base_url}/tasks", params={"max": 100, "order": 1}, timeout=HTTP_TIMEOUT
+        ).json()["tasks"]
         mine = [task for task in listing if task["id"] in ids]
         for task in mine:
             check_final(task)
@@ -317,12 +389,15 @@ def worker_timeline(database_url: str, task_ids: set[str]) -> tuple[float, float
     engine = sqlalchemy.create_engine(database_url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sqlalchemy.text(
-                "SELECT t.worker_id, min(h.occurred_at) FILTER (WHERE h.status = 'processing'), "
-                "max(h.occurred_at) FILTER (WHERE h.status = 'processed') "
-                "FROM tasks t JOIN task_history h ON h.task_id = t.id "
-                "WHERE t.id = ANY(CAST(:ids AS uuid[])) GROUP BY t.id, t.worker_id"),
-                {"ids": sorted(task_ids)}).all()
+            rows = conn.execute(
+                sqlalchemy.text(
+                    "SELECT t.worker_id, min(h.occurred_at) FILTER (WHERE h.status = 'processing'), "
+                    "max(h.occurred_at) FILTER (WHERE h.status = 'processed') "
+                    "FROM tasks t JOIN task_history h ON h.task_id = t.id "
+                    "WHERE t.id = ANY(CAST(:ids AS uuid[])) GROUP BY t.id, t.worker_id"
+                ),
+                {"ids": sorted(task_ids)},
+            ).all()
     finally:
         engine.dispose()
     busy = [(end - start).total_seconds() for _, start, end in rows]
@@ -351,10 +426,11 @@ def latency_table(runs: list[LatencyRun]) -> str:
         ("notifier", "notifier"),
         ("client poll", "client"),
     ]
-    rows = ["| run | " + " | ".join(title for title, _ in columns) + " |",
-            "|---" * (len(columns) + 1) + "|"]
+    rows = ["| run | " + " | ".join(title for title, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for number, run in enumerate(runs, 1):
-        rows.append(f"| {number} | " + " | ".join(f"{getattr(run, field):.2f}" for _, field in columns) + " |")
+        rows.append(
+            f"| {number} | " + " | ".join(f"{getattr(run, field):.2f}" for _, field in columns) + " |"
+        )
     medians = [statistics.median(getattr(run, field) for run in runs) for _, field in columns]
     rows.append("| **median** | " + " | ".join(f"**{value:.2f}**" for value in medians) + " |")
     return "\n".join(rows)
@@ -369,8 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="latency runs (default 5)")
     parser.add_argument("--tasks", type=int, default=20, help="tasks per throughput burst (default 20)")
-    parser.add_argument("--budget", type=float, default=1.5,
-                        help="largest median difference allowed, seconds (default 1.5)")
+    parser.add_argument(
+        "--budget", type=float, default=1.5, help="largest median difference allowed, seconds (default 1.5)"
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args(argv)
 
@@ -391,33 +468,43 @@ def main(argv: list[str] | None = None) -> int:
                 runs = []
                 for number in range(1, args.runs + 1):
                     run = latency_run(stack, session, engine, big, served.url(big))
-                    say(f"  run {number}: end to end {run.end_to_end:.2f} s, ffmpeg alone "
+                    say(
+                        f"  run {number}: end to end {run.end_to_end:.2f} s, ffmpeg alone "
                         f"{run.ffmpeg_alone:.2f} s (in the run {run.ffmpeg_in_run:.2f} s), difference "
-                        f"{run.overhead:.2f} s (in the run {run.overhead_in_run:.2f} s); {load()}")
+                        f"{run.overhead:.2f} s (in the run {run.overhead_in_run:.2f} s); {load()}"
+                    )
                     runs.append(run)
                 engine.dispose()
                 bursts: list[Burst] = []
                 if not args.skip_throughput:
                     say(f"part 2: {args.tasks} tasks at once, 10 s 640x360 source")
                     bursts.append(burst(stack, served.url(small), args.tasks, 1))
-                    say(f"  1 worker: {bursts[-1].elapsed:.1f} s, {bursts[-1].per_minute:.1f} tasks/min; "
-                        f"{load()}")
+                    say(
+                        f"  1 worker: {bursts[-1].elapsed:.1f} s, {bursts[-1].per_minute:.1f} tasks/min; "
+                        f"{load()}"
+                    )
             if not args.skip_throughput:
                 with stack_with(workdir, 2) as stack:
                     bursts.append(burst(stack, served.url(small), args.tasks, 2))
-                    say(f"  2 workers: {bursts[-1].elapsed:.1f} s, {bursts[-1].per_minute:.1f} tasks/min; "
-                        f"{load()}")
+                    say(
+                        f"  2 workers: {bursts[-1].elapsed:.1f} s, {bursts[-1].per_minute:.1f} tasks/min; "
+                        f"{load()}"
+                    )
 
     say()
     say(latency_table(runs))
     if bursts:
         say()
-        say("| workers | tasks | first POST → last processed | tasks per minute | busy per task (median) "
-            "| idle between tasks on a worker (median) |")
+        say(
+            "| workers | tasks | first POST → last processed | tasks per minute | busy per task (median) "
+            "| idle between tasks on a worker (median) |"
+        )
         say("|---|---|---|---|---|---|")
         for result in bursts:
-            say(f"| {result.workers} | {result.tasks} | {result.elapsed:.1f} s | {result.per_minute:.1f} | "
-                f"{result.busy:.2f} s | {result.idle:.2f} s |")
+            say(
+                f"| {result.workers} | {result.tasks} | {result.elapsed:.1f} s | {result.per_minute:.1f} | "
+                f"{result.busy:.2f} s | {result.idle:.2f} s |"
+            )
     say()
     within = True
     for what, field in (("to ffmpeg alone", "overhead"), ("to ffmpeg in the run", "overhead_in_run")):

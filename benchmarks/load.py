@@ -52,9 +52,28 @@ def make_source(directory: Path) -> Path:
     """A 2 s 320x240 video with sound, the file every submission points at."""
     path = directory / "source.mp4"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=2",
-         "-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:v", "libx264", "-preset", "ultrafast",
-         "-c:a", "aac", "-shortest", str(path)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30:duration=2",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(path),
+        ],
         check=True,
     )
     return path
@@ -63,11 +82,30 @@ def make_source(directory: Path) -> Path:
 def run_locust(base_url: str, source_url: str, prefix: Path, users: int, ramp: int, seconds: int) -> None:
     env = dict(os.environ, LOAD_SOURCE_URL=source_url)
     subprocess.run(
-        [str(ROOT / ".venv/bin/locust"), "-f", str(ROOT / "tests/load/locustfile.py"), "--headless",
-         "--host", base_url, "-u", str(users), "-r", str(users / ramp), "-t", f"{ramp + seconds}s",
-         "--reset-stats", "--csv", str(prefix), "--csv-full-history", "--only-summary",
-         "--loglevel", "WARNING"],
-        env=env, check=False, cwd=ROOT,
+        [
+            str(ROOT / ".venv/bin/locust"),
+            "-f",
+            str(ROOT / "tests/load/locustfile.py"),
+            "--headless",
+            "--host",
+            base_url,
+            "-u",
+            str(users),
+            "-r",
+            str(users / ramp),
+            "-t",
+            f"{ramp + seconds}s",
+            "--reset-stats",
+            "--csv",
+            str(prefix),
+            "--csv-full-history",
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+        ],
+        env=env,
+        check=False,
+        cwd=ROOT,
     )
 
 
@@ -93,13 +131,17 @@ def service_rss_mb(stack: LocalStack) -> dict[str, float]:
 
 
 def table(stats: dict[str, dict[str, str]]) -> list[str]:
-    lines = ["| endpoint | requests | failures | req/s | p50 ms | p95 ms | p99 ms | target p95 | met |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| endpoint | requests | failures | req/s | p50 ms | p95 ms | p99 ms | target p95 | met |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for name in (*ENDPOINTS, "Aggregated"):
         row = stats.get(name)
         if row is None:
             continue
-        target = POST_TARGET_MS if name == "POST /tasks" else READ_TARGET_MS if name.startswith("GET") else None
+        target = (
+            POST_TARGET_MS if name == "POST /tasks" else READ_TARGET_MS if name.startswith("GET") else None
+        )
         p95 = float(row["95%"])
         met = "" if target is None else ("yes" if p95 < target and row["Failure Count"] == "0" else "no")
         lines.append(
@@ -140,8 +182,11 @@ def main() -> None:
     seconds = int(args.minutes * 60)
 
     base = StackConfig.from_environment()
-    base = replace(base, state_dir=ROOT / ".local" / "load",
-                   settings={"signups_per_minute_per_client": "100000", "tasks_per_minute_per_user": "1000"})
+    base = replace(
+        base,
+        state_dir=ROOT / ".local" / "load",
+        settings={"signups_per_minute_per_client": "100000", "tasks_per_minute_per_user": "1000"},
+    )
     results, histories = [], {}
     with tempfile.TemporaryDirectory(prefix="idrl-load-") as scratch:
         scratch_dir = Path(scratch)
@@ -152,8 +197,10 @@ def main() -> None:
                 print(f"== {run.name}: starting a fresh stack", flush=True)
                 with LocalStack(config, report=print) as stack:
                     prefix = scratch_dir / run.name.split(",")[0].replace(" ", "-")
-                    print(f"== {run.name}: {args.users} users, {args.ramp} s ramp, {seconds} s measured",
-                          flush=True)
+                    print(
+                        f"== {run.name}: {args.users} users, {args.ramp} s ramp, {seconds} s measured",
+                        flush=True,
+                    )
                     run_locust(stack.base_url, source_url, prefix, args.users, args.ramp, seconds)
                     rss = service_rss_mb(stack)
                 stats = read_stats(prefix)
@@ -181,9 +228,15 @@ def main() -> None:
         "",
     ]
     for run, stats, rss in results:
-        report += [f"## {run.name}", "", *table(stats), "",
-                   "Service memory at the end (RSS of each process tree): "
-                   + ", ".join(f"{name} {size:.0f} MB" for name, size in sorted(rss.items())), ""]
+        report += [
+            f"## {run.name}",
+            "",
+            *table(stats),
+            "",
+            "Service memory at the end (RSS of each process tree): "
+            + ", ".join(f"{name} {size:.0f} MB" for name, size in sorted(rss.items())),
+            "",
+        ]
     report += ["![requests per second and p95 over time](load.png)", ""]
     tuning = args.out / "load-tuning.md"
     if tuning.exists():

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_report import machine, say  # noqa: E402
+
 from infra.local.process import RssSampler  # noqa: E402
 from services.transcoder.graph import AUDIO_BITRATE, build_clip_command  # noqa: E402
 from services.transcoder.pipeline import DEFAULT_LOGO  # noqa: E402
@@ -79,8 +80,9 @@ def best_of(actions: list[Callable[[], object]], repeat: int) -> list[Timing]:
     """The best wall and CPU time of each action over ``repeat`` rounds. The actions run
     in turn within a round, so a burst of load from elsewhere hits them alike."""
     rounds = [[timed(action) for action in actions] for _ in range(repeat)]
-    return [Timing(min(r[i].wall for r in rounds), min(r[i].cpu for r in rounds))
-            for i in range(len(actions))]
+    return [
+        Timing(min(r[i].wall for r in rounds), min(r[i].cpu for r in rounds)) for i in range(len(actions))
+    ]
 
 
 # --- part 1: pipeline against the bound ----------------------------------------------
@@ -101,8 +103,18 @@ class BenchSource:
         if self.audio:
             args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={self.seconds}"]
         # A phone-like stream: H.264 High with B-frames, a keyframe every 2 s, AAC.
-        args += ["-c:v", "libx264", "-preset", "superfast", "-crf", "20", "-pix_fmt", "yuv420p",
-                 "-g", str(2 * self.fps)]
+        args += [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "superfast",
+            "-crf",
+            "20",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            str(2 * self.fps),
+        ]
         if self.audio:
             args += ["-c:a", "aac", "-b:a", "128k"]
         ffmpeg(*args, str(path))
@@ -123,53 +135,95 @@ def decode_alone(source: Path, start: float, seconds: float, audio: bool) -> Non
 
 
 def encode_alone(spec: ClipSpec, seconds: float, target: Path) -> None:
-    ffmpeg("-f", "lavfi", "-i", f"testsrc2=s={spec.width}x{spec.height}:r={spec.fps}:d={seconds:.6f}",
-           "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={spec.audio_rate}:duration={seconds:.6f}",
-           "-c:v", spec.video_codec, "-preset", spec.preset, "-crf", str(spec.crf), "-pix_fmt", "yuv420p",
-           "-r", str(spec.fps), "-c:a", "aac", "-ar", str(spec.audio_rate), "-ac", "2", "-b:a", AUDIO_BITRATE,
-           "-movflags", "+faststart", str(target))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=s={spec.width}x{spec.height}:r={spec.fps}:d={seconds:.6f}",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=440:sample_rate={spec.audio_rate}:duration={seconds:.6f}",
+        "-c:v",
+        spec.video_codec,
+        "-preset",
+        spec.preset,
+        "-crf",
+        str(spec.crf),
+        "-pix_fmt",
+        "yuv420p",
+        "-r",
+        str(spec.fps),
+        "-c:a",
+        "aac",
+        "-ar",
+        str(spec.audio_rate),
+        "-ac",
+        "2",
+        "-b:a",
+        AUDIO_BITRATE,
+        "-movflags",
+        "+faststart",
+        str(target),
+    )
 
 
 def bench_pipeline(workdir: Path, repeat: int) -> int:
     spec = ClipSpec()
-    say(f"\n== pipeline / bound (spec: {spec.width}x{spec.height} {spec.fps} fps, {spec.video_codec} "
-        f"{spec.preset} CRF {spec.crf}, AAC {spec.audio_rate} Hz; best of {repeat})")
-    header = (f"{'source':<24} {'clip':>4} {'part':>5} | {'pipeline':>8} {'decode':>7} {'encode':>7} "
-              f"{'bound':>7} {'ratio':>5} | {'cpu pipe':>8} {'cpu bound':>9} {'ratio':>5}")
+    say(
+        f"\n== pipeline / bound (spec: {spec.width}x{spec.height} {spec.fps} fps, {spec.video_codec} "
+        f"{spec.preset} CRF {spec.crf}, AAC {spec.audio_rate} Hz; best of {repeat})"
+    )
+    header = (
+        f"{'source':<24} {'clip':>4} {'part':>5} | {'pipeline':>8} {'decode':>7} {'encode':>7} "
+        f"{'bound':>7} {'ratio':>5} | {'cpu pipe':>8} {'cpu bound':>9} {'ratio':>5}"
+    )
     say("times in seconds; wall = elapsed, cpu = user+system of ffmpeg")
     rows = []
     for bench_source in SOURCES:
         started = time.perf_counter()
         source = bench_source.generate(workdir)
-        say(f"generated {source.name} ({source.stat().st_size / 1e6:.0f} MB) in "
-            f"{time.perf_counter() - started:.0f} s")
+        say(
+            f"generated {source.name} ({source.stat().st_size / 1e6:.0f} MB) in "
+            f"{time.perf_counter() - started:.0f} s"
+        )
         info = probe_source(source, LIMITS)
         for part in plan_parts(info.duration, spec):
-            command = build_clip_command(source, info, part, spec, DEFAULT_LOGO,
-                                         workdir / "clip.mp4", workdir / "clip.jpg")
-            decode, encode, pipeline = best_of([
-                lambda source=source, part=part, info=info: decode_alone(
-                    source, part.start, part.duration, info.has_audio),
-                lambda command=command: encode_alone(spec, command.expected_seconds,
-                                                     workdir / "synthetic.mp4"),
-                lambda command=command: run_ffmpeg(command.args, timeout=3600),
-            ], repeat)
+            command = build_clip_command(
+                source, info, part, spec, DEFAULT_LOGO, workdir / "clip.mp4", workdir / "clip.jpg"
+            )
+            decode, encode, pipeline = best_of(
+                [
+                    lambda source=source, part=part, info=info: decode_alone(
+                        source, part.start, part.duration, info.has_audio
+                    ),
+                    lambda command=command: encode_alone(
+                        spec, command.expected_seconds, workdir / "synthetic.mp4"
+                    ),
+                    lambda command=command: run_ffmpeg(command.args, timeout=3600),
+                ],
+                repeat,
+            )
             bound = decode + encode
             rows.append((pipeline, bound))
             if len(rows) == 1:
                 say(header)
-            say(f"{bench_source.name:<24} {part.index:>4} {part.duration:>5.1f} | {pipeline.wall:>8.2f} "
+            say(
+                f"{bench_source.name:<24} {part.index:>4} {part.duration:>5.1f} | {pipeline.wall:>8.2f} "
                 f"{decode.wall:>7.2f} {encode.wall:>7.2f} {bound.wall:>7.2f} {pipeline.wall / bound.wall:>5.2f} | "
-                f"{pipeline.cpu:>8.2f} {bound.cpu:>9.2f} {pipeline.cpu / bound.cpu:>5.2f}")
+                f"{pipeline.cpu:>8.2f} {bound.cpu:>9.2f} {pipeline.cpu / bound.cpu:>5.2f}"
+            )
         source.unlink()
     worst = max(pipeline.wall / bound.wall for pipeline, bound in rows)
     worst_cpu = max(pipeline.cpu / bound.cpu for pipeline, bound in rows)
     pipeline_total = sum((p for p, _ in rows), Timing(0, 0))
     bound_total = sum((b for _, b in rows), Timing(0, 0))
-    say(f"worst wall ratio {worst:.2f} (target <= {RATIO_TARGET}), worst cpu ratio {worst_cpu:.2f}; "
+    say(
+        f"worst wall ratio {worst:.2f} (target <= {RATIO_TARGET}), worst cpu ratio {worst_cpu:.2f}; "
         f"all clips: wall {pipeline_total.wall:.1f} / {bound_total.wall:.1f} s = "
         f"{pipeline_total.wall / bound_total.wall:.2f}, cpu {pipeline_total.cpu:.1f} / {bound_total.cpu:.1f} s = "
-        f"{pipeline_total.cpu / bound_total.cpu:.2f}; load average {os.getloadavg()[0]:.1f}")
+        f"{pipeline_total.cpu / bound_total.cpu:.2f}; load average {os.getloadavg()[0]:.1f}"
+    )
     return 0 if worst <= RATIO_TARGET else 1
 
 
@@ -181,13 +235,42 @@ def make_large_source(folder: Path, target_bytes: int) -> Path:
     least ``target_bytes``, with audio."""
     sample = folder / "sample.mov"
     video = "testsrc2=s=1920x1080:r=30:d={d},noise=alls=60:allf=t"
-    ffmpeg("-f", "lavfi", "-i", video.format(d=1), "-c:v", "mjpeg", "-q:v", "2", "-pix_fmt", "yuvj420p",
-           str(sample))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        video.format(d=1),
+        "-c:v",
+        "mjpeg",
+        "-q:v",
+        "2",
+        "-pix_fmt",
+        "yuvj420p",
+        str(sample),
+    )
     seconds = max(2, int(target_bytes / sample.stat().st_size) + 1)
     sample.unlink()
     path = folder / "large.mov"
-    ffmpeg("-f", "lavfi", "-i", video.format(d=seconds), "-f", "lavfi", "-i", f"sine=duration={seconds}",
-           "-c:v", "mjpeg", "-q:v", "2", "-pix_fmt", "yuvj420p", "-c:a", "aac", "-shortest", str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        video.format(d=seconds),
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=duration={seconds}",
+        "-c:v",
+        "mjpeg",
+        "-q:v",
+        "2",
+        "-pix_fmt",
+        "yuvj420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        str(path),
+    )
     return path
 
 
@@ -204,15 +287,30 @@ def bench_worker(workdir: Path) -> int:
     say("\n== worker: peak memory on a 500 MB source, cancellation latency")
     started = time.perf_counter()
     large = make_large_source(workdir, 500 * 10**6)
-    say(f"generated {large.name}: {large.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - started:.0f} s")
+    say(
+        f"generated {large.name}: {large.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - started:.0f} s"
+    )
     slow = BenchSource("slow", 1920, 1080, 30, 20, audio=True).generate(workdir)
 
     state_dir = workdir / "stack"
     config = StackConfig(
-        state_dir=state_dir, postgres_dir=state_dir / "pg", storage_in_memory=True, pubsub_emulator="pstest",
-        services=["transcoder", "notifier"], transcoder_workers=1,
-        **{name: free_port() for name in ("gateway_port", "auth_port", "api_port", "postgres_port",
-                                          "pubsub_port", "storage_port")},
+        state_dir=state_dir,
+        postgres_dir=state_dir / "pg",
+        storage_in_memory=True,
+        pubsub_emulator="pstest",
+        services=["transcoder", "notifier"],
+        transcoder_workers=1,
+        **{
+            name: free_port()
+            for name in (
+                "gateway_port",
+                "auth_port",
+                "api_port",
+                "postgres_port",
+                "pubsub_port",
+                "storage_port",
+            )
+        },
     )
     with LocalStack(config) as stack:
         os.environ["PUBSUB_EMULATOR_HOST"] = stack.pubsub_emulator_host or ""
@@ -225,23 +323,31 @@ def bench_worker(workdir: Path) -> int:
         def submit(path: Path, spec: ClipSpec) -> uuid.UUID:
             owner, task_id = uuid.uuid4(), uuid.uuid4()
             name = f"uploads/{task_id}/{path.name}"
-            storage_client().bucket(settings.uploads_bucket).blob(name, chunk_size=8 * 1024 * 1024) \
-                .upload_from_filename(str(path))
+            storage_client().bucket(settings.uploads_bucket).blob(
+                name, chunk_size=8 * 1024 * 1024
+            ).upload_from_filename(str(path))
             source = gs_uri(settings.uploads_bucket, name)
             with engine.begin() as conn:
-                conn.execute(text("INSERT INTO users (id, username, email, password_hash) "
-                                  "VALUES (:id, :u, :e, 'x')"),
-                             {"id": owner, "u": f"bench{owner.hex[:8]}", "e": f"{owner.hex[:8]}@example.com"})
-                conn.execute(text("INSERT INTO tasks (id, owner_id, source_kind, source, spec) "
-                                  "VALUES (:id, :o, 'upload', :s, CAST(:spec AS jsonb))"),
-                             {"id": task_id, "o": owner, "s": source, "spec": spec.model_dump_json()})
+                conn.execute(
+                    text("INSERT INTO users (id, username, email, password_hash) VALUES (:id, :u, :e, 'x')"),
+                    {"id": owner, "u": f"bench{owner.hex[:8]}", "e": f"{owner.hex[:8]}@example.com"},
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO tasks (id, owner_id, source_kind, source, spec) "
+                        "VALUES (:id, :o, 'upload', :s, CAST(:spec AS jsonb))"
+                    ),
+                    {"id": task_id, "o": owner, "s": source, "spec": spec.model_dump_json()},
+                )
             event = TaskSubmitted(task_id=task_id, owner_id=owner, source=source, spec=spec)
             Publisher(settings).publish(settings.topic_video_tasks, event).result(60)
             return task_id
 
         def status(task_id: uuid.UUID) -> str:
             with engine.connect() as conn:
-                return conn.execute(text("SELECT status FROM tasks WHERE id = :id"), {"id": task_id}).scalar_one()
+                return conn.execute(
+                    text("SELECT status FROM tasks WHERE id = :id"), {"id": task_id}
+                ).scalar_one()
 
         def ffmpeg_children() -> list[psutil.Process]:
             return [p for p in worker_process.children(recursive=True) if p.name() == "ffmpeg"]
@@ -260,13 +366,22 @@ def bench_worker(workdir: Path) -> int:
         sampled_peak = max(before, sampler.peak)
         peak = _vm_hwm(worker.pid)
         with engine.connect() as conn:
-            sizes = conn.execute(text("SELECT size_bytes FROM clips WHERE task_id = :id ORDER BY index"),
-                                 {"id": task_id}).scalars().all()
-        say(f"{large.stat().st_size / 1e6:.0f} MB source: {status(task_id)} in {elapsed:.1f} s (download from "
+            sizes = (
+                conn.execute(
+                    text("SELECT size_bytes FROM clips WHERE task_id = :id ORDER BY index"), {"id": task_id}
+                )
+                .scalars()
+                .all()
+            )
+        say(
+            f"{large.stat().st_size / 1e6:.0f} MB source: {status(task_id)} in {elapsed:.1f} s (download from "
             f"the uploads bucket, probe, clips, upload); clips of "
-            f"{', '.join(f'{size / 1e6:.0f} MB' for size in sizes)}")
-        say(f"worker RSS before: {before / 1e6:.1f} MB, sampled peak: {sampled_peak / 1e6:.1f} MB, "
-            f"VmHWM (peak of the process's life): {peak / 1e6:.1f} MB (budget < {RSS_BUDGET_MB} MB)")
+            f"{', '.join(f'{size / 1e6:.0f} MB' for size in sizes)}"
+        )
+        say(
+            f"worker RSS before: {before / 1e6:.1f} MB, sampled peak: {sampled_peak / 1e6:.1f} MB, "
+            f"VmHWM (peak of the process's life): {peak / 1e6:.1f} MB (budget < {RSS_BUDGET_MB} MB)"
+        )
         result = 0 if peak < RSS_BUDGET_MB * 1e6 and status(task_id) == "processed" else 1
 
         task_id = submit(slow, ClipSpec(preset="slow"))
@@ -279,14 +394,18 @@ def bench_worker(workdir: Path) -> int:
             return 1
         time.sleep(2)  # mid-run
         with engine.begin() as conn:
-            conn.execute(text("UPDATE tasks SET status = 'canceled', deleted_at = now() WHERE id = :id"),
-                         {"id": task_id})
+            conn.execute(
+                text("UPDATE tasks SET status = 'canceled', deleted_at = now() WHERE id = :id"),
+                {"id": task_id},
+            )
         canceled_at = time.perf_counter()
         _, alive = psutil.wait_procs(running, timeout=30)
         latency = time.perf_counter() - canceled_at
-        say(f"cancellation: ffmpeg gone {latency:.2f} s after the row was canceled "
+        say(
+            f"cancellation: ffmpeg gone {latency:.2f} s after the row was canceled "
             f"(budget < {CANCEL_BUDGET_SECONDS:.0f} s; polling every "
-            f"{settings.cancel_poll_seconds:.0f} s)")
+            f"{settings.cancel_poll_seconds:.0f} s)"
+        )
         if alive or latency >= CANCEL_BUDGET_SECONDS:
             result = 1
         engine.dispose()
@@ -301,7 +420,9 @@ def _vm_hwm(pid: int) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-worker", action="store_true")

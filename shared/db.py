@@ -91,10 +91,9 @@ def dispose_engine() -> None:
 @contextmanager
 def read_only(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction: the path through which the transcoder reads task state."""
-    with engine.connect() as conn:
-        with conn.begin():
-            conn.execute(text("SET TRANSACTION READ ONLY"))
-            yield conn
+    with engine.connect() as conn, conn.begin():
+        conn.execute(text("SET TRANSACTION READ ONLY"))
+        yield conn
 
 
 def ping(engine: Engine) -> None:

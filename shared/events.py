@@ -7,6 +7,7 @@ talk to the emulator when ``PUBSUB_EMULATOR_HOST`` is set, to Pub/Sub otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -63,9 +64,7 @@ class ClipSpec(_Frozen):
     height: Annotated[int, Field(ge=16, le=4320, multiple_of=2)] = 720
     fps: Annotated[int, Field(ge=1, le=120)] = 30
     video_codec: Literal["libx264"] = "libx264"
-    preset: Literal[
-        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"
-    ] = "veryfast"
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
     crf: Annotated[int, Field(ge=0, le=51)] = 23
     audio_rate: Literal[44100, 48000] = 48000
     card_seconds: Annotated[float, Field(ge=0, le=10)] = 1.0
@@ -155,17 +154,13 @@ def topic_path(settings: Settings, topic: str) -> str:
 
 
 def subscription_path(settings: Settings, subscription: str) -> str:
-    return pubsub_v1.SubscriberClient.subscription_path(
-        settings.google_cloud_project, subscription
-    )
+    return pubsub_v1.SubscriberClient.subscription_path(settings.google_cloud_project, subscription)
 
 
 @lru_cache(maxsize=1)
 def publisher_client() -> pubsub_v1.PublisherClient:
     """The process's publisher client (created once; it batches and retries)."""
-    return pubsub_v1.PublisherClient(
-        batch_settings=pubsub_v1.types.BatchSettings(max_latency=0.01)
-    )
+    return pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_latency=0.01))
 
 
 class Publisher:
@@ -222,8 +217,9 @@ def keep_pulling(
     with pubsub_v1.SubscriberClient() as subscriber:
         while not stop.is_set():
             opened = time.monotonic()
-            future = subscriber.subscribe(path, callback, flow_control=flow_control,
-                                          await_callbacks_on_shutdown=True)
+            future = subscriber.subscribe(
+                path, callback, flow_control=flow_control, await_callbacks_on_shutdown=True
+            )
             while not future.done() and not stop.wait(_STOP_POLL_SECONDS):
                 pass
             if stop.is_set():
@@ -235,33 +231,30 @@ def keep_pulling(
             # A stream that lived long was no failure in a row: start the pauses again.
             failures = 1 if time.monotonic() - opened > REOPEN_MAX_SECONDS else failures + 1
             pause = min(REOPEN_FIRST_SECONDS * 2 ** (failures - 1), REOPEN_MAX_SECONDS)
-            log.error("the pull of %s ended (%s); opening it again in %.0f s",
-                      path, future.exception() or "no error", pause)
+            log.error(
+                "the pull of %s ended (%s); opening it again in %.0f s",
+                path,
+                future.exception() or "no error",
+                pause,
+            )
             stop.wait(pause)
         before_cancel()
 
 
 def ensure_topic(settings: Settings, topic: str) -> None:
     """Create ``topic`` if it does not exist."""
-    try:
+    with contextlib.suppress(AlreadyExists):
         publisher_client().create_topic(name=topic_path(settings, topic))
-    except AlreadyExists:
-        pass
 
 
-def ensure_subscription(
-    settings: Settings, subscription: str, topic: str, ack_deadline_seconds: int
-) -> None:
+def ensure_subscription(settings: Settings, subscription: str, topic: str, ack_deadline_seconds: int) -> None:
     """Create ``subscription`` on ``topic`` if it does not exist."""
-    with pubsub_v1.SubscriberClient() as subscriber:
-        try:
-            subscriber.create_subscription(
-                name=subscription_path(settings, subscription),
-                topic=topic_path(settings, topic),
-                ack_deadline_seconds=ack_deadline_seconds,
-            )
-        except AlreadyExists:
-            pass
+    with pubsub_v1.SubscriberClient() as subscriber, contextlib.suppress(AlreadyExists):
+        subscriber.create_subscription(
+            name=subscription_path(settings, subscription),
+            topic=topic_path(settings, topic),
+            ack_deadline_seconds=ack_deadline_seconds,
+        )
 
 
 def ensure_topology(settings: Settings) -> None:
@@ -288,12 +281,8 @@ def delete_topology(settings: Settings) -> None:
     throwaway stacks); missing ones are skipped."""
     with pubsub_v1.SubscriberClient() as subscriber:
         for subscription in (settings.subscription_transcoder, settings.subscription_notifier):
-            try:
+            with contextlib.suppress(NotFound):
                 subscriber.delete_subscription(subscription=subscription_path(settings, subscription))
-            except NotFound:
-                pass
     for topic in (settings.topic_video_tasks, settings.topic_task_events):
-        try:
+        with contextlib.suppress(NotFound):
             publisher_client().delete_topic(topic=topic_path(settings, topic))
-        except NotFound:
-            pass

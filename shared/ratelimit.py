@@ -26,8 +26,9 @@ def _window(window_seconds: int, now: datetime) -> tuple[datetime, int]:
     return datetime.fromtimestamp(start, UTC), start + window_seconds - epoch
 
 
-def hit(engine: Engine, key: str, limit: int, window_seconds: int = 60,
-        *, message: str = "too many requests") -> None:
+def hit(
+    engine: Engine, key: str, limit: int, window_seconds: int = 60, *, message: str = "too many requests"
+) -> None:
     """Count one hit on ``key``; raise :class:`RateLimited` (429, ``Retry-After``) past
     ``limit`` hits in the current window."""
     now = datetime.now(UTC)
@@ -41,8 +42,9 @@ def hit(engine: Engine, key: str, limit: int, window_seconds: int = 60,
         raise RateLimited(message, retry_after=remaining)
 
 
-def check(engine: Engine, key: str, limit: int, window_seconds: int = 60,
-          *, message: str = "too many requests") -> None:
+def check(
+    engine: Engine, key: str, limit: int, window_seconds: int = 60, *, message: str = "too many requests"
+) -> None:
     """Raise :class:`RateLimited` if ``key`` is already past ``limit``, without counting."""
     now = datetime.now(UTC)
     window, remaining = _window(window_seconds, now)

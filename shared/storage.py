@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from functools import lru_cache
 
@@ -70,10 +71,8 @@ def ensure_buckets(settings: Settings) -> None:
     """Create the uploads and clips buckets if missing (local stack and tests)."""
     client = storage_client()
     for name in (settings.uploads_bucket, settings.clips_bucket):
-        try:
+        with contextlib.suppress(Conflict):
             client.create_bucket(name)
-        except Conflict:
-            pass
 
 
 def delete_buckets(settings: Settings) -> None:

@@ -100,7 +100,7 @@ def public_keys_from_pem(text: str) -> list[Ed25519PublicKey]:
                 f"{where} is a private key: give its public half "
                 "(python -m shared.tokens public-key <private-pem-path>)"
             )
-        lines = "\n".join(body[start:start + 64] for start in range(0, len(body), 64))
+        lines = "\n".join(body[start : start + 64] for start in range(0, len(body), 64))
         try:
             key = serialization.load_pem_public_key(
                 f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n".encode()
@@ -139,8 +139,7 @@ def load_signing_key(settings: Settings) -> SigningKey:
         response = client.access_secret_version(name=settings.token_signing_key_secret)
         return signing_key_from_pem(response.payload.data)
     raise SystemExit(
-        "no token signing key: set TOKEN_SIGNING_KEY, TOKEN_SIGNING_KEY_FILE "
-        "or TOKEN_SIGNING_KEY_SECRET"
+        "no token signing key: set TOKEN_SIGNING_KEY, TOKEN_SIGNING_KEY_FILE or TOKEN_SIGNING_KEY_SECRET"
     )
 
 
@@ -153,9 +152,7 @@ def generate_signing_key_pem() -> bytes:
     )
 
 
-def issue_token(
-    key: SigningKey, settings: Settings, subject: str, *, now: datetime | None = None
-) -> str:
+def issue_token(key: SigningKey, settings: Settings, subject: str, *, now: datetime | None = None) -> str:
     """A signed access token for user ``subject``, valid for ``token_ttl_seconds``."""
     issued = now or datetime.now(UTC)
     claims = {

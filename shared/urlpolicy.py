@@ -35,8 +35,7 @@ DEFAULT_MAX_URL_LENGTH = 2048
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 _METADATA_NAMES = frozenset({"metadata", "metadata.google.internal", "metadata.goog"})
 _METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a)
-    for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
 )
 # A DNS host name: labels of letters, digits, hyphens (not at either end) and, as some
 # real hosts use them, underscores; 63 octets a label, 253 the name (RFC 1035, 1123).

@@ -32,13 +32,22 @@ Model = TypeVar("Model", bound=BaseModel)
 
 # The database is unreachable or the connection broke (outage, restart, failover): a
 # dependency down (503, the client retries), not a bug. Other database errors stay 500.
-_DATABASE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-                  sqlalchemy.exc.TimeoutError)
+_DATABASE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
 
 # Pydantic error types that mean "the request is malformed" (400) rather than
 # "well-formed but not acceptable" (422).
-_SHAPE_ERRORS = ("missing", "string_type", "int_type", "int_parsing", "bool_type",
-                 "float_type", "dict_type", "list_type", "model_type", "json_invalid")
+_SHAPE_ERRORS = (
+    "missing",
+    "string_type",
+    "int_type",
+    "int_parsing",
+    "bool_type",
+    "float_type",
+    "dict_type",
+    "list_type",
+    "model_type",
+    "json_invalid",
+)
 
 
 def error_response(
@@ -68,8 +77,12 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _database_down(exc: Exception) -> Response:
-    log.warning("database unavailable on %s %s: %s", request.method, request.path,
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    log.warning(
+        "database unavailable on %s %s: %s",
+        request.method,
+        request.path,
+        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+    )
     return _domain_error(DependencyUnavailable("the database is unavailable; retry shortly"))
 
 
@@ -176,8 +189,6 @@ def health_blueprint(readiness_checks: Mapping[str, Callable[[], None]], prefix:
                 log.warning("readiness check %s failed: %s", name, exc)
                 results[name] = "unavailable"
         ready = all(value == "ok" for value in results.values())
-        return {"status": "ok" if ready else "unavailable", "checks": results}, (
-            200 if ready else 503
-        )
+        return {"status": "ok" if ready else "unavailable", "checks": results}, (200 if ready else 503)
 
     return health

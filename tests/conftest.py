@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy
 import tenacity
 from sqlalchemy.pool import NullPool
+from stack_names import isolated_names
 
 from infra.local import (
     LocalStack,
@@ -33,8 +34,6 @@ from infra.local import (
     start_pubsub,
     start_storage,
 )
-from stack_names import isolated_names
-
 from shared.config import Settings
 from shared.events import delete_topology, ensure_topology
 from shared.storage import delete_buckets, ensure_buckets
@@ -51,8 +50,9 @@ def _test_stack_config(state_dir: Path, **fields) -> StackConfig:
         name: free_port()
         for name in ("gateway_port", "auth_port", "api_port", "postgres_port", "pubsub_port", "storage_port")
     }
-    return StackConfig(state_dir=state_dir, storage_in_memory=True, pubsub_emulator="pstest",
-                       **(ports | fields))
+    return StackConfig(
+        state_dir=state_dir, storage_in_memory=True, pubsub_emulator="pstest", **(ports | fields)
+    )
 
 
 @dataclass(frozen=True)
@@ -298,6 +298,7 @@ def local_stack(
         delete_buckets(cleanup_settings)
         _drop_database(postgres_url, database)
     if dead:
-        details = "\n".join(f"{process.name} ({process.exit_description})\n{process.log_excerpt()}"
-                            for process in dead)
+        details = "\n".join(
+            f"{process.name} ({process.exit_description})\n{process.log_excerpt()}" for process in dead
+        )
         pytest.fail(f"local stack processes died during the tests:\n{details}")

@@ -5,6 +5,7 @@ the import path through its conftest)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -24,10 +25,8 @@ class Canary:
     def _wait_for_reader(self) -> None:
         fd = os.open(self.path, os.O_WRONLY)  # blocks until a reader opens the FIFO
         self._opened.set()
-        try:
+        with contextlib.suppress(BrokenPipeError):
             os.write(fd, b"canary\n")
-        except BrokenPipeError:
-            pass
         os.close(fd)
 
     def was_read(self, wait: float = 0.5) -> bool:

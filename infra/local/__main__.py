@@ -77,8 +77,11 @@ def _banner(stack: LocalStack) -> str:
         rows.append(("notifier", "pull runner on task-events"))
     rows += [
         ("PostgreSQL", f"DATABASE_URL={stack.database_url}"),
-        ("Pub/Sub", f"PUBSUB_EMULATOR_HOST={stack.pubsub_emulator_host}"
-                    + (f"   ({stack.pubsub_kind})" if stack.pubsub_kind else "   (given)")),
+        (
+            "Pub/Sub",
+            f"PUBSUB_EMULATOR_HOST={stack.pubsub_emulator_host}"
+            + (f"   ({stack.pubsub_kind})" if stack.pubsub_kind else "   (given)"),
+        ),
         ("Storage", f"STORAGE_EMULATOR_HOST={stack.storage_emulator_host}"),
         ("signing key", str(config.signing_key_path)),
         ("logs", f"{config.logs_dir}/<name>.log"),
@@ -87,7 +90,9 @@ def _banner(stack: LocalStack) -> str:
     lines = [f"  {name.ljust(width)}  {value}" for name, value in rows]
     not_started = [name for name in SERVICES if name not in services]
     if not_started:
-        lines.append(f"  not started (left out by STACK_SERVICES, or no package yet): {', '.join(not_started)}")
+        lines.append(
+            f"  not started (left out by STACK_SERVICES, or no package yet): {', '.join(not_started)}"
+        )
     return "\nIDRL local stack is up:\n" + "\n".join(lines) + "\nCtrl-C (or `make down`) stops it.\n"
 
 
@@ -154,7 +159,8 @@ def down() -> int:
     leftovers = 0
     for recorded in state.get("processes", []):
         members = [
-            member for member in group_members(recorded["pid"])
+            member
+            for member in group_members(recorded["pid"])
             if member.create_time() >= recorded["create_time"] - 1
         ]
         if members:
@@ -197,8 +203,10 @@ def provision() -> int:
 def migrate() -> int:
     config = StackConfig.from_environment()
     if not config.database_url and not port_accepts(config.host, config.postgres_port):
-        say(f"no PostgreSQL on {config.host}:{config.postgres_port}: start the stack (`make up`) "
-            "or set DATABASE_URL")
+        say(
+            f"no PostgreSQL on {config.host}:{config.postgres_port}: start the stack (`make up`) "
+            "or set DATABASE_URL"
+        )
         return 1
     try:
         run_migrations(config, config.database_url or config.local_database_url())
@@ -210,8 +218,11 @@ def migrate() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.local", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.local",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("command", choices=["up", "down", "build-pstest", "provision", "migrate", "clean"])
     command = parser.parse_args(argv).command
     if command == "build-pstest":

@@ -3,6 +3,7 @@ they serve, stop them with nothing left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -122,15 +123,12 @@ class ManagedProcess:
         while True:
             if not self.running:
                 raise StartupError(
-                    f"{self.name} exited during start-up ({self.exit_description}).\n"
-                    f"{self.log_excerpt()}"
+                    f"{self.name} exited during start-up ({self.exit_description}).\n{self.log_excerpt()}"
                 )
             if probe():
                 return
             if time.monotonic() > deadline:
-                raise StartupError(
-                    f"{self.name} was not ready after {timeout:.0f} s.\n{self.log_excerpt()}"
-                )
+                raise StartupError(f"{self.name} was not ready after {timeout:.0f} s.\n{self.log_excerpt()}")
             time.sleep(interval)
 
     def log_excerpt(self, lines: int = 20) -> str:
@@ -190,10 +188,8 @@ def _with_parent_death_signal(argv: list[str], stop_signal: signal.Signals) -> l
 
 
 def kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def group_members(pgid: int) -> list[psutil.Process]:
@@ -294,10 +290,8 @@ def tree_rss(root: psutil.Process) -> int:
     meanwhile counts nothing)."""
     total = 0
     for process in [root, *root.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     return total
 
 

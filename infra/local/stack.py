@@ -84,8 +84,7 @@ class StackConfig:
     def __post_init__(self) -> None:
         if self.pubsub_emulator not in PUBSUB_EMULATORS:
             raise ValueError(
-                f"PUBSUB_EMULATOR must be one of {', '.join(PUBSUB_EMULATORS)}, "
-                f"not {self.pubsub_emulator!r}"
+                f"PUBSUB_EMULATOR must be one of {', '.join(PUBSUB_EMULATORS)}, not {self.pubsub_emulator!r}"
             )
 
     @classmethod
@@ -177,7 +176,9 @@ def run_step(
             raise StartupError(f"{name} did not finish within {timeout:.0f} s; see {log_path}") from None
     if result.returncode != 0:
         tail = "\n".join(f"    {line}" for line in log_path.read_text(errors="replace").splitlines()[-25:])
-        raise StartupError(f"{name} failed (exit code {result.returncode}); last lines of {log_path}:\n{tail}")
+        raise StartupError(
+            f"{name} failed (exit code {result.returncode}); last lines of {log_path}:\n{tail}"
+        )
 
 
 def base_environment(config: StackConfig) -> dict[str, str]:
@@ -209,7 +210,9 @@ def postgres_bin_dir() -> Path:
         key=lambda path: int(path.parent.parent.name) if path.parent.parent.name.isdigit() else 0,
     )
     if not found:
-        raise StartupError("PostgreSQL server binaries not found under /usr/lib/postgresql: run `make install`")
+        raise StartupError(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql: run `make install`"
+        )
     return found[-1].parent
 
 
@@ -242,14 +245,18 @@ def _prepare_postgres_dir(config: StackConfig, user: str | None, report: Report)
             data_dir = postgres_fallback_dir(data_dir)
             data_dir.mkdir(mode=0o700, exist_ok=True)
             shutil.chown(data_dir, user, user)
-            report(f"postgres: {config.state_dir} is not reachable by user {user}; cluster kept in {data_dir}")
+            report(
+                f"postgres: {config.state_dir} is not reachable by user {user}; cluster kept in {data_dir}"
+            )
     data_dir.chmod(0o700)
     return data_dir
 
 
 def _postgres_accepts(host: str, port: int) -> bool:
     try:
-        connection = pg8000.native.Connection("postgres", host=host, port=port, database="postgres", timeout=2)
+        connection = pg8000.native.Connection(
+            "postgres", host=host, port=port, database="postgres", timeout=2
+        )
     except (pg8000.exceptions.InterfaceError, pg8000.exceptions.DatabaseError, OSError):
         return False
     connection.close()
@@ -286,8 +293,16 @@ def start_postgres(config: StackConfig, report: Report = _no_report) -> tuple[st
         report(f"postgres: creating a cluster in {data_dir}")
         initdb = ManagedProcess(
             "initdb",
-            [bin_dir / "initdb", "-D", data_dir, "--username=postgres", "--auth=trust",
-             "--encoding=UTF8", "--no-locale", "--no-sync"],
+            [
+                bin_dir / "initdb",
+                "-D",
+                data_dir,
+                "--username=postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
             log_path=log_path,
             cwd=data_dir,
             user=user,
@@ -298,12 +313,24 @@ def start_postgres(config: StackConfig, report: Report = _no_report) -> tuple[st
     process = ManagedProcess(
         "postgres",
         [
-            bin_dir / "postgres", "-D", data_dir, "-p", config.postgres_port,
-            "-c", f"listen_addresses={config.host}",
-            "-c", "unix_socket_directories=",  # TCP only: no socket path to own or clash on
-            "-c", "max_connections=300",
+            bin_dir / "postgres",
+            "-D",
+            data_dir,
+            "-p",
+            config.postgres_port,
+            "-c",
+            f"listen_addresses={config.host}",
+            "-c",
+            "unix_socket_directories=",  # TCP only: no socket path to own or clash on
+            "-c",
+            "max_connections=300",
             # A throwaway cluster: durability traded for speed.
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
         ],
         log_path=log_path,
         cwd=data_dir,
@@ -350,7 +377,12 @@ def build_pstest(config: StackConfig) -> Path:
     partial = config.bin_dir / f"pstest.{os.getpid()}.partial"
     build = subprocess.run(
         [go, "build", "-o", str(partial), "."],
-        cwd=source_dir, env=env, capture_output=True, text=True, check=False, timeout=600,
+        cwd=source_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
     )
     if build.returncode != 0:
         partial.unlink(missing_ok=True)
@@ -386,8 +418,16 @@ def start_pubsub(config: StackConfig, kind: str | None = None) -> tuple[str, Man
         data_dir = config.state_dir / "pubsub"
         data_dir.mkdir(parents=True, exist_ok=True)
         project = config.settings.get("google_cloud_project", env.get("GOOGLE_CLOUD_PROJECT", "idrl-local"))
-        argv = ["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port={host}:{port}",
-                f"--data-dir={data_dir}", f"--project={project}"]
+        argv = [
+            "gcloud",
+            "beta",
+            "emulators",
+            "pubsub",
+            "start",
+            f"--host-port={host}:{port}",
+            f"--data-dir={data_dir}",
+            f"--project={project}",
+        ]
         env["CLOUDSDK_CORE_DISABLE_PROMPTS"] = "1"
     process = ManagedProcess(
         f"pubsub-{kind}", argv, log_path=config.logs_dir / "pubsub.log", env=env, cwd=config.project_root
@@ -411,7 +451,16 @@ def start_storage(config: StackConfig) -> tuple[str, ManagedProcess]:
     """
     host, port = config.host, config.storage_port
     env = base_environment(config)
-    argv: list[object] = [config.python, "-m", "gcp_storage_emulator", "start", "--host", host, "--port", port]
+    argv: list[object] = [
+        config.python,
+        "-m",
+        "gcp_storage_emulator",
+        "start",
+        "--host",
+        host,
+        "--port",
+        port,
+    ]
     if config.storage_in_memory:
         argv.append("--in-memory")
     else:
@@ -441,12 +490,9 @@ def render_gateway_config(config: StackConfig) -> Path:
     if config.host == "127.0.0.1" and port_bindable("::1", config.gateway_port):
         # `localhost` resolves to ::1 first on most systems.
         listen.append(f"listen [::1]:{config.gateway_port};")
-    if os.geteuid() == 0:
-        # Workers run as the launching user: they write temp files under the state
-        # folder, which may sit in a home no other user can enter.
-        user_directive = "user root root;"
-    else:
-        user_directive = ""
+    # Workers run as the launching user: they write temp files under the state
+    # folder, which may sit in a home no other user can enter.
+    user_directive = "user root root;" if os.geteuid() == 0 else ""
     values = {
         "nginx_dir": str(nginx_dir),
         "user_directive": user_directive,
@@ -561,8 +607,7 @@ class LocalStack:
         shared_ports = [f"{port} ({' and '.join(names)})" for port, names in owners.items() if len(names) > 1]
         if shared_ports:
             raise StartupError(f"one port for two components: {', '.join(shared_ports)}")
-        taken = [f"{name} port {port}" for name, port in planned
-                 if not port_bindable(self.config.host, port)]
+        taken = [f"{name} port {port}" for name, port in planned if not port_bindable(self.config.host, port)]
         if taken:
             raise StartupError(
                 f"already in use: {', '.join(taken)}. Is a stack already running (`make down`)? "
@@ -587,8 +632,9 @@ class LocalStack:
             self._timed("signing key", lambda: self._ensure_signing_key(env))
             self._timed(
                 "topics, subscriptions and buckets",
-                lambda: run_step("provision", [config.python, "-m", "infra.local", "provision"],
-                                 config=config, env=env),
+                lambda: run_step(
+                    "provision", [config.python, "-m", "infra.local", "provision"], config=config, env=env
+                ),
             )
             self._start_services(env)
             self._timed("gateway (nginx)", self._start_gateway)
@@ -596,9 +642,13 @@ class LocalStack:
             # has had the time the others took to get ready to show it.
             dead = self.dead()
             if dead:
-                raise StartupError("\n".join(
-                    f"{process.name} exited during start-up ({process.exit_description}).\n"
-                    f"{process.log_excerpt()}" for process in dead))
+                raise StartupError(
+                    "\n".join(
+                        f"{process.name} exited during start-up ({process.exit_description}).\n"
+                        f"{process.log_excerpt()}"
+                        for process in dead
+                    )
+                )
         except BaseException:
             self.stop()
             raise
@@ -607,48 +657,77 @@ class LocalStack:
     def _start_backing_services(self) -> None:
         config = self.config
         if self.database_url is None:
+
             def postgres() -> None:
                 self.database_url, process = start_postgres(config, self.report)
                 self._add(TIER_BACKING, process)
+
             self._timed(f"PostgreSQL on {config.host}:{config.postgres_port}", postgres)
         if self.pubsub_emulator_host is None:
             self.pubsub_kind = pubsub_emulator_kind(config.pubsub_emulator)
+
             def pubsub() -> None:
                 self.pubsub_emulator_host, process = start_pubsub(config, self.pubsub_kind)
                 self._add(TIER_BACKING, process)
-            self._timed(f"Pub/Sub emulator ({self.pubsub_kind}) on {config.host}:{config.pubsub_port}", pubsub)
+
+            self._timed(
+                f"Pub/Sub emulator ({self.pubsub_kind}) on {config.host}:{config.pubsub_port}", pubsub
+            )
         if self.storage_emulator_host is None:
+
             def storage() -> None:
                 self.storage_emulator_host, process = start_storage(config)
                 self._add(TIER_BACKING, process)
+
             self._timed(f"Storage emulator on {config.host}:{config.storage_port}", storage)
 
     def _ensure_signing_key(self, env: Mapping[str, str]) -> None:
         key_path = self.config.signing_key_path
         key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        run_step("signing-key", [self.config.python, "-m", "shared.tokens", "generate", key_path],
-                 config=self.config, env=env)
+        run_step(
+            "signing-key",
+            [self.config.python, "-m", "shared.tokens", "generate", key_path],
+            config=self.config,
+            env=env,
+        )
 
     def _gunicorn(self, name: str, port: int, env: Mapping[str, str]) -> ManagedProcess:
         config = self.config
         argv = [
-            config.python, "-m", "gunicorn",
-            "--bind", f"{config.host}:{port}",
-            "--worker-class", "gthread",
-            "--workers", config.gunicorn_workers,
-            "--threads", config.gunicorn_threads,
-            "--graceful-timeout", 10,
-            "--timeout", 120,
+            config.python,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"{config.host}:{port}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            config.gunicorn_workers,
+            "--threads",
+            config.gunicorn_threads,
+            "--graceful-timeout",
+            10,
+            "--timeout",
+            120,
             # Longer than the gateway keeps an idle upstream connection (60 s): otherwise
             # gunicorn (2 s by default) may close one just as nginx sends a POST on it,
             # and nginx, which never retries a POST, answers 502.
-            "--keep-alive", 75,
-            "--access-logfile", "-",
-            "--error-logfile", "-",
+            "--keep-alive",
+            75,
+            "--access-logfile",
+            "-",
+            "--error-logfile",
+            "-",
             f"services.{name}:create_app()",
         ]
-        return ManagedProcess(name, argv, log_path=config.logs_dir / f"{name}.log", env=env,
-                              cwd=config.project_root, stop_timeout=15)
+        return ManagedProcess(
+            name,
+            argv,
+            log_path=config.logs_dir / f"{name}.log",
+            env=env,
+            cwd=config.project_root,
+            stop_timeout=15,
+        )
 
     def _start_services(self, env: Mapping[str, str]) -> None:
         config = self.config
@@ -663,39 +742,60 @@ class LocalStack:
                 http_services.append((process, f"http://{config.host}:{port}/healthz"))
             elif name == "transcoder":
                 for index in range(1, config.transcoder_workers + 1):
-                    self._add(TIER_SERVICES, ManagedProcess(
-                        f"transcoder-{index}", [config.python, "-m", "services.transcoder"],
-                        log_path=config.logs_dir / f"transcoder-{index}.log", env=env,
-                        # The worker alone gets SIGTERM, so it drains: its ffmpeg runs
-                        # (same process group) finish or are handed back by the worker,
-                        # within its drain grace (DRAIN_GRACE_SECONDS, 60 s by default).
-                        cwd=config.project_root, signal_group=False, stop_timeout=75,
-                    ).start())
+                    self._add(
+                        TIER_SERVICES,
+                        ManagedProcess(
+                            f"transcoder-{index}",
+                            [config.python, "-m", "services.transcoder"],
+                            log_path=config.logs_dir / f"transcoder-{index}.log",
+                            env=env,
+                            # The worker alone gets SIGTERM, so it drains: its ffmpeg runs
+                            # (same process group) finish or are handed back by the worker,
+                            # within its drain grace (DRAIN_GRACE_SECONDS, 60 s by default).
+                            cwd=config.project_root,
+                            signal_group=False,
+                            stop_timeout=75,
+                        ).start(),
+                    )
             elif name == "notifier":
-                self._add(TIER_SERVICES, ManagedProcess(
-                    "notifier", [config.python, "-m", "services.notifier"],
-                    log_path=config.logs_dir / "notifier.log", env=env,
-                    cwd=config.project_root, stop_timeout=15,
-                ).start())
+                self._add(
+                    TIER_SERVICES,
+                    ManagedProcess(
+                        "notifier",
+                        [config.python, "-m", "services.notifier"],
+                        log_path=config.logs_dir / "notifier.log",
+                        env=env,
+                        cwd=config.project_root,
+                        stop_timeout=15,
+                    ).start(),
+                )
         for process, url in http_services:
-            self._timed(f"{process.name} on {url.rsplit('/', 1)[0]}",
-                        partial(process.wait_ready, http_probe(url), timeout=60))
+            self._timed(
+                f"{process.name} on {url.rsplit('/', 1)[0]}",
+                partial(process.wait_ready, http_probe(url), timeout=60),
+            )
 
     def _start_gateway(self) -> None:
         config = self.config
         conf = render_gateway_config(config)
-        process = self._add(TIER_GATEWAY, ManagedProcess(
-            "gateway",
-            [nginx_binary(), "-p", conf.parent, "-e", "stderr", "-c", conf],
-            log_path=config.logs_dir / "gateway.log",
-            cwd=config.project_root,
-        ).start())
+        process = self._add(
+            TIER_GATEWAY,
+            ManagedProcess(
+                "gateway",
+                [nginx_binary(), "-p", conf.parent, "-e", "stderr", "-c", conf],
+                log_path=config.logs_dir / "gateway.log",
+                cwd=config.project_root,
+            ).start(),
+        )
         process.wait_ready(tcp_probe(config.host, config.gateway_port), timeout=30)
 
     def newly_dead(self) -> list[ManagedProcess]:
         """Processes that exited on their own since the last call."""
-        dead = [process for _, process in self.processes
-                if process.died_unexpectedly and process.name not in self._reported_dead]
+        dead = [
+            process
+            for _, process in self.processes
+            if process.died_unexpectedly and process.name not in self._reported_dead
+        ]
         self._reported_dead.update(process.name for process in dead)
         return dead
 

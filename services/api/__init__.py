@@ -24,8 +24,9 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     gunicorn calls takes no arguments, so production always verifies against the JWKS.
     """
     settings = settings or get_settings()
-    settings.require_production("auth_jwks_url", "token_issuer", "token_audience",
-                                "uploads_bucket", "clips_bucket")
+    settings.require_production(
+        "auth_jwks_url", "token_issuer", "token_audience", "uploads_bucket", "clips_bucket"
+    )
     configure_logging("api", settings.log_level)
 
     app = Flask(__name__, static_folder=None)
@@ -50,9 +51,7 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     app.register_blueprint(tasks)
     app.register_blueprint(document)
     app.register_blueprint(
-        web.health_blueprint(
-            {"database": lambda: db.ping(engine), "storage": lambda: ping_storage(settings)}
-        )
+        web.health_blueprint({"database": lambda: db.ping(engine), "storage": lambda: ping_storage(settings)})
     )
 
     relay = OutboxRelay(engine, publisher, settings)

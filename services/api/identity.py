@@ -18,8 +18,7 @@ def current_owner() -> uuid.UUID:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("send an access token: Authorization: Bearer <token>",
-                           code="missing_token")
+        raise Unauthorized("send an access token: Authorization: Bearer <token>", code="missing_token")
     if len(token) > _MAX_TOKEN_CHARS:
         raise InvalidToken("malformed token")
     claims = current_app.extensions["token_verifier"].verify(token)

@@ -29,8 +29,7 @@ from shared.errors import DependencyUnavailable, DomainError
 log = logging.getLogger(__name__)
 
 # How a storage call fails when the service or the network does.
-STORAGE_ERRORS = (GoogleAPIError, requests.exceptions.RequestException, InvalidResponse,
-                  DataCorruption)
+STORAGE_ERRORS = (GoogleAPIError, requests.exceptions.RequestException, InvalidResponse, DataCorruption)
 
 _STREAM_BYTES = 1024 * 1024
 
@@ -61,8 +60,7 @@ def ping_storage(settings: Settings) -> None:
     """Raise unless the uploads bucket can be listed (the readiness check)."""
     # No retry: a readiness probe must answer within the load balancer's timeout, and a
     # storage outage is exactly what it reports.
-    list(storage.storage_client().list_blobs(settings.uploads_bucket, max_results=1, timeout=5,
-                                             retry=None))
+    list(storage.storage_client().list_blobs(settings.uploads_bucket, max_results=1, timeout=5, retry=None))
 
 
 def signed_url(blob: gcs.Blob, minutes: int) -> str:
@@ -76,10 +74,13 @@ def signed_url(blob: gcs.Blob, minutes: int) -> str:
     if not isinstance(credentials, google.auth.credentials.Signing):
         if not credentials.valid:
             credentials.refresh(google.auth.transport.requests.Request())
-        extra = {"service_account_email": credentials.service_account_email,
-                 "access_token": credentials.token}
-    return blob.generate_signed_url(version="v4", expiration=timedelta(minutes=minutes),
-                                    method="GET", **extra)
+        extra = {
+            "service_account_email": credentials.service_account_email,
+            "access_token": credentials.token,
+        }
+    return blob.generate_signed_url(
+        version="v4", expiration=timedelta(minutes=minutes), method="GET", **extra
+    )
 
 
 def download_name(task_id: uuid.UUID, what: str, content_type: str | None) -> str:
@@ -161,5 +162,4 @@ def stream_bytes(blob: gcs.Blob, start: int, stop: int) -> Iterator[bytes]:
     reads of 1 MiB: the object, or the part asked for, is never held whole."""
     for first in range(start, stop, _STREAM_BYTES):
         # Checksums cover whole objects only; a ranged read cannot be checked against one.
-        yield blob.download_as_bytes(start=first, end=min(first + _STREAM_BYTES, stop) - 1,
-                                     checksum=None)
+        yield blob.download_as_bytes(start=first, end=min(first + _STREAM_BYTES, stop) - 1, checksum=None)

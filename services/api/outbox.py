@@ -55,12 +55,10 @@ _CLAIM = text(
     FOR UPDATE SKIP LOCKED
     """
 )
-_MARK = text(
-    "UPDATE outbox SET published_at = now() WHERE id IN :ids AND published_at IS NULL"
-).bindparams(bindparam("ids", expanding=True))
-_PRUNE = text(
-    "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => :keep)"
+_MARK = text("UPDATE outbox SET published_at = now() WHERE id IN :ids AND published_at IS NULL").bindparams(
+    bindparam("ids", expanding=True)
 )
+_PRUNE = text("DELETE FROM outbox WHERE published_at < now() - make_interval(secs => :keep)")
 # A task's status changes (and its updated_at moves) with every event the notifier
 # applies: a queued task, or a processing one with no event, this long after its
 # TaskSubmitted went out has most likely lost its message. Republishing it is safe: a
@@ -104,8 +102,9 @@ def enqueue(conn: Connection, topic: str, event: Event) -> OutboxMessage:
     return OutboxMessage(row_id, topic, data, attributes)
 
 
-def publish_committed(engine: Engine, publisher: Publisher, settings: Settings,
-                      messages: list[OutboxMessage]) -> bool:
+def publish_committed(
+    engine: Engine, publisher: Publisher, settings: Settings, messages: list[OutboxMessage]
+) -> bool:
     """Publish rows just committed and mark them; on failure leave them to the relay.
 
     Returns whether every message was published. Never raises for a Pub/Sub or database
@@ -119,9 +118,11 @@ def publish_committed(engine: Engine, publisher: Publisher, settings: Settings,
             )
             published.append(message.id)
         except _PUBLISH_ERRORS as exc:
-            log.warning("publish deferred to the outbox relay: %s", exc,
-                        extra={"task_id": message.attributes.get("task_id"),
-                               "outbox_id": message.id})
+            log.warning(
+                "publish deferred to the outbox relay: %s",
+                exc,
+                extra={"task_id": message.attributes.get("task_id"), "outbox_id": message.id},
+            )
     if published:
         try:
             with engine.begin() as conn:
@@ -138,23 +139,31 @@ def relay_once(engine: Engine, publisher: Publisher, settings: Settings) -> int:
     with engine.begin() as conn:
         rows = conn.execute(
             _CLAIM,
-            {"after": settings.outbox_republish_after_seconds,
-             "batch": settings.outbox_relay_batch},
+            {"after": settings.outbox_republish_after_seconds, "batch": settings.outbox_relay_batch},
         ).all()
         pending = []
         for row in rows:
             attributes = row.attributes if isinstance(row.attributes, dict) else json.loads(row.attributes)
-            pending.append((row.id, attributes, publisher.publish_raw(row.topic, bytes(row.data), attributes)))
+            pending.append(
+                (row.id, attributes, publisher.publish_raw(row.topic, bytes(row.data), attributes))
+            )
         published = []
         for row_id, attributes, future in pending:
             try:
                 future.result(timeout=settings.outbox_publish_timeout_seconds)
                 published.append(row_id)
-                log.info("outbox row %s published by the relay", row_id,
-                         extra={"task_id": attributes.get("task_id")})
+                log.info(
+                    "outbox row %s published by the relay",
+                    row_id,
+                    extra={"task_id": attributes.get("task_id")},
+                )
             except _PUBLISH_ERRORS as exc:
-                log.warning("outbox row %s not published, will retry: %s", row_id, exc,
-                            extra={"task_id": attributes.get("task_id")})
+                log.warning(
+                    "outbox row %s not published, will retry: %s",
+                    row_id,
+                    exc,
+                    extra={"task_id": attributes.get("task_id")},
+                )
         if published:
             conn.execute(_MARK, {"ids": published})
     return len(published)
@@ -167,9 +176,12 @@ def requeue_stalled(engine: Engine, settings: Settings) -> int:
     with engine.begin() as conn:
         rows = conn.execute(_REQUEUE_STALLED, {"after": settings.outbox_requeue_after_seconds}).all()
     for row in rows:
-        log.warning("task still %s %.0f s after its TaskSubmitted was published; publishing it again",
-                    row.status, settings.outbox_requeue_after_seconds,
-                    extra={"task_id": str(row.task_id), "outbox_id": row.id})
+        log.warning(
+            "task still %s %.0f s after its TaskSubmitted was published; publishing it again",
+            row.status,
+            settings.outbox_requeue_after_seconds,
+            extra={"task_id": str(row.task_id), "outbox_id": row.id},
+        )
     return len(rows)
 
 
@@ -226,4 +238,3 @@ class OutboxRelay:
             total += count
             if count < self.settings.outbox_relay_batch:
                 return total
-

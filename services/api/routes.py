@@ -16,19 +16,6 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, current_app, jsonify, redirect, request
 from pydantic import BaseModel, ConfigDict
 
-from shared import ratelimit, storage
-from shared.config import Settings
-from shared.errors import (
-    BadRequest,
-    Conflict,
-    DependencyUnavailable,
-    NotFound,
-    Unauthorized,
-    Unprocessable,
-    UnsupportedMediaType,
-)
-from shared.urlpolicy import check_source_url
-from shared.web import error_response, json_body
 from services.api import tasks as task_store
 from services.api.identity import current_owner
 from services.api.objects import (
@@ -48,6 +35,19 @@ from services.api.objects import (
 from services.api.outbox import publish_committed
 from services.api.tasks import IdempotencyKeyTaken, NewTask, Task, UnknownOwner
 from services.api.uploads import receive_upload
+from shared import ratelimit, storage
+from shared.config import Settings
+from shared.errors import (
+    BadRequest,
+    Conflict,
+    DependencyUnavailable,
+    NotFound,
+    Unauthorized,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+from shared.urlpolicy import check_source_url
+from shared.web import error_response, json_body
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,7 @@ def task_view(task: Task, settings: Settings) -> dict:
                 "index": clip.index,
                 "duration_seconds": clip.duration_seconds,
                 "size_bytes": clip.size_bytes,
-                "links": {"download": _object_link(settings, clip.uri,
-                                                   f"{self_path}/clips/{clip.index}")},
+                "links": {"download": _object_link(settings, clip.uri, f"{self_path}/clips/{clip.index}")},
             }
             for clip in task.clips
         ],
@@ -161,8 +160,9 @@ def _idempotency_key() -> str | None:
     if key is None:
         return None
     if not _IDEMPOTENCY_KEY.match(key):
-        raise BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters",
-                         code="invalid_idempotency_key")
+        raise BadRequest(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters", code="invalid_idempotency_key"
+        )
     return key
 
 
@@ -174,18 +174,17 @@ def _find_by_key(owner: uuid.UUID, key: str | None) -> Task | None:
     if key is None:
         return None
     with _engine().connect() as conn:
-        return task_store.find_by_idempotency_key(conn, owner, key,
-                                                  _settings().idempotency_window_hours)
+        return task_store.find_by_idempotency_key(conn, owner, key, _settings().idempotency_window_hours)
 
 
 def _replay(existing: Task, fingerprint: str | None) -> Response:
     """The answer to a retried submission: the original task, never a second one."""
     if existing.request_fingerprint != fingerprint:
-        raise Unprocessable("this Idempotency-Key was used with a different request",
-                            code="idempotency_key_mismatch")
+        raise Unprocessable(
+            "this Idempotency-Key was used with a different request", code="idempotency_key_mismatch"
+        )
     if existing.deleted_at is not None:
-        raise Conflict("the task created with this Idempotency-Key was deleted",
-                       code="idempotency_key_used")
+        raise Conflict("the task created with this Idempotency-Key was deleted", code="idempotency_key_used")
     with _engine().connect() as conn:
         task = task_store.find_owned(conn, existing.id, existing.owner_id)
     return _task_response(task, 200, **{"Idempotent-Replayed": "true"})
@@ -201,8 +200,9 @@ def _store(new: NewTask) -> tuple[Response, bool]:
     except IdempotencyKeyTaken:
         existing = _find_by_key(new.owner_id, new.idempotency_key)
         if existing is None:
-            raise Conflict("a submission with this Idempotency-Key is in progress, retry",
-                           code="idempotency_key_in_use") from None
+            raise Conflict(
+                "a submission with this Idempotency-Key is in progress, retry", code="idempotency_key_in_use"
+            ) from None
         return _replay(existing, new.request_fingerprint), False
     except UnknownOwner:
         raise Unauthorized("the token's user does not exist", code="unknown_user") from None
@@ -210,8 +210,9 @@ def _store(new: NewTask) -> tuple[Response, bool]:
 
     if settings.fault_crash_after_commit and not settings.is_production:
         # Fault drill: die between the commit and the publish, as a killed process would.
-        log.critical("fault injection: exiting after the commit, before the publish",
-                     extra={"task_id": str(new.id)})
+        log.critical(
+            "fault injection: exiting after the commit, before the publish", extra={"task_id": str(new.id)}
+        )
         os._exit(_CRASH_EXIT_CODE)
 
     publish_committed(engine, current_app.extensions["publisher"], settings, [message])
@@ -225,23 +226,33 @@ def submit():
     settings = _settings()
     owner = current_owner()
     key = _idempotency_key()
-    ratelimit.hit(_engine(), f"tasks:submit:{owner}", settings.tasks_per_minute_per_user,
-                  message="too many submissions, slow down")
+    ratelimit.hit(
+        _engine(),
+        f"tasks:submit:{owner}",
+        settings.tasks_per_minute_per_user,
+        message="too many submissions, slow down",
+    )
     if request.mimetype == "multipart/form-data":
         return _submit_upload(settings, owner, key)
     if request.mimetype != "application/json":
-        raise UnsupportedMediaType(
-            'send JSON {"url": ...} or multipart/form-data with a "file" field'
-        )
+        raise UnsupportedMediaType('send JSON {"url": ...} or multipart/form-data with a "file" field')
     body = json_body(SubmitByUrl, max_bytes=settings.max_request_json_bytes)
-    check_source_url(body.url, allow_loopback=settings.allow_loopback_sources,
-                     max_length=settings.max_url_length)
+    check_source_url(
+        body.url, allow_loopback=settings.allow_loopback_sources, max_length=settings.max_url_length
+    )
     fingerprint = _fingerprint(b"url", body.url.encode())
     existing = _find_by_key(owner, key)
     if existing is not None:
         return _replay(existing, fingerprint)
-    new = NewTask(id=uuid.uuid4(), owner_id=owner, source_kind="url", source=body.url,
-                  source_name=None, idempotency_key=key, request_fingerprint=fingerprint)
+    new = NewTask(
+        id=uuid.uuid4(),
+        owner_id=owner,
+        source_kind="url",
+        source=body.url,
+        source_name=None,
+        idempotency_key=key,
+        request_fingerprint=fingerprint,
+    )
     response, _ = _store(new)
     return response
 
@@ -252,9 +263,15 @@ def _submit_upload(settings: Settings, owner: uuid.UUID, key: str | None) -> Res
     upload = receive_upload(settings, task_id, store=existing is None)
     if existing is not None:
         return _replay(existing, upload.fingerprint)
-    new = NewTask(id=task_id, owner_id=owner, source_kind="upload", source=upload.uri,
-                  source_name=upload.filename, idempotency_key=key,
-                  request_fingerprint=upload.fingerprint)
+    new = NewTask(
+        id=task_id,
+        owner_id=owner,
+        source_kind="upload",
+        source=upload.uri,
+        source_name=upload.filename,
+        idempotency_key=key,
+        request_fingerprint=upload.fingerprint,
+    )
     created = False
     try:
         response, created = _store(new)
@@ -295,16 +312,17 @@ def list_tasks():
     unknown = sorted(set(request.args) - _LIST_PARAMETERS)
     if unknown:
         # A misspelt parameter (``limit``, ``sort``) would otherwise be silently ignored.
-        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)[:200]}; use max and order",
-                         code="invalid_parameter")
+        raise BadRequest(
+            f"unknown query parameter(s): {', '.join(unknown)[:200]}; use max and order",
+            code="invalid_parameter",
+        )
     limit = _int_arg("max", settings.list_default_max)
     if limit < 1:
         raise BadRequest("max must be at least 1", code="invalid_parameter")
     limit = min(limit, settings.list_cap_max)
     order = _int_arg("order", 1)
     if order not in (0, 1):
-        raise BadRequest("order must be 0 (oldest first) or 1 (newest first)",
-                         code="invalid_parameter")
+        raise BadRequest("order must be 0 (oldest first) or 1 (newest first)", code="invalid_parameter")
     with _engine().connect() as conn:
         items = task_store.list_owned(conn, owner, limit, newest_first=order == 1)
     return {
@@ -348,8 +366,7 @@ def delete_task(task_id: str):
     try:
         deleted = delete_task_objects(settings, task.id)
     except STORAGE_ERRORS as exc:
-        log.warning("objects of a deleted task not removed yet: %s", exc,
-                    extra={"task_id": str(task.id)})
+        log.warning("objects of a deleted task not removed yet: %s", exc, extra={"task_id": str(task.id)})
         raise DependencyUnavailable(
             "the task is deleted but its files could not be removed yet; repeat the DELETE"
         ) from None
@@ -380,11 +397,15 @@ def _download(settings: Settings, uri: str, task_id: uuid.UUID, what: str) -> Re
     try:
         part = requested_part(request.range if honoured else None, blob.size)
     except RangeNotSatisfiable as exc:
-        return error_response(exc.status, exc.code, exc.message,
-                              {"Content-Range": exc.content_range.to_header()})
+        return error_response(
+            exc.status, exc.code, exc.message, {"Content-Range": exc.content_range.to_header()}
+        )
     start, stop = (0, blob.size) if part is None else (part.start, part.stop)
-    response = Response(stream_bytes(blob, start, stop), status=200 if part is None else 206,
-                        mimetype=blob.content_type or "application/octet-stream")
+    response = Response(
+        stream_bytes(blob, start, stop),
+        status=200 if part is None else 206,
+        mimetype=blob.content_type or "application/octet-stream",
+    )
     response.headers["Content-Length"] = str(stop - start)
     if part is not None:
         response.content_range = part

@@ -10,10 +10,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError
 
+from services.api.outbox import OutboxMessage, enqueue
 from shared.config import Settings
 from shared.events import ClipSpec, TaskStatusChanged, TaskSubmitted
 from shared.lifecycle import ACTIVE_STATUSES, TaskStatus
-from services.api.outbox import OutboxMessage, enqueue
 
 _TASK_COLUMNS = """
     id, owner_id, status, source_kind, source, source_name, progress, attempt,
@@ -166,8 +166,9 @@ def _sqlstate(exc: DBAPIError) -> str | None:
     return details.get("C") if isinstance(details, dict) else None
 
 
-def find_owned(conn: Connection, task_id: uuid.UUID, owner_id: uuid.UUID,
-               *, with_clips: bool = True) -> Task | None:
+def find_owned(
+    conn: Connection, task_id: uuid.UUID, owner_id: uuid.UUID, *, with_clips: bool = True
+) -> Task | None:
     """The owner's task (deleted ones too: callers decide what a deleted task means)."""
     row = conn.execute(_FIND_OWNED, {"id": task_id, "owner": owner_id}).first()
     if row is None:
@@ -185,11 +186,11 @@ def list_owned(conn: Connection, owner_id: uuid.UUID, limit: int, *, newest_firs
     ]
 
 
-def find_by_idempotency_key(conn: Connection, owner_id: uuid.UUID, key: str, window_hours: int) -> Task | None:
+def find_by_idempotency_key(
+    conn: Connection, owner_id: uuid.UUID, key: str, window_hours: int
+) -> Task | None:
     """The owner's task created under ``key`` within the idempotency window."""
-    row = conn.execute(
-        _BY_IDEMPOTENCY_KEY, {"owner": owner_id, "key": key, "window": window_hours}
-    ).first()
+    row = conn.execute(_BY_IDEMPOTENCY_KEY, {"owner": owner_id, "key": key, "window": window_hours}).first()
     return Task.from_row(row) if row else None
 
 
@@ -198,8 +199,10 @@ def create(conn: Connection, new: NewTask, settings: Settings) -> tuple[OutboxMe
     caller's transaction. Raises :class:`IdempotencyKeyTaken` or :class:`UnknownOwner`."""
     spec = ClipSpec()
     if new.idempotency_key is not None:
-        conn.execute(_RELEASE_EXPIRED_KEY, {"owner": new.owner_id, "key": new.idempotency_key,
-                                            "window": settings.idempotency_window_hours})
+        conn.execute(
+            _RELEASE_EXPIRED_KEY,
+            {"owner": new.owner_id, "key": new.idempotency_key, "window": settings.idempotency_window_hours},
+        )
     try:
         with conn.begin_nested():
             created_at = conn.execute(
@@ -221,15 +224,26 @@ def create(conn: Connection, new: NewTask, settings: Settings) -> tuple[OutboxMe
         if _sqlstate(exc) == "23505":  # unique_violation: (owner, idempotency key)
             raise IdempotencyKeyTaken() from None
         raise
-    conn.execute(_HISTORY, {"id": new.id, "status": TaskStatus.QUEUED.value, "progress": 0,
-                            "attempt": 0, "event_id": None, "occurred_at": created_at})
-    event = TaskSubmitted(task_id=new.id, owner_id=new.owner_id, source=new.source, spec=spec,
-                          submitted_at=created_at)
+    conn.execute(
+        _HISTORY,
+        {
+            "id": new.id,
+            "status": TaskStatus.QUEUED.value,
+            "progress": 0,
+            "attempt": 0,
+            "event_id": None,
+            "occurred_at": created_at,
+        },
+    )
+    event = TaskSubmitted(
+        task_id=new.id, owner_id=new.owner_id, source=new.source, spec=spec, submitted_at=created_at
+    )
     return enqueue(conn, settings.topic_video_tasks, event), created_at
 
 
-def delete(conn: Connection, task_id: uuid.UUID, owner_id: uuid.UUID,
-           settings: Settings) -> tuple[Task | None, list[OutboxMessage]]:
+def delete(
+    conn: Connection, task_id: uuid.UUID, owner_id: uuid.UUID, settings: Settings
+) -> tuple[Task | None, list[OutboxMessage]]:
     """Cancel the owner's task if it is still active and mark it deleted.
 
     Returns the task as it was (None if the owner has no such task) and the outbox rows
@@ -241,12 +255,25 @@ def delete(conn: Connection, task_id: uuid.UUID, owner_id: uuid.UUID,
     task = Task.from_row(row)
     messages = []
     if task.deleted_at is None and task.status in ACTIVE_STATUSES:
-        event = TaskStatusChanged(task_id=task.id, status=TaskStatus.CANCELED, attempt=task.attempt,
-                                  progress=task.progress, worker_id="api")
+        event = TaskStatusChanged(
+            task_id=task.id,
+            status=TaskStatus.CANCELED,
+            attempt=task.attempt,
+            progress=task.progress,
+            worker_id="api",
+        )
         conn.execute(_CANCEL, {"id": task.id, "occurred_at": event.occurred_at})
-        conn.execute(_HISTORY, {"id": task.id, "status": event.status.value, "progress": event.progress,
-                                "attempt": event.attempt, "event_id": event.event_id,
-                                "occurred_at": event.occurred_at})
+        conn.execute(
+            _HISTORY,
+            {
+                "id": task.id,
+                "status": event.status.value,
+                "progress": event.progress,
+                "attempt": event.attempt,
+                "event_id": event.event_id,
+                "occurred_at": event.occurred_at,
+            },
+        )
         # The api applied this change itself: the notifier, receiving it, skips it.
         conn.execute(_APPLIED, {"event_id": event.event_id, "id": task.id})
         messages.append(enqueue(conn, settings.topic_task_events, event))

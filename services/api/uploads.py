@@ -10,6 +10,7 @@ anything is written; the byte count is checked as the body streams (413 past
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import socket
@@ -25,6 +26,7 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
+from services.api.objects import STORAGE_ERRORS, storage_unavailable, upload_object_name
 from shared import storage
 from shared.config import Settings
 from shared.errors import (
@@ -34,7 +36,6 @@ from shared.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from services.api.objects import STORAGE_ERRORS, storage_unavailable, upload_object_name
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,9 @@ def receive_upload(settings: Settings, task_id: uuid.UUID, *, store: bool) -> Re
         raise BadRequest("multipart body without a valid boundary", code="invalid_multipart")
     check_declared_length(settings)
     receiver = _FileReceiver(settings, task_id, store=store)
-    decoder = MultipartDecoder(boundary.encode("latin-1"), max_form_memory_size=4 * _READ_BYTES,
-                               max_parts=_MAX_PARTS)
+    decoder = MultipartDecoder(
+        boundary.encode("latin-1"), max_form_memory_size=4 * _READ_BYTES, max_parts=_MAX_PARTS
+    )
     with _upload_deadline(settings.upload_timeout_seconds) as expired:
         try:
             while True:
@@ -136,10 +138,8 @@ def _upload_deadline(seconds: float) -> Iterator[threading.Event]:
 
     def cut() -> None:
         expired.set()
-        try:
+        with contextlib.suppress(OSError):  # the client is already gone: nothing left to cut
             client.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass  # the client is already gone: nothing left to cut
 
     timer = threading.Timer(seconds, cut)
     timer.daemon = True
@@ -162,8 +162,9 @@ def _drain(decoder: MultipartDecoder, receiver: _FileReceiver) -> None:
                 receiver.receive(event.data, more=event.more_data)
             event = decoder.next_event()
     except RequestEntityTooLarge:
-        raise BadRequest("multipart body has too many parts or oversized part headers",
-                         code="invalid_multipart") from None
+        raise BadRequest(
+            "multipart body has too many parts or oversized part headers", code="invalid_multipart"
+        ) from None
     except ValueError:
         raise BadRequest("malformed multipart body", code="invalid_multipart") from None
 
@@ -173,8 +174,7 @@ class _FileReceiver:
 
     def __init__(self, settings: Settings, task_id: uuid.UUID, *, store: bool) -> None:
         self.settings = settings
-        self.uri = (storage.gs_uri(settings.uploads_bucket, upload_object_name(task_id))
-                    if store else None)
+        self.uri = storage.gs_uri(settings.uploads_bucket, upload_object_name(task_id)) if store else None
         self.filename: str | None = None
         self.in_file = False
         self.file_done = False
@@ -185,8 +185,9 @@ class _FileReceiver:
 
     def begin_part(self, name: str, filename: str | None) -> None:
         if name != FILE_FIELD:
-            raise Unprocessable(f"{name}: may not be set; send only the field {FILE_FIELD!r}",
-                                code="field_not_allowed")
+            raise Unprocessable(
+                f"{name}: may not be set; send only the field {FILE_FIELD!r}", code="field_not_allowed"
+            )
         if filename is None:
             raise BadRequest(f"the field {FILE_FIELD!r} must be a file", code="missing_file")
         if self.filename is not None:
@@ -235,8 +236,7 @@ class _FileReceiver:
 
     def finish(self) -> ReceivedUpload:
         if self.filename is None:
-            raise BadRequest(f"send the video in a multipart field named {FILE_FIELD!r}",
-                             code="missing_file")
+            raise BadRequest(f"send the video in a multipart field named {FILE_FIELD!r}", code="missing_file")
         if self.in_file or not self.file_done:
             raise BadRequest("the multipart body ended inside the file", code="invalid_multipart")
         try:

@@ -29,8 +29,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Keys of a rotation still under way: published, never used to sign (docs/deploy.md).
     previous_keys = public_keys_from_pem(settings.token_previous_public_keys)
     app.extensions["jwks"] = jwks = jwks_document(signing_key.public_key, previous_keys)
-    log.info("token keys", extra={"signing_kid": signing_key.kid,
-                                  "published_kids": [key["kid"] for key in jwks["keys"]]})
+    log.info(
+        "token keys",
+        extra={"signing_kid": signing_key.kid, "published_kids": [key["kid"] for key in jwks["keys"]]},
+    )
     app.extensions["engine"] = engine = db.create_engine(settings)
 
     web.init_app(app)

@@ -10,11 +10,11 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from services.auth.passwords import hash_password, verify_password
 from shared import ratelimit
 from shared.errors import Conflict, Unauthorized
 from shared.tokens import issue_token
 from shared.web import json_body
-from services.auth.passwords import hash_password, verify_password
 
 auth = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -40,9 +40,11 @@ class SignupRequest(BaseModel):
     def _password_policy(self) -> SignupRequest:
         missing = [
             rule
-            for rule, pattern in (("an upper-case letter", "[A-Z]"),
-                                  ("a lower-case letter", "[a-z]"),
-                                  ("a digit", "[0-9]"))
+            for rule, pattern in (
+                ("an upper-case letter", "[A-Z]"),
+                ("a lower-case letter", "[a-z]"),
+                ("a digit", "[0-9]"),
+            )
             if not re.search(pattern, self.password)
         ]
         if missing:
@@ -98,8 +100,12 @@ _EXISTING = text(
 def signup():
     settings = current_app.extensions["settings"]
     engine = current_app.extensions["engine"]
-    ratelimit.hit(engine, f"signup:client:{request.remote_addr}",
-                  settings.signups_per_minute_per_client, message="too many sign-ups, slow down")
+    ratelimit.hit(
+        engine,
+        f"signup:client:{request.remote_addr}",
+        settings.signups_per_minute_per_client,
+        message="too many sign-ups, slow down",
+    )
     body = json_body(SignupRequest, max_bytes=settings.max_request_json_bytes)
     password_hash = hash_password(body.password)
     try:
@@ -149,4 +155,3 @@ def jwks():
     response = current_app.json.response(current_app.extensions["jwks"])
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
-

@@ -10,9 +10,6 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from shared import storage
-from shared.events import MalformedEvent, TaskStatusChanged
-from shared.lifecycle import TaskStatus
 from services.notifier.changes import (
     Change,
     TaskState,
@@ -20,6 +17,9 @@ from services.notifier.changes import (
     orphaned_objects,
     plan_change,
 )
+from shared import storage
+from shared.events import MalformedEvent, TaskStatusChanged
+from shared.lifecycle import TaskStatus
 
 logger = logging.getLogger(__name__)
 

@@ -110,9 +110,7 @@ def event_objects(event: TaskStatusChanged) -> list[str]:
     return uris
 
 
-def orphaned_objects(
-    state: TaskState, event: TaskStatusChanged, recorded: set[str]
-) -> list[str]:
+def orphaned_objects(state: TaskState, event: TaskStatusChanged, recorded: set[str]) -> list[str]:
     """Objects of a ``processed`` event that was not applied and that no clip row holds.
 
     For a deleted or canceled task every object the event names is an orphan (the api

@@ -57,9 +57,7 @@ def on_task_event(cloud_event: CloudEvent) -> None:
     handle_message(get_engine(settings), message, clips_bucket=settings.clips_bucket)
 
 
-def handle_message(
-    engine: Engine, message: Any, *, clips_bucket: str
-) -> Result | None:
+def handle_message(engine: Engine, message: Any, *, clips_bucket: str) -> Result | None:
     """Decode and apply one Pub/Sub message (Eventarc's ``message`` object).
 
     Returns the result, or None for a malformed message, which is logged with its
@@ -75,17 +73,14 @@ def handle_message(
             extra={"message_id": message_id, **_task_of(message)},
         )
         return None
-    log_fields = {"task_id": str(event.task_id), "event_id": event.event_id,
-                  "message_id": message_id}
+    log_fields = {"task_id": str(event.task_id), "event_id": event.event_id, "message_id": message_id}
     try:
         result = apply_status_change(engine, event, clips_bucket=clips_bucket)
     except MalformedEvent as exc:
         logger.error("dropped an event that cannot apply: %s", exc, extra=log_fields)
         return None
     if result.change is None:
-        logger.info(
-            "%s %s event changed nothing", result.outcome, event.status, extra=log_fields
-        )
+        logger.info("%s %s event changed nothing", result.outcome, event.status, extra=log_fields)
     return result
 
 

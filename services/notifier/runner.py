@@ -12,8 +12,8 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from cloudevents.http import CloudEvent
 from google.cloud import pubsub_v1
@@ -35,8 +35,12 @@ def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def cloud_event_for(message: pubsub_v1.subscriber.message.Message, settings: Settings,
-                    topic: str | None = None, subscription: str | None = None) -> CloudEvent:
+def cloud_event_for(
+    message: pubsub_v1.subscriber.message.Message,
+    settings: Settings,
+    topic: str | None = None,
+    subscription: str | None = None,
+) -> CloudEvent:
     """The CloudEvent Eventarc delivers to a function for ``message`` (a Pub/Sub
     ``messagePublished`` event, with both spellings of its message fields)."""
     topic = topic or settings.topic_task_events
@@ -78,8 +82,7 @@ def make_callback(settings: Settings, function: Callable[[CloudEvent], object]):
             # The function raises exactly when the message must come back (database down).
             logger.exception(
                 "the function raised; the message will be redelivered",
-                extra={"message_id": message.message_id,
-                       "task_id": message.attributes.get("task_id")},
+                extra={"message_id": message.message_id, "task_id": message.attributes.get("task_id")},
             )
             threading.Event().wait(RETRY_DELAY_SECONDS)
             message.nack()
@@ -95,6 +98,10 @@ def run(settings: Settings, function: Callable[[CloudEvent], object]) -> None:
     path = subscription_path(settings, settings.subscription_notifier)
     stop = stop_on_signals()
     logger.info("pulling %s", path)
-    keep_pulling(path, make_callback(settings, function),
-                 pubsub_v1.types.FlowControl(max_messages=MAX_MESSAGES_IN_FLIGHT), stop)
+    keep_pulling(
+        path,
+        make_callback(settings, function),
+        pubsub_v1.types.FlowControl(max_messages=MAX_MESSAGES_IN_FLIGHT),
+        stop,
+    )
     logger.info("stopped")

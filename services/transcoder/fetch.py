@@ -91,8 +91,10 @@ class _GuardedConnectionMixin:
         for address in self.guard.addresses(self._dns_host, self.port):
             try:
                 return urllib3_connection.create_connection(
-                    (address, self.port), self.timeout,
-                    source_address=self.source_address, socket_options=self.socket_options,
+                    (address, self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
                 )
             except OSError as exc:
                 last_error = exc
@@ -154,7 +156,9 @@ class UrlFetcher:
     def _get(self, url: str) -> requests.Response:
         try:
             return self.session.get(
-                url, stream=True, allow_redirects=False,
+                url,
+                stream=True,
+                allow_redirects=False,
                 timeout=(self.policy.connect_timeout, self.policy.read_timeout),
                 headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
             )
@@ -189,16 +193,17 @@ class UrlFetcher:
                 for chunk in response.iter_content(_CHUNK_BYTES):
                     written += len(chunk)
                     if written > self.policy.max_bytes:
-                        raise PermanentFailure(
-                            f"the source is over the {self.policy.max_bytes} bytes limit"
-                        )
+                        raise PermanentFailure(f"the source is over the {self.policy.max_bytes} bytes limit")
                     if time.monotonic() > deadline:
                         raise TransientFailure(
                             f"the source did not download within {self.policy.total_timeout:.0f} s"
                         )
                     out.write(chunk)
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                requests.exceptions.ChunkedEncodingError) as exc:
+        except (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
             raise TransientFailure(f"the source download broke off ({_short(exc)})") from None
         return written
 
@@ -207,9 +212,7 @@ def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
-def fetch_upload(
-    client: storage.Client, uri: str, destination: Path, *, bucket: str, max_bytes: int
-) -> int:
+def fetch_upload(client: storage.Client, uri: str, destination: Path, *, bucket: str, max_bytes: int) -> int:
     """Stream an uploaded source (``gs://<uploads bucket>/...``) to ``destination``."""
     try:
         source_bucket, name = parse_gs_uri(uri)
@@ -227,7 +230,11 @@ def fetch_upload(
         raise PermanentFailure("the uploaded source no longer exists") from None
     except gexc.Forbidden:
         raise PermanentFailure("the uploaded source cannot be read") from None
-    except (gexc.ServerError, gexc.TooManyRequests, requests.exceptions.ConnectionError,
-            requests.exceptions.Timeout) as exc:
+    except (
+        gexc.ServerError,
+        gexc.TooManyRequests,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+    ) as exc:
         raise TransientFailure(f"the uploaded source could not be read now ({_short(exc)})") from None
     return destination.stat().st_size

@@ -41,8 +41,7 @@ POSTER_QUALITY = 3  # mjpeg -q:v; 2 (best) .. 31
 # and HLG (phones record this by default).
 HDR_TRANSFERS = frozenset({"smpte2084", "arib-std-b67"})
 # The colour description of every clip (and what x264 writes into it).
-CLIP_COLOR = dict(color_primaries="bt709", color_trc="bt709", colorspace="bt709",
-                  color_range="tv")
+CLIP_COLOR = dict(color_primaries="bt709", color_trc="bt709", colorspace="bt709", color_range="tv")
 # What zscale may be told about an HDR source; anything else is read as BT.2020,
 # the one gamut HLG and PQ are defined with.
 _HDR_PRIMARIES = frozenset({"bt2020", "bt709", "smpte431", "smpte432"})
@@ -74,20 +73,29 @@ def build_clip_command(
     fit = fit_geometry(info.display_width, info.display_height, width, height, spec.fit)
 
     src = ffmpeg.input(
-        local_url(source), ss=f"{part.start:.6f}", t=f"{part.duration:.6f}",
+        local_url(source),
+        ss=f"{part.start:.6f}",
+        t=f"{part.duration:.6f}",
         **SOURCE_INPUT_OPTIONS,
     )
     logo_in = ffmpeg.input(local_url(logo), f="image2", **LOGO_INPUT_OPTIONS)
     silence_seconds = 2 * card + (0 if info.has_audio else part.duration)
     silence = ffmpeg.input(
-        f"anullsrc=r={spec.audio_rate}:cl=stereo", f="lavfi", t=f"{silence_seconds + 1:.3f}",
+        f"anullsrc=r={spec.audio_rate}:cl=stereo",
+        f="lavfi",
+        t=f"{silence_seconds + 1:.3f}",
         format_whitelist="lavfi",
     )
 
     cards = (
-        logo_in.video
-        .filter("scale", width, height, force_original_aspect_ratio="decrease",
-                out_color_matrix="bt709", out_range="tv")
+        logo_in.video.filter(
+            "scale",
+            width,
+            height,
+            force_original_aspect_ratio="decrease",
+            out_color_matrix="bt709",
+            out_range="tv",
+        )
         .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2", color="black")
         .filter("setsar", 1)
         .filter("format", "yuv420p")
@@ -104,8 +112,9 @@ def build_clip_command(
     if info.color_transfer in HDR_TRANSFERS:
         body = _tone_mapped(body, info, fit.scale_width, fit.scale_height)
     else:
-        body = body.filter("zscale", w=fit.scale_width, h=fit.scale_height,
-                           filter="bicubic", **_sdr_conversion(info))
+        body = body.filter(
+            "zscale", w=fit.scale_width, h=fit.scale_height, filter="bicubic", **_sdr_conversion(info)
+        )
     if fit.mode == "pad":
         body = body.filter("pad", width, height, fit.x, fit.y, color="black")
     else:
@@ -125,25 +134,39 @@ def build_clip_command(
         )
 
     if info.has_audio:
-        body_audio = _audio_format(_named_channels(src["a:0"], info), spec).filter(
-            "asetpts", "PTS-STARTPTS"
-        )
+        body_audio = _audio_format(_named_channels(src["a:0"], info), spec).filter("asetpts", "PTS-STARTPTS")
     else:
         body_audio = silent(silences[2], part.duration)
 
     joined = ffmpeg.concat(
-        cards[0], silent(silences[0], card),
-        body[0], body_audio,
-        cards[1], silent(silences[1], card),
-        v=1, a=1,
+        cards[0],
+        silent(silences[0], card),
+        body[0],
+        body_audio,
+        cards[1],
+        silent(silences[1], card),
+        v=1,
+        a=1,
     ).node
     clip = ffmpeg.output(
-        joined[0], joined[1], str(clip_path),
-        vcodec=spec.video_codec, preset=spec.preset, crf=spec.crf, pix_fmt="yuv420p",
-        r=fps, fps_mode="cfr",
-        acodec="aac", ar=spec.audio_rate, ac=2, audio_bitrate=AUDIO_BITRATE,
-        movflags="+faststart", map_metadata=-1, map_chapters=-1,
-        f="mp4", **CLIP_COLOR,
+        joined[0],
+        joined[1],
+        str(clip_path),
+        vcodec=spec.video_codec,
+        preset=spec.preset,
+        crf=spec.crf,
+        pix_fmt="yuv420p",
+        r=fps,
+        fps_mode="cfr",
+        acodec="aac",
+        ar=spec.audio_rate,
+        ac=2,
+        audio_bitrate=AUDIO_BITRATE,
+        movflags="+faststart",
+        map_metadata=-1,
+        map_chapters=-1,
+        f="mp4",
+        **CLIP_COLOR,
     )
 
     # A second into the part (or its middle), clear of a fade-in; a part of a frame or
@@ -151,13 +174,16 @@ def build_clip_command(
     poster_at = min(1.0, part.duration / 2) if part.duration >= 2 / fps else 0.0
     poster = ffmpeg.output(
         body[1].filter("trim", start=f"{poster_at:.3f}").filter("format", "yuvj420p"),
-        str(poster_path), vframes=1, q=POSTER_QUALITY, map_metadata=-1, f="image2",
+        str(poster_path),
+        vframes=1,
+        q=POSTER_QUALITY,
+        map_metadata=-1,
+        f="image2",
         update=1,
     )
     command = (
         ffmpeg.merge_outputs(clip, poster)
-        .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error",
-                     "-progress", "pipe:1")
+        .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-progress", "pipe:1")
         .overwrite_output()
     )
     return ClipCommand(
@@ -182,10 +208,17 @@ def _tone_mapped(stream, info: SourceInfo, width: int, height: int):
         # diffuse white (203 cd/m², HLG 75 %) comes out at about 92 %. The gamut is
         # brought to BT.709 in linear light, in float, so nothing clips before tonemap.
         stream.filter(
-            "zscale", w=width, h=height, filter="bicubic",
-            transferin=info.color_transfer, primariesin=primaries, matrixin=matrix,
+            "zscale",
+            w=width,
+            h=height,
+            filter="bicubic",
+            transferin=info.color_transfer,
+            primariesin=primaries,
+            matrixin=matrix,
             rangein="pc" if info.color_range == "pc" else "tv",
-            t="linear", npl=100, p="bt709",
+            t="linear",
+            npl=100,
+            p="bt709",
         )
         .filter("format", "gbrpf32le")
         # mobius keeps the in-range part (below 0.3, i.e. 30 cd/m²) linear and rolls the

@@ -39,7 +39,9 @@ class ProgressThrottle:
     grew, and neither 0 (the processing event's) nor 100 (the processed event's)."""
 
     def __init__(
-        self, emit: Callable[[int], None], interval: float,
+        self,
+        emit: Callable[[int], None],
+        interval: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._emit = emit
@@ -81,7 +83,11 @@ def iter_clips(
         if stop is not None:
             stop.raise_if_set()
         command = build_clip_command(
-            source, info, part, spec, logo,
+            source,
+            info,
+            part,
+            spec,
+            logo,
             clip_path=workdir / f"part-{part.index:02d}.mp4",
             poster_path=workdir / f"part-{part.index:02d}.jpg",
         )

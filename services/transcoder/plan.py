@@ -61,7 +61,10 @@ def _even(value: float) -> int:
 
 
 def fit_geometry(
-    display_width: int, display_height: int, out_width: int, out_height: int,
+    display_width: int,
+    display_height: int,
+    out_width: int,
+    out_height: int,
     mode: Literal["pad", "crop"],
 ) -> Fit:
     """Fit a ``display_width`` x ``display_height`` picture (already upright, square

@@ -101,10 +101,12 @@ def describe_source(probe: dict, size: int, limits: SourceLimits) -> SourceInfo:
     """Turn ffprobe's JSON into a :class:`SourceInfo`, enforcing ``limits`` (pure)."""
     streams = probe.get("streams") or []
     videos = [
-        s for s in streams
+        s
+        for s in streams
         if s.get("codec_type") == "video"
         and not (s.get("disposition") or {}).get("attached_pic")
-        and s.get("width") and s.get("height")
+        and s.get("width")
+        and s.get("height")
     ]
     if not videos:
         raise PermanentFailure("the source has no video stream")
@@ -136,8 +138,7 @@ def describe_source(probe: dict, size: int, limits: SourceLimits) -> SourceInfo:
         limits.max_width, limits.max_height
     ):
         raise PermanentFailure(
-            f"the source is {width}x{height}, over the "
-            f"{limits.max_width}x{limits.max_height} limit"
+            f"the source is {width}x{height}, over the {limits.max_width}x{limits.max_height} limit"
         )
     return SourceInfo(
         container=str(fmt.get("format_name", "")),
@@ -165,8 +166,12 @@ def describe_source(probe: dict, size: int, limits: SourceLimits) -> SourceInfo:
 def is_rgb(pixel_format: str) -> bool:
     """Whether ffmpeg's ``pixel_format`` holds RGB samples (rgb24, bgra, gbrp10le, a
     palette...) rather than luma and chroma."""
-    return "rgb" in pixel_format or "bgr" in pixel_format or pixel_format.startswith("gbr") \
+    return (
+        "rgb" in pixel_format
+        or "bgr" in pixel_format
+        or pixel_format.startswith("gbr")
         or pixel_format == "pal8"
+    )
 
 
 def _named(value: object) -> str:

@@ -241,8 +241,11 @@ class Worker:
         if self._draining.is_set():
             return
         self._draining.set()
-        log.info("draining: %d task(s) running, %.0f s to finish",
-                 len(self._active), self.settings.drain_grace_seconds)
+        log.info(
+            "draining: %d task(s) running, %.0f s to finish",
+            len(self._active),
+            self.settings.drain_grace_seconds,
+        )
         timer = threading.Timer(self.settings.drain_grace_seconds, self._stop_all, args=(DRAINING,))
         timer.daemon = True
         timer.start()
@@ -268,9 +271,10 @@ class Worker:
         try:
             self._handle(message)
         except Exception:  # noqa: BLE001 - logged in full, and the message handed back
-            log.exception("unexpected error; handing the message back",
-                          extra={"message_id": message.message_id,
-                                 "task_id": message.attributes.get("task_id")})
+            log.exception(
+                "unexpected error; handing the message back",
+                extra={"message_id": message.message_id, "task_id": message.attributes.get("task_id")},
+            )
             self._draining.wait(UNEXPECTED_ERROR_PAUSE_SECONDS)
             message.nack()
 
@@ -278,13 +282,19 @@ class Worker:
         try:
             event = decode(message.data, dict(message.attributes))
         except MalformedEvent as exc:
-            log.error("dropping a message that can never be processed: %s", exc,
-                      extra={"message_id": message.message_id})
+            log.error(
+                "dropping a message that can never be processed: %s",
+                exc,
+                extra={"message_id": message.message_id},
+            )
             message.ack()
             return
         if not isinstance(event, TaskSubmitted):
-            log.error("dropping a %s on the tasks subscription", event.event_type,
-                      extra={"task_id": str(event.task_id)})
+            log.error(
+                "dropping a %s on the tasks subscription",
+                event.event_type,
+                extra={"task_id": str(event.task_id)},
+            )
             message.ack()
             return
         extra = {"task_id": str(event.task_id)}
@@ -297,8 +307,11 @@ class Worker:
             message.ack()
             return
         if state.settled:
-            log.info("task already %s; acking without work",
-                     "deleted" if state.deleted else state.status, extra=extra)
+            log.info(
+                "task already %s; acking without work",
+                "deleted" if state.deleted else state.status,
+                extra=extra,
+            )
             message.ack()
             return
         claim = TaskClaim(self.engine, event.task_id)
@@ -321,8 +334,9 @@ class Worker:
         if state.attempt >= self.settings.max_attempts:
             reason = f"processing was interrupted {state.attempt} times; giving up"
             log.warning(reason, extra=extra)
-            self._finish(claim, message, self._event(task, TaskStatus.FAILED, state.attempt,
-                                                     failure_reason=reason))
+            self._finish(
+                claim, message, self._event(task, TaskStatus.FAILED, state.attempt, failure_reason=reason)
+            )
             return
 
         attempt = state.attempt + 1
@@ -335,8 +349,7 @@ class Worker:
             with self._active_lock:
                 self._active.discard(stop)
 
-    def _work(self, task: TaskSubmitted, message, claim: TaskClaim, attempt: int,
-              stop: StopSignal) -> None:
+    def _work(self, task: TaskSubmitted, message, claim: TaskClaim, attempt: int, stop: StopSignal) -> None:
         extra = {"task_id": str(task.task_id)}
         # Registered before this check, so a drain that starts later stops it through
         # the grace timer, and one that started earlier is seen here.
@@ -346,8 +359,9 @@ class Worker:
         self._publish(self._event(task, TaskStatus.PROCESSING, attempt)).result(PUBLISH_TIMEOUT_SECONDS)
         log.info("processing, attempt %d", attempt, extra=extra)
         watching = threading.Event()
-        watcher = threading.Thread(target=self._watch, args=(claim, stop, watching), daemon=True,
-                                   name=f"watch-{task.task_id}")
+        watcher = threading.Thread(
+            target=self._watch, args=(claim, stop, watching), daemon=True, name=f"watch-{task.task_id}"
+        )
         watcher.start()
         started = time.monotonic()
         try:
@@ -368,8 +382,12 @@ class Worker:
                 log.warning("transient failure (%s); handing the task back", failure.reason, extra=extra)
                 message.nack()
                 return
-            outcome = self._event(task, TaskStatus.FAILED, attempt, failure_reason=(
-                f"{failure.reason}; gave up after {attempt} attempts"))
+            outcome = self._event(
+                task,
+                TaskStatus.FAILED,
+                attempt,
+                failure_reason=(f"{failure.reason}; gave up after {attempt} attempts"),
+            )
         finally:
             watching.set()
             watcher.join()
@@ -383,8 +401,13 @@ class Worker:
             return
         if outcome.status is TaskStatus.FAILED:
             self._delete_outputs(task.task_id)
-        log.info("%s in %.1f s%s", outcome.status, time.monotonic() - started,
-                 f": {outcome.failure_reason}" if outcome.failure_reason else "", extra=extra)
+        log.info(
+            "%s in %.1f s%s",
+            outcome.status,
+            time.monotonic() - started,
+            f": {outcome.failure_reason}" if outcome.failure_reason else "",
+            extra=extra,
+        )
         self._finish(claim, message, outcome)
 
     def _stopped(self, task: TaskSubmitted, attempt: int, message, why: str) -> None:
@@ -413,8 +436,10 @@ class Worker:
                 break
             time.sleep(min(0.2, self.settings.cancel_poll_seconds))
         else:
-            log.warning("the outcome is not recorded yet; letting go of the task anyway",
-                        extra={"task_id": str(outcome.task_id)})
+            log.warning(
+                "the outcome is not recorded yet; letting go of the task anyway",
+                extra={"task_id": str(outcome.task_id)},
+            )
         message.ack()
 
     def _watch(self, claim: TaskClaim, stop: StopSignal, done: threading.Event) -> None:
@@ -448,8 +473,14 @@ class Worker:
             )
             outputs = []
             for clip in iter_clips(
-                source, info, task.spec, workdir=workdir, logo=self.logo,
-                ffmpeg_timeout=self.settings.ffmpeg_timeout_seconds, stop=stop, on_progress=throttle,
+                source,
+                info,
+                task.spec,
+                workdir=workdir,
+                logo=self.logo,
+                ffmpeg_timeout=self.settings.ffmpeg_timeout_seconds,
+                stop=stop,
+                on_progress=throttle,
             ):
                 outputs.append(self._retry(lambda clip=clip: self._upload(task.task_id, clip), stop))
                 clip.path.unlink()
@@ -460,9 +491,13 @@ class Worker:
     def _fetch(self, source: str, destination: Path) -> int:
         if source.startswith("gs://"):
             with _storage_errors("reading the uploaded source"):
-                return fetch_upload(self.storage, source, destination,
-                                    bucket=self.settings.uploads_bucket,
-                                    max_bytes=self.settings.max_source_bytes)
+                return fetch_upload(
+                    self.storage,
+                    source,
+                    destination,
+                    bucket=self.settings.uploads_bucket,
+                    max_bytes=self.settings.max_source_bytes,
+                )
         return self.fetcher.fetch(source, destination)
 
     def _upload(self, task_id: uuid.UUID, clip: LocalClip) -> ClipOutput:
@@ -476,9 +511,11 @@ class Worker:
             # Retries are tenacity's (one policy for every transient error), not the
             # client's own; the names are deterministic, so a retry overwrites.
             bucket.blob(clip_name, chunk_size=chunk).upload_from_filename(
-                str(clip.path), content_type="video/mp4", retry=None)
+                str(clip.path), content_type="video/mp4", retry=None
+            )
             bucket.blob(poster_name, chunk_size=chunk).upload_from_filename(
-                str(clip.poster_path), content_type="image/jpeg", retry=None)
+                str(clip.poster_path), content_type="image/jpeg", retry=None
+            )
         return ClipOutput(
             index=clip.part.index,
             uri=gs_uri(self.settings.clips_bucket, clip_name),
@@ -512,7 +549,9 @@ class Worker:
             wait=wait_exponential(multiplier=self.settings.retry_initial_seconds, max=_RETRY_MAX_SECONDS),
             sleep=stop.wait,
             before_sleep=lambda state: log.warning(
-                "transient failure, try %d of %d: %s", state.attempt_number, tries,
+                "transient failure, try %d of %d: %s",
+                state.attempt_number,
+                tries,
                 state.outcome.exception(),
             ),
             reraise=True,
@@ -535,11 +574,24 @@ class Worker:
         )
         return retrying(operation)
 
-    def _event(self, task: TaskSubmitted, status: TaskStatus, attempt: int, *, progress: int = 0,
-               outputs: tuple[ClipOutput, ...] = (), failure_reason: str | None = None) -> TaskStatusChanged:
+    def _event(
+        self,
+        task: TaskSubmitted,
+        status: TaskStatus,
+        attempt: int,
+        *,
+        progress: int = 0,
+        outputs: tuple[ClipOutput, ...] = (),
+        failure_reason: str | None = None,
+    ) -> TaskStatusChanged:
         return TaskStatusChanged(
-            task_id=task.task_id, status=status, attempt=attempt, progress=progress,
-            outputs=outputs, failure_reason=failure_reason, worker_id=self.worker_id,
+            task_id=task.task_id,
+            status=status,
+            attempt=attempt,
+            progress=progress,
+            outputs=outputs,
+            failure_reason=failure_reason,
+            worker_id=self.worker_id,
         )
 
     def _publish(self, event: TaskStatusChanged):
@@ -559,9 +611,14 @@ def _storage_errors(doing: str) -> Iterator[None]:
     """Turn storage and network errors into the pipeline's failure kinds."""
     try:
         yield
-    except (gexc.ServerError, gexc.TooManyRequests, gexc.NotFound,
-            requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-            auth_exceptions.TransportError) as exc:
+    except (
+        gexc.ServerError,
+        gexc.TooManyRequests,
+        gexc.NotFound,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        auth_exceptions.TransportError,
+    ) as exc:
         log.warning("%s failed: %s", doing, exc)
         raise TransientFailure(f"{doing} failed ({_storage_summary(exc)})") from exc
     except gexc.ClientError as exc:

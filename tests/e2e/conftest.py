@@ -17,11 +17,14 @@ from e2e_stack import E2EStack, running_stack
 
 
 @pytest.fixture(scope="session")
-def two_worker_stack(tmp_path_factory: pytest.TempPathFactory, pubsub_emulator_host: str,
-                     storage_emulator_host: str) -> Iterator[E2EStack]:
+def two_worker_stack(
+    tmp_path_factory: pytest.TempPathFactory, pubsub_emulator_host: str, storage_emulator_host: str
+) -> Iterator[E2EStack]:
     """The whole stack with two transcoder workers on the same subscription."""
-    with running_stack(tmp_path_factory.mktemp("e2e-two-workers"),
-                       pubsub_emulator_host=pubsub_emulator_host,
-                       storage_emulator_host=storage_emulator_host,
-                       transcoder_workers=2) as stack:
+    with running_stack(
+        tmp_path_factory.mktemp("e2e-two-workers"),
+        pubsub_emulator_host=pubsub_emulator_host,
+        storage_emulator_host=storage_emulator_host,
+        transcoder_workers=2,
+    ) as stack:
         yield stack

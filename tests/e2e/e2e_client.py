@@ -58,13 +58,21 @@ class PlatformClient:
         """Sign a new user up and log in, as the README's curl calls do."""
         username = f"{name}-{uuid.uuid4().hex[:8]}"
         email = f"{username}@league.example"
-        signup = requests.post(f"{base_url}/auth/signup", timeout=HTTP_TIMEOUT, json={
-            "username": username, "email": email, "password": PASSWORD, "password_2": PASSWORD,
-        })
+        signup = requests.post(
+            f"{base_url}/auth/signup",
+            timeout=HTTP_TIMEOUT,
+            json={
+                "username": username,
+                "email": email,
+                "password": PASSWORD,
+                "password_2": PASSWORD,
+            },
+        )
         assert signup.status_code == 201, signup.text
         assert "password" not in signup.text and "hash" not in signup.text
-        login = requests.post(f"{base_url}/auth/login", timeout=HTTP_TIMEOUT,
-                              json={"email": email, "password": PASSWORD})
+        login = requests.post(
+            f"{base_url}/auth/login", timeout=HTTP_TIMEOUT, json={"email": email, "password": PASSWORD}
+        )
         assert login.status_code == 200, login.text
         body = login.json()
         assert body["token_type"] == "Bearer" and body["expires_in"] > 0
@@ -87,13 +95,15 @@ class PlatformClient:
         return task
 
     def submit_url(self, source_url: str) -> dict:
-        return self._accepted(self.session.post(self.url("/tasks"), json={"url": source_url},
-                                                timeout=HTTP_TIMEOUT))
+        return self._accepted(
+            self.session.post(self.url("/tasks"), json={"url": source_url}, timeout=HTTP_TIMEOUT)
+        )
 
     def submit_file(self, path: Path) -> dict:
         with path.open("rb") as source:
-            response = self.session.post(self.url("/tasks"), timeout=HTTP_TIMEOUT,
-                                         files={"file": (path.name, source, "video/mp4")})
+            response = self.session.post(
+                self.url("/tasks"), timeout=HTTP_TIMEOUT, files={"file": (path.name, source, "video/mp4")}
+            )
         return self._accepted(response)
 
     def task(self, task_id: str) -> dict:
@@ -101,9 +111,16 @@ class PlatformClient:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def wait_for(self, task_id: str, statuses=FINAL_STATUSES, *, timeout: float = 240,
-                 interval: float = 0.2, observed: Observed | None = None,
-                 while_waiting: Callable[[], None] | None = None) -> dict:
+    def wait_for(
+        self,
+        task_id: str,
+        statuses=FINAL_STATUSES,
+        *,
+        timeout: float = 240,
+        interval: float = 0.2,
+        observed: Observed | None = None,
+        while_waiting: Callable[[], None] | None = None,
+    ) -> dict:
         """Poll ``GET /tasks/<id>`` until its status is one of ``statuses``.
 
         ``while_waiting`` runs between polls (e.g. a check that the stack's processes

@@ -21,18 +21,36 @@ NOT_CARD_MIN_DIFF = 30.0
 
 
 def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
-                   check=True, timeout=300)
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True, timeout=300
+    )
 
 
-def make_source(path: Path, *, seconds: float, width: int = 320, height: int = 240,
-                fps: int = 30) -> Path:
+def make_source(path: Path, *, seconds: float, width: int = 320, height: int = 240, fps: int = 30) -> Path:
     """An H.264/AAC mp4 of a moving test pattern with a tone."""
     ffmpeg(
-        "-f", "lavfi", "-i", f"testsrc2=s={width}x{height}:r={fps}:d={seconds}",
-        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", str(fps),
-        "-c:a", "aac", "-ac", "1", "-shortest", str(path),
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=s={width}x{height}:r={fps}:d={seconds}",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=440:sample_rate=44100:duration={seconds}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        str(fps),
+        "-c:a",
+        "aac",
+        "-ac",
+        "1",
+        "-shortest",
+        str(path),
     )
     return path
 
@@ -51,7 +69,9 @@ class ClipFacts:
 def probe_clip(path: Path) -> ClipFacts:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
-        check=True, capture_output=True, timeout=60,
+        check=True,
+        capture_output=True,
+        timeout=60,
     ).stdout
     probe = json.loads(out)
     videos = [s for s in probe["streams"] if s["codec_type"] == "video"]
@@ -70,10 +90,27 @@ def gray_frame(path: Path, at: float) -> bytes:
     """The frame shown at ``at`` seconds (a still image: its only frame), scaled down."""
     seek = ["-ss", f"{at:.3f}"] if at > 0 else []
     return subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", *seek, "-i", str(path), "-frames:v", "1",
-         "-vf", f"scale={COMPARE_WIDTH}:{COMPARE_HEIGHT}:flags=area", "-f", "rawvideo",
-         "-pix_fmt", "gray", "-"],
-        check=True, capture_output=True, timeout=60,
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            *seek,
+            "-i",
+            str(path),
+            "-frames:v",
+            "1",
+            "-vf",
+            f"scale={COMPARE_WIDTH}:{COMPARE_HEIGHT}:flags=area",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "gray",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     ).stdout
 
 

@@ -27,7 +27,6 @@ from google.cloud import pubsub_v1
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
-
 from stack_names import isolated_names
 
 from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
@@ -36,8 +35,7 @@ from shared.config import Settings
 from shared.events import TaskStatusChanged, decode, delete_topology, subscription_path, topic_path
 from shared.storage import delete_buckets, storage_client
 
-PORT_FIELDS = ("gateway_port", "auth_port", "api_port", "postgres_port",
-               "pubsub_port", "storage_port")
+PORT_FIELDS = ("gateway_port", "auth_port", "api_port", "postgres_port", "pubsub_port", "storage_port")
 
 
 @dataclass
@@ -64,31 +62,47 @@ class E2EStack:
     def worker_for(self, worker_id: str) -> ManagedProcess:
         """The worker process that reports itself as ``worker_id``: the launcher's
         WORKER_ID (``local-<process name>``) or the worker's default ``<host>:<pid>``."""
-        matches = [worker for worker in self.workers()
-                   if worker_id in (f"local-{worker.name}", f"{socket.gethostname()}:{worker.pid}")]
+        matches = [
+            worker
+            for worker in self.workers()
+            if worker_id in (f"local-{worker.name}", f"{socket.gethostname()}:{worker.pid}")
+        ]
         assert len(matches) == 1, f"no single worker process is {worker_id!r}: {self.workers()}"
         return matches[0]
 
     def clip_objects(self, task_id: str) -> list[str]:
-        return sorted(blob.name for blob in storage_client().list_blobs(
-            self.settings.clips_bucket, prefix=f"tasks/{task_id}/"))
+        return sorted(
+            blob.name
+            for blob in storage_client().list_blobs(self.settings.clips_bucket, prefix=f"tasks/{task_id}/")
+        )
 
     def upload_objects(self, task_id: str) -> list[str]:
-        return sorted(blob.name for blob in storage_client().list_blobs(
-            self.settings.uploads_bucket, prefix=f"uploads/{task_id}/"))
+        return sorted(
+            blob.name
+            for blob in storage_client().list_blobs(
+                self.settings.uploads_bucket, prefix=f"uploads/{task_id}/"
+            )
+        )
 
 
 def assert_alive(stack: LocalStack) -> None:
     """Fail with the log excerpt of any stack process that died on its own."""
     dead = stack.dead()
     assert not dead, "stack processes died:\n" + "\n".join(
-        f"{process.name} ({process.exit_description})\n{process.log_excerpt()}" for process in dead)
+        f"{process.name} ({process.exit_description})\n{process.log_excerpt()}" for process in dead
+    )
 
 
 @contextmanager
-def running_stack(state_dir: Path, *, pubsub_emulator_host: str, storage_emulator_host: str,
-                  transcoder_workers: int, settings: dict[str, str] | None = None,
-                  services: Sequence[str] | None = None) -> Iterator[E2EStack]:
+def running_stack(
+    state_dir: Path,
+    *,
+    pubsub_emulator_host: str,
+    storage_emulator_host: str,
+    transcoder_workers: int,
+    settings: dict[str, str] | None = None,
+    services: Sequence[str] | None = None,
+) -> Iterator[E2EStack]:
     """Start the whole stack (own PostgreSQL, shared emulators) and stop it afterwards,
     deleting its topics, subscriptions and buckets. Raises AssertionError at the end if
     one of its processes died on its own while the tests ran."""
@@ -136,8 +150,10 @@ def history(engine: Engine, task_id: str) -> list[HistoryLine]:
     """The task's ``task_history``, in the order the changes were applied."""
     with engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT status, progress, attempt, event_id FROM task_history "
-                 "WHERE task_id = :task_id ORDER BY id"),
+            text(
+                "SELECT status, progress, attempt, event_id FROM task_history "
+                "WHERE task_id = :task_id ORDER BY id"
+            ),
             {"task_id": task_id},
         ).all()
     return [HistoryLine(*row) for row in rows]
@@ -164,15 +180,25 @@ def database_answers(engine: Engine) -> bool:
 
 def task_row(engine: Engine, task_id: str) -> dict:
     with engine.connect() as conn:
-        return dict(conn.execute(text("SELECT * FROM tasks WHERE id = :task_id"),
-                                 {"task_id": task_id}).mappings().one())
+        return dict(
+            conn.execute(text("SELECT * FROM tasks WHERE id = :task_id"), {"task_id": task_id})
+            .mappings()
+            .one()
+        )
 
 
 def clip_rows(engine: Engine, task_id: str) -> list[dict]:
     with engine.connect() as conn:
-        return [dict(row) for row in conn.execute(
-            text("SELECT index, uri, duration_seconds, size_bytes FROM clips "
-                 "WHERE task_id = :task_id ORDER BY index"), {"task_id": task_id}).mappings()]
+        return [
+            dict(row)
+            for row in conn.execute(
+                text(
+                    "SELECT index, uri, duration_seconds, size_bytes FROM clips "
+                    "WHERE task_id = :task_id ORDER BY index"
+                ),
+                {"task_id": task_id},
+            ).mappings()
+        ]
 
 
 # --- what went over task-events ------------------------------------------------------------------
@@ -193,8 +219,10 @@ class EventTap:
     def __enter__(self) -> EventTap:
         with pubsub_v1.SubscriberClient() as subscriber:
             subscriber.create_subscription(
-                name=self.path, topic=topic_path(self.settings, self.settings.topic_task_events),
-                ack_deadline_seconds=60)
+                name=self.path,
+                topic=topic_path(self.settings, self.settings.topic_task_events),
+                ack_deadline_seconds=60,
+            )
         self._start_pulling()
         return self
 

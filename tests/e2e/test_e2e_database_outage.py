@@ -20,12 +20,16 @@ TASKS = 4
 
 @pytest.fixture(scope="module")
 def outage_stack(tmp_path_factory, pubsub_emulator_host, storage_emulator_host) -> Iterator[E2EStack]:
-    with running_stack(tmp_path_factory.mktemp("e2e-outage"), pubsub_emulator_host=pubsub_emulator_host,
-                       storage_emulator_host=storage_emulator_host, transcoder_workers=1,
-                       # A worker stops its ffmpeg at the first failed re-read of the task
-                       # (its claim may be gone with the database session): re-reading every
-                       # 5 s with progress every 0.5 s keeps events flowing into the outage.
-                       settings={"progress_interval_seconds": "0.5", "cancel_poll_seconds": "5"}) as stack:
+    with running_stack(
+        tmp_path_factory.mktemp("e2e-outage"),
+        pubsub_emulator_host=pubsub_emulator_host,
+        storage_emulator_host=storage_emulator_host,
+        transcoder_workers=1,
+        # A worker stops its ffmpeg at the first failed re-read of the task
+        # (its claim may be gone with the database session): re-reading every
+        # 5 s with progress every 0.5 s keeps events flowing into the outage.
+        settings={"progress_interval_seconds": "0.5", "cancel_poll_seconds": "5"},
+    ) as stack:
         yield stack
 
 
@@ -60,8 +64,12 @@ def test_a_database_outage_loses_no_event(outage_stack: E2EStack, source_server,
         try:
             # Down means down for clients too: a clear 503, never a 500.
             assert_error(athlete.get(f"/tasks/{task_ids[0]}"), 503)
-            assert_error(athlete.session.post(athlete.url("/tasks"), timeout=30,
-                                              json={"url": source_server.url(long_clip_source)}), 503)
+            assert_error(
+                athlete.session.post(
+                    athlete.url("/tasks"), timeout=30, json={"url": source_server.url(long_clip_source)}
+                ),
+                503,
+            )
             time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - stopped)))
         finally:
             restarted_at = datetime.now(UTC)
@@ -71,19 +79,24 @@ def test_a_database_outage_loses_no_event(outage_stack: E2EStack, source_server,
             postgres.wait_ready(lambda: database_answers(stack.engine), timeout=60)
 
         _wait_ready(athlete)
-        finished = [athlete.wait_for(task_id, timeout=300, while_waiting=stack.assert_running)
-                    for task_id in task_ids]
+        finished = [
+            athlete.wait_for(task_id, timeout=300, while_waiting=stack.assert_running) for task_id in task_ids
+        ]
         assert [task["status"] for task in finished] == ["processed"] * TASKS, finished
         assert tap.wait_until(
-            lambda t: sum(e.status == "processed" for e in t.events(task_ids)) >= TASKS, timeout=30)
+            lambda t: sum(e.status == "processed" for e in t.events(task_ids)) >= TASKS, timeout=30
+        )
 
     events = tap.events(task_ids)
     handled = applied_events(stack.engine)
     lost = [event for event in events if event.event_id not in handled]
     assert not lost, f"events never reached the database: {lost}"
     # Published before the restart, handled after it: these crossed the outage.
-    crossed = [event for event in events
-               if event.occurred_at < restarted_at and handled[event.event_id] > restarted_at]
+    crossed = [
+        event
+        for event in events
+        if event.occurred_at < restarted_at and handled[event.event_id] > restarted_at
+    ]
     assert crossed, "no event had to wait for the database: the outage tested nothing"
     for task_id in task_ids:
         lines = history(stack.engine, task_id)

@@ -18,8 +18,9 @@ def _missing_answer(client: PlatformClient) -> tuple[int, dict]:
     return response.status_code, response.json()
 
 
-def _assert_invisible(intruder: PlatformClient, task: dict, clip_links: list[str],
-                      missing: tuple[int, dict]) -> None:
+def _assert_invisible(
+    intruder: PlatformClient, task: dict, clip_links: list[str], missing: tuple[int, dict]
+) -> None:
     task_id = task["id"]
     listed = intruder.get("/tasks", params={"max": 100, "order": 0})
     assert listed.status_code == 200, listed.text
@@ -37,8 +38,9 @@ def _assert_invisible(intruder: PlatformClient, task: dict, clip_links: list[str
         assert (response.status_code, response.json()) == missing, what
 
 
-def test_another_user_can_neither_see_download_nor_delete_a_task(local_stack, source_server,
-                                                                 short_source, tmp_path):
+def test_another_user_can_neither_see_download_nor_delete_a_task(
+    local_stack, source_server, short_source, tmp_path
+):
     owner = PlatformClient.sign_up(local_stack.base_url, "owner")
     intruder = PlatformClient.sign_up(local_stack.base_url, "intruder")
     intruder_task = intruder.submit_url(source_server.url(short_source))

@@ -43,8 +43,7 @@ def _check_clip(path: Path, part_seconds: float, logo: bytes) -> None:
     assert mean_abs_diff(gray_frame(path, 1 + part_seconds / 2), logo) > NOT_CARD_MIN_DIFF
 
 
-def test_seed_flow_by_url_and_by_upload(local_stack, source_server, two_part_source, short_source,
-                                        tmp_path):
+def test_seed_flow_by_url_and_by_upload(local_stack, source_server, two_part_source, short_source, tmp_path):
     settings = local_stack.settings
     athlete = PlatformClient.sign_up(local_stack.base_url, "seed")
     alive = functools.partial(assert_alive, local_stack.stack)
@@ -59,8 +58,10 @@ def test_seed_flow_by_url_and_by_upload(local_stack, source_server, two_part_sou
     assert original.read_bytes() == short_source.read_bytes()
 
     observed = {by_url["id"]: Observed(), by_upload["id"]: Observed()}
-    finished = {task_id: athlete.wait_for(task_id, observed=seen, while_waiting=alive)
-                for task_id, seen in observed.items()}
+    finished = {
+        task_id: athlete.wait_for(task_id, observed=seen, while_waiting=alive)
+        for task_id, seen in observed.items()
+    }
     for task_id, task in finished.items():
         assert task["status"] == "processed", task
         assert task["progress"] == 100 and task["failure_reason"] is None

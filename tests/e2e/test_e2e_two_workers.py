@@ -58,9 +58,12 @@ def test_a_burst_of_tasks_is_shared_by_two_workers_and_processed_once_each(
         task_ids = [task["id"] for task in submitted]
         assert len(set(task_ids)) == BURST
         observed = {task_id: Observed() for task_id in task_ids}
-        finished = {task_id: athlete.wait_for(task_id, observed=observed[task_id], timeout=300,
-                                                    while_waiting=stack.assert_running)
-                    for task_id in task_ids}
+        finished = {
+            task_id: athlete.wait_for(
+                task_id, observed=observed[task_id], timeout=300, while_waiting=stack.assert_running
+            )
+            for task_id in task_ids
+        }
 
         for task_id in task_ids:
             assert finished[task_id]["status"] == "processed", finished[task_id]
@@ -71,7 +74,8 @@ def test_a_burst_of_tasks_is_shared_by_two_workers_and_processed_once_each(
     assert len(uris) == len(set(uris)) == BURST
     finishers = {event.worker_id for event in tap.events(task_ids) if event.status == "processed"}
     assert {stack.worker_for(worker_id).name for worker_id in finishers} == {
-        worker.name for worker in stack.workers()}, f"not both workers finished tasks: {finishers}"
+        worker.name for worker in stack.workers()
+    }, f"not both workers finished tasks: {finishers}"
 
 
 def _ffmpeg_child(worker: psutil.Process) -> psutil.Process | None:
@@ -98,14 +102,14 @@ def _gone(process: psutil.Process, timeout: float) -> bool:
     return False
 
 
-def test_a_worker_killed_mid_clip_loses_nothing(two_worker_stack: E2EStack, source_server,
-                                                long_clip_source):
+def test_a_worker_killed_mid_clip_loses_nothing(two_worker_stack: E2EStack, source_server, long_clip_source):
     stack = two_worker_stack
     athlete = PlatformClient.sign_up(stack.base_url, "killed")
     with EventTap(stack.settings) as tap:
         task_id = athlete.submit_url(source_server.url(long_clip_source))["id"]
-        athlete.wait_for(task_id, {"processing"} | FINAL_STATUSES, interval=0.05,
-                         while_waiting=stack.assert_running)
+        athlete.wait_for(
+            task_id, {"processing"} | FINAL_STATUSES, interval=0.05, while_waiting=stack.assert_running
+        )
         worker_id = task_row(stack.engine, task_id)["worker_id"]
         victim = stack.worker_for(worker_id)
         survivor = next(worker for worker in stack.workers() if worker is not victim)

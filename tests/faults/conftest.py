@@ -22,7 +22,6 @@ if _E2E_DIR not in sys.path:
 
 from e2e_media import media_dir, short_source, source_server, two_part_source  # noqa: E402, F401 - fixtures
 
-
 _RECOVERIES = pytest.StashKey[list]()
 
 
@@ -39,8 +38,7 @@ def record_recovery(request: pytest.FixtureRequest) -> Callable[[float, str], No
     state); printed in the run's summary, never asserted."""
 
     def record(seconds: float, detail: str = "") -> None:
-        request.config.stash.setdefault(_RECOVERIES, []).append(
-            Recovery(request.node.name, seconds, detail))
+        request.config.stash.setdefault(_RECOVERIES, []).append(Recovery(request.node.name, seconds, detail))
         request.node.user_properties.append(("recovery_seconds", round(seconds, 1)))
 
     return record
@@ -54,4 +52,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     width = max(len(recovery.drill) for recovery in recoveries)
     for recovery in recoveries:
         terminalreporter.write_line(
-            f"{recovery.drill.ljust(width)}  {recovery.seconds:6.1f} s  {recovery.detail}")
+            f"{recovery.drill.ljust(width)}  {recovery.seconds:6.1f} s  {recovery.detail}"
+        )

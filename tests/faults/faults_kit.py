@@ -23,17 +23,17 @@ from pathlib import Path
 import psutil
 import requests
 import sqlalchemy
+from e2e_stack import PORT_FIELDS, E2EStack, assert_alive
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
-
-from e2e_stack import PORT_FIELDS, E2EStack, assert_alive
 from stack_names import isolated_names
+from storage_proxy import StorageFaultProxy
+
 from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
 from infra.local.process import group_members, http_probe, wait_until
 from infra.local.stack import run_step
 from shared.config import Settings
 from shared.storage import delete_buckets, parse_gs_uri, storage_client
-from storage_proxy import StorageFaultProxy
 
 # Generous: a drill waits for the platform, it does not time it.
 SETTLE_TIMEOUT = 300.0
@@ -111,7 +111,9 @@ class FaultStack(E2EStack):
             os.kill(pid, signal.SIGKILL)
         process.popen.wait(timeout=30)
         if whole_group:
-            assert wait_until(lambda: not group_members(pid), timeout=30), f"{process.name}'s group outlived SIGKILL"
+            assert wait_until(lambda: not group_members(pid), timeout=30), (
+                f"{process.name}'s group outlived SIGKILL"
+            )
 
     def start_again(self, process: ManagedProcess, **environment: str) -> None:
         """Start a stopped or killed component with the same command (and ``environment``
@@ -127,8 +129,13 @@ class FaultStack(E2EStack):
     def provision(self) -> None:
         """Create the topics, subscriptions and buckets that are missing, with the
         stack's own command (``python -m infra.local provision``)."""
-        run_step("provision", [self.config.python, "-m", "infra.local", "provision"],
-                 config=self.config, env=self.stack.service_environment(), timeout=120)
+        run_step(
+            "provision",
+            [self.config.python, "-m", "infra.local", "provision"],
+            config=self.config,
+            env=self.stack.service_environment(),
+            timeout=120,
+        )
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
         """Every component running and the api ready (database and storage) through the gateway."""
@@ -145,16 +152,23 @@ class FaultStack(E2EStack):
 
 
 @contextmanager
-def fault_stack(state_dir: Path, *, storage_emulator_host: str, transcoder_workers: int = 2,
-                settings: dict[str, str] | None = None) -> Iterator[FaultStack]:
+def fault_stack(
+    state_dir: Path,
+    *,
+    storage_emulator_host: str,
+    transcoder_workers: int = 2,
+    settings: dict[str, str] | None = None,
+) -> Iterator[FaultStack]:
     """The whole stack with its own PostgreSQL and Pub/Sub emulator, storage behind a
     switchable proxy, and a scratch folder of its own; stopped and its buckets deleted
     afterwards. AssertionError at the end if a process died on its own meanwhile."""
     scratch = state_dir / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     # The postgres user must reach the cluster's folder; pytest's own are private.
-    with StorageFaultProxy(storage_emulator_host) as proxy, \
-            tempfile.TemporaryDirectory(prefix="idrl-faults-pg-") as pg_parent:
+    with (
+        StorageFaultProxy(storage_emulator_host) as proxy,
+        tempfile.TemporaryDirectory(prefix="idrl-faults-pg-") as pg_parent,
+    ):
         os.chmod(pg_parent, 0o711)
         config = StackConfig(
             state_dir=state_dir,
@@ -193,7 +207,10 @@ def tmpfs(mount_point: Path, size: str = "20m") -> Iterator[Path]:
     """A small tmpfs mounted over ``mount_point`` while the block runs."""
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size},mode=1777", "tmpfs", str(mount_point)],
-        capture_output=True, text=True, check=False, timeout=30,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
     )
     if mounted.returncode != 0:
         raise TmpfsRefused(f"mount -t tmpfs failed: {mounted.stderr.strip()}")
@@ -246,8 +263,14 @@ def log_messages(process: ManagedProcess, task_id: str) -> list[str]:
     return messages
 
 
-def wait_for(condition: Callable[[], object], *, timeout: float, what: str,
-             while_waiting: Callable[[], None] | None = None, interval: float = 0.1):
+def wait_for(
+    condition: Callable[[], object],
+    *,
+    timeout: float,
+    what: str,
+    while_waiting: Callable[[], None] | None = None,
+    interval: float = 0.1,
+):
     """Poll ``condition`` until it returns something true; fail with ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -265,8 +288,14 @@ def wait_for(condition: Callable[[], object], *, timeout: float, what: str,
 
 def active_tasks(engine: sqlalchemy.Engine) -> list[tuple[str, str]]:
     with engine.connect() as conn:
-        return [(str(task_id), status) for task_id, status in conn.execute(
-            text("SELECT id, status FROM tasks WHERE status IN ('queued', 'processing') ORDER BY created_at"))]
+        return [
+            (str(task_id), status)
+            for task_id, status in conn.execute(
+                text(
+                    "SELECT id, status FROM tasks WHERE status IN ('queued', 'processing') ORDER BY created_at"
+                )
+            )
+        ]
 
 
 def wait_until_settled(stack: FaultStack, timeout: float = SETTLE_TIMEOUT) -> float:
@@ -278,15 +307,15 @@ def wait_until_settled(stack: FaultStack, timeout: float = SETTLE_TIMEOUT) -> fl
         stack.supervisor()
         dead = [process for process in stack.stack.dead() if process.name not in stack.supervisor.waiting]
         assert not dead, "stack processes died:\n" + "\n".join(
-            f"{process.name} ({process.exit_description})\n{process.log_excerpt()}" for process in dead)
+            f"{process.name} ({process.exit_description})\n{process.log_excerpt()}" for process in dead
+        )
         try:
             stuck = active_tasks(stack.engine)
         except sqlalchemy.exc.DBAPIError:
             stuck = [("?", "database unreachable")]
         if not stuck and not stack.supervisor.waiting:
             return time.monotonic()
-        assert time.monotonic() < deadline, (
-            f"tasks still active {timeout:.0f} s after the fault: {stuck}")
+        assert time.monotonic() < deadline, f"tasks still active {timeout:.0f} s after the fault: {stuck}"
         time.sleep(0.2)
 
 
@@ -308,12 +337,24 @@ def assert_final_state(stack: FaultStack, accepted: Iterable[str]) -> FinalState
     ``processed`` line; and every object under ``tasks/`` in the clips bucket is a
     recorded clip or poster of a processed task (nothing orphaned)."""
     with stack.engine.connect() as conn:
-        tasks = {str(row.id): row for row in conn.execute(
-            text("SELECT id, status, failure_reason, deleted_at FROM tasks"))}
-        lines = {str(task_id): count for task_id, count in conn.execute(text(
-            "SELECT task_id, count(*) FILTER (WHERE status = 'processed') FROM task_history GROUP BY task_id"))}
-        canceled_lines = {str(task_id) for (task_id,) in conn.execute(
-            text("SELECT DISTINCT task_id FROM task_history WHERE status = 'canceled'"))}
+        tasks = {
+            str(row.id): row
+            for row in conn.execute(text("SELECT id, status, failure_reason, deleted_at FROM tasks"))
+        }
+        lines = {
+            str(task_id): count
+            for task_id, count in conn.execute(
+                text(
+                    "SELECT task_id, count(*) FILTER (WHERE status = 'processed') FROM task_history GROUP BY task_id"
+                )
+            )
+        }
+        canceled_lines = {
+            str(task_id)
+            for (task_id,) in conn.execute(
+                text("SELECT DISTINCT task_id FROM task_history WHERE status = 'canceled'")
+            )
+        }
         recorded: dict[str, set[str]] = {}
         for task_id, uri, poster_uri in conn.execute(text("SELECT task_id, uri, poster_uri FROM clips")):
             recorded.setdefault(str(task_id), set()).update(u for u in (uri, poster_uri) if u)
@@ -343,8 +384,12 @@ def assert_final_state(stack: FaultStack, accepted: Iterable[str]) -> FinalState
     assert not problems, "final state broken:\n" + "\n".join(problems)
 
     bucket = stack.settings.clips_bucket
-    live = {parse_gs_uri(uri)[1] for task_id, uris in recorded.items()
-            if tasks[task_id].status == "processed" and tasks[task_id].deleted_at is None for uri in uris}
+    live = {
+        parse_gs_uri(uri)[1]
+        for task_id, uris in recorded.items()
+        if tasks[task_id].status == "processed" and tasks[task_id].deleted_at is None
+        for uri in uris
+    }
     stored = {blob.name for blob in storage_client().list_blobs(bucket)}
     orphans = sorted(stored - live)
     assert not orphans, f"objects in gs://{bucket} that no processed task records: {orphans}"
@@ -364,8 +409,14 @@ def task_ids_of(engine: sqlalchemy.Engine) -> set[str]:
 def outbox_rows(engine: sqlalchemy.Engine, task_id: str) -> list[dict]:
     """The task's TaskSubmitted rows in the outbox, oldest first."""
     with engine.connect() as conn:
-        return [dict(row) for row in conn.execute(text(
-            "SELECT id, created_at, published_at FROM outbox "
-            "WHERE attributes->>'task_id' = :task_id AND attributes->>'event_type' = 'TaskSubmitted' "
-            "ORDER BY id"), {"task_id": task_id}).mappings()]
-
+        return [
+            dict(row)
+            for row in conn.execute(
+                text(
+                    "SELECT id, created_at, published_at FROM outbox "
+                    "WHERE attributes->>'task_id' = :task_id AND attributes->>'event_type' = 'TaskSubmitted' "
+                    "ORDER BY id"
+                ),
+                {"task_id": task_id},
+            ).mappings()
+        ]

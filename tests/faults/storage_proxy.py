@@ -15,14 +15,21 @@ import selectors
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit
 
 _HEAD_LIMIT = 64 * 1024
 _BODY_LIMIT = 256 * 1024 * 1024
 _IO_TIMEOUT = 10.0
-_ERROR_BODY = json.dumps({"error": {"code": 503, "message": "storage fault drill: service unavailable",
-                                    "errors": [{"reason": "backendError"}]}}).encode()
+_ERROR_BODY = json.dumps(
+    {
+        "error": {
+            "code": 503,
+            "message": "storage fault drill: service unavailable",
+            "errors": [{"reason": "backendError"}],
+        }
+    }
+).encode()
 
 
 class StorageFaultProxy:
@@ -103,10 +110,8 @@ class StorageFaultProxy:
         # shutdown(), not close(): it wakes the pipe's selector, which then closes both.
         with self._lock:
             for sock in self._piped:
-                try:
+                with suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     @staticmethod
     def _pipe(client: socket.socket, upstream: socket.socket) -> None:
@@ -160,7 +165,8 @@ class StorageFaultProxy:
                 b"HTTP/1.1 503 Service Unavailable\r\n"
                 b"Content-Type: application/json; charset=UTF-8\r\n"
                 + f"Content-Length: {len(_ERROR_BODY)}\r\n".encode()
-                + b"Connection: close\r\n\r\n" + _ERROR_BODY
+                + b"Connection: close\r\n\r\n"
+                + _ERROR_BODY
             )
         except (OSError, ValueError):
             return

@@ -28,13 +28,17 @@ CRASH_AFTER_COMMIT = {"FAULT_CRASH_AFTER_COMMIT": "true", "OUTBOX_RELAY_ENABLED"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, storage_emulator_host) -> Iterator[FaultStack]:
-    with fault_stack(tmp_path_factory.mktemp("faults-api-crash"),
-                     storage_emulator_host=storage_emulator_host, transcoder_workers=1) as stack:
+    with fault_stack(
+        tmp_path_factory.mktemp("faults-api-crash"),
+        storage_emulator_host=storage_emulator_host,
+        transcoder_workers=1,
+    ) as stack:
         yield stack
 
 
-def test_an_api_killed_after_the_commit_loses_no_task(stack: FaultStack, source_server, short_source,
-                                                      record_recovery):
+def test_an_api_killed_after_the_commit_loses_no_task(
+    stack: FaultStack, source_server, short_source, record_recovery
+):
     athlete = PlatformClient.sign_up(stack.base_url, "api-crash")
     api = stack.process("api")
     source_url = source_server.url(short_source)
@@ -44,8 +48,9 @@ def test_an_api_killed_after_the_commit_loses_no_task(stack: FaultStack, source_
     api.stop()
     stack.start_again(api, **CRASH_AFTER_COMMIT)
     before = task_ids_of(stack.engine)
-    crashed = athlete.session.post(athlete.url("/tasks"), json={"url": source_url}, headers=headers,
-                                   timeout=30)
+    crashed = athlete.session.post(
+        athlete.url("/tasks"), json={"url": source_url}, headers=headers, timeout=30
+    )
     assert_error(crashed, 503)  # the gateway's answer for an upstream that vanished
     assert "fault injection: exiting after the commit" in api.log_path.read_text()
 
@@ -61,16 +66,19 @@ def test_an_api_killed_after_the_commit_loses_no_task(stack: FaultStack, source_
     restarted_at = time.monotonic()
     stack.start_again(api)
     settled_at = wait_until_settled(stack)
-    record_recovery(settled_at - restarted_at,
-                    f"api restarted -> relay publishes -> processed; {stack.supervisor.describe()}")
+    record_recovery(
+        settled_at - restarted_at,
+        f"api restarted -> relay publishes -> processed; {stack.supervisor.describe()}",
+    )
 
     assert [row["published_at"] is not None for row in outbox_rows(stack.engine, task_id)] == [True]
     final = assert_final_state(stack, [task_id])
     assert final.of([task_id]) == ["processed"]
 
     # The client's retry is answered with the task it could not see, not a second task.
-    retried = athlete.session.post(athlete.url("/tasks"), json={"url": source_url}, headers=headers,
-                                   timeout=30)
+    retried = athlete.session.post(
+        athlete.url("/tasks"), json={"url": source_url}, headers=headers, timeout=30
+    )
     assert retried.status_code == 200 and retried.headers.get("Idempotent-Replayed") == "true", retried.text
     assert retried.json()["id"] == task_id and retried.json()["status"] == "processed"
     assert task_ids_of(stack.engine) == before | {task_id}

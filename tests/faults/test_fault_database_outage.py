@@ -31,19 +31,28 @@ SUBMIT_EVERY_SECONDS = 0.5
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, storage_emulator_host) -> Iterator[FaultStack]:
-    with fault_stack(tmp_path_factory.mktemp("faults-database-outage"),
-                     storage_emulator_host=storage_emulator_host, transcoder_workers=2) as stack:
+    with fault_stack(
+        tmp_path_factory.mktemp("faults-database-outage"),
+        storage_emulator_host=storage_emulator_host,
+        transcoder_workers=2,
+    ) as stack:
         yield stack
 
 
-def test_a_database_outage_under_load_loses_no_accepted_task(stack: FaultStack, source_server, short_source,
-                                                             record_recovery):
+def test_a_database_outage_under_load_loses_no_accepted_task(
+    stack: FaultStack, source_server, short_source, record_recovery
+):
     # Several users, so the load stays under the per-user submission rate limit.
     athletes = itertools.cycle([PlatformClient.sign_up(stack.base_url, f"load-{n}") for n in range(3)])
     source_url = source_server.url(short_source)
     accepted = [next(athletes).submit_url(source_url)["id"] for _ in range(BEFORE)]
-    wait_for(lambda: any(ffmpeg_of(worker) for worker in stack.workers()), timeout=120, interval=0.05,
-             what="a worker's ffmpeg", while_waiting=stack.assert_running)
+    wait_for(
+        lambda: any(ffmpeg_of(worker) for worker in stack.workers()),
+        timeout=120,
+        interval=0.05,
+        what="a worker's ffmpeg",
+        while_waiting=stack.assert_running,
+    )
 
     postgres = stack.process("postgres")
     postgres.stop()  # SIGINT: PostgreSQL's fast shutdown
@@ -79,9 +88,12 @@ def test_a_database_outage_under_load_loses_no_accepted_task(stack: FaultStack, 
     settled_at = wait_until_settled(stack)
     final = assert_final_state(stack, accepted)
     statuses = final.of(accepted)
-    record_recovery(settled_at - back_at, f"PostgreSQL back -> all {len(accepted)} accepted tasks final "
-                    f"({statuses.count('processed')} processed, {statuses.count('failed')} failed); "
-                    f"{refused} submissions refused with 503 during the outage; {stack.supervisor.describe()}")
+    record_recovery(
+        settled_at - back_at,
+        f"PostgreSQL back -> all {len(accepted)} accepted tasks final "
+        f"({statuses.count('processed')} processed, {statuses.count('failed')} failed); "
+        f"{refused} submissions refused with 503 during the outage; {stack.supervisor.describe()}",
+    )
     # A refused submission left no task behind; an accepted one is never lost.
     assert task_ids_of(stack.engine) == set(accepted)
     assert statuses == ["processed"] * len(accepted), final.failure_reasons

@@ -45,20 +45,29 @@ REQUEUE_AFTER_SECONDS = 15
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, storage_emulator_host) -> Iterator[FaultStack]:
-    with fault_stack(tmp_path_factory.mktemp("faults-pubsub-restart"),
-                     storage_emulator_host=storage_emulator_host, transcoder_workers=1,
-                     settings={"outbox_requeue_after_seconds": str(REQUEUE_AFTER_SECONDS)}) as stack:
+    with fault_stack(
+        tmp_path_factory.mktemp("faults-pubsub-restart"),
+        storage_emulator_host=storage_emulator_host,
+        transcoder_workers=1,
+        settings={"outbox_requeue_after_seconds": str(REQUEUE_AFTER_SECONDS)},
+    ) as stack:
         yield stack
 
 
-def test_a_pubsub_restart_with_messages_in_flight_loses_no_task(stack: FaultStack, source_server,
-                                                                short_source, record_recovery):
+def test_a_pubsub_restart_with_messages_in_flight_loses_no_task(
+    stack: FaultStack, source_server, short_source, record_recovery
+):
     athlete = PlatformClient.sign_up(stack.base_url, "pubsub")
     task_ids = [athlete.submit_url(source_server.url(short_source))["id"] for _ in range(TASKS)]
     (worker,) = stack.workers()
     # One task in ffmpeg; the others' messages wait in the subscription.
-    wait_for(lambda: ffmpeg_of(worker), timeout=120, interval=0.05, what="the worker's ffmpeg",
-             while_waiting=stack.assert_running)
+    wait_for(
+        lambda: ffmpeg_of(worker),
+        timeout=120,
+        interval=0.05,
+        what="the worker's ffmpeg",
+        while_waiting=stack.assert_running,
+    )
 
     pubsub = stack.process("pubsub-pstest")
     pubsub.stop()
@@ -71,22 +80,28 @@ def test_a_pubsub_restart_with_messages_in_flight_loses_no_task(stack: FaultStac
     pubsub.start()
     pubsub.wait_ready(tcp_probe(stack.config.host, stack.config.pubsub_port), timeout=60)
     pullers = [worker, stack.process("notifier")]
-    wait_for(lambda: all("opening it again" in p.log_path.read_text() for p in pullers), timeout=120,
-             what="the worker's and the notifier's pulls to end with NOT_FOUND and be opened again",
-             while_waiting=stack.supervisor)
+    wait_for(
+        lambda: all("opening it again" in p.log_path.read_text() for p in pullers),
+        timeout=120,
+        what="the worker's and the notifier's pulls to end with NOT_FOUND and be opened again",
+        while_waiting=stack.supervisor,
+    )
     stack.provision()
     restored_at = time.monotonic()
 
     settled_at = wait_until_settled(stack)
-    record_recovery(settled_at - restored_at,
-                    "emulator back and provisioned -> the sweep republishes the lost TaskSubmitted "
-                    f"-> every task final; {stack.supervisor.describe()}")
+    record_recovery(
+        settled_at - restored_at,
+        "emulator back and provisioned -> the sweep republishes the lost TaskSubmitted "
+        f"-> every task final; {stack.supervisor.describe()}",
+    )
 
     assert stack.supervisor.restarts == []  # the pulls outlived the missing subscriptions
     final = assert_final_state(stack, task_ids)
     assert final.of(task_ids) == ["processed"] * TASKS
     # What was waiting in the emulator was lost with it and went out again afterwards.
-    republished = [task_id for task_id in task_ids
-                   if outbox_rows(stack.engine, task_id)[0]["published_at"] > lost_at]
+    republished = [
+        task_id for task_id in task_ids if outbox_rows(stack.engine, task_id)[0]["published_at"] > lost_at
+    ]
     assert republished, "no TaskSubmitted was published again: the restart lost nothing?"
     assert "publishing it again" in stack.process("api").log_path.read_text()

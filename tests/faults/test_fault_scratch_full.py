@@ -31,8 +31,11 @@ HEADROOM_BYTES = 64 * 1024
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, storage_emulator_host) -> Iterator[FaultStack]:
-    with fault_stack(tmp_path_factory.mktemp("faults-scratch-full"),
-                     storage_emulator_host=storage_emulator_host, transcoder_workers=1) as stack:
+    with fault_stack(
+        tmp_path_factory.mktemp("faults-scratch-full"),
+        storage_emulator_host=storage_emulator_host,
+        transcoder_workers=1,
+    ) as stack:
         yield stack
 
 
@@ -46,9 +49,9 @@ def scratch_tmpfs(stack: FaultStack) -> Iterator[Path]:
         pytest.skip(f"mounting a tmpfs needs root with CAP_SYS_ADMIN: {refused}")
 
 
-def test_a_full_scratch_disk_fails_the_task_and_spares_the_worker(stack: FaultStack, scratch_tmpfs: Path,
-                                                                  source_server, short_source,
-                                                                  record_recovery):
+def test_a_full_scratch_disk_fails_the_task_and_spares_the_worker(
+    stack: FaultStack, scratch_tmpfs: Path, source_server, short_source, record_recovery
+):
     athlete = PlatformClient.sign_up(stack.base_url, "scratch")
     (worker,) = stack.workers()
     worker_pid = worker.pid
@@ -72,9 +75,12 @@ def test_a_full_scratch_disk_fails_the_task_and_spares_the_worker(stack: FaultSt
     room_at = time.monotonic()
     following = athlete.submit_url(source_server.url(short_source))["id"]
     settled_at = wait_until_settled(stack)
-    record_recovery(settled_at - room_at, "disk has room again -> the same worker processes the next task "
-                    f"(its clip included); the full disk failed the task after {len(full)} ENOSPC run(s): "
-                    f"{reason!r}; {stack.supervisor.describe()}")
+    record_recovery(
+        settled_at - room_at,
+        "disk has room again -> the same worker processes the next task "
+        f"(its clip included); the full disk failed the task after {len(full)} ENOSPC run(s): "
+        f"{reason!r}; {stack.supervisor.describe()}",
+    )
     assert list(scratch_tmpfs.iterdir()) == []
 
     state = assert_final_state(stack, [doomed, following])

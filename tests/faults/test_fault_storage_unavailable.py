@@ -33,8 +33,11 @@ API_TIMEOUT = 300
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, storage_emulator_host) -> Iterator[FaultStack]:
-    with fault_stack(tmp_path_factory.mktemp("faults-storage-503"),
-                     storage_emulator_host=storage_emulator_host, transcoder_workers=1) as stack:
+    with fault_stack(
+        tmp_path_factory.mktemp("faults-storage-503"),
+        storage_emulator_host=storage_emulator_host,
+        transcoder_workers=1,
+    ) as stack:
         yield stack
 
 
@@ -76,46 +79,67 @@ class Outage:
     readiness: Answer  # GET /readyz sent as the outage began
 
     def describe(self) -> str:
-        return (f"{self.clip_uploads_refused} clip uploads refused; an upload sent at the start answered "
-                f"{self.upload.status} after {self.upload.seconds:.1f} s, /readyz {self.readiness.status} "
-                f"after {self.readiness.seconds:.1f} s")
+        return (
+            f"{self.clip_uploads_refused} clip uploads refused; an upload sent at the start answered "
+            f"{self.upload.status} after {self.upload.seconds:.1f} s, /readyz {self.readiness.status} "
+            f"after {self.readiness.seconds:.1f} s"
+        )
 
 
-def _storage_outage_during_upload(stack: FaultStack, athlete: PlatformClient, upload: Path, *,
-                                  refusals: int = 1) -> Outage:
+def _storage_outage_during_upload(
+    stack: FaultStack, athlete: PlatformClient, upload: Path, *, refusals: int = 1
+) -> Outage:
     """Switch storage to 503 while the task's ffmpeg runs, for OUTAGE_SECONDS and until
     ``refusals`` of its clip uploads were refused. A client's upload and a readiness
     probe are sent as it begins; they are answered whenever the api answers."""
     (worker,) = stack.workers()
-    wait_for(lambda: ffmpeg_of(worker), timeout=120, interval=0.02, what="the worker's ffmpeg",
-             while_waiting=stack.assert_running)
+    wait_for(
+        lambda: ffmpeg_of(worker),
+        timeout=120,
+        interval=0.02,
+        what="the worker's ffmpeg",
+        while_waiting=stack.assert_running,
+    )
     refused_before = _clip_uploads_refused(stack)
 
     def post_upload() -> requests.Response:
         with upload.open("rb") as source:
-            return athlete.session.post(athlete.url("/tasks"), timeout=API_TIMEOUT,
-                                        files={"file": (upload.name, source, "video/mp4")})
+            return athlete.session.post(
+                athlete.url("/tasks"), timeout=API_TIMEOUT, files={"file": (upload.name, source, "video/mp4")}
+            )
 
     with ThreadPoolExecutor(2) as pool:
         with stack.storage_proxy.outage():
             started = time.monotonic()
             upload_answer = pool.submit(_timed, post_upload)
             readiness_answer = pool.submit(
-                _timed, lambda: requests.get(f"{stack.base_url}/readyz", timeout=API_TIMEOUT))
-            wait_for(lambda: time.monotonic() - started >= OUTAGE_SECONDS
-                     and _clip_uploads_refused(stack) - refused_before >= refusals,
-                     timeout=180, interval=0.1, what=f"{refusals} clip upload(s) refused during the outage")
+                _timed, lambda: requests.get(f"{stack.base_url}/readyz", timeout=API_TIMEOUT)
+            )
+            wait_for(
+                lambda: (
+                    time.monotonic() - started >= OUTAGE_SECONDS
+                    and _clip_uploads_refused(stack) - refused_before >= refusals
+                ),
+                timeout=180,
+                interval=0.1,
+                what=f"{refusals} clip upload(s) refused during the outage",
+            )
         ended_at = time.monotonic()
-        outage = Outage(ended_at, _clip_uploads_refused(stack) - refused_before,
-                        upload_answer.result(), readiness_answer.result())
+        outage = Outage(
+            ended_at,
+            _clip_uploads_refused(stack) - refused_before,
+            upload_answer.result(),
+            readiness_answer.result(),
+        )
     # Refused with a clear 503, or held until storage answered again and then accepted.
     assert outage.upload.status in (202, 503), outage
     assert outage.readiness.status in (200, 503), outage
     return outage
 
 
-def test_a_storage_outage_with_the_default_retry_budget(stack: FaultStack, source_server, short_source,
-                                                        record_recovery):
+def test_a_storage_outage_with_the_default_retry_budget(
+    stack: FaultStack, source_server, short_source, record_recovery
+):
     athlete = PlatformClient.sign_up(stack.base_url, "storage")
     task_id = athlete.submit_url(source_server.url(short_source))["id"]
     outage = _storage_outage_during_upload(stack, athlete, short_source)
@@ -123,22 +147,26 @@ def test_a_storage_outage_with_the_default_retry_budget(stack: FaultStack, sourc
 
     settled_at = wait_until_settled(stack)
     final = assert_final_state(stack, accepted)
-    record_recovery(settled_at - outage.ended_at,
-                    f"storage back -> task {final.of([task_id])[0]} (attempt "
-                    f"{task_row(stack.engine, task_id)['attempt']}); {outage.describe()}; "
-                    f"{stack.supervisor.describe()}")
+    record_recovery(
+        settled_at - outage.ended_at,
+        f"storage back -> task {final.of([task_id])[0]} (attempt "
+        f"{task_row(stack.engine, task_id)['attempt']}); {outage.describe()}; "
+        f"{stack.supervisor.describe()}",
+    )
     # The worker's three tries span about 3 s: a clip upload that meets a 10 s outage
     # runs out of them, and the task is handed back; its later attempts may still meet
     # the outage. If the last one does, the task fails for that reason, and no other.
     status = final.of([task_id])[0]
     assert status == "processed" or final.failure_reasons[task_id].startswith("storing a clip failed"), (
-        final.failure_reasons[task_id])
+        final.failure_reasons[task_id]
+    )
     # What was accepted once storage answered again goes through.
     assert final.of(accepted[1:]) == ["processed"] * len(accepted[1:]), final.failure_reasons
 
 
-def test_a_storage_outage_within_the_retry_budget(stack: FaultStack, source_server, short_source,
-                                                  record_recovery):
+def test_a_storage_outage_within_the_retry_budget(
+    stack: FaultStack, source_server, short_source, record_recovery
+):
     # 4 s then 8 s between the 3 tries. The outage lasts until the second try was
     # refused too (however slow ffmpeg is here), so only the third can succeed.
     (worker,) = stack.workers()
@@ -154,8 +182,10 @@ def test_a_storage_outage_within_the_retry_budget(stack: FaultStack, source_serv
 
     settled_at = wait_until_settled(stack)
     final = assert_final_state(stack, accepted)
-    record_recovery(settled_at - outage.ended_at,
-                    f"storage back -> the next in-place retry uploads -> processed; {outage.describe()}")
+    record_recovery(
+        settled_at - outage.ended_at,
+        f"storage back -> the next in-place retry uploads -> processed; {outage.describe()}",
+    )
     assert final.of(accepted) == ["processed"] * len(accepted), final.failure_reasons
     # Carried over by the retries of its first attempt: no redelivery, no crash.
     assert task_row(stack.engine, task_id)["attempt"] == 1

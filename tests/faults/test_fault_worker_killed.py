@@ -21,8 +21,11 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, storage_emulator_host) -> Iterator[FaultStack]:
-    with fault_stack(tmp_path_factory.mktemp("faults-worker-killed"),
-                     storage_emulator_host=storage_emulator_host, transcoder_workers=2) as stack:
+    with fault_stack(
+        tmp_path_factory.mktemp("faults-worker-killed"),
+        storage_emulator_host=storage_emulator_host,
+        transcoder_workers=2,
+    ) as stack:
         yield stack
 
 
@@ -35,7 +38,8 @@ def _gone(process: psutil.Process) -> bool:
 
 
 def test_a_worker_killed_mid_clip_leaves_one_processed_task_and_no_orphan(
-        stack: FaultStack, source_server, two_part_source, short_source, record_recovery):
+    stack: FaultStack, source_server, two_part_source, short_source, record_recovery
+):
     athlete = PlatformClient.sign_up(stack.base_url, "killed")
     task_id = athlete.submit_url(source_server.url(two_part_source))["id"]
     first_clip = f"tasks/{task_id}/part-01.mp4"
@@ -44,10 +48,19 @@ def test_a_worker_killed_mid_clip_leaves_one_processed_task_and_no_orphan(
     athlete.wait_for(task_id, {"processing"}, interval=0.05, while_waiting=stack.assert_running)
     victim = stack.worker_for(task_row(stack.engine, task_id)["worker_id"])
     survivor = next(worker for worker in stack.workers() if worker is not victim)
-    wait_for(lambda: first_clip in stack.clip_objects(task_id), timeout=180, interval=0.05,
-             what="the first clip uploaded", while_waiting=stack.assert_running)
-    ffmpeg = wait_for(lambda: ffmpeg_of(victim, making="part-02.mp4"), timeout=60, interval=0.02,
-                      what="ffmpeg making the second clip")
+    wait_for(
+        lambda: first_clip in stack.clip_objects(task_id),
+        timeout=180,
+        interval=0.05,
+        what="the first clip uploaded",
+        while_waiting=stack.assert_running,
+    )
+    ffmpeg = wait_for(
+        lambda: ffmpeg_of(victim, making="part-02.mp4"),
+        timeout=60,
+        interval=0.02,
+        what="ffmpeg making the second clip",
+    )
     assert athlete.task(task_id)["status"] == "processing", "the task finished before the kill"
 
     stack.kill9(victim, whole_group=False)  # the worker alone: its ffmpeg must die with it
@@ -60,8 +73,11 @@ def test_a_worker_killed_mid_clip_leaves_one_processed_task_and_no_orphan(
         settled_at = wait_until_settled(stack)
     finally:
         stack.start_again(victim)  # as the instance group would
-    record_recovery(settled_at - killed_at, "SIGKILL -> processed by the other worker (Pub/Sub "
-                    f"redelivers once the lease lapses); {stack.supervisor.describe()}")
+    record_recovery(
+        settled_at - killed_at,
+        "SIGKILL -> processed by the other worker (Pub/Sub "
+        f"redelivers once the lease lapses); {stack.supervisor.describe()}",
+    )
 
     final = assert_final_state(stack, [task_id])
     assert final.of([task_id]) == ["processed"]
@@ -70,7 +86,8 @@ def test_a_worker_killed_mid_clip_leaves_one_processed_task_and_no_orphan(
     assert stack.worker_for(row["worker_id"]) is survivor
     assert [clip["index"] for clip in clip_rows(stack.engine, task_id)] == [1, 2]
     assert stack.clip_objects(task_id) == sorted(
-        f"tasks/{task_id}/part-0{index}.{kind}" for index in (1, 2) for kind in ("jpg", "mp4"))
+        f"tasks/{task_id}/part-0{index}.{kind}" for index in (1, 2) for kind in ("jpg", "mp4")
+    )
     attempts = [line.attempt for line in history(stack.engine, task_id) if line.status == "processing"]
     assert set(attempts) == {1, 2}
 

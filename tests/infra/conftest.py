@@ -26,5 +26,3 @@ def queue_module() -> TerraformDir:
 def cloudbuild() -> dict:
     with (REPO / "cloudbuild.yaml").open() as handle:
         return yaml.safe_load(handle)
-
-

@@ -95,4 +95,4 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
 def final_stage(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     starts = [index for index, (instruction, _) in enumerate(pairs) if instruction == "FROM"]
     assert starts, "no FROM"
-    return pairs[starts[-1]:]
+    return pairs[starts[-1] :]

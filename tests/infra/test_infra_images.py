@@ -13,8 +13,10 @@ import pytest
 from infra_files import DOCKERFILES, REPO, SERVICES, TERRAFORM, dockerfile_instructions, final_stage
 
 SCAN_VENV = REPO / ".venv-scan"
-INSTALL_SCAN = ("python3 -m venv .venv-scan && .venv-scan/bin/pip install --no-deps "
-                "--require-hashes -r requirements-scan.lock")
+INSTALL_SCAN = (
+    "python3 -m venv .venv-scan && .venv-scan/bin/pip install --no-deps "
+    "--require-hashes -r requirements-scan.lock"
+)
 
 
 def _base_images() -> set[str]:
@@ -34,7 +36,7 @@ def test_final_stage_runs_as_a_non_root_user(service):
     user = users[-1].split(":")[0]
     assert user not in {"root", "0"}
     # Nothing may run as root after the switch.
-    after = stage[[i for i, (instruction, _) in enumerate(stage) if instruction == "USER"][-1]:]
+    after = stage[[i for i, (instruction, _) in enumerate(stage) if instruction == "USER"][-1] :]
     assert not any(instruction == "RUN" for instruction, _ in after)
 
 
@@ -61,12 +63,16 @@ def test_no_add_no_keys_no_secrets_in_images(service):
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_dependencies_come_from_the_runtime_lock_with_hashes(service):
-    runs = " ".join(arguments for instruction, arguments in dockerfile_instructions(DOCKERFILES[service])
-                    if instruction == "RUN")
+    runs = " ".join(
+        arguments
+        for instruction, arguments in dockerfile_instructions(DOCKERFILES[service])
+        if instruction == "RUN"
+    )
     assert "--require-hashes" in runs and "--no-deps" in runs
     assert "requirements-runtime.lock" in runs
-    final = " ".join(arguments for instruction, arguments in final_stage(
-        dockerfile_instructions(DOCKERFILES[service])))
+    final = " ".join(
+        arguments for instruction, arguments in final_stage(dockerfile_instructions(DOCKERFILES[service]))
+    )
     for tool in ("gcc", "build-essential", "pip install"):
         assert tool not in final, f"{tool} in the final stage"
 
@@ -82,7 +88,9 @@ def test_http_services_run_gunicorn_with_a_health_check(service):
 def test_workers_run_their_modules_and_say_they_have_no_probe():
     transcoder = final_stage(dockerfile_instructions(DOCKERFILES["transcoder"]))
     assert json.loads(dict(transcoder)["CMD"]) == ["python", "-m", "services.transcoder"]
-    apt = [arguments for instruction, arguments in transcoder if instruction == "RUN" and "apt-get" in arguments]
+    apt = [
+        arguments for instruction, arguments in transcoder if instruction == "RUN" and "apt-get" in arguments
+    ]
     assert apt and "install -y --no-install-recommends ffmpeg" in apt[0]
     assert "rm -rf /var/lib/apt/lists/*" in apt[0]
     notifier = final_stage(dockerfile_instructions(DOCKERFILES["notifier"]))
@@ -92,8 +100,11 @@ def test_workers_run_their_modules_and_say_they_have_no_probe():
 
 
 def test_build_context_sends_only_what_images_copy():
-    lines = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert lines[0] == "*", "allow-list: everything is excluded first"
     assert set(lines) >= {"!shared/", "!services/", "!requirements-runtime.lock"}
 
@@ -123,8 +134,9 @@ def _pins(path: Path) -> dict[str, str]:
 def test_runtime_lock_agrees_with_the_full_lock_and_has_no_test_packages():
     runtime, full = _pins(REPO / "requirements-runtime.lock"), _pins(REPO / "requirements.lock")
     assert runtime
-    disagreeing = {name: (version, full.get(name)) for name, version in runtime.items()
-                   if full.get(name) != version}
+    disagreeing = {
+        name: (version, full.get(name)) for name, version in runtime.items() if full.get(name) != version
+    }
     assert not disagreeing
     for test_only in ("pytest", "testcontainers", "locust", "schemathesis", "checkov"):
         assert test_only not in runtime
@@ -197,7 +209,10 @@ def _checkov(*arguments: str) -> dict:
     assert checkov.exists(), f"checkov is missing; install it with: {INSTALL_SCAN}"
     result = subprocess.run(
         [str(checkov), "--skip-download", "--compact", "-o", "json", *arguments],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode in (0, 1), result.stderr[-2000:]
     report = json.loads(result.stdout)

@@ -29,7 +29,9 @@ _spec.loader.exec_module(db_roles)
 def test_scram_verifier_has_postgres_layout_and_depends_on_the_salt():
     salt = bytes(range(16))
     verifier = db_roles.scram_sha256_verifier("Admin123", salt=salt)
-    assert re.fullmatch(r"SCRAM-SHA-256\$4096:[A-Za-z0-9+/=]{24}\$[A-Za-z0-9+/=]{44}:[A-Za-z0-9+/=]{44}", verifier)
+    assert re.fullmatch(
+        r"SCRAM-SHA-256\$4096:[A-Za-z0-9+/=]{24}\$[A-Za-z0-9+/=]{44}:[A-Za-z0-9+/=]{44}", verifier
+    )
     assert verifier == db_roles.scram_sha256_verifier("Admin123", salt=salt)
     assert verifier != db_roles.scram_sha256_verifier("Admin124", salt=salt)
 
@@ -50,9 +52,9 @@ def _role_admin_url(database_url: str) -> str:
     engine = sqlalchemy.create_engine(database_url, poolclass=NullPool)
     try:
         with engine.connect() as connection:
-            allowed = connection.execute(text(
-                "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
-            )).scalar_one()
+            allowed = connection.execute(
+                text("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")
+            ).scalar_one()
     finally:
         engine.dispose()
     if allowed:
@@ -70,7 +72,9 @@ def read_only_role(database_url):
         yield engine, role, password
     finally:
         with engine.begin() as connection:
-            exists = connection.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
+            exists = connection.execute(
+                text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+            ).first()
             if exists:
                 connection.execute(text(f'DROP OWNED BY "{role}"'))
                 connection.execute(text(f'DROP ROLE "{role}"'))
@@ -89,13 +93,17 @@ def test_transcoder_role_may_select_tasks_and_nothing_else(database_url, read_on
             db_roles.apply_read_only_role(connection, role, db_roles.scram_sha256_verifier(password))
 
     with owner.connect() as connection:
-        attributes = connection.execute(text(
-            "SELECT rolsuper, rolcreatedb, rolcreaterole, rolcanlogin FROM pg_roles WHERE rolname = :r"
-        ), {"r": role}).one()
+        attributes = connection.execute(
+            text("SELECT rolsuper, rolcreatedb, rolcreaterole, rolcanlogin FROM pg_roles WHERE rolname = :r"),
+            {"r": role},
+        ).one()
         assert tuple(attributes) == (False, False, False, True)
-        granted = connection.execute(text(
-            "SELECT table_name, privilege_type FROM information_schema.role_table_grants WHERE grantee = :r"
-        ), {"r": role}).all()
+        granted = connection.execute(
+            text(
+                "SELECT table_name, privilege_type FROM information_schema.role_table_grants WHERE grantee = :r"
+            ),
+            {"r": role},
+        ).all()
         assert [tuple(row) for row in granted] == [("tasks", "SELECT")]
 
     reader = _as_role(database_url, role, password)
@@ -103,12 +111,10 @@ def test_transcoder_role_may_select_tasks_and_nothing_else(database_url, read_on
         with reader.connect() as connection:
             assert connection.execute(text("SELECT count(*) FROM tasks")).scalar_one() >= 0
             assert connection.execute(text("SHOW default_transaction_read_only")).scalar_one() == "on"
-        with pytest.raises(DBAPIError, match="permission denied|read-only"):
-            with reader.begin() as connection:
-                connection.execute(text("DELETE FROM tasks"))
-        with pytest.raises(DBAPIError, match="permission denied"):
-            with reader.connect() as connection:
-                connection.execute(text("SELECT count(*) FROM users"))
+        with pytest.raises(DBAPIError, match="permission denied|read-only"), reader.begin() as connection:
+            connection.execute(text("DELETE FROM tasks"))
+        with pytest.raises(DBAPIError, match="permission denied"), reader.connect() as connection:
+            connection.execute(text("SELECT count(*) FROM users"))
     finally:
         reader.dispose()
 
@@ -119,10 +125,12 @@ def test_scram_verifier_matches_what_postgres_computes(read_only_role):
         connection.execute(text(f'CREATE ROLE "{role}"'))
         connection.execute(text("SET LOCAL password_encryption = 'scram-sha-256'"))
         connection.execute(text(f"ALTER ROLE \"{role}\" PASSWORD '{password}'"))
-        stored = connection.execute(text(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = :r"), {"r": role}).scalar_one()
+        stored = connection.execute(
+            text("SELECT rolpassword FROM pg_authid WHERE rolname = :r"), {"r": role}
+        ).scalar_one()
     iterations, salt = re.match(r"SCRAM-SHA-256\$(\d+):([^$]+)\$", stored).groups()
     import base64
+
     assert db_roles.scram_sha256_verifier(password, base64.b64decode(salt), int(iterations)) == stored
 
 
@@ -133,9 +141,16 @@ def test_transcoder_role_loses_grants_it_should_not_have(database_url, read_only
         connection.execute(text(f'GRANT SELECT, INSERT ON TABLE users TO "{role}"'))
     with owner.begin() as connection:
         db_roles.apply_read_only_role(connection, role, db_roles.scram_sha256_verifier(password))
-        granted = connection.execute(text(
-            "SELECT DISTINCT table_name FROM information_schema.role_table_grants WHERE grantee = :r"
-        ), {"r": role}).scalars().all()
+        granted = (
+            connection.execute(
+                text(
+                    "SELECT DISTINCT table_name FROM information_schema.role_table_grants WHERE grantee = :r"
+                ),
+                {"r": role},
+            )
+            .scalars()
+            .all()
+        )
     assert granted == ["tasks"]
 
 
@@ -176,8 +191,14 @@ def test_function_entry_module_loads_on_task_event_from_the_archive_layout():
             "assert module.on_task_event.__module__ == 'services.notifier.main'\n"
             "assert all(not m.startswith('services.api') for m in sys.modules)\n"
         )
-        result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True,
-                                text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+        result = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PATH": "/usr/bin:/bin"},
+        )
         assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -186,7 +207,8 @@ def test_function_entry_module_loads_on_task_event_from_the_archive_layout():
 
 def test_process_probe_reports_a_live_and_a_missing_process():
     spec = importlib.util.spec_from_file_location(
-        "process_probe", TERRAFORM / "modules" / "container_mig" / "process_probe.py")
+        "process_probe", TERRAFORM / "modules" / "container_mig" / "process_probe.py"
+    )
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
     marker = f"idrl-probe-{uuid.uuid4().hex}"
@@ -209,7 +231,8 @@ def test_process_probe_reports_a_live_and_a_missing_process():
 
 def test_secrets_env_refuses_malformed_assignments():
     spec = importlib.util.spec_from_file_location(
-        "secrets_env", TERRAFORM / "modules" / "container_mig" / "secrets_env.py")
+        "secrets_env", TERRAFORM / "modules" / "container_mig" / "secrets_env.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     with pytest.raises(SystemExit, match="expected NAME="):

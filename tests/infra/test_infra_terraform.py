@@ -17,8 +17,11 @@ def test_every_tf_file_parses(path):
     assert load_tf(path), f"{path} is empty"
 
 
-@pytest.mark.parametrize("directory", sorted({path.parent for path in TF_FILES}),
-                         ids=lambda path: str(path.relative_to(TERRAFORM)) or "root")
+@pytest.mark.parametrize(
+    "directory",
+    sorted({path.parent for path in TF_FILES}),
+    ids=lambda path: str(path.relative_to(TERRAFORM)) or "root",
+)
 def test_every_variable_and_output_is_documented(directory):
     parsed = parse_dir(directory)
     assert parsed.variables or parsed.outputs
@@ -79,7 +82,9 @@ def test_cloud_sql_is_postgres_15_private_with_backups_and_pitr(root):
     backup = only(settings["backup_configuration"])
     assert backup["enabled"] is True
     assert backup["point_in_time_recovery_enabled"] is True
-    assert root.resource("google_sql_database", "app")["instance"] == "${google_sql_database_instance.main.name}"
+    assert (
+        root.resource("google_sql_database", "app")["instance"] == "${google_sql_database_instance.main.name}"
+    )
     assert root.resource("google_sql_user", "app")["password"] == "${random_password.db_app.result}"
 
 
@@ -107,8 +112,7 @@ def test_every_bucket_is_private_and_uniform(root):
 
 def test_uploads_expire_and_clips_are_versioned(root):
     uploads = root.resource("google_storage_bucket", "uploads")
-    deletes = [rule for rule in uploads["lifecycle_rule"]
-               if only(rule["action"])["type"] == "Delete"]
+    deletes = [rule for rule in uploads["lifecycle_rule"] if only(rule["action"])["type"] == "Delete"]
     assert [only(rule["condition"]).get("age") for rule in deletes] == ["${var.uploads_retention_days}"]
     clips = root.resource("google_storage_bucket", "clips")
     assert only(clips["versioning"])["enabled"] is True
@@ -129,8 +133,10 @@ def test_topics_and_their_subscriptions(root):
     assert events["topic"] == "${local.topics.task_events}"
     assert '"task-events-notifier"' in events["subscriptions"]
     # The transcoder's deadline is sized to clip work, well above a row update's.
-    defaults = {name: root.variables[name]["default"] for name in
-                ("video_tasks_ack_deadline_seconds", "task_events_ack_deadline_seconds")}
+    defaults = {
+        name: root.variables[name]["default"]
+        for name in ("video_tasks_ack_deadline_seconds", "task_events_ack_deadline_seconds")
+    }
     assert defaults["video_tasks_ack_deadline_seconds"] >= 120
     assert defaults["video_tasks_ack_deadline_seconds"] > defaults["task_events_ack_deadline_seconds"]
     # Dead-lettering is the last resort: after the worker's own attempts (MAX_ATTEMPTS=3).
@@ -187,7 +193,7 @@ def test_load_balancer_health_checks_ask_readyz(root):
     checks = root.resource("google_compute_health_check", "readiness")
     assert only(checks["http_health_check"])["request_path"] == "/readyz"
     backends = root.resource("google_compute_backend_service", "services")
-    assert backends["health_checks"] == ['${google_compute_health_check.readiness[each.key].id}']
+    assert backends["health_checks"] == ["${google_compute_health_check.readiness[each.key].id}"]
     assert only(backends["backend"])["group"] == "${each.value}"
 
 
@@ -206,7 +212,10 @@ def test_groups_autoheal_and_roll_out_without_losing_capacity(mig_module):
     assert healing["health_check"] == "${google_compute_health_check.this.id}"
     update = only(group["update_policy"])
     assert update["type"] == "PROACTIVE" and update["max_unavailable_fixed"] == 0
-    assert only(group["version"])["instance_template"] == "${google_compute_instance_template.this.self_link_unique}"
+    assert (
+        only(group["version"])["instance_template"]
+        == "${google_compute_instance_template.this.self_link_unique}"
+    )
     template = mig_module.resource("google_compute_instance_template", "this")
     assert template["name_prefix"] == "${var.name}-"
     assert only(template["lifecycle"])["create_before_destroy"] is True
@@ -277,8 +286,10 @@ def test_no_basic_roles_and_no_project_wide_impersonation(root):
     for role in ("roles/owner", "roles/editor", "roles/viewer"):
         assert f'"{role}"' not in text
     for name, member in root.of_type("google_project_iam_member").items():
-        assert member.get("role") not in {"roles/iam.serviceAccountUser",
-                                          "roles/iam.serviceAccountTokenCreator"}, name
+        assert member.get("role") not in {
+            "roles/iam.serviceAccountUser",
+            "roles/iam.serviceAccountTokenCreator",
+        }, name
 
 
 def test_api_signs_urls_only_as_itself(root):

@@ -9,7 +9,13 @@ import re
 from infra_files import TERRAFORM
 
 from shared.config import Settings
-from shared.tokens import generate_signing_key_pem, public_jwk, public_key_pem, public_keys_from_pem, signing_key_from_pem
+from shared.tokens import (
+    generate_signing_key_pem,
+    public_jwk,
+    public_key_pem,
+    public_keys_from_pem,
+    signing_key_from_pem,
+)
 
 # As written in services.tf: in HCL, "\n" is a line break and "\\n" a backslash and an n.
 ESCAPED = r'TOKEN_PREVIOUS_PUBLIC_KEYS = replace(var.token_previous_public_keys, "\n", "\\n")'
@@ -26,14 +32,20 @@ def test_only_auth_gets_the_previous_keys_with_line_breaks_escaped(root):
     assert ESCAPED in root.modules["auth"]["env"]
     for service in ("api", "transcoder"):
         assert "TOKEN_PREVIOUS_PUBLIC_KEYS" not in root.modules[service]["env"]
-    mentions = [path.name for path in TERRAFORM.rglob("*.tf")
-                for _ in re.finditer("TOKEN_PREVIOUS_PUBLIC_KEYS", path.read_text())]
+    mentions = [
+        path.name
+        for path in TERRAFORM.rglob("*.tf")
+        for _ in re.finditer("TOKEN_PREVIOUS_PUBLIC_KEYS", path.read_text())
+    ]
     assert mentions == ["services.tf"]
 
 
 def test_the_env_file_holds_one_line_per_variable(mig_module):
     # Why the escape is needed: a raw line break would end the variable's line.
-    assert mig_module.locals["env_file"] == '${join("", [for key in sort(keys(var.env)) : "${key}=${var.env[key]}\\n"])}'
+    assert (
+        mig_module.locals["env_file"]
+        == '${join("", [for key in sort(keys(var.env)) : "${key}=${var.env[key]}\\n"])}'
+    )
 
 
 def test_keys_written_as_terraform_writes_them_are_read_back_by_auth():

@@ -74,8 +74,9 @@ def test_pubsub_publish_streaming_pull_ack_and_nack(settings: Settings) -> None:
 
     assert finished, f"acked {acked}, deliveries {deliveries}"
     assert sorted(data for data, _ in acked) == [b"first", b"second", b"third"]
-    assert all(attributes == {"event_type": "TaskSubmitted", "task_id": data.decode()}
-               for data, attributes in acked)
+    assert all(
+        attributes == {"event_type": "TaskSubmitted", "task_id": data.decode()} for data, attributes in acked
+    )
     assert deliveries[b"second"] == 2
 
 
@@ -97,7 +98,11 @@ def test_pubsub_unary_pull_modify_ack_deadline_and_subscription_lifecycle(settin
         created = subscriber.create_subscription(
             name=extra, topic=topic_path(settings, settings.topic_task_events), ack_deadline_seconds=30
         )
-        assert subscriber.get_subscription(subscription=extra).ack_deadline_seconds == created.ack_deadline_seconds == 30
+        assert (
+            subscriber.get_subscription(subscription=extra).ack_deadline_seconds
+            == created.ack_deadline_seconds
+            == 30
+        )
         subscriber.delete_subscription(subscription=extra)
         with pytest.raises(NotFound):
             subscriber.get_subscription(subscription=extra)
@@ -126,8 +131,13 @@ def test_each_test_gets_its_own_migrated_database(database_url: str, attempt: in
             # Created by whichever attempt runs first; the other must not see it.
             assert not connection.execute(sqlalchemy.text("SELECT to_regclass('isolation_marker')")).scalar()
             connection.execute(sqlalchemy.text("CREATE TABLE isolation_marker (attempt int)"))
-            connection.execute(sqlalchemy.text("INSERT INTO isolation_marker VALUES (:attempt)"), {"attempt": attempt})
-            assert connection.execute(sqlalchemy.text("SELECT sum(attempt) FROM isolation_marker")).scalar_one() == attempt
+            connection.execute(
+                sqlalchemy.text("INSERT INTO isolation_marker VALUES (:attempt)"), {"attempt": attempt}
+            )
+            assert (
+                connection.execute(sqlalchemy.text("SELECT sum(attempt) FROM isolation_marker")).scalar_one()
+                == attempt
+            )
     finally:
         engine.dispose()
 
@@ -139,7 +149,9 @@ def test_the_local_role_can_force_drop_a_database_another_role_is_connected_to(p
     if url.username != LOCAL_DB_ROLE:
         pytest.skip("DATABASE_URL or a container: not the local stack's own cluster")
     name, other = f"idrl_force_{uuid.uuid4().hex[:8]}", f"idrl_other_{uuid.uuid4().hex[:8]}"
-    superuser = sqlalchemy.create_engine(url.set(username="postgres", password=None), isolation_level="AUTOCOMMIT")
+    superuser = sqlalchemy.create_engine(
+        url.set(username="postgres", password=None), isolation_level="AUTOCOMMIT"
+    )
     role = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with superuser.connect() as connection:
@@ -157,7 +169,9 @@ def test_the_local_role_can_force_drop_a_database_another_role_is_connected_to(p
             with contextlib.suppress(pg8000.exceptions.InterfaceError, OSError):
                 intruder.close()  # its Terminate message fails on the dead socket; the socket closes
         with role.connect() as connection:
-            exists = connection.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+            exists = connection.execute(
+                sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            )
             assert exists.first() is None
     finally:
         with superuser.connect() as connection:
@@ -173,10 +187,8 @@ def test_the_local_role_can_force_drop_a_database_another_role_is_connected_to(p
 def _pids_of(pid: int) -> set[int]:
     """A process, its group and its descendants (postgres children lead their own groups)."""
     pids = {pid} | {member.pid for member in group_members(pid)}
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess):
         pids |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
-    except psutil.NoSuchProcess:
-        pass
     return pids
 
 
@@ -204,8 +216,12 @@ def test_stopping_each_component_leaves_no_process_and_no_bound_port(
     reachable_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = StackConfig(
-        state_dir=reachable_dir, postgres_dir=reachable_dir / "pg", postgres_port=free_port(),
-        pubsub_port=free_port(), storage_port=free_port(), storage_in_memory=True,
+        state_dir=reachable_dir,
+        postgres_dir=reachable_dir / "pg",
+        postgres_port=free_port(),
+        pubsub_port=free_port(),
+        storage_port=free_port(),
+        storage_in_memory=True,
     )
     postgres_url, postgres = start_postgres(config)
     pubsub_host, pstest = start_pubsub(config, "pstest")
@@ -240,18 +256,31 @@ def test_stopping_each_component_leaves_no_process_and_no_bound_port(
 
 
 def _launcher_env(state_dir: Path, **extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items()
-           if name not in ("DATABASE_URL", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("DATABASE_URL", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
+    }
     env |= {name: str(free_port()) for name in PORT_VARIABLES}
-    env |= {"STACK_STATE_DIR": str(state_dir), "STACK_SERVICES": "auth", "PUBSUB_EMULATOR": "pstest",
-            "PYTHONPATH": str(PROJECT_ROOT)}
+    env |= {
+        "STACK_STATE_DIR": str(state_dir),
+        "STACK_SERVICES": "auth",
+        "PUBSUB_EMULATOR": "pstest",
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
     return env | extra
 
 
 def _start_launcher(env: dict[str, str], output: Path) -> subprocess.Popen[bytes]:
     with open(output, "wb") as out:
-        launcher = subprocess.Popen([sys.executable, "-m", "infra.local", "up"], cwd=PROJECT_ROOT, env=env,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "infra.local", "up"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 120
     while "local stack is up" not in output.read_text():
         if launcher.poll() is not None or time.monotonic() > deadline:
@@ -267,18 +296,28 @@ def _recorded_pids(state_dir: Path) -> set[int]:
 
 
 def _sign_up_and_log_in(base_url: str) -> None:
-    user = {"username": "stackcheck", "email": "Stack.Check@league.org",
-            "password": "Checked123", "password_2": "Checked123"}
+    user = {
+        "username": "stackcheck",
+        "email": "Stack.Check@league.org",
+        "password": "Checked123",
+        "password_2": "Checked123",
+    }
     assert requests.post(f"{base_url}/auth/signup", json=user, timeout=30).status_code == 201
-    login = requests.post(f"{base_url}/auth/login", json={"email": user["email"], "password": user["password"]},
-                          timeout=30)
+    login = requests.post(
+        f"{base_url}/auth/login", json={"email": user["email"], "password": user["password"]}, timeout=30
+    )
     assert login.status_code == 200, login.text
     token = login.json()["token"]
     keys = jwt.PyJWKSet.from_dict(requests.get(f"{base_url}/auth/.well-known/jwks.json", timeout=30).json())
     kid = jwt.get_unverified_header(token)["kid"]
     defaults = Settings()
-    claims = jwt.decode(token, next(key for key in keys.keys if key.key_id == kid).key, algorithms=["EdDSA"],
-                        audience=defaults.token_audience, issuer=defaults.token_issuer)
+    claims = jwt.decode(
+        token,
+        next(key for key in keys.keys if key.key_id == kid).key,
+        algorithms=["EdDSA"],
+        audience=defaults.token_audience,
+        issuer=defaults.token_issuer,
+    )
     assert claims["sub"]
 
 
@@ -311,15 +350,26 @@ def test_down_stops_a_stack_running_in_the_background(
     reachable_dir: Path, database_url: str, pubsub_emulator_host: str, storage_emulator_host: str
 ) -> None:
     # Given endpoints: only auth and the gateway are started, and `down` must stop just those.
-    env = _launcher_env(reachable_dir, DATABASE_URL=database_url, PUBSUB_EMULATOR_HOST=pubsub_emulator_host,
-                        STORAGE_EMULATOR_HOST=storage_emulator_host)
+    env = _launcher_env(
+        reachable_dir,
+        DATABASE_URL=database_url,
+        PUBSUB_EMULATOR_HOST=pubsub_emulator_host,
+        STORAGE_EMULATOR_HOST=storage_emulator_host,
+    )
     launcher = _start_launcher(env, reachable_dir / "up.out")
     try:
         state = json.loads((reachable_dir / "stack.json").read_text())
         assert sorted(entry["name"] for entry in state["processes"]) == ["auth", "gateway"]
         pids = _recorded_pids(reachable_dir)
-        down = subprocess.run([sys.executable, "-m", "infra.local", "down"], cwd=PROJECT_ROOT, env=env,
-                              capture_output=True, text=True, timeout=120, check=False)
+        down = subprocess.run(
+            [sys.executable, "-m", "infra.local", "down"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert down.returncode == 0, down.stderr
         assert launcher.wait(timeout=30) == 0
     finally:
@@ -355,7 +405,9 @@ def test_components_stop_themselves_when_the_launcher_is_killed(reachable_dir: P
     try:
         assert wait_until(lambda: not _alive(pids), timeout=60), _alive(pids)
         for name in PORT_VARIABLES:
-            assert wait_until(lambda name=name: port_bindable(HOST, int(env[name])), timeout=30), f"{name} bound"
+            assert wait_until(lambda name=name: port_bindable(HOST, int(env[name])), timeout=30), (
+                f"{name} bound"
+            )
     finally:
         for pid in pids:  # a failure here must not leave the machine littered
             with contextlib.suppress(psutil.NoSuchProcess):

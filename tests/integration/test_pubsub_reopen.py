@@ -68,7 +68,8 @@ def test_a_pull_ended_by_not_found_is_opened_again_and_receives(emulator, caplog
     puller = threading.Thread(
         target=events.keep_pulling,
         args=(subscription, callback, pubsub_v1.types.FlowControl(max_messages=1), stop),
-        kwargs={"before_cancel": drained.set}, daemon=True,
+        kwargs={"before_cancel": drained.set},
+        daemon=True,
     )
     caplog.set_level(logging.ERROR, logger="shared.events")
     puller.start()

@@ -59,8 +59,6 @@ class Athlete(HttpUser):
 
     @task(10)
     def submit(self) -> None:
-        response = self.client.post(
-            "/tasks", json={"url": SOURCE_URL}, headers=self.auth, name="POST /tasks"
-        )
+        response = self.client.post("/tasks", json={"url": SOURCE_URL}, headers=self.auth, name="POST /tasks")
         if response.status_code == 202:
             self.task_ids.append(response.json()["id"])

@@ -39,7 +39,7 @@ def test_the_jmeter_mix_matches_the_locust_mix(plan):
     children = list(plan.iter())
     for controller in plan.iter("ThroughputController"):
         percent = float(controller.find("FloatProperty/value").text)
-        sampler = children[children.index(controller) + 1:]
+        sampler = children[children.index(controller) + 1 :]
         name = next(el.get("testname") for el in sampler if el.tag == "HTTPSamplerProxy")
         mix[name] = percent
     assert mix == MIX
@@ -50,7 +50,9 @@ def test_every_jmeter_sampler_targets_a_real_route(plan):
     for sampler in plan.iter("HTTPSamplerProxy"):
         path = _prop(sampler, "HTTPSampler.path")
         method = _prop(sampler, "HTTPSampler.method")
-        assert re.fullmatch(r"/auth/(signup|login)|/tasks(\?max=20&order=1)?|/tasks/\$\{task_id\}", path), path
+        assert re.fullmatch(r"/auth/(signup|login)|/tasks(\?max=20&order=1)?|/tasks/\$\{task_id\}", path), (
+            path
+        )
         assert sampler.get("testname").startswith(method + " ")
 
 

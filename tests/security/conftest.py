@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy
+from security_kit import SCANNED, Athlete, Gateway, SourceServer, mint_user, serve, sign_up
 from sqlalchemy.engine import Engine
 
-from security_kit import SCANNED, Athlete, Gateway, SourceServer, mint_user, serve, sign_up
 from services.api import close_app, create_app
 from shared.config import Settings
 from shared.tokens import SigningKey, TokenVerifier, generate_signing_key_pem, signing_key_from_pem
@@ -84,8 +84,13 @@ def test_key() -> SigningKey:
 @pytest.fixture
 def production_rules_app(settings: Settings, test_key: SigningKey):
     """The api on the test's database, loopback sources refused as in production."""
-    configured = settings.model_copy(update={"outbox_relay_enabled": False, "allow_loopback_sources": False,
-                                             "tasks_per_minute_per_user": 10_000})
+    configured = settings.model_copy(
+        update={
+            "outbox_relay_enabled": False,
+            "allow_loopback_sources": False,
+            "tasks_per_minute_per_user": 10_000,
+        }
+    )
     app = create_app(configured, token_verifier=TokenVerifier(configured, public_keys=[test_key.public_key]))
     yield app
     close_app(app)

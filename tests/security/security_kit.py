@@ -33,11 +33,16 @@ FINAL_STATUSES = frozenset({"processed", "failed", "canceled"})
 # database driver's words, a process memory address (ffmpeg prints its contexts' ones).
 LEAK_PATTERNS = {
     "a traceback": re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\", line \d+"),
-    "a file path": re.compile(r"(?<![\w.:/])/(?:work|tmp|root|home|usr|var|etc|proc|srv|opt)/[\w.\-/]*"
-                              r"|\bsite-packages\b|\.py\b(?!\w)"),
-    "SQL": re.compile(r"\b(?:SELECT\s+[\w*,\s]+\s+FROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b"
-                      r"|\bSQLSTATE\b|syntax error at or near|\bpg8000\b|\bpsycopg\b|\bsqlalchemy\b"
-                      r"|\brelation \"\w+\"|violates (?:foreign key|unique) constraint", re.IGNORECASE),
+    "a file path": re.compile(
+        r"(?<![\w.:/])/(?:work|tmp|root|home|usr|var|etc|proc|srv|opt)/[\w.\-/]*"
+        r"|\bsite-packages\b|\.py\b(?!\w)"
+    ),
+    "SQL": re.compile(
+        r"\b(?:SELECT\s+[\w*,\s]+\s+FROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b"
+        r"|\bSQLSTATE\b|syntax error at or near|\bpg8000\b|\bpsycopg\b|\bsqlalchemy\b"
+        r"|\brelation \"\w+\"|violates (?:foreign key|unique) constraint",
+        re.IGNORECASE,
+    ),
     "an exception name": re.compile(r"\b[A-Z]\w*(?:Error|Exception)(?:\(|: )"),
     "a memory address": re.compile(r"(?:@|\bat) 0x[0-9a-fA-F]{6,}"),
 }
@@ -49,8 +54,11 @@ def leaks_in(body: str, *, echoed: Iterable[str] = (), foreign: Iterable[str] = 
     for value in echoed:
         if value:
             body = body.replace(value, "")
-    found = [f"{what}: {match.group(0)!r}" for what, pattern in LEAK_PATTERNS.items()
-             if (match := pattern.search(body))]
+    found = [
+        f"{what}: {match.group(0)!r}"
+        for what, pattern in LEAK_PATTERNS.items()
+        if (match := pattern.search(body))
+    ]
     found += [f"another user's data: {value!r}" for value in foreign if value and value in body]
     return found
 
@@ -66,17 +74,21 @@ class ScanLog:
 SCANNED = ScanLog()
 
 
-def check_answer(response: requests.Response, *, echoed: Iterable[str] = (),
-                 foreign: Iterable[str] = ()) -> None:
+def check_answer(
+    response: requests.Response, *, echoed: Iterable[str] = (), foreign: Iterable[str] = ()
+) -> None:
     """Fail unless ``response`` leaks nothing and an error is in the platform's shape."""
     body = response.content.decode("utf-8", "replace") if not _is_media(response) else ""
     SCANNED.responses += 1
     SCANNED.bytes += len(response.content)
     leaks = leaks_in(body, echoed=echoed, foreign=foreign)
-    assert not leaks, f"{response.request.method} {response.url} -> {response.status_code} leaks {leaks}: {body[:500]}"
+    assert not leaks, (
+        f"{response.request.method} {response.url} -> {response.status_code} leaks {leaks}: {body[:500]}"
+    )
     if response.status_code >= 400:
         assert response.headers.get("Content-Type", "").startswith("application/json"), (
-            f"{response.request.method} {response.url} -> {response.status_code} is not JSON: {body[:300]}")
+            f"{response.request.method} {response.url} -> {response.status_code} is not JSON: {body[:300]}"
+        )
         payload = response.json()
         assert set(payload) == {"error"} and set(payload["error"]) == {"code", "message"}, payload
     assert response.status_code != 500, body[:500]
@@ -85,7 +97,8 @@ def check_answer(response: requests.Response, *, echoed: Iterable[str] = (),
 def _is_media(response: requests.Response) -> bool:
     kind = response.headers.get("Content-Type", "")
     return kind.startswith(("video/", "image/", "audio/")) or "attachment" in response.headers.get(
-        "Content-Disposition", "")
+        "Content-Disposition", ""
+    )
 
 
 class Gateway:
@@ -95,8 +108,16 @@ class Gateway:
         self.base_url = base_url
         self.session = requests.Session()
 
-    def request(self, method: str, path: str, *, user: Athlete | None = None,
-                foreign: Iterable[str] = (), echoed: Iterable[str] = (), **kwargs) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        user: Athlete | None = None,
+        foreign: Iterable[str] = (),
+        echoed: Iterable[str] = (),
+        **kwargs,
+    ) -> requests.Response:
         headers = dict(kwargs.pop("headers", {}) or {})
         if user is not None:
             headers.setdefault("Authorization", f"Bearer {user.token}")
@@ -151,9 +172,13 @@ def mint_user(engine: Engine, key: SigningKey, settings: Settings) -> Athlete:
     user_id = uuid.uuid4()
     email = f"{user_id.hex[:12]}@league.example"
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO users (id, username, email, password_hash) "
-                          "VALUES (:id, :username, :email, 'not-a-real-hash')"),
-                     {"id": user_id, "username": f"bulk-{user_id.hex[:12]}", "email": email})
+        conn.execute(
+            text(
+                "INSERT INTO users (id, username, email, password_hash) "
+                "VALUES (:id, :username, :email, 'not-a-real-hash')"
+            ),
+            {"id": user_id, "username": f"bulk-{user_id.hex[:12]}", "email": email},
+        )
     return Athlete(str(user_id), email, issue_token(key, settings, str(user_id)))
 
 
@@ -173,8 +198,10 @@ def wait_for_outcome(gateway: Gateway, user: Athlete, task_id: str, *, timeout: 
 
 def multipart(filename: str, content: bytes, boundary: str = "security-test-boundary") -> tuple[bytes, str]:
     """A one-file multipart/form-data body (field ``file``) and its content type."""
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
     return head + content + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -191,18 +218,30 @@ def upload(gateway: Gateway, user: Athlete, filename: str, content: bytes, **kwa
 
 
 def ffmpeg(*args: str, timeout: float = 120) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
-                   check=True, timeout=timeout)
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True, timeout=timeout
+    )
 
 
 def ffprobe_json(path: Path) -> dict:
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
-                         check=True, capture_output=True, timeout=60).stdout
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
     return json.loads(out)
 
 
-def tiny_video(path: Path, *, seconds: float = 1, size: str = "160x90", rate: int = 10,
-               audio: bool = True, extra: tuple[str, ...] = ()) -> Path:
+def tiny_video(
+    path: Path,
+    *,
+    seconds: float = 1,
+    size: str = "160x90",
+    rate: int = 10,
+    audio: bool = True,
+    extra: tuple[str, ...] = (),
+) -> Path:
     """A small H.264 (+ AAC) file made from ffmpeg's test sources."""
     args = ["-f", "lavfi", "-i", f"testsrc2=s={size}:r={rate}:d={seconds}"]
     if audio:
@@ -218,14 +257,19 @@ def huge_picture_mkv(path: Path, side: int = 16000) -> Path:
     """A Matroska file of two ``side`` x ``side`` PNG frames in a few tens of kilobytes:
     the picture is one bit deep and all black, so it compresses to almost nothing, yet
     decodes to side² pixels (a decompression bomb for a pipeline that would scale it)."""
+
     def png_chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     row = b"\x00" + b"\x00" * ((side + 7) // 8)  # filter byte, then 1-bit pixels
     compressor = zlib.compressobj(9)
     pixels = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    png = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
-           + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+        + png_chunk(b"IDAT", pixels)
+        + png_chunk(b"IEND", b"")
+    )
     picture = path.with_suffix(".png")
     picture.write_bytes(png)
     # Stream copy: the frames are never decoded or re-encoded to build the file.
@@ -236,8 +280,19 @@ def huge_picture_mkv(path: Path, side: int = 16000) -> Path:
 
 def ten_hour_video(path: Path) -> Path:
     """A real 10-hour H.264 file of a few kilobytes: 16x16 black, one frame a minute."""
-    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=16x16:r=1/60:d=36000", "-c:v", "libx264",
-           "-preset", "ultrafast", "-g", "600", str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=black:s=16x16:r=1/60:d=36000",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "600",
+        str(path),
+    )
     return path
 
 

@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 def trickle(base_url: str, token: str, gap: float, seconds: float) -> str:
     parts = urlsplit(base_url)
     sock = socket.create_connection((parts.hostname, parts.port or 80))
-    head = (f"POST /tasks HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
-            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000\r\n\r\n"
-            '--b\r\nContent-Disposition: form-data; name="file"; filename="run.mp4"\r\n\r\n'
-            ).encode() + b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+    head = (
+        f"POST /tasks HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000\r\n\r\n"
+        '--b\r\nContent-Disposition: form-data; name="file"; filename="run.mp4"\r\n\r\n'
+    ).encode() + b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
     started = time.monotonic()
     sock.sendall(head)
     sock.settimeout(gap)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
 from security_kit import Athlete, tiny_video, upload, wait_for_outcome
 
 pytestmark = pytest.mark.security
@@ -38,8 +37,22 @@ def _spellings(task_id: str) -> list[str]:
     return [task_id.upper(), raw.hex, f"{{{task_id}}}", f"urn:uuid:{task_id}"]
 
 
-GARBAGE_IDS = ["0", "1", "-1", "null", "%00", "..", "..%2F..%2Fetc%2Fpasswd", "%2e%2e",
-               "' OR '1'='1", "1;DROP TABLE tasks", "*", "x" * 4000, "%C0%AE%C0%AE", "%F0%9F%92%A9"]
+GARBAGE_IDS = [
+    "0",
+    "1",
+    "-1",
+    "null",
+    "%00",
+    "..",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%2e%2e",
+    "' OR '1'='1",
+    "1;DROP TABLE tasks",
+    "*",
+    "x" * 4000,
+    "%C0%AE%C0%AE",
+    "%F0%9F%92%A9",
+]
 
 
 def test_a_second_user_reaches_nothing_of_the_first_users_task(gateway, athlete, rival, run_video):
@@ -74,8 +87,13 @@ def test_a_second_user_reaches_nothing_of_the_first_users_task(gateway, athlete,
         assert gateway.delete(f"/tasks/{other}", user=rival, foreign=secrets).status_code == 404
 
     # the owner's idempotency key gives the rival a task of his own, never the owner's
-    replay = gateway.post("/tasks", user=rival, json={"url": "https://videos.league.example/other.mp4"},
-                          headers={"Idempotency-Key": key}, foreign=secrets)
+    replay = gateway.post(
+        "/tasks",
+        user=rival,
+        json={"url": "https://videos.league.example/other.mp4"},
+        headers={"Idempotency-Key": key},
+        foreign=secrets,
+    )
     assert replay.status_code == 202 and replay.json()["id"] != task_id
 
     # and nothing the rival did changed the owner's task
@@ -108,9 +126,12 @@ def test_garbage_ids_get_the_missing_task_answer(gateway, minted_user, raw_id):
         # A NUL or a climb above the root is refused by the gateway itself (400); a path
         # the router does not match is a plain 404 (or 405 for its method); every other
         # id is the missing task. Never a 5xx, always the error shape (checked by the client).
-        assert (answer.status_code, code) in {(400, "bad_request"), (404, "task_not_found"),
-                                              (404, "not_found"), (405, "method_not_allowed")}, (
-            method, raw_id, answer.status_code, code)
+        assert (answer.status_code, code) in {
+            (400, "bad_request"),
+            (404, "task_not_found"),
+            (404, "not_found"),
+            (405, "method_not_allowed"),
+        }, (method, raw_id, answer.status_code, code)
         if "." not in raw_id and "%" not in raw_id:
             assert (answer.status_code, code) == (404, "task_not_found"), (method, raw_id)
 
@@ -120,4 +141,4 @@ def test_random_ids_never_hit_a_task_and_every_miss_looks_the_same(gateway, mint
     gateway.post("/tasks", user=athlete, json={"url": "https://videos.league.example/run.mp4"})
     user = minted_user()
     bodies = {gateway.get(f"/tasks/{uuid.uuid4()}", user=user).text for _ in range(200)}
-    assert len(bodies) == 1 and NOT_FOUND == gateway.get(f"/tasks/{uuid.uuid4()}", user=user).json()
+    assert len(bodies) == 1 and gateway.get(f"/tasks/{uuid.uuid4()}", user=user).json() == NOT_FOUND

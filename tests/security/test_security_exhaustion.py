@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import psutil
 import pytest
-
 from security_kit import Gateway, huge_picture_mkv, ten_hour_video, upload, wait_for_outcome
+
 from infra.local.process import RssSampler
 from shared.storage import storage_client
 
@@ -85,9 +85,11 @@ def test_a_stalled_upload_is_cut_and_the_api_thread_freed(local_stack, gateway, 
     config = local_stack.stack.config
     stalled = config.gunicorn_workers * config.gunicorn_threads
     api_requests_before = len([line for line in _api_log_lines(local_stack) if '"POST /tasks' in line])
-    head = (f"POST /tasks HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {athlete.token}\r\n"
-            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000\r\n\r\n"
-            '--b\r\nContent-Disposition: form-data; name="file"; filename="run.mp4"\r\n\r\n').encode()
+    head = (
+        f"POST /tasks HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {athlete.token}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000\r\n\r\n"
+        '--b\r\nContent-Disposition: form-data; name="file"; filename="run.mp4"\r\n\r\n'
+    ).encode()
     sockets = []
     for _ in range(stalled):
         sock = socket.create_connection(_gateway_address(local_stack))
@@ -127,10 +129,13 @@ def test_a_client_that_never_finishes_its_headers_is_cut(local_stack):
 # --- sources past the limits: failed before any encoding --------------------------------------
 
 
-@pytest.mark.parametrize("make, reason", [
-    (huge_picture_mkv, "16000x16000, over the 7680x4320 limit"),
-    (ten_hour_video, "lasts 36000 s, over the 1800 s limit"),
-])
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (huge_picture_mkv, "16000x16000, over the 7680x4320 limit"),
+        (ten_hour_video, "lasts 36000 s, over the 1800 s limit"),
+    ],
+)
 def test_a_source_past_a_limit_fails_at_the_probe(local_stack, gateway, athlete, tmp_path, make, reason):
     source = make(tmp_path / "source.mkv")
     assert source.stat().st_size < 100_000  # tiny on disk, enormous once decoded or played
@@ -195,8 +200,9 @@ def test_100_concurrent_uploads_keep_the_api_memory_bounded(local_stack, minted_
     def send(n: int) -> tuple[int, str]:
         client = Gateway(local_stack.base_url)
         try:
-            response = upload(client, users[n % len(users)], f"run-{n}.mp4", contents[n % len(contents)],
-                              timeout=120)
+            response = upload(
+                client, users[n % len(users)], f"run-{n}.mp4", contents[n % len(contents)], timeout=120
+            )
             return response.status_code, response.json().get("id", "")
         finally:
             client.close()
@@ -212,9 +218,11 @@ def test_100_concurrent_uploads_keep_the_api_memory_bounded(local_stack, minted_
     growth = peak - baseline
     per_thread = min(size, local_stack.settings.upload_chunk_bytes)
     threads = config.gunicorn_workers * config.gunicorn_threads
-    print(f"\napi RSS (master + {config.gunicorn_workers} workers x {config.gunicorn_threads} threads): "
-          f"{baseline / MiB:.0f} MiB before, {peak / MiB:.0f} MiB peak during 100 concurrent "
-          f"{size // MiB} MiB uploads (+{growth / MiB:.0f} MiB; {len(sampler.samples)} samples)")
+    print(
+        f"\napi RSS (master + {config.gunicorn_workers} workers x {config.gunicorn_threads} threads): "
+        f"{baseline / MiB:.0f} MiB before, {peak / MiB:.0f} MiB peak during 100 concurrent "
+        f"{size // MiB} MiB uploads (+{growth / MiB:.0f} MiB; {len(sampler.samples)} samples)"
+    )
 
     try:
         assert [status for status, _ in answers] == [202] * 100

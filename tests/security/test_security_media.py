@@ -16,9 +16,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from fifo_canary import Canary
 from security_kit import ffmpeg, ffprobe_json, leaks_in, tiny_video, upload, wait_for_outcome
+
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.graph import build_clip_command
 from services.transcoder.pipeline import DEFAULT_LOGO, iter_clips
@@ -31,8 +31,12 @@ from shared.events import ClipSpec
 pytestmark = pytest.mark.security
 
 DEFAULTS = Settings()
-LIMITS = SourceLimits(DEFAULTS.max_source_bytes, DEFAULTS.max_source_seconds,
-                      DEFAULTS.max_source_width, DEFAULTS.max_source_height)
+LIMITS = SourceLimits(
+    DEFAULTS.max_source_bytes,
+    DEFAULTS.max_source_seconds,
+    DEFAULTS.max_source_width,
+    DEFAULTS.max_source_height,
+)
 # Small clips keep the runs short; every other knob is the platform's default.
 SPEC = ClipSpec(width=320, height=180)
 
@@ -56,7 +60,11 @@ def assert_good_clip(path: Path, expected_seconds: float) -> None:
     assert len(videos) == 1 and len(audios) == 1, probe["streams"]
     video, audio = videos[0], audios[0]
     assert (video["codec_name"], video["width"], video["height"], video["r_frame_rate"]) == (
-        "h264", SPEC.width, SPEC.height, f"{SPEC.fps}/1")
+        "h264",
+        SPEC.width,
+        SPEC.height,
+        f"{SPEC.fps}/1",
+    )
     assert (audio["codec_name"], int(audio["sample_rate"]), audio["channels"]) == ("aac", SPEC.audio_rate, 2)
     assert float(probe["format"]["duration"]) == pytest.approx(expected_seconds, abs=0.1)
 
@@ -66,13 +74,16 @@ def assert_good_clip(path: Path, expected_seconds: float) -> None:
 
 def _hls_polyglot(canary: Path, mp4: bytes) -> bytes:
     # Text first (HLS wins the probe), an MP4 after it: named .mp4, it is a playlist.
-    return (f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nfile:{canary}\n"
-            "#EXT-X-ENDLIST\n").encode() + mp4
+    return (
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nfile:{canary}\n#EXT-X-ENDLIST\n"
+    ).encode() + mp4
 
 
 def _hls_subfile(canary: Path, mp4: bytes) -> bytes:
-    return (f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nsubfile,,start,0,end,1000,,:{canary}\n"
-            "#EXT-X-ENDLIST\n").encode()
+    return (
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nsubfile,,start,0,end,1000,,:{canary}\n"
+        "#EXT-X-ENDLIST\n"
+    ).encode()
 
 
 def _ffconcat_subfile(canary: Path, mp4: bytes) -> bytes:
@@ -83,19 +94,35 @@ CRAFTED = [
     # name, builder, the unhardened ffprobe arguments that do follow the reference
     ("playlist-polyglot.mp4", _hls_polyglot, []),
     ("subfile-playlist.mp4", _hls_subfile, None),  # ffmpeg's HLS itself refuses subfile
-    ("subfile-list.mp4", _ffconcat_subfile, ["-safe", "0", "-protocol_whitelist", "file,subfile,crypto,data"]),
+    (
+        "subfile-list.mp4",
+        _ffconcat_subfile,
+        ["-safe", "0", "-protocol_whitelist", "file,subfile,crypto,data"],
+    ),
 ]
 
 
 def _unhardened_probe(source: Path, arguments: list[str]) -> None:
-    subprocess.run(["ffprobe", "-v", "quiet", *arguments, str(source)], capture_output=True, timeout=30,
-                   check=False)
+    subprocess.run(
+        ["ffprobe", "-v", "quiet", *arguments, str(source)], capture_output=True, timeout=30, check=False
+    )
 
 
 def _fake_info() -> SourceInfo:
-    return SourceInfo(container="mov", size_bytes=100, duration=2.0, width=160, height=90,
-                      display_width=160, display_height=90, rotation=0, frame_rate=10.0,
-                      video_stream=0, has_audio=True, video_codec="h264")
+    return SourceInfo(
+        container="mov",
+        size_bytes=100,
+        duration=2.0,
+        width=160,
+        height=90,
+        display_width=160,
+        display_height=90,
+        rotation=0,
+        frame_rate=10.0,
+        video_stream=0,
+        has_audio=True,
+        video_codec="h264",
+    )
 
 
 @pytest.mark.parametrize("name, build, control", CRAFTED, ids=[c[0] for c in CRAFTED])
@@ -108,15 +135,24 @@ def test_crafted_references_are_never_followed(tmp_path, one_second, name, build
     if control is not None:
         canary = Canary(canary_path)
         _unhardened_probe(source, control)
-        assert canary.was_read(wait=5), "the crafted file does not reach its target: the test would prove nothing"
+        assert canary.was_read(wait=5), (
+            "the crafted file does not reach its target: the test would prove nothing"
+        )
         canary_path.unlink()
 
     canary = Canary(canary_path)
     with pytest.raises(PermanentFailure, match="not a readable video") as probed:
         probe_source(source, LIMITS)
     # As if the probe had been fooled: the clip command's own allow-lists refuse it too.
-    command = build_clip_command(source, _fake_info(), Part(1, 0.0, 1.0), SPEC, DEFAULT_LOGO,
-                                 tmp_path / "part-01.mp4", tmp_path / "part-01.jpg")
+    command = build_clip_command(
+        source,
+        _fake_info(),
+        Part(1, 0.0, 1.0),
+        SPEC,
+        DEFAULT_LOGO,
+        tmp_path / "part-01.mp4",
+        tmp_path / "part-01.jpg",
+    )
     with pytest.raises(PermanentFailure, match="could not be decoded") as encoded:
         run_ffmpeg(command.args, timeout=60)
     assert not canary.was_read()
@@ -137,11 +173,14 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 
 def test_an_mp4_carrying_a_playlist_html_and_a_zip_gives_good_clips_and_reads_nothing_else(
-        local_stack, gateway, athlete, tmp_path, one_second):
+    local_stack, gateway, athlete, tmp_path, one_second
+):
     canary_path = tmp_path / "segment.ts"
     canary = Canary(canary_path)
-    references = (f"\n#EXTM3U\n#EXTINF:10.0,\nfile:{canary_path}\n#EXT-X-ENDLIST\n"
-                  f"ffconcat version 1.0\nfile '{canary_path}'\nfile '/etc/passwd'\n").encode()
+    references = (
+        f"\n#EXTM3U\n#EXTINF:10.0,\nfile:{canary_path}\n#EXT-X-ENDLIST\n"
+        f"ffconcat version 1.0\nfile '{canary_path}'\nfile '/etc/passwd'\n"
+    ).encode()
     html = b"<html><body><script>alert(document.cookie)</script></body></html>"
     archive = _zip({"run.html": html, "payload.m3u8": references})
     # A valid MP4 (ftyp first), then one trailing box holding the rest: the ZIP ends the
@@ -182,8 +221,26 @@ def test_an_unreadable_upload_fails_with_a_reason_that_names_no_internals(local_
 def test_fifty_audio_streams_give_one_clip_with_exactly_one_audio_stream(tmp_path):
     source = tmp_path / "fifty.mkv"
     maps = [arg for _ in range(50) for arg in ("-map", "1:a")]
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x90:r=10:d=1", "-f", "lavfi", "-i", "sine=d=1",
-           "-map", "0:v", *maps, "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(source))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=160x90:r=10:d=1",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=d=1",
+        "-map",
+        "0:v",
+        *maps,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        str(source),
+    )
     assert sum(s["codec_type"] == "audio" for s in ffprobe_json(source)["streams"]) == 50
 
     [clip] = make_clips(source, tmp_path)
@@ -196,10 +253,29 @@ def test_audio_with_32_channels_and_no_layout_makes_a_stereo_clip(tmp_path):
     # 8): the first two become left and right, and the clip is made.
     source = tmp_path / "32-channels.mkv"
     labels = "".join(f"[a{n}]" for n in range(32))
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x90:r=10:d=1", "-f", "lavfi", "-i", "sine=d=1",
-           "-filter_complex", f"[1:a]asplit=32{labels};{labels}amerge=inputs=32[all]",
-           "-map", "0:v", "-map", "[all]", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le",
-           str(source))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=160x90:r=10:d=1",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=d=1",
+        "-filter_complex",
+        f"[1:a]asplit=32{labels};{labels}amerge=inputs=32[all]",
+        "-map",
+        "0:v",
+        "-map",
+        "[all]",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "pcm_s16le",
+        str(source),
+    )
 
     [clip] = make_clips(source, tmp_path)
     assert_good_clip(clip.path, clip.part.duration + 2 * SPEC.card_seconds)
@@ -221,7 +297,9 @@ def test_a_zero_duration_video_fails_with_the_reason(tmp_path):
     source = tmp_path / "zero.mp4"
     source.write_bytes(_zero_durations(bytearray(single.read_bytes())))
     probe = ffprobe_json(source)
-    assert [s["codec_type"] for s in probe["streams"]] == ["video"] and float(probe["format"]["duration"]) == 0
+    assert [s["codec_type"] for s in probe["streams"]] == ["video"] and float(
+        probe["format"]["duration"]
+    ) == 0
 
     with pytest.raises(PermanentFailure, match="duration cannot be determined"):
         make_clips(source, tmp_path)
@@ -238,9 +316,21 @@ def test_a_single_frame_video_gives_a_clip_of_the_cards_and_that_frame(tmp_path)
 def _jumping(path: Path, jump_frames: int) -> Path:
     """Ten frames a second for a second, then the timestamps jump ``jump_frames``/10 s
     ahead for another second (variable frame rate: timestamps kept as they are)."""
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x90:r=10:d=2",
-           "-vf", f"setpts='if(lt(N,10),N,N+{jump_frames})/10/TB'", "-fps_mode", "passthrough",
-           "-c:v", "libx264", "-preset", "ultrafast", str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=160x90:r=10:d=2",
+        "-vf",
+        f"setpts='if(lt(N,10),N,N+{jump_frames})/10/TB'",
+        "-fps_mode",
+        "passthrough",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        str(path),
+    )
     return path
 
 

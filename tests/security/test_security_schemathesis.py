@@ -14,22 +14,24 @@ from collections import Counter
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-
 from security_kit import SCANNED, leaks_in
+
 from services.api.openapi import DOCUMENT_PATH
 
 pytestmark = pytest.mark.security
 
 # As in the stateless run: well-formed data a schema cannot tell apart from refused data
 # (a URL at a private address: 422; random bytes as a file: 415; rate limits: 429).
-CONFIG = schemathesis.Config.from_dict({
-    "checks": {
-        "positive_data_acceptance": {
-            "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "415", "422", "429", "503"],
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "checks": {
+            "positive_data_acceptance": {
+                "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "415", "422", "429", "503"],
+            },
+            "unsupported_method": {"enabled": False},
         },
-        "unsupported_method": {"enabled": False},
-    },
-})
+    }
+)
 
 schema = schemathesis.openapi.from_path(DOCUMENT_PATH, config=CONFIG)
 
@@ -67,8 +69,11 @@ def test_stateful_scenarios_find_no_500_no_schema_violation_and_no_leak(local_st
             self.user = minted_user()
 
         def get_call_kwargs(self, case) -> dict:
-            return {"base_url": base_url, "headers": {"Authorization": f"Bearer {self.user.token}"},
-                    "timeout": 60}
+            return {
+                "base_url": base_url,
+                "headers": {"Authorization": f"Bearer {self.user.token}"},
+                "timeout": 60,
+            }
 
         def after_call(self, response, case) -> None:
             super().after_call(response, case)
@@ -78,13 +83,23 @@ def test_stateful_scenarios_find_no_500_no_schema_violation_and_no_leak(local_st
             if kind.startswith("application/json"):
                 SCANNED.responses += 1
                 found = leaks_in(response.content.decode("utf-8", "replace"), echoed=_sent_strings(case))
-                assert not found, f"{case.method} {case.formatted_path} -> {response.status_code} leaks {found}"
+                assert not found, (
+                    f"{case.method} {case.formatted_path} -> {response.status_code} leaks {found}"
+                )
 
-    Scenarios.run(settings=settings(max_examples=40, stateful_step_count=8, deadline=None,
-                                    suppress_health_check=list(HealthCheck)))
+    Scenarios.run(
+        settings=settings(
+            max_examples=40, stateful_step_count=8, deadline=None, suppress_health_check=list(HealthCheck)
+        )
+    )
 
-    print("\n" + "\n".join(f"{count:4d} {method} {path} -> {status}"
-                            for (method, path, status), count in sorted(answers.items())))
+    print(
+        "\n"
+        + "\n".join(
+            f"{count:4d} {method} {path} -> {status}"
+            for (method, path, status), count in sorted(answers.items())
+        )
+    )
     # The scenarios did chain calls: tasks they created were fetched and deleted by id.
     assert answers[("GET", "/tasks/{task_id}", 200)] > 0
     assert answers[("DELETE", "/tasks/{task_id}", 204)] > 0

@@ -7,9 +7,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from security_kit import leaks_in, wait_for_outcome
 from sqlalchemy import text
 
-from security_kit import leaks_in, wait_for_outcome
 from services.transcoder import fetch as fetch_module
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.fetch import FetchPolicy, UrlFetcher
@@ -106,9 +106,10 @@ LOOPBACK_FORMS = [
 def _user_token(app, key, settings) -> dict[str, str]:
     user_id = uuid.uuid4()
     with app.extensions["engine"].begin() as conn:
-        conn.execute(text("INSERT INTO users (id, username, email, password_hash) "
-                          "VALUES (:id, :name, :email, 'x')"),
-                     {"id": user_id, "name": f"u{user_id.hex[:10]}", "email": f"{user_id.hex[:10]}@l.example"})
+        conn.execute(
+            text("INSERT INTO users (id, username, email, password_hash) VALUES (:id, :name, :email, 'x')"),
+            {"id": user_id, "name": f"u{user_id.hex[:10]}", "email": f"{user_id.hex[:10]}@l.example"},
+        )
     return {"Authorization": f"Bearer {issue_token(key, settings, str(user_id))}"}
 
 
@@ -116,11 +117,16 @@ def test_submit_refuses_every_hostile_form_under_production_rules(production_rul
     app = production_rules_app
     headers = _user_token(app, test_key, app.extensions["settings"])
     client = app.test_client()
-    answers = {url: client.post("/tasks", json={"url": url}, headers=headers)
-               for url in FORBIDDEN_EVERYWHERE + LOOPBACK_FORMS}
+    answers = {
+        url: client.post("/tasks", json={"url": url}, headers=headers)
+        for url in FORBIDDEN_EVERYWHERE + LOOPBACK_FORMS
+    }
 
-    wrong = {url: (r.status_code, r.get_json()) for url, r in answers.items()
-             if r.status_code != 422 or r.get_json()["error"]["code"] != "source_url_rejected"}
+    wrong = {
+        url: (r.status_code, r.get_json())
+        for url, r in answers.items()
+        if r.status_code != 422 or r.get_json()["error"]["code"] != "source_url_rejected"
+    }
     assert wrong == {}
     leaking = {url: leaks_in(r.get_data(as_text=True)) for url, r in answers.items()}
     assert {url: found for url, found in leaking.items() if found} == {}
@@ -166,12 +172,22 @@ def connections(monkeypatch) -> list[tuple[str, int]]:
 
 def _fetcher(resolver=fetch_module.system_resolver) -> UrlFetcher:
     # Loopback is allowed only because the test's server stands on it.
-    return UrlFetcher(FetchPolicy(allow_loopback=True, max_bytes=1_000_000, connect_timeout=2, read_timeout=2,
-                                  total_timeout=10, max_redirects=3), resolver=resolver)
+    return UrlFetcher(
+        FetchPolicy(
+            allow_loopback=True,
+            max_bytes=1_000_000,
+            connect_timeout=2,
+            read_timeout=2,
+            total_timeout=10,
+            max_redirects=3,
+        ),
+        resolver=resolver,
+    )
 
 
 def test_the_connection_goes_to_the_address_that_was_checked_not_a_second_answer(
-        source_server, connections, tmp_path):
+    source_server, connections, tmp_path
+):
     source_server.files["/run.mp4"] = b"video bytes"
     port = int(source_server.base_url.rsplit(":", 1)[1])
     resolver = RebindingResolver(first=["127.0.0.1"], later=["169.254.169.254"])
@@ -186,7 +202,8 @@ def test_the_connection_goes_to_the_address_that_was_checked_not_a_second_answer
 
 
 def test_a_name_rebound_before_the_next_connection_is_refused_at_that_connection(
-        source_server, connections, tmp_path):
+    source_server, connections, tmp_path
+):
     port = int(source_server.base_url.rsplit(":", 1)[1])
     source_server.files["/run.mp4"] = b"video bytes"
     resolver = RebindingResolver(first=["127.0.0.1"], later=["169.254.169.254"])
@@ -201,8 +218,16 @@ def test_a_name_rebound_before_the_next_connection_is_refused_at_that_connection
     assert source_server.requests == ["/redirect?to=/run.mp4"]
 
 
-@pytest.mark.parametrize("answers", [["169.254.169.254"], ["127.0.0.1", "10.0.0.1"], ["fe80::1%eth0"],
-                                     ["::ffff:169.254.169.254"], ["0.0.0.0"]])
+@pytest.mark.parametrize(
+    "answers",
+    [
+        ["169.254.169.254"],
+        ["127.0.0.1", "10.0.0.1"],
+        ["fe80::1%eth0"],
+        ["::ffff:169.254.169.254"],
+        ["0.0.0.0"],
+    ],
+)
 def test_a_name_resolving_to_a_forbidden_address_is_never_connected_to(answers, connections, tmp_path):
     with pytest.raises(PermanentFailure, match="source URL points at"):
         _fetcher(lambda host, port: answers).fetch("http://cdn.videos.example/run.mp4", tmp_path / "source")
@@ -229,7 +254,8 @@ REDIRECT_TARGETS = [
 
 @pytest.mark.parametrize("target, reason", REDIRECT_TARGETS)
 def test_a_redirect_to_a_forbidden_target_is_refused_before_connecting_there(
-        source_server, connections, tmp_path, target, reason):
+    source_server, connections, tmp_path, target, reason
+):
     port = int(source_server.base_url.rsplit(":", 1)[1])
     with pytest.raises(PermanentFailure, match=reason):
         _fetcher().fetch(source_server.url(f"/redirect?to={target}"), tmp_path / "source")
@@ -237,16 +263,20 @@ def test_a_redirect_to_a_forbidden_target_is_refused_before_connecting_there(
     assert not (tmp_path / "source").exists()
 
 
-@pytest.mark.parametrize("url, reason", [
-    # 127.0.0.1 by IDNA 2003, allowed here (loopback); urllib3's stricter IDNA refuses it.
-    ("http://①②⑦.0.0.1/run.mp4", "cannot be fetched"),
-    ("http://１６９．２５４．１６９．２５４/", "metadata"),
-    ("http://169。254。169。254/", "metadata"),
-    ("http://a..b/run.mp4", "invalid host name"),
-    ("http://" + "a" * 64 + ".example/run.mp4", "invalid host name"),
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        # 127.0.0.1 by IDNA 2003, allowed here (loopback); urllib3's stricter IDNA refuses it.
+        ("http://①②⑦.0.0.1/run.mp4", "cannot be fetched"),
+        ("http://１６９．２５４．１６９．２５４/", "metadata"),
+        ("http://169。254。169。254/", "metadata"),
+        ("http://a..b/run.mp4", "invalid host name"),
+        ("http://" + "a" * 64 + ".example/run.mp4", "invalid host name"),
+    ],
+)
 def test_a_host_in_another_script_is_judged_by_its_idna_form_before_any_connection(
-        url, reason, connections, tmp_path):
+    url, reason, connections, tmp_path
+):
     # What the HTTP client would look up is what the policy checks; a host it could not
     # encode at all once escaped as the client's own exception and ended the worker.
     with pytest.raises(PermanentFailure, match=reason):
@@ -265,7 +295,8 @@ END_TO_END = [
 
 @pytest.mark.parametrize("how, target, reason", END_TO_END)
 def test_a_task_that_passes_submit_but_fetches_a_forbidden_target_ends_failed(
-        local_stack, gateway, minted_user, source_server, how, target, reason):
+    local_stack, gateway, minted_user, source_server, how, target, reason
+):
     user = minted_user()
     url = source_server.url(f"/redirect?to={target}") if how == "redirect" else target
     submitted = gateway.post("/tasks", user=user, json={"url": url}, echoed=[url])
@@ -281,4 +312,3 @@ def test_a_task_that_passes_submit_but_fetches_a_forbidden_target_ends_failed(
         # One request: the redirect; nothing followed it.
         assert len(source_server.requests) == 1 and source_server.requests[0].startswith("/redirect?to=")
     assert local_stack.stack.dead() == []  # the worker survived it
-

@@ -34,8 +34,14 @@ def _b64(data: bytes) -> str:
 
 def _claims(settings, subject: str, **changes) -> dict:
     now = int(datetime.now(UTC).timestamp())
-    claims = {"sub": subject, "iss": settings.token_issuer, "aud": settings.token_audience,
-              "iat": now, "nbf": now, "exp": now + 3600}
+    claims = {
+        "sub": subject,
+        "iss": settings.token_issuer,
+        "aud": settings.token_audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+    }
     claims.update(changes)
     return {name: value for name, value in claims.items() if value is not None}
 
@@ -64,8 +70,9 @@ def published_key(gateway) -> dict:
 
 def _forgeries(key: SigningKey, jwk: dict, settings, subject: str) -> dict[str, str]:
     claims = _claims(settings, subject)
-    public_pem = key.public_key.public_bytes(serialization.Encoding.PEM,
-                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = key.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     raw_public = base64.urlsafe_b64decode(jwk["x"] + "==")
     real = _signed(key, claims)
     other_real = _signed(key, _claims(settings, str(uuid.uuid4())))
@@ -81,11 +88,15 @@ def _forgeries(key: SigningKey, jwk: dict, settings, subject: str) -> dict[str, 
         "no alg": _raw({"kid": key.kid}, claims, lambda d: b"x"),
         # HMAC keyed with what is public
         "HS256 keyed with the public PEM": _raw({"alg": "HS256", "kid": key.kid}, claims, _hmac(public_pem)),
-        "HS256 keyed with the raw public key": _raw({"alg": "HS256", "kid": key.kid}, claims, _hmac(raw_public)),
-        "HS256 keyed with the JWK text": _raw({"alg": "HS256", "kid": key.kid}, claims,
-                                              _hmac(json.dumps(jwk).encode())),
-        "HS512 keyed with the public PEM": _raw({"alg": "HS512", "kid": key.kid}, claims,
-                                                _hmac(public_pem, hashlib.sha512)),
+        "HS256 keyed with the raw public key": _raw(
+            {"alg": "HS256", "kid": key.kid}, claims, _hmac(raw_public)
+        ),
+        "HS256 keyed with the JWK text": _raw(
+            {"alg": "HS256", "kid": key.kid}, claims, _hmac(json.dumps(jwk).encode())
+        ),
+        "HS512 keyed with the public PEM": _raw(
+            {"alg": "HS512", "kid": key.kid}, claims, _hmac(public_pem, hashlib.sha512)
+        ),
         # other asymmetric algorithms, the real kid
         "RS256 by another key": jwt.encode(claims, rsa_key, algorithm="RS256", headers={"kid": key.kid}),
         "ES256 by another key": jwt.encode(claims, ec_key, algorithm="ES256", headers={"kid": key.kid}),
@@ -105,13 +116,18 @@ def _forgeries(key: SigningKey, jwk: dict, settings, subject: str) -> dict[str, 
         # signatures that are not the real key's over this token
         "tampered signature": real[:-2] + ("A" if real[-2] != "A" else "B") + real[-1],
         "spliced signature": real.rsplit(".", 1)[0] + "." + other_real.rsplit(".", 1)[1],
-        "tampered payload": ".".join([real.split(".")[0],
-                                      _b64(json.dumps(_claims(settings, str(uuid.uuid4()))).encode()),
-                                      real.split(".")[2]]),
+        "tampered payload": ".".join(
+            [
+                real.split(".")[0],
+                _b64(json.dumps(_claims(settings, str(uuid.uuid4()))).encode()),
+                real.split(".")[2],
+            ]
+        ),
         # keys the api does not have
         "unknown kid": _signed(ATTACKER, claims),
-        "attacker key with the real kid": jwt.encode(claims, ATTACKER.private_key, algorithm="EdDSA",
-                                                     headers={"kid": key.kid}),
+        "attacker key with the real kid": jwt.encode(
+            claims, ATTACKER.private_key, algorithm="EdDSA", headers={"kid": key.kid}
+        ),
         "kid path traversal": _signed(ATTACKER, claims, kid="../../../../etc/passwd"),
         "kid empty": _signed(ATTACKER, claims, kid=""),
         "kid a number": _raw({"alg": "EdDSA", "kid": 7}, claims, lambda d: ATTACKER.private_key.sign(d)),
@@ -120,8 +136,9 @@ def _forgeries(key: SigningKey, jwk: dict, settings, subject: str) -> dict[str, 
         "kid SQL": _signed(ATTACKER, claims, kid="' OR '1'='1"),
         # the key inside the token
         "embedded jwk": _signed(ATTACKER, claims, jwk=attacker_jwk),
-        "embedded jwk, real kid": jwt.encode(claims, ATTACKER.private_key, algorithm="EdDSA",
-                                             headers={"kid": key.kid, "jwk": attacker_jwk}),
+        "embedded jwk, real kid": jwt.encode(
+            claims, ATTACKER.private_key, algorithm="EdDSA", headers={"kid": key.kid, "jwk": attacker_jwk}
+        ),
         # garbage
         "two parts": real.rsplit(".", 1)[0],
         "four parts": real + ".e30",
@@ -135,12 +152,18 @@ def _header_injections(key: SigningKey, settings, subject: str, attacker_url: st
     return {
         "jku to the attacker": _signed(ATTACKER, claims, jku=f"{attacker_url}/jwks.json"),
         "x5u to the attacker": _signed(ATTACKER, claims, x5u=f"{attacker_url}/cert.pem"),
-        "jku and x5u, real kid": jwt.encode(claims, ATTACKER.private_key, algorithm="EdDSA",
-                                            headers={"kid": key.kid, "jku": f"{attacker_url}/jwks.json",
-                                                     "x5u": f"{attacker_url}/cert.pem"}),
+        "jku and x5u, real kid": jwt.encode(
+            claims,
+            ATTACKER.private_key,
+            algorithm="EdDSA",
+            headers={"kid": key.kid, "jku": f"{attacker_url}/jwks.json", "x5u": f"{attacker_url}/cert.pem"},
+        ),
         "jku, attacker kid equal to the real one": jwt.encode(
-            claims, ATTACKER.private_key, algorithm="EdDSA",
-            headers={"kid": key.kid, "jku": f"{attacker_url}/jwks.json"}),
+            claims,
+            ATTACKER.private_key,
+            algorithm="EdDSA",
+            headers={"kid": key.kid, "jku": f"{attacker_url}/jwks.json"},
+        ),
     }
 
 
@@ -148,9 +171,12 @@ def _refused(gateway, token: str, task_id: str) -> list[str]:
     """Why each request with ``token`` was not a plain 401 (empty: all were)."""
     problems = []
     headers = {"Authorization": f"Bearer {token}"}
-    for method, path, body in (("GET", "/tasks", None), ("GET", f"/tasks/{task_id}", None),
-                               ("POST", "/tasks", {"url": "https://videos.league.example/run.mp4"}),
-                               ("DELETE", f"/tasks/{task_id}", None)):
+    for method, path, body in (
+        ("GET", "/tasks", None),
+        ("GET", f"/tasks/{task_id}", None),
+        ("POST", "/tasks", {"url": "https://videos.league.example/run.mp4"}),
+        ("DELETE", f"/tasks/{task_id}", None),
+    ):
         response = gateway.request(method, path, headers=headers, json=body)
         if response.status_code != 401:
             problems.append(f"{method} {path}: {response.status_code} {response.text[:200]}")
@@ -167,24 +193,36 @@ def test_the_control_token_built_like_the_forgeries_is_accepted(gateway, stack_k
 
 def test_every_forgery_is_refused_with_401(gateway, stack_key, published_key, local_stack, athlete):
     assert published_key["kid"] == stack_key.kid
-    task_id = gateway.post("/tasks", user=athlete, json={"url": "https://videos.league.example/run.mp4"}).json()["id"]
+    task_id = gateway.post(
+        "/tasks", user=athlete, json={"url": "https://videos.league.example/run.mp4"}
+    ).json()["id"]
     forgeries = _forgeries(stack_key, published_key, local_stack.settings, athlete.id)
 
-    problems = {name: found for name, token in forgeries.items() if (found := _refused(gateway, token, task_id))}
+    problems = {
+        name: found for name, token in forgeries.items() if (found := _refused(gateway, token, task_id))
+    }
 
     assert problems == {}
     # None of them touched the task.
-    assert gateway.get(f"/tasks/{task_id}", user=athlete).json()["status"] in {"queued", "processing", "failed"}
+    assert gateway.get(f"/tasks/{task_id}", user=athlete).json()["status"] in {
+        "queued",
+        "processing",
+        "failed",
+    }
 
 
-def test_jku_and_x5u_headers_never_make_the_api_fetch_a_key(gateway, stack_key, local_stack, athlete,
-                                                          source_server):
+def test_jku_and_x5u_headers_never_make_the_api_fetch_a_key(
+    gateway, stack_key, local_stack, athlete, source_server
+):
     source_server.files["/jwks.json"] = json.dumps({"keys": [public_jwk(ATTACKER.public_key)]}).encode()
     source_server.files["/cert.pem"] = b"-----BEGIN CERTIFICATE-----\n"
     injections = _header_injections(stack_key, local_stack.settings, athlete.id, source_server.base_url)
 
-    problems = {name: found for name, token in injections.items()
-                if (found := _refused(gateway, token, str(uuid.uuid4())))}
+    problems = {
+        name: found
+        for name, token in injections.items()
+        if (found := _refused(gateway, token, str(uuid.uuid4())))
+    }
 
     assert problems == {}
     assert source_server.requests == []
@@ -197,7 +235,8 @@ def _jwks_fetches(local_stack) -> int:
 
 
 def test_a_flood_of_unknown_kids_refetches_the_keys_at_most_once_per_api_process(
-        gateway, local_stack, athlete):
+    gateway, local_stack, athlete
+):
     claims = _claims(local_stack.settings, athlete.id)
     # Past the cooldown of any earlier fetch, so the first unknown kid may refetch.
     time.sleep(JWKS_REFETCH_COOLDOWN_SECONDS + 1)

@@ -19,7 +19,9 @@ from shared.lifecycle import TaskStatus
 
 def test_task_submitted_round_trips_with_attributes():
     event = TaskSubmitted(
-        task_id=uuid.uuid4(), owner_id=uuid.uuid4(), source="gs://uploads/x/source",
+        task_id=uuid.uuid4(),
+        owner_id=uuid.uuid4(),
+        source="gs://uploads/x/source",
         spec=ClipSpec(fit="crop", mode="trim"),
     )
     data, attributes = encode(event)
@@ -35,9 +37,13 @@ def test_task_submitted_round_trips_with_attributes():
 
 def test_status_changed_round_trips_with_outputs():
     event = TaskStatusChanged(
-        task_id=uuid.uuid4(), status=TaskStatus.PROCESSED, attempt=2, progress=100,
-        outputs=(ClipOutput(index=0, uri="gs://c/tasks/t/part-00.mp4", duration_seconds=22.0,
-                            size_bytes=1234),),
+        task_id=uuid.uuid4(),
+        status=TaskStatus.PROCESSED,
+        attempt=2,
+        progress=100,
+        outputs=(
+            ClipOutput(index=0, uri="gs://c/tasks/t/part-00.mp4", duration_seconds=22.0, size_bytes=1234),
+        ),
     )
     assert decode(*encode(event)) == event
 

@@ -11,9 +11,17 @@ S = TaskStatus
 
 @pytest.mark.parametrize(
     "current, new",
-    [(S.QUEUED, S.PROCESSING), (S.QUEUED, S.PROCESSED), (S.QUEUED, S.FAILED),
-     (S.QUEUED, S.CANCELED), (S.PROCESSING, S.PROCESSING), (S.PROCESSING, S.PROCESSED),
-     (S.PROCESSING, S.FAILED), (S.PROCESSING, S.CANCELED), (S.QUEUED, S.QUEUED)],
+    [
+        (S.QUEUED, S.PROCESSING),
+        (S.QUEUED, S.PROCESSED),
+        (S.QUEUED, S.FAILED),
+        (S.QUEUED, S.CANCELED),
+        (S.PROCESSING, S.PROCESSING),
+        (S.PROCESSING, S.PROCESSED),
+        (S.PROCESSING, S.FAILED),
+        (S.PROCESSING, S.CANCELED),
+        (S.QUEUED, S.QUEUED),
+    ],
 )
 def test_forward_moves(current, new):
     assert moves_forward(current, new)

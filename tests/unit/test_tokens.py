@@ -189,24 +189,33 @@ def test_previous_keys_written_on_one_line_with_escapes_as_an_env_file_carries_t
 
 
 def _rsa_public_pem() -> str:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
         (lambda: generate_signing_key_pem().decode(), "block 1 is a private key"),
-        (lambda: public_key_pem(_new_key().public_key) + generate_signing_key_pem().decode(),
-         "block 2 is a private key"),
+        (
+            lambda: public_key_pem(_new_key().public_key) + generate_signing_key_pem().decode(),
+            "block 2 is a private key",
+        ),
         (lambda: _rsa_public_pem(), "block 1 is not an Ed25519 public key"),
-        (lambda: "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n",
-         "block 1 is not an Ed25519 public key"),
+        (
+            lambda: "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n",
+            "block 1 is not an Ed25519 public key",
+        ),
         (lambda: "garbage", "not a PEM block"),
         (lambda: public_key_pem(_new_key().public_key) + "and some words", "not a PEM block"),
-        (lambda: public_key_pem(_new_key().public_key).replace("-----END PUBLIC KEY-----", ""),
-         "not a PEM block"),
+        (
+            lambda: public_key_pem(_new_key().public_key).replace("-----END PUBLIC KEY-----", ""),
+            "not a PEM block",
+        ),
     ],
     ids=["private", "private-second", "rsa", "not-a-key", "garbage", "trailing-text", "unterminated"],
 )
@@ -223,8 +232,9 @@ def test_anything_but_ed25519_public_keys_stops_the_process(text, message):
 
 def test_the_jwks_holds_the_current_key_first_then_previous_ones_each_once(key):
     first, second = _new_key(), _new_key()
-    document = jwks_document(key.public_key, [first.public_key, key.public_key, second.public_key,
-                                             first.public_key])
+    document = jwks_document(
+        key.public_key, [first.public_key, key.public_key, second.public_key, first.public_key]
+    )
     kids = [jwk["kid"] for jwk in document["keys"]]
     assert kids == [key.kid, first.kid, second.kid]
     assert len(set(kids)) == 3
@@ -246,8 +256,13 @@ def test_a_verifier_holding_the_published_keys_accepts_current_and_previous_toke
 
 
 def _tokens_cli(*arguments: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shared.tokens", *arguments], input=stdin,
-                          capture_output=True, cwd=PROJECT_ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "shared.tokens", *arguments],
+        input=stdin,
+        capture_output=True,
+        cwd=PROJECT_ROOT,
+        timeout=60,
+    )
 
 
 def test_the_cli_prints_the_public_half_of_a_private_key_file(tmp_path):
@@ -265,8 +280,11 @@ def test_the_cli_prints_the_public_half_of_a_private_key_file(tmp_path):
     assert from_stdin.returncode == 0 and from_stdin.stdout == result.stdout
 
 
-@pytest.mark.parametrize("arguments", [("public-key",), ("public-key", "-"), ("rotate", "x")],
-                         ids=["no-path", "garbage-on-stdin", "unknown-command"])
+@pytest.mark.parametrize(
+    "arguments",
+    [("public-key",), ("public-key", "-"), ("rotate", "x")],
+    ids=["no-path", "garbage-on-stdin", "unknown-command"],
+)
 def test_the_cli_refuses_bad_use_with_a_message_not_a_traceback(arguments):
     result = _tokens_cli(*arguments, stdin=b"garbage")
     assert result.returncode != 0
@@ -274,14 +292,23 @@ def test_the_cli_refuses_bad_use_with_a_message_not_a_traceback(arguments):
     assert b"usage:" in result.stderr or b"not an unencrypted PEM private key" in result.stderr
 
 
-@pytest.mark.parametrize("pem, reason", [
-    (b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWJ1dC1icm9rZW4=\n-----END PRIVATE KEY-----\n",
-     "is not an unencrypted PEM private key"),
-    (b"not a key at all: secret-but-broken", "is not an unencrypted PEM private key"),
-    (rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-     "must be an Ed25519 private key"),
-], ids=["broken-block", "garbage", "rsa"])
+@pytest.mark.parametrize(
+    "pem, reason",
+    [
+        (
+            b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWJ1dC1icm9rZW4=\n-----END PRIVATE KEY-----\n",
+            "is not an unencrypted PEM private key",
+        ),
+        (b"not a key at all: secret-but-broken", "is not an unencrypted PEM private key"),
+        (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+            "must be an Ed25519 private key",
+        ),
+    ],
+    ids=["broken-block", "garbage", "rsa"],
+)
 def test_a_bad_signing_key_stops_the_service_with_a_message_that_does_not_repeat_it(pem, reason):
     with pytest.raises(SystemExit) as stopped:
         signing_key_from_pem(pem)

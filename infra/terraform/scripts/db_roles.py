@@ -33,8 +33,9 @@ SCRAM_ITERATIONS = 4096
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-def scram_sha256_verifier(password: str, salt: bytes | None = None,
-                          iterations: int = SCRAM_ITERATIONS) -> str:
+def scram_sha256_verifier(
+    password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS
+) -> str:
     """The verifier PostgreSQL stores for `password` (RFC 5802/7677, as libpq computes it)."""
     salt = salt if salt is not None else secrets.token_bytes(16)
     salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
@@ -48,8 +49,9 @@ def scram_sha256_verifier(password: str, salt: bytes | None = None,
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
-def apply_read_only_role(connection: Connection, role: str, verifier: str,
-                         tables: tuple[str, ...] = READABLE_TABLES) -> None:
+def apply_read_only_role(
+    connection: Connection, role: str, verifier: str, tables: tuple[str, ...] = READABLE_TABLES
+) -> None:
     """Make `role` a login role that can SELECT `tables` in the current database and nothing else."""
     for name in (role, *tables):
         if not _IDENTIFIER.match(name):
@@ -57,18 +59,18 @@ def apply_read_only_role(connection: Connection, role: str, verifier: str,
     if not re.fullmatch(r"SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+", verifier):
         raise ValueError("not a SCRAM-SHA-256 verifier")
 
-    exists = connection.execute(
-        text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role}
-    ).first()
+    exists = connection.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role}).first()
     if not exists:
         connection.execute(text(f'CREATE ROLE "{role}"'))
     # Identifiers and the verifier are checked above: DDL takes no bound parameters. The
     # verifier's colons are escaped so text() does not read them as parameter names.
     literal = verifier.replace(":", "\\:")
-    connection.execute(text(
-        f'ALTER ROLE "{role}" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
-        f"NOINHERIT CONNECTION LIMIT 100 PASSWORD '{literal}'"
-    ))
+    connection.execute(
+        text(
+            f'ALTER ROLE "{role}" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
+            f"NOINHERIT CONNECTION LIMIT 100 PASSWORD '{literal}'"
+        )
+    )
     connection.execute(text(f'ALTER ROLE "{role}" SET default_transaction_read_only = on'))
 
     database = connection.execute(text("SELECT current_database()")).scalar_one()
@@ -84,8 +86,11 @@ def apply_read_only_role(connection: Connection, role: str, verifier: str,
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", default="transcoder")
-    parser.add_argument("--password-env", default="TRANSCODER_DB_PASSWORD",
-                        help="environment variable holding the role's password")
+    parser.add_argument(
+        "--password-env",
+        default="TRANSCODER_DB_PASSWORD",
+        help="environment variable holding the role's password",
+    )
     args = parser.parse_args(argv)
     password = os.environ.get(args.password_env)
     if not password:

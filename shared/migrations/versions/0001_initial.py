@@ -101,6 +101,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(
-        "DROP TABLE rate_limits, task_history, applied_events, outbox, clips, tasks, users"
-    )
+    op.execute("DROP TABLE rate_limits, task_history, applied_events, outbox, clips, tasks, users")

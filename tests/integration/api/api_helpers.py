@@ -21,8 +21,14 @@ from shared.storage import storage_client
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
-def pull_events(settings: Settings, subscription: str, *, task_id: uuid.UUID | None = None,
-                want: int = 1, timeout: float = 10.0) -> list[Event]:
+def pull_events(
+    settings: Settings,
+    subscription: str,
+    *,
+    task_id: uuid.UUID | None = None,
+    want: int = 1,
+    timeout: float = 10.0,
+) -> list[Event]:
     """Events on ``subscription`` (for ``task_id`` when given), acked; waits until
     ``want`` arrived or ``timeout`` seconds passed."""
     found: list[Event] = []
@@ -35,8 +41,9 @@ def pull_events(settings: Settings, subscription: str, *, task_id: uuid.UUID | N
             except DeadlineExceeded:
                 continue
             if response.received_messages:
-                subscriber.acknowledge(subscription=path,
-                                       ack_ids=[m.ack_id for m in response.received_messages])
+                subscriber.acknowledge(
+                    subscription=path, ack_ids=[m.ack_id for m in response.received_messages]
+                )
             for received in response.received_messages:
                 event = decode(received.message.data, dict(received.message.attributes))
                 if task_id is None or event.task_id == task_id:
@@ -59,7 +66,9 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
     return body
 
 
-def multipart(*parts: tuple[str, str | None, bytes], boundary: str = "idrl-test-boundary") -> tuple[bytes, str]:
+def multipart(
+    *parts: tuple[str, str | None, bytes], boundary: str = "idrl-test-boundary"
+) -> tuple[bytes, str]:
     """A multipart/form-data body of ``(field, filename or None, content)`` parts and its
     content type, built in memory (the test client would spool large bodies to a file)."""
     body = bytearray()
@@ -99,20 +108,39 @@ class JwksServer:
 def api_process(settings, jwks: JwksServer, log_path: Path, **overrides: str) -> tuple[ManagedProcess, str]:
     """The api under gunicorn on a free port, and its base URL."""
     port = free_port()
-    env = dict(os.environ) | {
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "ENVIRONMENT": "test",
-        "DATABASE_URL": settings.database_url,
-        "UPLOADS_BUCKET": settings.uploads_bucket,
-        "CLIPS_BUCKET": settings.clips_bucket,
-        "TOPIC_VIDEO_TASKS": settings.topic_video_tasks,
-        "TOPIC_TASK_EVENTS": settings.topic_task_events,
-        "AUTH_JWKS_URL": jwks.url,
-    } | overrides
+    env = (
+        dict(os.environ)
+        | {
+            "PYTHONPATH": str(PROJECT_ROOT),
+            "ENVIRONMENT": "test",
+            "DATABASE_URL": settings.database_url,
+            "UPLOADS_BUCKET": settings.uploads_bucket,
+            "CLIPS_BUCKET": settings.clips_bucket,
+            "TOPIC_VIDEO_TASKS": settings.topic_video_tasks,
+            "TOPIC_TASK_EVENTS": settings.topic_task_events,
+            "AUTH_JWKS_URL": jwks.url,
+        }
+        | overrides
+    )
     process = ManagedProcess(
         "api",
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-         "--worker-class", "gthread", "--threads", "2", "services.api:create_app()"],
-        log_path=log_path, env=env, cwd=PROJECT_ROOT, stop_timeout=15,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "2",
+            "services.api:create_app()",
+        ],
+        log_path=log_path,
+        env=env,
+        cwd=PROJECT_ROOT,
+        stop_timeout=15,
     )
     return process, f"http://127.0.0.1:{port}"

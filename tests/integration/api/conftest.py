@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from api_helpers import JwksServer
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from api_helpers import JwksServer
 from services.api import close_app, create_app
 from shared.config import Settings
 from shared.tokens import (
@@ -95,10 +95,15 @@ def make_user(engine: Engine, api_settings: Settings, api_key: SigningKey) -> Ca
         user_id = uuid.uuid4()
         with engine.begin() as conn:
             conn.execute(
-                text("INSERT INTO users (id, username, email, password_hash) "
-                     "VALUES (:id, :username, :email, 'not-a-real-hash')"),
-                {"id": user_id, "username": f"athlete-{user_id.hex[:8]}",
-                 "email": f"{user_id.hex[:8]}@league.example"},
+                text(
+                    "INSERT INTO users (id, username, email, password_hash) "
+                    "VALUES (:id, :username, :email, 'not-a-real-hash')"
+                ),
+                {
+                    "id": user_id,
+                    "username": f"athlete-{user_id.hex[:8]}",
+                    "email": f"{user_id.hex[:8]}@league.example",
+                },
             )
         return User(user_id, issue_token(api_key, api_settings, str(user_id)))
 
@@ -121,10 +126,33 @@ def video_bytes() -> bytes:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "run.mp4"
         subprocess.run(
-            ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
-             "testsrc=size=160x90:rate=10", "-f", "lavfi", "-i", "sine=frequency=440",
-             "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
-             "-shortest", "-movflags", "+faststart", str(path)],
-            check=True, timeout=60,
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=160x90:rate=10",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440",
+                "-t",
+                "1",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-c:a",
+                "aac",
+                "-shortest",
+                "-movflags",
+                "+faststart",
+                str(path),
+            ],
+            check=True,
+            timeout=60,
         )
         return path.read_bytes()

@@ -10,11 +10,11 @@ import uuid
 
 import pytest
 import requests
+from api_helpers import assert_error, multipart
 from sqlalchemy import text
 from werkzeug.datastructures import ContentRange
 from werkzeug.http import parse_range_header
 
-from api_helpers import assert_error, multipart
 from services.api.objects import RangeNotSatisfiable, if_range_matches, requested_part
 from services.api.openapi import SPEC
 from shared.storage import storage_client
@@ -30,17 +30,22 @@ def _processed_task(engine, settings, owner_id: uuid.UUID, content: bytes) -> tu
     task_id = uuid.uuid4()
     name = f"tasks/{task_id}/part-00.mp4"
     storage_client().bucket(settings.clips_bucket).blob(name).upload_from_string(
-        content, content_type="video/mp4")
+        content, content_type="video/mp4"
+    )
     with engine.begin() as conn:
         conn.execute(
-            text("INSERT INTO tasks (id, owner_id, source_kind, source, spec, status, progress, attempt) "
-                 "VALUES (:id, :owner, 'url', 'https://videos.league.example/run.mp4', '{}', "
-                 "'processed', 100, 1)"),
+            text(
+                "INSERT INTO tasks (id, owner_id, source_kind, source, spec, status, progress, attempt) "
+                "VALUES (:id, :owner, 'url', 'https://videos.league.example/run.mp4', '{}', "
+                "'processed', 100, 1)"
+            ),
             {"id": task_id, "owner": owner_id},
         )
         conn.execute(
-            text("INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
-                 "VALUES (:id, 0, :uri, 22.0, :size)"),
+            text(
+                "INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
+                "VALUES (:id, 0, :uri, 22.0, :size)"
+            ),
             {"id": task_id, "uri": f"gs://{settings.clips_bucket}/{name}", "size": len(content)},
         )
     return task_id, name
@@ -66,27 +71,36 @@ def _whole(response, stored: bytes) -> None:
 # --- 206 -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("header, first, last", [
-    ("bytes=0-99", 0, 99),
-    ("bytes=10-10", 10, 10),
-    (f"bytes={MIB - 5}-{MIB + 5}", MIB - 5, MIB + 5),  # across a read boundary
-    (f"bytes={MIB}-", MIB, CLIP_SIZE - 1),  # open-ended: what a player seeking sends
-    ("bytes=0-", 0, CLIP_SIZE - 1),
-    ("bytes=-500", CLIP_SIZE - 500, CLIP_SIZE - 1),  # suffix: the last 500 bytes
-    (f"bytes=100-{CLIP_SIZE + 1000}", 100, CLIP_SIZE - 1),  # cut at the end
-    (f"bytes=-{CLIP_SIZE + 1000}", 0, CLIP_SIZE - 1),  # a suffix longer than the file
-])
+@pytest.mark.parametrize(
+    "header, first, last",
+    [
+        ("bytes=0-99", 0, 99),
+        ("bytes=10-10", 10, 10),
+        (f"bytes={MIB - 5}-{MIB + 5}", MIB - 5, MIB + 5),  # across a read boundary
+        (f"bytes={MIB}-", MIB, CLIP_SIZE - 1),  # open-ended: what a player seeking sends
+        ("bytes=0-", 0, CLIP_SIZE - 1),
+        ("bytes=-500", CLIP_SIZE - 500, CLIP_SIZE - 1),  # suffix: the last 500 bytes
+        (f"bytes=100-{CLIP_SIZE + 1000}", 100, CLIP_SIZE - 1),  # cut at the end
+        (f"bytes=-{CLIP_SIZE + 1000}", 0, CLIP_SIZE - 1),  # a suffix longer than the file
+    ],
+)
 def test_one_range_gets_206_with_exactly_those_bytes(client, alice, clip, header, first, last):
     path, stored, _ = clip
     whole = client.get(path, headers=alice.headers)
     response = client.get(path, headers=alice.headers | {"Range": header})
 
     assert response.status_code == 206, response.get_data(as_text=True)[:200]
-    assert response.data == stored[first:last + 1]
+    assert response.data == stored[first : last + 1]
     assert response.headers["Content-Range"] == f"bytes {first}-{last}/{CLIP_SIZE}"
     assert response.headers["Content-Length"] == str(last + 1 - first)
-    for name in ("Content-Type", "Content-Disposition", "X-Content-Type-Options", "Cache-Control",
-                 "Accept-Ranges", "ETag"):
+    for name in (
+        "Content-Type",
+        "Content-Disposition",
+        "X-Content-Type-Options",
+        "Cache-Control",
+        "Accept-Ranges",
+        "ETag",
+    ):
         assert response.headers[name] == whole.headers[name], name
     assert response.headers["Content-Type"] == "video/mp4"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
@@ -126,15 +140,17 @@ def test_the_original_answers_ranges_too(client, alice, video_bytes):
     assert response.headers["Content-Range"] == f"bytes {size - 100}-{size - 1}/{size}"
     task_id = created.get_json()["id"]
     assert response.headers["Content-Disposition"] == f'attachment; filename="{task_id}-original.mp4"'
-    assert_error(client.get(path, headers=alice.headers | {"Range": f"bytes={size}-"}), 416,
-                 "range_not_satisfiable")
+    assert_error(
+        client.get(path, headers=alice.headers | {"Range": f"bytes={size}-"}), 416, "range_not_satisfiable"
+    )
 
 
 # --- 416 -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("header", [f"bytes={CLIP_SIZE}-", f"bytes={CLIP_SIZE}-{CLIP_SIZE + 10}",
-                                    f"bytes={CLIP_SIZE + 1}-"])
+@pytest.mark.parametrize(
+    "header", [f"bytes={CLIP_SIZE}-", f"bytes={CLIP_SIZE}-{CLIP_SIZE + 10}", f"bytes={CLIP_SIZE + 1}-"]
+)
 def test_a_range_starting_at_or_past_the_end_gets_416(client, alice, clip, header):
     path, _, _ = clip
     response = client.get(path, headers=alice.headers | {"Range": header})
@@ -146,16 +162,19 @@ def test_a_range_starting_at_or_past_the_end_gets_416(client, alice, clip, heade
 # --- the whole file --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("header", [
-    "bytes=0-1,5-6",  # several ranges: Cloud Storage sends the whole object too
-    "bytes=0-1, -5",
-    "bytes=5-1",  # malformed: last before first
-    "bytes=abc",
-    "bytes=-0",
-    "bytes=",
-    "items=0-1",  # a unit other than bytes
-    "0-1",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "bytes=0-1,5-6",  # several ranges: Cloud Storage sends the whole object too
+        "bytes=0-1, -5",
+        "bytes=5-1",  # malformed: last before first
+        "bytes=abc",
+        "bytes=-0",
+        "bytes=",
+        "items=0-1",  # a unit other than bytes
+        "0-1",
+    ],
+)
 def test_several_ranges_or_a_malformed_header_get_the_whole_file(client, alice, clip, header):
     path, stored, _ = clip
     _whole(client.get(path, headers=alice.headers | {"Range": header}), stored)
@@ -171,7 +190,9 @@ def test_if_range_with_the_current_etag_gets_the_range(client, alice, clip):
     assert_error(past, 416, "range_not_satisfiable")
 
 
-@pytest.mark.parametrize("if_range", ['"1"', "W/{etag}", "{bare}", "Wed, 21 Oct 2015 07:28:00 GMT", "garbage"])
+@pytest.mark.parametrize(
+    "if_range", ['"1"', "W/{etag}", "{bare}", "Wed, 21 Oct 2015 07:28:00 GMT", "garbage"]
+)
 def test_if_range_that_does_not_match_gets_the_whole_file(client, alice, clip, if_range):
     path, stored, _ = clip
     etag = client.get(path, headers=alice.headers).headers["ETag"]
@@ -180,19 +201,22 @@ def test_if_range_that_does_not_match_gets_the_whole_file(client, alice, clip, i
     _whole(client.get(path, headers=alice.headers | {"Range": "bytes=0-99", "If-Range": header}), stored)
 
 
-def test_a_rewritten_clip_has_a_new_etag_and_an_old_if_range_gets_the_new_file(client, alice, clip,
-                                                                                api_settings):
+def test_a_rewritten_clip_has_a_new_etag_and_an_old_if_range_gets_the_new_file(
+    client, alice, clip, api_settings
+):
     path, _, name = clip
     old_etag = client.get(path, headers=alice.headers).headers["ETag"]
     replacement = os.urandom(5000)
     storage_client().bucket(api_settings.clips_bucket).blob(name).upload_from_string(
-        replacement, content_type="video/mp4")
+        replacement, content_type="video/mp4"
+    )
 
     response = client.get(path, headers=alice.headers | {"Range": "bytes=0-99", "If-Range": old_etag})
     _whole(response, replacement)
     assert response.headers["ETag"] != old_etag
-    resumed = client.get(path, headers=alice.headers | {"Range": "bytes=0-99",
-                                                         "If-Range": response.headers["ETag"]})
+    resumed = client.get(
+        path, headers=alice.headers | {"Range": "bytes=0-99", "If-Range": response.headers["ETag"]}
+    )
     assert resumed.status_code == 206 and resumed.data == replacement[:100]
 
 
@@ -209,16 +233,20 @@ def test_head_answers_the_headers_of_get_without_a_body(client, alice, clip, hea
     assert dict(head.headers) == dict(got.headers)
 
 
-def test_another_users_clip_with_a_range_is_answered_like_a_missing_task(client, engine, alice, bob,
-                                                                          clip, api_settings, video_bytes):
+def test_another_users_clip_with_a_range_is_answered_like_a_missing_task(
+    client, engine, alice, bob, clip, api_settings, video_bytes
+):
     path, _, _ = clip
     body, content_type = multipart(("file", "run.mp4", video_bytes))
-    original = client.post("/tasks", data=body, content_type=content_type,
-                           headers=alice.headers).get_json()["links"]["original"]
+    original = client.post("/tasks", data=body, content_type=content_type, headers=alice.headers).get_json()[
+        "links"
+    ]["original"]
     ranged = {"Range": "bytes=0-9", "If-Range": client.get(path, headers=alice.headers).headers["ETag"]}
     missing = uuid.uuid4()
-    for theirs_path, absent_path in ((path, f"/tasks/{missing}/clips/0"),
-                                     (original, f"/tasks/{missing}/original")):
+    for theirs_path, absent_path in (
+        (path, f"/tasks/{missing}/clips/0"),
+        (original, f"/tasks/{missing}/original"),
+    ):
         for extra in ({"Range": "bytes=0-9"}, ranged, {"Range": f"bytes={CLIP_SIZE * 10}-"}):
             theirs = client.get(theirs_path, headers=bob.headers | extra)
             absent = client.get(absent_path, headers=bob.headers | extra)
@@ -234,15 +262,22 @@ def test_another_users_clip_with_a_range_is_answered_like_a_missing_task(client,
 def test_a_range_passes_through_the_gateway(local_stack, video_bytes):
     base = local_stack.base_url
     name = f"ranger{uuid.uuid4().hex[:8]}"
-    account = {"username": name, "email": f"{name}@league.example", "password": "Running123",
-               "password_2": "Running123"}
+    account = {
+        "username": name,
+        "email": f"{name}@league.example",
+        "password": "Running123",
+        "password_2": "Running123",
+    }
     assert requests.post(f"{base}/auth/signup", json=account, timeout=30).status_code == 201
-    token = requests.post(f"{base}/auth/login", json={"email": account["email"], "password": "Running123"},
-                          timeout=30).json()["token"]
+    token = requests.post(
+        f"{base}/auth/login", json={"email": account["email"], "password": "Running123"}, timeout=30
+    ).json()["token"]
     headers = {"Authorization": f"Bearer {token}"}
     stored = video_bytes + os.urandom(MIB)
     body, content_type = multipart(("file", "run.mp4", stored))
-    created = requests.post(f"{base}/tasks", data=body, timeout=30, headers=headers | {"Content-Type": content_type})
+    created = requests.post(
+        f"{base}/tasks", data=body, timeout=30, headers=headers | {"Content-Type": content_type}
+    )
     assert created.status_code == 202, created.text
     url = f"{base}{created.json()['links']['original']}"
 
@@ -277,8 +312,10 @@ def test_the_document_describes_what_the_download_routes_answer(client, alice, c
         "206": client.get(path, headers=alice.headers | {"Range": "bytes=7-"}),
         "416": client.get(path, headers=alice.headers | {"Range": f"bytes={CLIP_SIZE}-"}),
     }
-    for operation in (SPEC["paths"]["/tasks/{task_id}/clips/{index}"]["get"],
-                      SPEC["paths"]["/tasks/{task_id}/original"]["get"]):
+    for operation in (
+        SPEC["paths"]["/tasks/{task_id}/clips/{index}"]["get"],
+        SPEC["paths"]["/tasks/{task_id}/original"]["get"],
+    ):
         assert {_ref(p)["name"] for p in operation["parameters"]} == {"Range", "If-Range"}
         for status, answer in answers.items():
             assert answer.status_code == int(status)
@@ -290,20 +327,24 @@ def test_the_document_describes_what_the_download_routes_answer(client, alice, c
                     schema = header["schema"]
                     assert value in schema.get("enum", [value]), name
                     assert re.fullmatch(schema.get("pattern", ".*"), value), (name, value)
-            assert answer.mimetype in {key.replace("*", answer.mimetype.split("/")[1])
-                                       for key in documented["content"]}
+            assert answer.mimetype in {
+                key.replace("*", answer.mimetype.split("/")[1]) for key in documented["content"]
+            }
 
 
 # --- the pure part -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("header, size, expected", [
-    ("bytes=0-0", 1, ContentRange("bytes", 0, 1, 1)),
-    ("bytes=-1", 1, ContentRange("bytes", 0, 1, 1)),
-    ("bytes=3-", 10, ContentRange("bytes", 3, 10, 10)),
-    ("bytes=0-1,3-4", 10, None),
-    (None, 10, None),
-])
+@pytest.mark.parametrize(
+    "header, size, expected",
+    [
+        ("bytes=0-0", 1, ContentRange("bytes", 0, 1, 1)),
+        ("bytes=-1", 1, ContentRange("bytes", 0, 1, 1)),
+        ("bytes=3-", 10, ContentRange("bytes", 3, 10, 10)),
+        ("bytes=0-1,3-4", 10, None),
+        (None, 10, None),
+    ],
+)
 def test_requested_part(header, size, expected):
     part = requested_part(parse_range_header(header), size)
     assert (part and part.to_header()) == (expected and expected.to_header())
@@ -316,10 +357,19 @@ def test_requested_part_past_the_end(header, size):
     assert raised.value.content_range.to_header() == f"bytes */{size}"
 
 
-@pytest.mark.parametrize("header, etag, expected", [
-    (None, "7", True), (None, None, True), ('"7"', "7", True), (' "7" ', "7", True),
-    ('"8"', "7", False), ('W/"7"', "7", False), ("7", "7", False), ('"7"', None, False),
-    ("Wed, 21 Oct 2015 07:28:00 GMT", "7", False),
-])
+@pytest.mark.parametrize(
+    "header, etag, expected",
+    [
+        (None, "7", True),
+        (None, None, True),
+        ('"7"', "7", True),
+        (' "7" ', "7", True),
+        ('"8"', "7", False),
+        ('W/"7"', "7", False),
+        ("7", "7", False),
+        ('"7"', None, False),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", "7", False),
+    ],
+)
 def test_if_range_matches(header, etag, expected):
     assert if_range_matches(header, etag) is expected

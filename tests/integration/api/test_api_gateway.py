@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import sqlalchemy
+from api_helpers import multipart
 from sqlalchemy import text
 
-from api_helpers import multipart
 from shared.storage import storage_client
 
 TIMEOUT = 30
@@ -29,12 +29,17 @@ class Athlete:
 
 def _signup_and_login(base_url: str) -> Athlete:
     name = f"athlete{uuid.uuid4().hex[:8]}"
-    account = {"username": name, "email": f"{name}@league.example", "password": "Running123",
-               "password_2": "Running123"}
+    account = {
+        "username": name,
+        "email": f"{name}@league.example",
+        "password": "Running123",
+        "password_2": "Running123",
+    }
     created = requests.post(f"{base_url}/auth/signup", json=account, timeout=TIMEOUT)
     assert created.status_code == 201, created.text
-    login = requests.post(f"{base_url}/auth/login", json={"email": account["email"], "password": "Running123"},
-                          timeout=TIMEOUT)
+    login = requests.post(
+        f"{base_url}/auth/login", json={"email": account["email"], "password": "Running123"}, timeout=TIMEOUT
+    )
     assert login.status_code == 200, login.text
     return Athlete(created.json()["id"], {"Authorization": f"Bearer {login.json()['token']}"})
 
@@ -68,8 +73,12 @@ def _error(response: requests.Response, status: int, code: str | None = None) ->
 
 def test_the_readme_flow_submit_list_get_delete(local_stack, athlete):
     base = local_stack.base_url
-    submitted = requests.post(f"{base}/tasks", json={"url": "http://127.0.0.1:8000/run.mp4"},
-                              headers=athlete.headers, timeout=TIMEOUT)
+    submitted = requests.post(
+        f"{base}/tasks",
+        json={"url": "http://127.0.0.1:8000/run.mp4"},
+        headers=athlete.headers,
+        timeout=TIMEOUT,
+    )
     assert submitted.status_code == 202, submitted.text
     task_id = submitted.json()["id"]
     assert submitted.headers["Location"] == f"/tasks/{task_id}"
@@ -84,8 +93,15 @@ def test_the_readme_flow_submit_list_get_delete(local_stack, athlete):
 
     deleted = requests.delete(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT)
     assert deleted.status_code == 204
-    _error(requests.get(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT), 404, "task_not_found")
-    assert requests.delete(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT).status_code == 204
+    _error(
+        requests.get(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT),
+        404,
+        "task_not_found",
+    )
+    assert (
+        requests.delete(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT).status_code
+        == 204
+    )
 
 
 def test_an_upload_streams_through_the_gateway_and_downloads_back(local_stack, athlete, video_bytes):
@@ -93,9 +109,13 @@ def test_an_upload_streams_through_the_gateway_and_downloads_back(local_stack, a
     # A body nginx passes on as it arrives (no Content-Length: chunked transfer encoding).
     content = video_bytes + os.urandom(3 * 1024 * 1024)
     body, content_type = multipart(("file", "run.mp4", content))
-    chunks = (body[i:i + 65536] for i in range(0, len(body), 65536))
-    response = requests.post(f"{base}/tasks", data=chunks, timeout=TIMEOUT,
-                             headers=athlete.headers | {"Content-Type": content_type})
+    chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    response = requests.post(
+        f"{base}/tasks",
+        data=chunks,
+        timeout=TIMEOUT,
+        headers=athlete.headers | {"Content-Type": content_type},
+    )
     assert response.status_code == 202, response.text
     task = response.json()
     assert task["source"] == {"kind": "upload", "filename": "run.mp4"}
@@ -135,8 +155,16 @@ def test_every_status_code_of_the_table_through_the_gateway(local_stack, athlete
     _error(post(data=b"hello", headers=auth | {"Content-Type": "text/plain"}), 415, "unsupported_media_type")
     body, content_type = multipart(("file", "notes.mp4", b"just some text, not a video"))
     _error(post(data=body, headers=auth | {"Content-Type": content_type}), 415, "not_a_video")
-    _error(post(json={"url": "http://169.254.169.254/latest/meta-data/"}, headers=auth), 422, "source_url_rejected")
-    _error(post(json={"url": "https://a.example/x.mp4", "status": "processed"}, headers=auth), 422, "invalid_field")
+    _error(
+        post(json={"url": "http://169.254.169.254/latest/meta-data/"}, headers=auth),
+        422,
+        "source_url_rejected",
+    )
+    _error(
+        post(json={"url": "https://a.example/x.mp4", "status": "processed"}, headers=auth),
+        422,
+        "invalid_field",
+    )
 
     keyed = auth | {"Idempotency-Key": f"gateway-{uuid.uuid4().hex}"}
     first = post(json={"url": "https://a.example/x.mp4"}, headers=keyed)
@@ -144,11 +172,17 @@ def test_every_status_code_of_the_table_through_the_gateway(local_stack, athlete
     again = post(json={"url": "https://a.example/x.mp4"}, headers=keyed)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
     _error(post(json={"url": "https://a.example/y.mp4"}, headers=keyed), 422, "idempotency_key_mismatch")
-    assert requests.delete(f"{base}{first.headers['Location']}", headers=auth, timeout=TIMEOUT).status_code == 204
+    assert (
+        requests.delete(f"{base}{first.headers['Location']}", headers=auth, timeout=TIMEOUT).status_code
+        == 204
+    )
     _error(post(json={"url": "https://a.example/x.mp4"}, headers=keyed), 409, "idempotency_key_used")
 
-    _error(post(data="{}" + " " * 70_000, headers=auth | {"Content-Type": "application/json"}),
-           413, "payload_too_large")
+    _error(
+        post(data="{}" + " " * 70_000, headers=auth | {"Content-Type": "application/json"}),
+        413,
+        "payload_too_large",
+    )
 
     # The per-user limit (30 a minute on the local stack): cheap refused requests count too.
     statuses = [post(data=b"x", headers=auth | {"Content-Type": "text/plain"}).status_code for _ in range(31)]
@@ -162,33 +196,50 @@ def test_every_status_code_of_the_table_through_the_gateway(local_stack, athlete
     assert ready == {"status": "ok", "checks": {"database": "ok", "storage": "ok"}}
 
 
-def test_user_b_can_neither_see_get_download_nor_delete_user_as_task(local_stack, athlete, rival, stack_engine):
+def test_user_b_can_neither_see_get_download_nor_delete_user_as_task(
+    local_stack, athlete, rival, stack_engine
+):
     base = local_stack.base_url
     settings = local_stack.settings
-    created = requests.post(f"{base}/tasks", json={"url": "https://a.example/run.mp4"},
-                            headers=athlete.headers, timeout=TIMEOUT)
+    created = requests.post(
+        f"{base}/tasks", json={"url": "https://a.example/run.mp4"}, headers=athlete.headers, timeout=TIMEOUT
+    )
     task_id = created.json()["id"]
     # The task was processed: one clip in the clips bucket and its row.
     clip_name = f"tasks/{task_id}/part-00.mp4"
     storage_client().bucket(settings.clips_bucket).blob(clip_name).upload_from_string(
-        b"clip bytes", content_type="video/mp4")
+        b"clip bytes", content_type="video/mp4"
+    )
     with stack_engine.begin() as conn:
-        conn.execute(text("UPDATE tasks SET status = 'processed', progress = 100 WHERE id = :id"), {"id": task_id})
-        conn.execute(text("INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
-                          "VALUES (:id, 0, :uri, 22.0, 10)"),
-                     {"id": task_id, "uri": f"gs://{settings.clips_bucket}/{clip_name}"})
+        conn.execute(
+            text("UPDATE tasks SET status = 'processed', progress = 100 WHERE id = :id"), {"id": task_id}
+        )
+        conn.execute(
+            text(
+                "INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
+                "VALUES (:id, 0, :uri, 22.0, 10)"
+            ),
+            {"id": task_id, "uri": f"gs://{settings.clips_bucket}/{clip_name}"},
+        )
 
     missing = f"{base}/tasks/{uuid.uuid4()}"
     for suffix in ("", "/clips/0"):
         theirs = requests.get(f"{base}/tasks/{task_id}{suffix}", headers=rival.headers, timeout=TIMEOUT)
-        assert _error(theirs, 404, "task_not_found") == requests.get(
-            f"{missing}{suffix}", headers=rival.headers, timeout=TIMEOUT).json()
-    assert _error(requests.delete(f"{base}/tasks/{task_id}", headers=rival.headers, timeout=TIMEOUT), 404) == \
-        requests.delete(missing, headers=rival.headers, timeout=TIMEOUT).json()
+        assert (
+            _error(theirs, 404, "task_not_found")
+            == requests.get(f"{missing}{suffix}", headers=rival.headers, timeout=TIMEOUT).json()
+        )
+    assert (
+        _error(requests.delete(f"{base}/tasks/{task_id}", headers=rival.headers, timeout=TIMEOUT), 404)
+        == requests.delete(missing, headers=rival.headers, timeout=TIMEOUT).json()
+    )
     listed = requests.get(f"{base}/tasks?max=100", headers=rival.headers, timeout=TIMEOUT).json()
     assert task_id not in [t["id"] for t in listed["tasks"]]
 
     # The owner still has all of it.
     clip = requests.get(f"{base}/tasks/{task_id}/clips/0", headers=athlete.headers, timeout=TIMEOUT)
     assert clip.status_code == 200 and clip.content == b"clip bytes"
-    assert requests.get(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT).json()["status"] == "processed"
+    assert (
+        requests.get(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT).json()["status"]
+        == "processed"
+    )

@@ -21,13 +21,19 @@ def _operations(app) -> set[tuple[str, str]]:
 
 
 def test_every_route_of_the_api_and_auth_is_documented_and_nothing_else(app, settings):
-    auth_app = create_auth_app(settings.model_copy(update={"token_signing_key": generate_signing_key_pem().decode()}))
+    auth_app = create_auth_app(
+        settings.model_copy(update={"token_signing_key": generate_signing_key_pem().decode()})
+    )
     try:
         served = _operations(app) | {op for op in _operations(auth_app) if op[1].startswith("/auth/")}
     finally:
         auth_app.extensions["engine"].dispose()
-    documented = {(method, path) for path, item in SPEC["paths"].items()
-                  for method in item if method in _DOCUMENTED_METHODS}
+    documented = {
+        (method, path)
+        for path, item in SPEC["paths"].items()
+        for method in item
+        if method in _DOCUMENTED_METHODS
+    }
     assert served == documented
 
 

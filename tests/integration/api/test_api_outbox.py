@@ -7,9 +7,9 @@ import threading
 import uuid
 
 import pytest
+from api_helpers import pull_events
 from sqlalchemy import text
 
-from api_helpers import pull_events
 from services.api import tasks as task_store
 from services.api.outbox import OutboxRelay, relay_once, requeue_stalled
 from services.api.tasks import IdempotencyKeyTaken, NewTask
@@ -36,8 +36,9 @@ def _queue_rows(engine, settings, owner_id: uuid.UUID, count: int) -> list[uuid.
 
 def test_a_failed_publish_is_retried_by_the_relay(make_app, api_settings, alice):
     missing_topic = f"video-tasks-later-{uuid.uuid4().hex[:8]}"
-    settings = api_settings.model_copy(update={"topic_video_tasks": missing_topic,
-                                               "outbox_publish_timeout_seconds": 2.0})
+    settings = api_settings.model_copy(
+        update={"topic_video_tasks": missing_topic, "outbox_publish_timeout_seconds": 2.0}
+    )
     app = make_app(settings)
     engine = app.extensions["engine"]
 
@@ -82,9 +83,13 @@ def test_replicas_never_claim_the_same_rows(app, engine, api_settings, alice):
 
 
 def test_the_relay_thread_drains_a_backlog_larger_than_a_batch(make_app, api_settings, alice):
-    settings = api_settings.model_copy(update={
-        "outbox_relay_interval_seconds": 0.2, "outbox_republish_after_seconds": 0, "outbox_relay_batch": 2,
-    })
+    settings = api_settings.model_copy(
+        update={
+            "outbox_relay_interval_seconds": 0.2,
+            "outbox_republish_after_seconds": 0,
+            "outbox_relay_batch": 2,
+        }
+    )
     app = make_app(settings)
     engine = app.extensions["engine"]
     ids = _queue_rows(engine, settings, alice.id, 5)
@@ -106,8 +111,11 @@ def test_the_same_key_sent_at_once_makes_one_task(make_app, api_settings, alice)
     def submit():
         client = app.test_client()
         barrier.wait()
-        answers.append(client.post("/tasks", json={"url": SOURCE},
-                                   headers=alice.headers | {"Idempotency-Key": "same-moment"}))
+        answers.append(
+            client.post(
+                "/tasks", json={"url": SOURCE}, headers=alice.headers | {"Idempotency-Key": "same-moment"}
+            )
+        )
 
     threads = [threading.Thread(target=submit) for _ in range(6)]
     for thread in threads:
@@ -138,15 +146,23 @@ def test_the_sweep_republishes_tasks_whose_message_was_lost_and_only_those(app, 
     with engine.begin() as conn:
         # Every TaskSubmitted went out an hour ago, and Pub/Sub then lost them all.
         conn.execute(text("UPDATE outbox SET published_at = now() - interval '1 hour'"))
-        conn.execute(text("UPDATE tasks SET status = 'processing', updated_at = now() - interval '1 hour' "
-                          "WHERE id = :id"), {"id": stale})
-        conn.execute(text("UPDATE tasks SET status = 'processing', updated_at = now() WHERE id = :id"),
-                     {"id": busy})
+        conn.execute(
+            text(
+                "UPDATE tasks SET status = 'processing', updated_at = now() - interval '1 hour' "
+                "WHERE id = :id"
+            ),
+            {"id": stale},
+        )
+        conn.execute(
+            text("UPDATE tasks SET status = 'processing', updated_at = now() WHERE id = :id"), {"id": busy}
+        )
         conn.execute(text("UPDATE tasks SET status = 'processed' WHERE id = :id"), {"id": done})
-        conn.execute(text("UPDATE tasks SET status = 'canceled', deleted_at = now() WHERE id = :id"),
-                     {"id": deleted})
-    sweep = api_settings.model_copy(update={"outbox_requeue_after_seconds": 600,
-                                            "outbox_republish_after_seconds": 0})
+        conn.execute(
+            text("UPDATE tasks SET status = 'canceled', deleted_at = now() WHERE id = :id"), {"id": deleted}
+        )
+    sweep = api_settings.model_copy(
+        update={"outbox_requeue_after_seconds": 600, "outbox_republish_after_seconds": 0}
+    )
 
     assert requeue_stalled(engine, sweep) == 2
     assert relay_once(engine, app.extensions["publisher"], sweep) == 2

@@ -7,25 +7,36 @@ import uuid
 
 import pytest
 import requests
+from api_helpers import api_process, pull_events
 from sqlalchemy import text
 
-from api_helpers import api_process, pull_events
 from infra.local.process import http_probe
 from shared.tokens import issue_token
 
 
-def test_a_crash_between_commit_and_publish_loses_no_task(api_settings, engine, alice, api_key, jwks, tmp_path):
+def test_a_crash_between_commit_and_publish_loses_no_task(
+    api_settings, engine, alice, api_key, jwks, tmp_path
+):
     token = issue_token(api_key, api_settings, str(alice.id))
     headers = {"Authorization": f"Bearer {token}"}
 
-    crashing, crashing_url = api_process(api_settings, jwks, tmp_path / "api-crashing.log",
-                            FAULT_CRASH_AFTER_COMMIT="true", OUTBOX_RELAY_ENABLED="false")
+    crashing, crashing_url = api_process(
+        api_settings,
+        jwks,
+        tmp_path / "api-crashing.log",
+        FAULT_CRASH_AFTER_COMMIT="true",
+        OUTBOX_RELAY_ENABLED="false",
+    )
     crashing.start()
     try:
         crashing.wait_ready(http_probe(f"{crashing_url}/healthz"), timeout=60)
         with pytest.raises(requests.ConnectionError):
-            requests.post(f"{crashing_url}/tasks", json={"url": "https://a.example/run.mp4"},
-                          headers=headers, timeout=30)
+            requests.post(
+                f"{crashing_url}/tasks",
+                json={"url": "https://a.example/run.mp4"},
+                headers=headers,
+                timeout=30,
+            )
     finally:
         crashing.stop()
     assert "fault injection: exiting after the commit" in crashing.log_path.read_text()
@@ -38,8 +49,13 @@ def test_a_crash_between_commit_and_publish_loses_no_task(api_settings, engine, 
     assert pull_events(api_settings, api_settings.subscription_transcoder, timeout=3) == []
 
     # A new api process starts; its relay publishes what the dead one could not.
-    restarted, restarted_url = api_process(api_settings, jwks, tmp_path / "api-restarted.log",
-                             OUTBOX_RELAY_INTERVAL_SECONDS="0.5", OUTBOX_REPUBLISH_AFTER_SECONDS="1")
+    restarted, restarted_url = api_process(
+        api_settings,
+        jwks,
+        tmp_path / "api-restarted.log",
+        OUTBOX_RELAY_INTERVAL_SECONDS="0.5",
+        OUTBOX_REPUBLISH_AFTER_SECONDS="1",
+    )
     restarted.start()
     try:
         restarted.wait_ready(http_probe(f"{restarted_url}/healthz"), timeout=60)

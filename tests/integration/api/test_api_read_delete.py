@@ -6,26 +6,36 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from api_helpers import assert_error, multipart, object_names, pull_events
 from sqlalchemy import text
 
-from api_helpers import assert_error, multipart, object_names, pull_events
 from shared.storage import storage_client
 
 SOURCE = "https://videos.league.example/runs/run.mp4"
 
 
-def _insert_tasks(engine, owner_id: uuid.UUID, count: int, *, start: datetime | None = None,
-                  deleted: bool = False) -> list[uuid.UUID]:
+def _insert_tasks(
+    engine, owner_id: uuid.UUID, count: int, *, start: datetime | None = None, deleted: bool = False
+) -> list[uuid.UUID]:
     """Tasks created one second apart, oldest first."""
     start = start or datetime(2026, 1, 1, tzinfo=UTC)
     ids = [uuid.uuid4() for _ in range(count)]
     with engine.begin() as conn:
         conn.execute(
-            text("INSERT INTO tasks (id, owner_id, source_kind, source, spec, created_at, deleted_at) "
-                 "VALUES (:id, :owner, 'url', :source, '{}', :created_at, :deleted_at)"),
-            [{"id": task_id, "owner": owner_id, "source": SOURCE,
-              "created_at": start + timedelta(seconds=n), "deleted_at": start if deleted else None}
-             for n, task_id in enumerate(ids)],
+            text(
+                "INSERT INTO tasks (id, owner_id, source_kind, source, spec, created_at, deleted_at) "
+                "VALUES (:id, :owner, 'url', :source, '{}', :created_at, :deleted_at)"
+            ),
+            [
+                {
+                    "id": task_id,
+                    "owner": owner_id,
+                    "source": SOURCE,
+                    "created_at": start + timedelta(seconds=n),
+                    "deleted_at": start if deleted else None,
+                }
+                for n, task_id in enumerate(ids)
+            ],
         )
     return ids
 
@@ -34,16 +44,24 @@ def _processed(engine, settings, task_id: uuid.UUID, clips: list[bytes]) -> None
     """What the transcoder and the notifier leave for a processed task."""
     bucket = storage_client().bucket(settings.clips_bucket)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE tasks SET status = 'processed', progress = 100, attempt = 1 "
-                          "WHERE id = :id"), {"id": task_id})
+        conn.execute(
+            text("UPDATE tasks SET status = 'processed', progress = 100, attempt = 1 WHERE id = :id"),
+            {"id": task_id},
+        )
         for index, content in enumerate(clips):
             name = f"tasks/{task_id}/part-{index:02d}.mp4"
             bucket.blob(name).upload_from_string(content, content_type="video/mp4")
             conn.execute(
-                text("INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
-                     "VALUES (:id, :index, :uri, 22.0, :size)"),
-                {"id": task_id, "index": index, "uri": f"gs://{settings.clips_bucket}/{name}",
-                 "size": len(content)},
+                text(
+                    "INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
+                    "VALUES (:id, :index, :uri, 22.0, :size)"
+                ),
+                {
+                    "id": task_id,
+                    "index": index,
+                    "uri": f"gs://{settings.clips_bucket}/{name}",
+                    "size": len(content),
+                },
             )
 
 
@@ -81,8 +99,23 @@ def test_max_defaults_to_20_and_is_capped_at_100(client, engine, alice):
     assert huge["max"] == 100
 
 
-@pytest.mark.parametrize("query", ["max=0", "max=-1", "max=abc", "max=1.5", "max=", "max=%201",
-                                   "order=2", "order=-1", "order=asc", "order=", "limit=5", "sort=desc"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "max=0",
+        "max=-1",
+        "max=abc",
+        "max=1.5",
+        "max=",
+        "max=%201",
+        "order=2",
+        "order=-1",
+        "order=asc",
+        "order=",
+        "limit=5",
+        "sort=desc",
+    ],
+)
 def test_invalid_max_or_order_get_400(client, alice, query):
     assert_error(client.get(f"/tasks?{query}", headers=alice.headers), 400, "invalid_parameter")
 
@@ -99,8 +132,12 @@ def test_a_processed_task_shows_its_clips_with_download_links(client, engine, al
     assert body["status"] == "processed" and body["progress"] == 100 and body["attempts"] == 1
     assert body["failure_reason"] is None
     assert [c["index"] for c in body["clips"]] == [0, 1]
-    assert body["clips"][0] == {"index": 0, "duration_seconds": 22.0, "size_bytes": len(clips[0]),
-                                "links": {"download": f"/tasks/{task_id}/clips/0"}}
+    assert body["clips"][0] == {
+        "index": 0,
+        "duration_seconds": 22.0,
+        "size_bytes": len(clips[0]),
+        "links": {"download": f"/tasks/{task_id}/clips/0"},
+    }
     assert "original" not in body["links"]  # a URL source has no stored original
 
     for index, content in enumerate(clips):
@@ -109,7 +146,8 @@ def test_a_processed_task_shows_its_clips_with_download_links(client, engine, al
         assert download.mimetype == "video/mp4"
         assert download.headers["Content-Length"] == str(len(content))
         assert download.headers["Content-Disposition"] == (
-            f'attachment; filename="{task_id}-clip-{index}.mp4"')
+            f'attachment; filename="{task_id}-clip-{index}.mp4"'
+        )
     assert_error(client.get(f"/tasks/{task_id}/clips/7", headers=alice.headers), 404, "clip_not_found")
     assert_error(client.get(f"/tasks/{task_id}/clips/x", headers=alice.headers), 404, "clip_not_found")
     assert_error(client.get(f"/tasks/{task_id}/original", headers=alice.headers), 404, "file_not_found")
@@ -118,11 +156,19 @@ def test_a_processed_task_shows_its_clips_with_download_links(client, engine, al
 def test_a_failed_task_shows_its_reason(client, engine, alice):
     [task_id] = _insert_tasks(engine, alice.id, 1)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE tasks SET status = 'failed', attempt = 3, "
-                          "failure_reason = 'source has no video stream' WHERE id = :id"), {"id": task_id})
+        conn.execute(
+            text(
+                "UPDATE tasks SET status = 'failed', attempt = 3, "
+                "failure_reason = 'source has no video stream' WHERE id = :id"
+            ),
+            {"id": task_id},
+        )
     body = client.get(f"/tasks/{task_id}", headers=alice.headers).get_json()
     assert (body["status"], body["attempts"], body["failure_reason"]) == (
-        "failed", 3, "source has no video stream")
+        "failed",
+        3,
+        "source has no video stream",
+    )
 
 
 def test_another_users_task_is_answered_exactly_like_a_missing_one(client, engine, alice, bob, api_settings):
@@ -151,22 +197,29 @@ def test_another_users_task_is_answered_exactly_like_a_missing_one(client, engin
 # --- delete ----------------------------------------------------------------------------------
 
 
-def test_deleting_a_queued_task_cancels_it_and_removes_its_objects(client, engine, alice, api_settings,
-                                                                  video_bytes):
+def test_deleting_a_queued_task_cancels_it_and_removes_its_objects(
+    client, engine, alice, api_settings, video_bytes
+):
     body, content_type = multipart(("file", "run.mp4", video_bytes))
     created = client.post("/tasks", data=body, content_type=content_type, headers=alice.headers)
     task_id = uuid.UUID(created.get_json()["id"])
     # A worker had already written a clip when the athlete changed their mind.
-    storage_client().bucket(api_settings.clips_bucket).blob(f"tasks/{task_id}/part-00.mp4") \
-        .upload_from_string(b"partial clip")
+    storage_client().bucket(api_settings.clips_bucket).blob(
+        f"tasks/{task_id}/part-00.mp4"
+    ).upload_from_string(b"partial clip")
 
     response = client.delete(f"/tasks/{task_id}", headers=alice.headers)
 
     assert response.status_code == 204 and response.data == b""
     with engine.connect() as conn:
         row = conn.execute(text("SELECT status, deleted_at FROM tasks WHERE id = :id"), {"id": task_id}).one()
-        history = conn.execute(text("SELECT status FROM task_history WHERE task_id = :id ORDER BY id"),
-                               {"id": task_id}).scalars().all()
+        history = (
+            conn.execute(
+                text("SELECT status FROM task_history WHERE task_id = :id ORDER BY id"), {"id": task_id}
+            )
+            .scalars()
+            .all()
+        )
     assert row.status == "canceled" and row.deleted_at is not None
     assert history == ["queued", "canceled"]
     [event] = pull_events(api_settings, api_settings.subscription_notifier, task_id=task_id)
@@ -181,7 +234,9 @@ def test_deleting_a_queued_task_cancels_it_and_removes_its_objects(client, engin
     assert pull_events(api_settings, api_settings.subscription_notifier, task_id=task_id, timeout=2) == []
 
 
-def test_deleting_a_processed_task_keeps_its_status_and_publishes_nothing(client, engine, alice, api_settings):
+def test_deleting_a_processed_task_keeps_its_status_and_publishes_nothing(
+    client, engine, alice, api_settings
+):
     [task_id] = _insert_tasks(engine, alice.id, 1)
     _processed(engine, api_settings, task_id, [b"clip"])
 
@@ -229,8 +284,11 @@ def test_the_same_key_from_two_users_makes_two_tasks(client, alice, bob):
 
 @pytest.mark.parametrize("key", ["", "has space", "x" * 256, "caf\u00e9"])
 def test_a_malformed_idempotency_key_gets_400(client, alice, key):
-    response = client.post("/tasks", json={"url": SOURCE},
-                           headers=alice.headers | {"Idempotency-Key": key.encode().decode("latin-1")})
+    response = client.post(
+        "/tasks",
+        json={"url": SOURCE},
+        headers=alice.headers | {"Idempotency-Key": key.encode().decode("latin-1")},
+    )
     assert_error(response, 400, "invalid_idempotency_key")
 
 
@@ -238,15 +296,18 @@ def test_a_malformed_idempotency_key_gets_400(client, alice, key):
 
 
 def test_a_database_that_does_not_answer_gets_503(make_app, api_settings, alice):
-    client = make_app(api_settings, database_url="postgresql+pg8000://idrl:idrl@127.0.0.1:9/idrl",
-                      db_pool_timeout_seconds=1).test_client()
+    client = make_app(
+        api_settings, database_url="postgresql+pg8000://idrl:idrl@127.0.0.1:9/idrl", db_pool_timeout_seconds=1
+    ).test_client()
     assert_error(client.get("/tasks", headers=alice.headers), 503, "unavailable")
     assert_error(client.post("/tasks", json={"url": SOURCE}, headers=alice.headers), 503, "unavailable")
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["checks"]["database"] == "unavailable"
 
 
-def test_storage_that_does_not_answer_gets_503_and_no_task(make_app, api_settings, engine, alice, video_bytes):
+def test_storage_that_does_not_answer_gets_503_and_no_task(
+    make_app, api_settings, engine, alice, video_bytes
+):
     client = make_app(api_settings, uploads_bucket=f"idrl-missing-{uuid.uuid4().hex[:8]}").test_client()
     body, content_type = multipart(("file", "run.mp4", video_bytes))
     response = client.post("/tasks", data=body, content_type=content_type, headers=alice.headers)
@@ -254,4 +315,7 @@ def test_storage_that_does_not_answer_gets_503_and_no_task(make_app, api_setting
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM tasks")).scalar_one() == 0
     ready = client.get("/readyz")
-    assert ready.status_code == 503 and ready.get_json()["checks"] == {"database": "ok", "storage": "unavailable"}
+    assert ready.status_code == 503 and ready.get_json()["checks"] == {
+        "database": "ok",
+        "storage": "unavailable",
+    }

@@ -19,26 +19,35 @@ from services.api.openapi import DOCUMENT_PATH
 # expected; anything else still fails the positive-data check.
 # Undeclared methods: nginx answers TRACE itself (405 in HTML, no Allow header) before any
 # service sees it; the services' own 405s (JSON, with Allow) are checked in-process.
-CONFIG = schemathesis.Config.from_dict({
-    "checks": {
-        "positive_data_acceptance": {
-            "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "415", "422", "429", "503"],
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "checks": {
+            "positive_data_acceptance": {
+                "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "415", "422", "429", "503"],
+            },
+            "unsupported_method": {"enabled": False},
         },
-        "unsupported_method": {"enabled": False},
-    },
-    "generation": {"max-examples": 100, "mode": "all"},
-})
+        "generation": {"max-examples": 100, "mode": "all"},
+    }
+)
 
 
 @pytest.fixture(scope="module")
 def gateway_token(local_stack) -> str:
     """A user signed up and logged in through the gateway, as a client would."""
     name = f"fuzz{uuid.uuid4().hex[:8]}"
-    account = {"username": name, "email": f"{name}@league.example", "password": "Fuzzing123",
-               "password_2": "Fuzzing123"}
+    account = {
+        "username": name,
+        "email": f"{name}@league.example",
+        "password": "Fuzzing123",
+        "password_2": "Fuzzing123",
+    }
     assert requests.post(f"{local_stack.base_url}/auth/signup", json=account, timeout=30).status_code == 201
-    login = requests.post(f"{local_stack.base_url}/auth/login",
-                          json={"email": account["email"], "password": "Fuzzing123"}, timeout=30)
+    login = requests.post(
+        f"{local_stack.base_url}/auth/login",
+        json={"email": account["email"], "password": "Fuzzing123"},
+        timeout=30,
+    )
     return login.json()["token"]
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import text
-
 from api_helpers import assert_error, pull_events
+from sqlalchemy import text
 
 SOURCE = "https://videos.league.example/runs/run-1.mp4"
 
@@ -28,10 +27,12 @@ def test_submit_by_url_queues_the_task_and_publishes_it(client, engine, alice, a
     assert body["source"] == {"kind": "url", "url": SOURCE}
     assert body["clips"] == [] and body["links"] == {"self": f"/tasks/{task_id}"}
     with engine.connect() as conn:
-        row = conn.execute(text("SELECT owner_id, status, source FROM tasks WHERE id = :id"),
-                           {"id": task_id}).one()
+        row = conn.execute(
+            text("SELECT owner_id, status, source FROM tasks WHERE id = :id"), {"id": task_id}
+        ).one()
         unpublished = conn.execute(
-            text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one()
+            text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        ).scalar_one()
     assert (row.owner_id, row.status, row.source) == (alice.id, "queued", SOURCE)
     assert unpublished == 0
 
@@ -89,11 +90,17 @@ def test_fields_a_client_may_not_set_are_refused_and_never_stored(client, engine
         ({"json": {}}, 400, "invalid_request"),
         ({"json": {"url": 42}}, 400, "invalid_request"),
         ({"json": {"url": ["https://a.example/x.mp4"]}}, 400, "invalid_request"),
-        ({"data": "url=https://a.example/x.mp4", "content_type": "application/x-www-form-urlencoded"},
-         415, "unsupported_media_type"),
+        (
+            {"data": "url=https://a.example/x.mp4", "content_type": "application/x-www-form-urlencoded"},
+            415,
+            "unsupported_media_type",
+        ),
         ({"data": SOURCE, "content_type": "text/plain"}, 415, "unsupported_media_type"),
-        ({"data": '{"url": "' + "a" * 70_000 + '"}', "content_type": "application/json"},
-         413, "payload_too_large"),
+        (
+            {"data": '{"url": "' + "a" * 70_000 + '"}', "content_type": "application/json"},
+            413,
+            "payload_too_large",
+        ),
     ],
 )
 def test_bad_bodies_get_clear_4xx(client, engine, alice, kwargs, status, code):
@@ -113,9 +120,13 @@ def test_submissions_past_the_per_user_limit_get_429_with_retry_after(make_app, 
     assert client.post("/tasks", json={"url": SOURCE}, headers=bob.headers).status_code == 202
 
 
-
-@pytest.mark.parametrize("body", [r'{"url": "https://videos.league.example/run\ud800.mp4"}',
-                                  r'{"url": "https://videos.league.example/\u0000.mp4"}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        r'{"url": "https://videos.league.example/run\ud800.mp4"}',
+        r'{"url": "https://videos.league.example/\u0000.mp4"}',
+    ],
+)
 def test_text_that_cannot_be_stored_is_refused_not_a_500(client, engine, alice, body):
     # JSON allows a lone surrogate or a NUL escape; neither can be stored as text
     # (shared.web.json_body refuses them for every service).

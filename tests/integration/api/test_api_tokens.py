@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import jwt.jwks_client
 import pytest
-
 from api_helpers import JwksServer, assert_error
+
 from services.api import create_app
 from shared.tokens import generate_signing_key_pem, issue_token, public_jwk, signing_key_from_pem
 
@@ -40,8 +40,9 @@ class _AdvancedClock:
         return time.monotonic() + self.offset
 
 
-def test_tokens_are_verified_against_the_jwks_and_a_new_key_is_fetched_on_sight(jwks_app, jwks, alice,
-                                                                                api_settings, monkeypatch):
+def test_tokens_are_verified_against_the_jwks_and_a_new_key_is_fetched_on_sight(
+    jwks_app, jwks, alice, api_settings, monkeypatch
+):
     client = jwks_app.test_client()
     first, second = (signing_key_from_pem(generate_signing_key_pem()) for _ in range(2))
     jwks.keys = [public_jwk(first.public_key)]
@@ -98,20 +99,23 @@ def test_missing_or_malformed_tokens_get_401_with_a_bearer_challenge(client, aut
 
 
 def test_expired_foreign_audience_and_unknown_user_tokens_get_401(client, alice, api_key, api_settings):
-    expired = issue_token(api_key, api_settings, str(alice.id),
-                          now=datetime.now(UTC) - timedelta(hours=2))
+    expired = issue_token(api_key, api_settings, str(alice.id), now=datetime.now(UTC) - timedelta(hours=2))
     assert_error(client.get("/tasks", headers={"Authorization": f"Bearer {expired}"}), 401, "token_expired")
 
-    other_audience = issue_token(api_key, api_settings.model_copy(update={"token_audience": "other"}),
-                                 str(alice.id))
-    assert_error(client.get("/tasks", headers={"Authorization": f"Bearer {other_audience}"}),
-                 401, "invalid_token")
+    other_audience = issue_token(
+        api_key, api_settings.model_copy(update={"token_audience": "other"}), str(alice.id)
+    )
+    assert_error(
+        client.get("/tasks", headers={"Authorization": f"Bearer {other_audience}"}), 401, "invalid_token"
+    )
 
     not_a_user_id = issue_token(api_key, api_settings, "alice")
-    assert_error(client.get("/tasks", headers={"Authorization": f"Bearer {not_a_user_id}"}),
-                 401, "invalid_token")
+    assert_error(
+        client.get("/tasks", headers={"Authorization": f"Bearer {not_a_user_id}"}), 401, "invalid_token"
+    )
 
     ghost = issue_token(api_key, api_settings, str(uuid.uuid4()))
-    response = client.post("/tasks", json={"url": "https://a.example/x.mp4"},
-                           headers={"Authorization": f"Bearer {ghost}"})
+    response = client.post(
+        "/tasks", json={"url": "https://a.example/x.mp4"}, headers={"Authorization": f"Bearer {ghost}"}
+    )
     assert_error(response, 401, "unknown_user")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -9,10 +10,10 @@ import uuid
 
 import pytest
 import requests
+from api_helpers import api_process, assert_error, multipart, object_names, pull_events
 from google.api_core.exceptions import Conflict
 from sqlalchemy import text
 
-from api_helpers import api_process, assert_error, multipart, object_names, pull_events
 from infra.local.process import http_probe
 from shared.storage import storage_client
 
@@ -21,8 +22,7 @@ CHUNK = 256 * 1024
 
 def _upload(client, user, content: bytes, filename: str = "run.mp4", *extra, headers=None):
     body, content_type = multipart(("file", filename, content), *extra)
-    return client.post("/tasks", data=body, content_type=content_type,
-                       headers=user.headers | (headers or {}))
+    return client.post("/tasks", data=body, content_type=content_type, headers=user.headers | (headers or {}))
 
 
 def _task_count(engine) -> int:
@@ -64,8 +64,12 @@ def test_a_file_larger_than_one_chunk_goes_up_in_resumable_chunks(make_app, api_
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"hello, this is plain text and not a video", b"%PDF-1.7\n" + b"0" * 9000,
-     b"\x89PNG\r\n\x1a\n" + b"\0" * 100],
+    [
+        b"",
+        b"hello, this is plain text and not a video",
+        b"%PDF-1.7\n" + b"0" * 9000,
+        b"\x89PNG\r\n\x1a\n" + b"\0" * 100,
+    ],
 )
 def test_content_that_is_not_a_video_container_gets_415(client, engine, alice, api_settings, content):
     response = _upload(client, alice, content, filename="run.mp4")
@@ -85,18 +89,17 @@ def pending_uploads_bucket(api_settings) -> str:
     name = f"idrl-uploads-cancel-{uuid.uuid4().hex[:10]}"
     storage_client().create_bucket(name)
     yield name
-    try:
+    with contextlib.suppress(Conflict):
         storage_client().bucket(name).delete(force=True)
-    except Conflict:
-        pass
 
 
-def test_a_streamed_file_past_the_limit_gets_413_and_leaves_no_object(make_app, api_settings, engine,
-                                                                     alice, video_bytes,
-                                                                     pending_uploads_bucket):
+def test_a_streamed_file_past_the_limit_gets_413_and_leaves_no_object(
+    make_app, api_settings, engine, alice, video_bytes, pending_uploads_bucket
+):
     limit = 2 * CHUNK
-    client = make_app(api_settings, upload_chunk_bytes=CHUNK, max_upload_bytes=limit,
-                      uploads_bucket=pending_uploads_bucket).test_client()
+    client = make_app(
+        api_settings, upload_chunk_bytes=CHUNK, max_upload_bytes=limit, uploads_bucket=pending_uploads_bucket
+    ).test_client()
     # Past the limit only after more than one chunk was already sent to storage.
     content = video_bytes + os.urandom(limit + 1 - len(video_bytes))
     response = _upload(client, alice, content)
@@ -111,7 +114,9 @@ def test_a_streamed_file_past_the_limit_gets_413_and_leaves_no_object(make_app, 
 def test_a_declared_length_past_the_limit_gets_413_before_the_body_is_read(make_app, api_settings, alice):
     client = make_app(api_settings, max_upload_bytes=CHUNK).test_client()
     response = client.post(
-        "/tasks", data=b"--b\r\n", headers=alice.headers,
+        "/tasks",
+        data=b"--b\r\n",
+        headers=alice.headers,
         content_type="multipart/form-data; boundary=b",
         environ_overrides={"CONTENT_LENGTH": str(CHUNK + 64 * 1024 + 1)},
     )
@@ -127,8 +132,9 @@ def test_a_declared_length_past_the_limit_gets_413_before_the_body_is_read(make_
         (("file", "again.mp4", b"more"), 422, "field_not_allowed"),
     ],
 )
-def test_other_multipart_fields_are_refused_and_nothing_is_kept(client, engine, alice, api_settings,
-                                                                video_bytes, extra, status, code):
+def test_other_multipart_fields_are_refused_and_nothing_is_kept(
+    client, engine, alice, api_settings, video_bytes, extra, status, code
+):
     response = _upload(client, alice, video_bytes, "run.mp4", extra)
     assert_error(response, status, code)
     assert _task_count(engine) == 0
@@ -138,14 +144,23 @@ def test_other_multipart_fields_are_refused_and_nothing_is_kept(client, engine, 
 @pytest.mark.parametrize(
     "body, content_type, code",
     [
-        (b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nnot a file\r\n--b--\r\n",
-         "multipart/form-data; boundary=b", "missing_file"),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\nnot a file\r\n--b--\r\n',
+            "multipart/form-data; boundary=b",
+            "missing_file",
+        ),
         (b"--b--\r\n", "multipart/form-data; boundary=b", "missing_file"),
-        (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\n\0\0\0",
-         "multipart/form-data; boundary=b", "invalid_multipart"),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\n\0\0\0',
+            "multipart/form-data; boundary=b",
+            "invalid_multipart",
+        ),
         (b"no boundary at all", "multipart/form-data", "invalid_multipart"),
-        (b"--b\r\nX-Nothing: here\r\n\r\ndata\r\n--b--\r\n", "multipart/form-data; boundary=b",
-         "invalid_multipart"),
+        (
+            b"--b\r\nX-Nothing: here\r\n\r\ndata\r\n--b--\r\n",
+            "multipart/form-data; boundary=b",
+            "invalid_multipart",
+        ),
     ],
 )
 def test_malformed_multipart_bodies_get_400(client, engine, alice, body, content_type, code):
@@ -154,8 +169,9 @@ def test_malformed_multipart_bodies_get_400(client, engine, alice, body, content
     assert _task_count(engine) == 0
 
 
-def test_an_upload_retried_with_its_idempotency_key_gives_the_same_task(client, engine, alice, api_settings,
-                                                                       video_bytes):
+def test_an_upload_retried_with_its_idempotency_key_gives_the_same_task(
+    client, engine, alice, api_settings, video_bytes
+):
     key = {"Idempotency-Key": "upload-0001"}
     first = _upload(client, alice, video_bytes, headers=key)
     again = _upload(client, alice, video_bytes, headers=key)
@@ -169,24 +185,28 @@ def test_an_upload_retried_with_its_idempotency_key_gives_the_same_task(client, 
     assert object_names(api_settings.uploads_bucket) == [f"uploads/{first.get_json()['id']}/source"]
 
 
-def test_an_upload_trickled_past_its_time_limit_is_cut_off_with_408(api_settings, engine, alice, jwks,
-                                                                    video_bytes, tmp_path):
+def test_an_upload_trickled_past_its_time_limit_is_cut_off_with_408(
+    api_settings, engine, alice, jwks, video_bytes, tmp_path
+):
     # Under gunicorn, as in production: the deadline cuts the client's socket.
-    process, base_url = api_process(api_settings, jwks, tmp_path / "api.log", UPLOAD_TIMEOUT_SECONDS="2",
-                                    OUTBOX_RELAY_ENABLED="false")
+    process, base_url = api_process(
+        api_settings, jwks, tmp_path / "api.log", UPLOAD_TIMEOUT_SECONDS="2", OUTBOX_RELAY_ENABLED="false"
+    )
     body, content_type = multipart(("file", "run.mp4", video_bytes))
     host, port = base_url.removeprefix("http://").split(":")
     process.start()
     try:
         process.wait_ready(http_probe(f"{base_url}/healthz"), timeout=60)
         with socket.create_connection((host, int(port)), timeout=30) as client:
-            head = (f"POST /tasks HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
-                    f"Content-Length: {len(body)}\r\nAuthorization: {alice.headers['Authorization']}\r\n\r\n")
+            head = (
+                f"POST /tasks HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nAuthorization: {alice.headers['Authorization']}\r\n\r\n"
+            )
             client.sendall(head.encode() + body[:200])
             answer = b""
             for offset in range(200, min(len(body), 400)):  # a byte every 0.1 s: 20 s, ten times the limit
                 try:
-                    client.sendall(body[offset:offset + 1])
+                    client.sendall(body[offset : offset + 1])
                 except OSError:
                     break  # the api closed the connection
                 client.settimeout(0.1)

@@ -28,8 +28,12 @@ from shared.tokens import (
     signing_key_from_pem,
 )
 
-ATHLETE = {"username": "runner1", "email": "runner1@league.org", "password": "Admin123",
-           "password_2": "Admin123"}
+ATHLETE = {
+    "username": "runner1",
+    "email": "runner1@league.org",
+    "password": "Admin123",
+    "password_2": "Admin123",
+}
 
 
 class AuthServer:
@@ -82,8 +86,9 @@ def make_api(settings: Settings, auth_server: AuthServer) -> Iterator[Callable[[
     apps = []
 
     def make() -> Flask:
-        app = create_api(settings.model_copy(update={"auth_jwks_url": auth_server.jwks_url,
-                                                     "outbox_relay_enabled": False}))
+        app = create_api(
+            settings.model_copy(update={"auth_jwks_url": auth_server.jwks_url, "outbox_relay_enabled": False})
+        )
         apps.append(app)
         return app
 
@@ -94,7 +99,8 @@ def make_api(settings: Settings, auth_server: AuthServer) -> Iterator[Callable[[
 
 def _login(auth_app: Flask) -> str:
     response = auth_app.test_client().post(
-        "/auth/login", json={"email": ATHLETE["email"], "password": ATHLETE["password"]})
+        "/auth/login", json={"email": ATHLETE["email"], "password": ATHLETE["password"]}
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()["token"]
 
@@ -127,8 +133,9 @@ def test_tokens_of_the_previous_key_work_through_a_rotation_and_stop_once_it_is_
     assert _list_tasks(make_api(), old_token).status_code == 200
 
     # Rotation: auth restarted with the new key and the old key's public half published.
-    auth_server.app = make_auth(token_signing_key=new_pem,
-                                token_previous_public_keys=public_key_pem(old_key.public_key))
+    auth_server.app = make_auth(
+        token_signing_key=new_pem, token_previous_public_keys=public_key_pem(old_key.public_key)
+    )
     assert auth_server.published_kids() == [new_key.kid, old_key.kid]
     new_token = _login(auth_server.app)
     assert _kid(new_token) == new_key.kid  # the previous key never signs

@@ -10,8 +10,12 @@ from sqlalchemy import text
 from services.auth import create_app
 from shared.tokens import TokenVerifier
 
-GOOD = {"username": "runner1", "email": "Runner1@League.org", "password": "Admin123",
-        "password_2": "Admin123"}
+GOOD = {
+    "username": "runner1",
+    "email": "Runner1@League.org",
+    "password": "Admin123",
+    "password_2": "Admin123",
+}
 
 
 @pytest.fixture
@@ -50,8 +54,9 @@ def test_signup_returns_the_user_without_its_hash(client):
 
 def test_login_by_email_any_case_or_username_gives_a_verifiable_token(app, client):
     user_id = client.post("/auth/signup", json=GOOD).get_json()["id"]
-    verifier = TokenVerifier(app.extensions["settings"],
-                             public_keys=[app.extensions["signing_key"].public_key])
+    verifier = TokenVerifier(
+        app.extensions["settings"], public_keys=[app.extensions["signing_key"].public_key]
+    )
     for who in ({"email": "runner1@league.org"}, {"username": "RUNNER1"}):
         response = client.post("/auth/login", json={**who, "password": "Admin123"})
         assert response.status_code == 200
@@ -62,13 +67,16 @@ def test_login_by_email_any_case_or_username_gives_a_verifiable_token(app, clien
 
 def test_the_jwks_verifies_the_token_with_pyjwt(app, client):
     client.post("/auth/signup", json=GOOD)
-    token = client.post("/auth/login", json={"email": GOOD["email"], "password": "Admin123"}).get_json()["token"]
+    token = client.post("/auth/login", json={"email": GOOD["email"], "password": "Admin123"}).get_json()[
+        "token"
+    ]
     keys = client.get("/auth/.well-known/jwks.json").get_json()["keys"]
     assert len(keys) == 1 and keys[0]["kty"] == "OKP" and "d" not in keys[0]
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "EdDSA" and header["kid"] == keys[0]["kid"]
-    claims = jwt.decode(token, OKPAlgorithm.from_jwk(keys[0]), algorithms=["EdDSA"],
-                        audience="idrl-api", issuer="idrl-auth")
+    claims = jwt.decode(
+        token, OKPAlgorithm.from_jwk(keys[0]), algorithms=["EdDSA"], audience="idrl-api", issuer="idrl-auth"
+    )
     with app.extensions["engine"].connect() as conn:
         user_id = conn.execute(text("SELECT id FROM users")).scalar_one()
     assert claims["sub"] == str(user_id)
@@ -86,8 +94,11 @@ def test_the_jwks_verifies_the_token_with_pyjwt(app, client):
         ({"json": {**GOOD, "password": 12345678}}, 400, "invalid_request"),
         ({"json": {**GOOD, "username": ["a"]}}, 400, "invalid_request"),
         ({"json": {**GOOD, "email": None}}, 400, "invalid_request"),
-        ({"data": '{"username": "' + "x" * (1024 * 1024) + '"}',
-          "content_type": "application/json"}, 413, None),
+        (
+            {"data": '{"username": "' + "x" * (1024 * 1024) + '"}', "content_type": "application/json"},
+            413,
+            None,
+        ),
         ({"json": {**GOOD, "password": "Ab1", "password_2": "Ab1"}}, 422, None),
         ({"json": {**GOOD, "password": "admin123", "password_2": "admin123"}}, 422, None),
         ({"json": {**GOOD, "password": "ADMIN123", "password_2": "ADMIN123"}}, 422, None),
@@ -108,11 +119,14 @@ def test_bad_signups_get_a_clear_4xx_and_store_nothing(app, client, kwargs, stat
 
 def test_duplicate_username_and_email_in_other_case_conflict(app, client):
     assert client.post("/auth/signup", json=GOOD).status_code == 201
-    _assert_error(client.post("/auth/signup", json={**GOOD, "email": "other@league.org"}), 409,
-                  "username_taken")
-    _assert_error(client.post("/auth/signup", json={**GOOD, "username": "runner2",
-                                                     "email": "RUNNER1@LEAGUE.ORG"}), 409,
-                  "email_taken")
+    _assert_error(
+        client.post("/auth/signup", json={**GOOD, "email": "other@league.org"}), 409, "username_taken"
+    )
+    _assert_error(
+        client.post("/auth/signup", json={**GOOD, "username": "runner2", "email": "RUNNER1@LEAGUE.ORG"}),
+        409,
+        "email_taken",
+    )
     assert _user_count(app) == 1
 
 
@@ -124,8 +138,15 @@ def test_unknown_user_and_wrong_password_get_the_same_401(client):
     assert unknown.get_json() == wrong.get_json()
 
 
-@pytest.mark.parametrize("body", [{"password": "Admin123"}, {"email": "a@b.co"},
-                                  {"email": 1, "password": "x"}, {"email": "' OR 1=1 --", "password": "x"}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"password": "Admin123"},
+        {"email": "a@b.co"},
+        {"email": 1, "password": "x"},
+        {"email": "' OR 1=1 --", "password": "x"},
+    ],
+)
 def test_bad_logins_are_4xx(client, body):
     response = client.post("/auth/login", json=body)
     assert 400 <= response.status_code < 500
@@ -134,21 +155,34 @@ def test_bad_logins_are_4xx(client, body):
 
 def test_repeated_failed_logins_for_one_account_are_rate_limited(client):
     client.post("/auth/signup", json=GOOD)
-    statuses = [client.post("/auth/login", json={"email": GOOD["email"], "password": "Wrong123"},
-                            environ_base={"REMOTE_ADDR": f"10.1.0.{i}"}).status_code
-                for i in range(21)]
+    statuses = [
+        client.post(
+            "/auth/login",
+            json={"email": GOOD["email"], "password": "Wrong123"},
+            environ_base={"REMOTE_ADDR": f"10.1.0.{i}"},
+        ).status_code
+        for i in range(21)
+    ]
     assert statuses[:20] == [401] * 20
     assert statuses[20] == 429
-    limited = client.post("/auth/login", json={"email": GOOD["email"], "password": "Admin123"},
-                          environ_base={"REMOTE_ADDR": "10.1.1.1"})
+    limited = client.post(
+        "/auth/login",
+        json={"email": GOOD["email"], "password": "Admin123"},
+        environ_base={"REMOTE_ADDR": "10.1.1.1"},
+    )
     _assert_error(limited, 429, "rate_limited")
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
 
 
 def test_repeated_failed_logins_from_one_client_are_rate_limited(client):
-    statuses = [client.post("/auth/login", json={"email": f"u{i}@league.org", "password": "Wrong123"},
-                            environ_base={"REMOTE_ADDR": "192.0.2.7"}).status_code
-                for i in range(21)]
+    statuses = [
+        client.post(
+            "/auth/login",
+            json={"email": f"u{i}@league.org", "password": "Wrong123"},
+            environ_base={"REMOTE_ADDR": "192.0.2.7"},
+        ).status_code
+        for i in range(21)
+    ]
     assert statuses[:20] == [401] * 20 and statuses[20] == 429
 
 
@@ -159,10 +193,12 @@ def test_health_and_readiness(client):
 
 
 def test_readiness_reports_a_database_that_does_not_answer(settings):
-    broken = settings.model_copy(update={
-        "database_url": "postgresql+pg8000://idrl:idrl@127.0.0.1:9/idrl",
-        "db_pool_timeout_seconds": 1.0,
-    })
+    broken = settings.model_copy(
+        update={
+            "database_url": "postgresql+pg8000://idrl:idrl@127.0.0.1:9/idrl",
+            "db_pool_timeout_seconds": 1.0,
+        }
+    )
     app = create_app(broken)
     response = app.test_client().get("/readyz")
     app.extensions["engine"].dispose()
@@ -176,8 +212,15 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(client):
 
 
 @pytest.mark.parametrize("text", ["a\u0000b", "\ud800", "runner\udfff1"])
-@pytest.mark.parametrize("route, field", [("/auth/login", "email"), ("/auth/login", "username"),
-                                          ("/auth/signup", "username"), ("/auth/signup", "email")])
+@pytest.mark.parametrize(
+    "route, field",
+    [
+        ("/auth/login", "email"),
+        ("/auth/login", "username"),
+        ("/auth/signup", "username"),
+        ("/auth/signup", "email"),
+    ],
+)
 def test_text_postgresql_cannot_store_is_refused_not_a_500(app, client, route, field, text):
     body = {**GOOD, field: text} if route == "/auth/signup" else {field: text, "password": "Admin123"}
     raw = json.dumps(body)  # escapes NUL and lone surrogates as \\u sequences

@@ -4,6 +4,7 @@ and the environment a notifier process needs to reach the same database and emul
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -18,7 +19,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from infra.local import ManagedProcess, free_port
-
 from services.notifier.apply import Result
 from services.notifier.main import handle_message
 from shared import db
@@ -44,8 +44,11 @@ def owner_id(engine: Engine) -> uuid.UUID:
                 "INSERT INTO users (id, username, email, password_hash) "
                 "VALUES (:id, :username, :email, 'not-a-real-hash')"
             ),
-            {"id": user_id, "username": f"athlete-{user_id.hex[:8]}",
-             "email": f"{user_id.hex[:8]}@league.example"},
+            {
+                "id": user_id,
+                "username": f"athlete-{user_id.hex[:8]}",
+                "email": f"{user_id.hex[:8]}@league.example",
+            },
         )
     return user_id
 
@@ -55,9 +58,17 @@ def make_task(engine: Engine, owner_id: uuid.UUID) -> Callable[..., uuid.UUID]:
     """Insert a task row as the api would; columns other than the id are overridable."""
 
     def make(**columns) -> uuid.UUID:
-        row = {"id": uuid.uuid4(), "owner_id": owner_id, "status": "queued",
-               "source_kind": "url", "source": "https://videos.league.example/run.mp4",
-               "spec": json.dumps({}), "progress": 0, "attempt": 0, "deleted_at": None}
+        row = {
+            "id": uuid.uuid4(),
+            "owner_id": owner_id,
+            "status": "queued",
+            "source_kind": "url",
+            "source": "https://videos.league.example/run.mp4",
+            "spec": json.dumps({}),
+            "progress": 0,
+            "attempt": 0,
+            "deleted_at": None,
+        }
         row.update(columns)
         with engine.begin() as conn:
             conn.execute(
@@ -88,8 +99,7 @@ def deliver(engine: Engine, settings: Settings) -> Callable[..., Result | None]:
 
 def pubsub_message(event: TaskStatusChanged, message_id: str = "1") -> dict:
     data, attributes = encode(event)
-    return {"data": base64.b64encode(data).decode(), "attributes": attributes,
-            "messageId": message_id}
+    return {"data": base64.b64encode(data).decode(), "attributes": attributes, "messageId": message_id}
 
 
 @pytest.fixture
@@ -125,8 +135,9 @@ def start_process(tmp_path: Path) -> Iterator[Callable[..., ManagedProcess]]:
     started: list[ManagedProcess] = []
 
     def start(name: str, argv: Sequence[object], env: dict[str, str]) -> ManagedProcess:
-        process = ManagedProcess(name, argv, log_path=tmp_path / f"{name}.log", env=env,
-                                 cwd=PROJECT_ROOT, stop_timeout=20)
+        process = ManagedProcess(
+            name, argv, log_path=tmp_path / f"{name}.log", env=env, cwd=PROJECT_ROOT, stop_timeout=20
+        )
         started.append(process.start())
         return process
 
@@ -169,10 +180,8 @@ class DatabaseLink:
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):  # already reset by the other side
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already reset by the other side
         for thread in self._threads:
             thread.join()
         self._threads = []
@@ -211,10 +220,8 @@ class DatabaseLink:
                 sink.sendall(chunk)
         except OSError:
             pass  # the link was cut or a side went away: end this direction
-        try:
+        with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
 
 @pytest.fixture

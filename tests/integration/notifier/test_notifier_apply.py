@@ -22,14 +22,24 @@ RANK = {"queued": 0, "processing": 1, "processed": 2, "failed": 2, "canceled": 2
 
 
 def status_event(task_id, status, attempt=1, progress=0, seconds=0, **fields):
-    return TaskStatusChanged(task_id=task_id, status=status, attempt=attempt, progress=progress,
-                             occurred_at=T0 + timedelta(seconds=seconds), **fields)
+    return TaskStatusChanged(
+        task_id=task_id,
+        status=status,
+        attempt=attempt,
+        progress=progress,
+        occurred_at=T0 + timedelta(seconds=seconds),
+        **fields,
+    )
 
 
 def outputs(bucket, task_id, parts=2):
     return tuple(
-        ClipOutput(index=i, uri=f"gs://{bucket}/{task_id}/part-{i:02d}.mp4",
-                   duration_seconds=22.0 if i < parts - 1 else 7.0, size_bytes=1000 + i)
+        ClipOutput(
+            index=i,
+            uri=f"gs://{bucket}/{task_id}/part-{i:02d}.mp4",
+            duration_seconds=22.0 if i < parts - 1 else 7.0,
+            size_bytes=1000 + i,
+        )
         for i in range(parts)
     )
 
@@ -37,8 +47,10 @@ def outputs(bucket, task_id, parts=2):
 def task_row(engine, task_id):
     with engine.connect() as conn:
         return conn.execute(
-            text("SELECT status, progress, attempt, failure_reason, worker_id, "
-                 "status_changed_at, updated_at FROM tasks WHERE id = :id"),
+            text(
+                "SELECT status, progress, attempt, failure_reason, worker_id, "
+                "status_changed_at, updated_at FROM tasks WHERE id = :id"
+            ),
             {"id": task_id},
         ).one()
 
@@ -46,8 +58,9 @@ def task_row(engine, task_id):
 def history(engine, task_id):
     with engine.connect() as conn:
         return conn.execute(
-            text("SELECT status, progress, attempt, event_id FROM task_history "
-                 "WHERE task_id = :id ORDER BY id"),
+            text(
+                "SELECT status, progress, attempt, event_id FROM task_history WHERE task_id = :id ORDER BY id"
+            ),
             {"id": task_id},
         ).all()
 
@@ -55,8 +68,10 @@ def history(engine, task_id):
 def clip_rows(engine, task_id):
     with engine.connect() as conn:
         return conn.execute(
-            text("SELECT index, uri, duration_seconds, size_bytes FROM clips "
-                 "WHERE task_id = :id ORDER BY index"),
+            text(
+                "SELECT index, uri, duration_seconds, size_bytes FROM clips "
+                "WHERE task_id = :id ORDER BY index"
+            ),
             {"id": task_id},
         ).all()
 
@@ -79,18 +94,21 @@ def test_a_run_is_recorded_with_its_clips_and_history(engine, settings, make_tas
     for event in (
         status_event(task_id, TaskStatus.PROCESSING, worker_id="w-1", seconds=1),
         status_event(task_id, TaskStatus.PROCESSING, progress=40, worker_id="w-1", seconds=2),
-        status_event(task_id, TaskStatus.PROCESSED, progress=100, worker_id="w-1", seconds=3,
-                     outputs=clips),
+        status_event(task_id, TaskStatus.PROCESSED, progress=100, worker_id="w-1", seconds=3, outputs=clips),
     ):
         assert deliver(event).outcome is Outcome.APPLIED
 
     row = task_row(engine, task_id)
     assert (row.status, row.progress, row.attempt, row.worker_id) == ("processed", 100, 1, "w-1")
     assert row.status_changed_at == T0 + timedelta(seconds=3)
-    assert [(c.index, c.uri, c.duration_seconds, c.size_bytes) for c in clip_rows(engine, task_id)] \
-        == [(c.index, c.uri, c.duration_seconds, c.size_bytes) for c in clips]
+    assert [(c.index, c.uri, c.duration_seconds, c.size_bytes) for c in clip_rows(engine, task_id)] == [
+        (c.index, c.uri, c.duration_seconds, c.size_bytes) for c in clips
+    ]
     assert [(h.status, h.progress) for h in history(engine, task_id)] == [
-        ("processing", 0), ("processing", 40), ("processed", 100)]
+        ("processing", 0),
+        ("processing", 40),
+        ("processed", 100),
+    ]
 
 
 def test_a_duplicate_changes_nothing(engine, make_task, deliver):
@@ -107,12 +125,19 @@ def test_a_duplicate_changes_nothing(engine, make_task, deliver):
     "first, late",
     [
         (dict(status=TaskStatus.PROCESSING, progress=60), dict(status=TaskStatus.PROCESSING, progress=30)),
-        (dict(status=TaskStatus.PROCESSING, attempt=2), dict(status=TaskStatus.PROCESSING, attempt=1, progress=90)),
+        (
+            dict(status=TaskStatus.PROCESSING, attempt=2),
+            dict(status=TaskStatus.PROCESSING, attempt=1, progress=90),
+        ),
         (dict(status=TaskStatus.PROCESSING, progress=10), dict(status=TaskStatus.QUEUED, attempt=0)),
-        (dict(status=TaskStatus.FAILED, failure_reason="no video stream"),
-         dict(status=TaskStatus.PROCESSING, progress=50)),
-        (dict(status=TaskStatus.PROCESSING, attempt=3), dict(status=TaskStatus.FAILED, attempt=2,
-                                                            failure_reason="worker lost")),
+        (
+            dict(status=TaskStatus.FAILED, failure_reason="no video stream"),
+            dict(status=TaskStatus.PROCESSING, progress=50),
+        ),
+        (
+            dict(status=TaskStatus.PROCESSING, attempt=3),
+            dict(status=TaskStatus.FAILED, attempt=2, failure_reason="worker lost"),
+        ),
     ],
 )
 def test_a_stale_event_changes_nothing(engine, make_task, deliver, first, late):
@@ -128,8 +153,10 @@ def test_a_stale_event_changes_nothing(engine, make_task, deliver, first, late):
 def test_progress_only_rises_even_across_attempts(engine, make_task, deliver):
     task_id = make_task()
     deliver(status_event(task_id, TaskStatus.PROCESSING, attempt=1, progress=70))
-    assert deliver(status_event(task_id, TaskStatus.PROCESSING, attempt=2, progress=5)).outcome \
+    assert (
+        deliver(status_event(task_id, TaskStatus.PROCESSING, attempt=2, progress=5)).outcome
         is Outcome.APPLIED
+    )
     row = task_row(engine, task_id)
     assert (row.attempt, row.progress) == (2, 70)
     deliver(status_event(task_id, TaskStatus.PROCESSING, attempt=2, progress=85))
@@ -141,10 +168,8 @@ def test_out_of_order_deliveries_end_in_the_same_state(engine, settings, make_ta
     for _ in range(6):
         task_id = make_task()
         clips = outputs(settings.clips_bucket, task_id, parts=3)
-        run = [status_event(task_id, TaskStatus.PROCESSING, progress=p, seconds=p)
-               for p in range(0, 100, 15)]
-        run.append(status_event(task_id, TaskStatus.PROCESSED, progress=100, seconds=200,
-                                outputs=clips))
+        run = [status_event(task_id, TaskStatus.PROCESSING, progress=p, seconds=p) for p in range(0, 100, 15)]
+        run.append(status_event(task_id, TaskStatus.PROCESSED, progress=100, seconds=200, outputs=clips))
         rng.shuffle(run)
         for event in run + rng.sample(run, 3):  # some delivered twice
             deliver(event)
@@ -170,8 +195,12 @@ def test_concurrent_deliveries_apply_each_event_once(engine, settings, make_task
             for task_id in tasks:
                 progress = 10 + (index * 37) % 90  # distinct values, no order
                 if index == 0:
-                    event = status_event(task_id, TaskStatus.PROCESSED, progress=100,
-                                         outputs=outputs(settings.clips_bucket, task_id))
+                    event = status_event(
+                        task_id,
+                        TaskStatus.PROCESSED,
+                        progress=100,
+                        outputs=outputs(settings.clips_bucket, task_id),
+                    )
                 else:
                     event = status_event(task_id, TaskStatus.PROCESSING, progress=progress)
                 barrier.wait()
@@ -203,15 +232,15 @@ def test_processed_and_its_clips_commit_together_or_not_at_all(settings, make_ta
     # clips table: the clip insert fails after the row update was already sent.
     impatient = db.create_engine(settings.model_copy(update={"db_statement_timeout_ms": 300}))
     task_id = make_task(status="processing", attempt=1, progress=50)
-    event = status_event(task_id, TaskStatus.PROCESSED, progress=100,
-                         outputs=outputs(settings.clips_bucket, task_id))
+    event = status_event(
+        task_id, TaskStatus.PROCESSED, progress=100, outputs=outputs(settings.clips_bucket, task_id)
+    )
     try:
-        with impatient.connect() as blocker:
-            with blocker.begin():
-                blocker.execute(text("SET LOCAL statement_timeout = 0"))
-                blocker.execute(text("LOCK TABLE clips IN ACCESS EXCLUSIVE MODE"))
-                with pytest.raises(DBAPIError, match="statement timeout"):
-                    deliver(event, on=impatient)
+        with impatient.connect() as blocker, blocker.begin():
+            blocker.execute(text("SET LOCAL statement_timeout = 0"))
+            blocker.execute(text("LOCK TABLE clips IN ACCESS EXCLUSIVE MODE"))
+            with pytest.raises(DBAPIError, match="statement timeout"):
+                deliver(event, on=impatient)
         row = task_row(impatient, task_id)
         assert (row.status, row.progress) == ("processing", 50)
         assert clip_rows(impatient, task_id) == [] and history(impatient, task_id) == []
@@ -234,8 +263,9 @@ def test_a_later_processed_event_replaces_nothing_but_its_orphans(engine, settin
 
     from services.notifier.apply import apply_status_change
 
-    result = apply_status_change(engine, event, clips_bucket=settings.clips_bucket,
-                                 delete_object=deleted.append)
+    result = apply_status_change(
+        engine, event, clips_bucket=settings.clips_bucket, delete_object=deleted.append
+    )
     assert result.outcome is Outcome.STALE
     assert deleted == [second[2].uri]
     assert [c.uri for c in clip_rows(engine, task_id)] == [c.uri for c in first]
@@ -245,8 +275,10 @@ def test_a_later_processed_event_replaces_nothing_but_its_orphans(engine, settin
     "message, reason",
     [
         ({"data": "bm90IGpzb24=", "attributes": {"task_id": "abc"}}, "not JSON"),
-        ({"data": "eyJldmVudF90eXBlIjogIlRhc2tTdGF0dXNDaGFuZ2VkIiwgInNjaGVtYV92ZXJzaW9uIjogMn0="},
-         "unsupported schema version 2"),
+        (
+            {"data": "eyJldmVudF90eXBlIjogIlRhc2tTdGF0dXNDaGFuZ2VkIiwgInNjaGVtYV92ZXJzaW9uIjogMn0="},
+            "unsupported schema version 2",
+        ),
     ],
 )
 def test_a_malformed_message_is_logged_and_acknowledged(engine, deliver, caplog, message, reason):
@@ -294,8 +326,7 @@ class socket_closed_port:
         self.sock.close()
 
 
-@pytest.mark.parametrize("task_columns", [dict(status="canceled"),
-                                          dict(status="processed", deleted_at=T0)])
+@pytest.mark.parametrize("task_columns", [dict(status="canceled"), dict(status="processed", deleted_at=T0)])
 def test_a_processed_event_for_a_canceled_or_deleted_task_leaves_no_orphans(
     engine, settings, make_task, deliver, caplog, task_columns
 ):
@@ -303,11 +334,12 @@ def test_a_processed_event_for_a_canceled_or_deleted_task_leaves_no_orphans(
 
     task_id = make_task(**task_columns)
     clips = outputs(settings.clips_bucket, task_id)
-    foreign = ClipOutput(index=2, uri=f"gs://{settings.uploads_bucket}/{task_id}/source",
-                         duration_seconds=1.0, size_bytes=1)
+    foreign = ClipOutput(
+        index=2, uri=f"gs://{settings.uploads_bucket}/{task_id}/source", duration_seconds=1.0, size_bytes=1
+    )
     client = storage_client()
     for uri in [c.uri for c in clips] + [foreign.uri]:
-        bucket, name = uri[len("gs://"):].split("/", 1)
+        bucket, name = uri[len("gs://") :].split("/", 1)
         client.bucket(bucket).blob(name).upload_from_string(b"\0" * 16)
 
     event = status_event(task_id, TaskStatus.PROCESSED, outputs=(*clips, foreign))
@@ -317,8 +349,9 @@ def test_a_processed_event_for_a_canceled_or_deleted_task_leaves_no_orphans(
     assert result.outcome is Outcome.STALE
     assert result.orphans_deleted == tuple(c.uri for c in clips)
     assert not any(client.bucket(settings.clips_bucket).list_blobs())
-    assert [b.name for b in client.bucket(settings.uploads_bucket).list_blobs()] \
-        == [f"{task_id}/source"]  # the notifier deletes only in the clips bucket
+    assert [b.name for b in client.bucket(settings.uploads_bucket).list_blobs()] == [
+        f"{task_id}/source"
+    ]  # the notifier deletes only in the clips bucket
     assert clip_rows(engine, task_id) == [] and history(engine, task_id) == []
     lines = [r for r in caplog.records if r.getMessage().startswith("deleted the outputs")]
     assert len(lines) == 1 and lines[0].task_id == str(task_id)

@@ -28,14 +28,14 @@ FUNCTIONS_FRAMEWORK = str(Path(sys.executable).parent / "functions-framework")
 
 def task_status(engine, task_id):
     with engine.connect() as conn:
-        return conn.execute(text("SELECT status, progress FROM tasks WHERE id = :id"),
-                            {"id": task_id}).one()
+        return conn.execute(text("SELECT status, progress FROM tasks WHERE id = :id"), {"id": task_id}).one()
 
 
 def history_count(engine, task_id):
     with engine.connect() as conn:
-        return conn.execute(text("SELECT count(*) FROM task_history WHERE task_id = :id"),
-                            {"id": task_id}).scalar_one()
+        return conn.execute(
+            text("SELECT count(*) FROM task_history WHERE task_id = :id"), {"id": task_id}
+        ).scalar_one()
 
 
 def log_lines(process, fragment):
@@ -48,7 +48,8 @@ def pull_leftovers(settings):
         try:
             response = subscriber.pull(
                 subscription=subscription_path(settings, settings.subscription_notifier),
-                max_messages=10, timeout=3,
+                max_messages=10,
+                timeout=3,
             )
         except DeadlineExceeded:
             return []
@@ -66,25 +67,33 @@ def test_the_runner_applies_events_published_to_the_emulator(
     task_id = make_task()
     runner = start_process("notifier", [PYTHON, "-m", "services.notifier"], notifier_env())
     publisher = Publisher(settings)
-    clip = ClipOutput(index=0, uri=f"gs://{settings.clips_bucket}/{task_id}/part-00.mp4",
-                      duration_seconds=12.0, size_bytes=4096)
-    publisher.publish_raw(settings.topic_task_events, b"{not json",
-                          {"event_type": "TaskStatusChanged", "task_id": str(task_id)}).result()
+    clip = ClipOutput(
+        index=0,
+        uri=f"gs://{settings.clips_bucket}/{task_id}/part-00.mp4",
+        duration_seconds=12.0,
+        size_bytes=4096,
+    )
+    publisher.publish_raw(
+        settings.topic_task_events, b"{not json", {"event_type": "TaskStatusChanged", "task_id": str(task_id)}
+    ).result()
     for event in (
         TaskStatusChanged(task_id=task_id, status=TaskStatus.PROCESSING, attempt=1, progress=40),
-        TaskStatusChanged(task_id=task_id, status=TaskStatus.PROCESSED, attempt=1, progress=100,
-                          outputs=(clip,)),
+        TaskStatusChanged(
+            task_id=task_id, status=TaskStatus.PROCESSED, attempt=1, progress=100, outputs=(clip,)
+        ),
     ):
         publisher.publish(settings.topic_task_events, event).result()
 
-    assert wait_until(lambda: task_status(engine, task_id).status == "processed", timeout=60), \
+    assert wait_until(lambda: task_status(engine, task_id).status == "processed", timeout=60), (
         runner.log_excerpt()
+    )
     assert stop_and_wait(runner) == 0, runner.log_excerpt()
 
     assert task_status(engine, task_id).progress == 100
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT uri FROM clips WHERE task_id = :id"),
-                            {"id": task_id}).scalars().all() == [clip.uri]
+        assert conn.execute(
+            text("SELECT uri FROM clips WHERE task_id = :id"), {"id": task_id}
+        ).scalars().all() == [clip.uri]
     dropped = log_lines(runner, "dropped a malformed event")
     assert len(dropped) == 1 and json.loads(dropped[0])["task_id"] == str(task_id)
     assert log_lines(runner, "stopping on SIGTERM")
@@ -95,20 +104,22 @@ def test_the_runner_redelivers_while_the_database_is_down_and_loses_nothing(
     settings, engine, make_task, notifier_env, start_process, database_link
 ):
     task_id = make_task()
-    runner = start_process("notifier", [PYTHON, "-m", "services.notifier"],
-                           notifier_env(DATABASE_URL=database_link.url))
-    event = TaskStatusChanged(task_id=task_id, status=TaskStatus.PROCESSING, attempt=1,
-                              progress=10)
+    runner = start_process(
+        "notifier", [PYTHON, "-m", "services.notifier"], notifier_env(DATABASE_URL=database_link.url)
+    )
+    event = TaskStatusChanged(task_id=task_id, status=TaskStatus.PROCESSING, attempt=1, progress=10)
     Publisher(settings).publish(settings.topic_task_events, event).result()
 
     # Delivered, raised, nacked, delivered again: it keeps coming back while the link is down.
-    assert wait_until(lambda: len(log_lines(runner, "will be redelivered")) >= 2, timeout=60), \
+    assert wait_until(lambda: len(log_lines(runner, "will be redelivered")) >= 2, timeout=60), (
         runner.log_excerpt()
+    )
     assert task_status(engine, task_id).status == "queued"
 
     database_link.up()
-    assert wait_until(lambda: task_status(engine, task_id).status == "processing", timeout=60), \
+    assert wait_until(lambda: task_status(engine, task_id).status == "processing", timeout=60), (
         runner.log_excerpt()
+    )
     assert history_count(engine, task_id) == 1
     assert stop_and_wait(runner) == 0
     assert pull_leftovers(settings) == []
@@ -128,14 +139,18 @@ def eventarc_cloud_event(settings, data: bytes, attributes: dict[str, str]) -> C
         {
             "type": "google.cloud.pubsub.topic.v1.messagePublished",
             "source": f"//pubsub.googleapis.com/projects/{settings.google_cloud_project}"
-                      f"/topics/{settings.topic_task_events}",
+            f"/topics/{settings.topic_task_events}",
             "id": message_id,
         },
         {
-            "message": {"data": base64.b64encode(data).decode(), "attributes": attributes,
-                        "messageId": message_id, "publishTime": "2026-05-01T09:00:00.000Z"},
+            "message": {
+                "data": base64.b64encode(data).decode(),
+                "attributes": attributes,
+                "messageId": message_id,
+                "publishTime": "2026-05-01T09:00:00.000Z",
+            },
             "subscription": f"projects/{settings.google_cloud_project}/subscriptions/"
-                            f"{settings.subscription_notifier}",
+            f"{settings.subscription_notifier}",
         },
     )
 
@@ -153,8 +168,19 @@ def test_functions_framework_serves_the_function_over_http(
     del env["PYTHONPATH"]  # main.py must find the project on its own, as when deployed
     server = start_process(
         "functions-framework",
-        [FUNCTIONS_FRAMEWORK, "--target", "on_task_event", "--source", "services/notifier/main.py",
-         "--signature-type", "cloudevent", "--host", "127.0.0.1", "--port", port],
+        [
+            FUNCTIONS_FRAMEWORK,
+            "--target",
+            "on_task_event",
+            "--source",
+            "services/notifier/main.py",
+            "--signature-type",
+            "cloudevent",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+        ],
         env,
     )
     url = f"http://127.0.0.1:{port}/"
@@ -162,8 +188,7 @@ def test_functions_framework_serves_the_function_over_http(
     task_id = make_task()
     database_link.up()
 
-    processing = TaskStatusChanged(task_id=task_id, status=TaskStatus.PROCESSING, attempt=1,
-                                   progress=25)
+    processing = TaskStatusChanged(task_id=task_id, status=TaskStatus.PROCESSING, attempt=1, progress=25)
     response = post(url, eventarc_cloud_event(settings, *encode(processing)))
     assert response.status_code == 200, response.text
     assert tuple(task_status(engine, task_id)) == ("processing", 25)
@@ -175,8 +200,7 @@ def test_functions_framework_serves_the_function_over_http(
 
     # Database unreachable: an error status, so Eventarc delivers the event again.
     database_link.down()
-    later = TaskStatusChanged(task_id=task_id, status=TaskStatus.PROCESSING, attempt=1,
-                              progress=70)
+    later = TaskStatusChanged(task_id=task_id, status=TaskStatus.PROCESSING, attempt=1, progress=70)
     response = post(url, eventarc_cloud_event(settings, *encode(later)))
     assert response.status_code >= 500
     assert tuple(task_status(engine, task_id)) == ("processing", 25)

@@ -38,8 +38,9 @@ def admin(database_url):
     local throwaway cluster's superuser."""
     engine = sqlalchemy.create_engine(database_url, poolclass=NullPool)
     with engine.connect() as conn:
-        allowed = conn.execute(text(
-            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")).scalar_one()
+        allowed = conn.execute(
+            text("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")
+        ).scalar_one()
     if not allowed:
         engine.dispose()
         url = sqlalchemy.make_url(database_url).set(username="postgres", password=None)
@@ -70,10 +71,17 @@ def test_a_claim_dies_with_its_session(engine, admin, task):
     first = TaskClaim(engine, task.task_id)
     assert first.try_acquire()
     with admin.begin() as conn:
-        ended = conn.execute(text(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks "
-            "WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database "
-            "WHERE datname = current_database())")).scalars().all()
+        ended = (
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database())"
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert ended == [True]
     with pytest.raises(ClaimLost):
         first.state()  # the worker notices at its next re-read and stops
@@ -88,8 +96,7 @@ def test_the_claim_and_reads_work_under_the_read_only_role(database_url, engine,
     role, password = f"transcoder_{uuid.uuid4().hex[:10]}", f"Pw-{uuid.uuid4().hex}"
     with admin.begin() as conn:
         db_roles.apply_read_only_role(conn, role, db_roles.scram_sha256_verifier(password))
-    reader = sqlalchemy.create_engine(
-        sqlalchemy.make_url(database_url).set(username=role, password=password))
+    reader = sqlalchemy.create_engine(sqlalchemy.make_url(database_url).set(username=role, password=password))
     try:
         claim = TaskClaim(reader, task.task_id)
         assert claim.try_acquire()
@@ -98,9 +105,8 @@ def test_the_claim_and_reads_work_under_the_read_only_role(database_url, engine,
         state = claim.state()
         assert (state.status, state.deleted) == (TaskStatus.CANCELED, True)
         assert read_task_state(reader, task.task_id) == state
-        with pytest.raises(DBAPIError, match="read-only|permission denied"):
-            with reader.begin() as conn:
-                conn.execute(text("UPDATE tasks SET status = 'queued'"))
+        with pytest.raises(DBAPIError, match="read-only|permission denied"), reader.begin() as conn:
+            conn.execute(text("UPDATE tasks SET status = 'queued'"))
         claim.release()
     finally:
         reader.dispose()

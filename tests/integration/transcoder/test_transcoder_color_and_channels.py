@@ -33,8 +33,7 @@ FROM_RGB = "tin=bt709:pin=bt709:min=gbr:rin=pc"
 AT = ClipSpec().card_seconds + 0.5
 
 
-def make_clip(source: Path, workdir: Path, spec: ClipSpec = ClipSpec(), *,
-              info: SourceInfo | None = None):
+def make_clip(source: Path, workdir: Path, spec: ClipSpec = ClipSpec(), *, info: SourceInfo | None = None):
     workdir.mkdir()
     info = info or probe_source(source, LIMITS)
     (clip,) = iter_clips(source, info, spec, workdir=workdir, ffmpeg_timeout=300)
@@ -42,31 +41,78 @@ def make_clip(source: Path, workdir: Path, spec: ClipSpec = ClipSpec(), *,
 
 
 def _write_pattern(path: Path, zscale: str, pix_fmt: str, *tags: str) -> Path:
-    ffmpeg("-f", "lavfi", "-i", PATTERN, "-vf", f"zscale={FROM_RGB}:{zscale},format={pix_fmt}",
-           "-c:v", "libx264", "-preset", "ultrafast", "-crf", "12", *tags, str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        PATTERN,
+        "-vf",
+        f"zscale={FROM_RGB}:{zscale},format={pix_fmt}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-crf",
+        "12",
+        *tags,
+        str(path),
+    )
     return path
 
 
 def sdr_source(path: Path) -> Path:
-    return _write_pattern(path, "t=bt709:p=bt709:m=bt709:r=tv", "yuv420p",
-                          "-color_primaries", "bt709", "-color_trc", "bt709",
-                          "-colorspace", "bt709")
+    return _write_pattern(
+        path,
+        "t=bt709:p=bt709:m=bt709:r=tv",
+        "yuv420p",
+        "-color_primaries",
+        "bt709",
+        "-color_trc",
+        "bt709",
+        "-colorspace",
+        "bt709",
+    )
 
 
 def hdr_source(path: Path, transfer: str) -> Path:
     # npl=203: the pattern's white (linear 1.0) is written at 203 cd/m² (HLG 75 %, PQ 58 %).
-    return _write_pattern(path, f"t={transfer}:p=bt2020:m=bt2020nc:r=tv:npl=203",
-                          "yuv420p10le", "-color_primaries", "bt2020",
-                          "-color_trc", transfer, "-colorspace", "bt2020nc")
+    return _write_pattern(
+        path,
+        f"t={transfer}:p=bt2020:m=bt2020nc:r=tv:npl=203",
+        "yuv420p10le",
+        "-color_primaries",
+        "bt2020",
+        "-color_trc",
+        transfer,
+        "-colorspace",
+        "bt2020nc",
+    )
 
 
 def rgb_frame(path: Path, at: float) -> bytes:
     """The frame shown at ``at`` seconds (``at`` 0: a still image), 128x72, RGB24."""
     seek = ["-ss", f"{at:.3f}"] if at > 0 else []
     return subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", *seek, "-i", str(path), "-frames:v", "1",
-         "-vf", "scale=128:72:flags=area", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-        check=True, capture_output=True,
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            *seek,
+            "-i",
+            str(path),
+            "-frames:v",
+            "1",
+            "-vf",
+            "scale=128:72:flags=area",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
     ).stdout
 
 
@@ -92,26 +138,35 @@ def test_an_hdr_source_is_tone_mapped_to_sdr_bt709(tmp_path, sdr_clip, transfer)
     source = hdr_source(tmp_path / "hdr.mp4", transfer)
     tags = video_stream(source)
     assert (tags["color_transfer"], tags["color_primaries"], tags["pix_fmt"]) == (
-        transfer, "bt2020", "yuv420p10le")
+        transfer,
+        "bt2020",
+        "yuv420p10le",
+    )
     info = probe_source(source, LIMITS)
-    assert (info.color_transfer, info.color_primaries, info.color_space) == (
-        transfer, "bt2020", "bt2020nc")
+    assert (info.color_transfer, info.color_primaries, info.color_space) == (transfer, "bt2020", "bt2020nc")
 
     clip = make_clip(source, tmp_path / "clips", info=info)
     video = video_stream(clip.path)
     assert (video["width"], video["height"], video["pix_fmt"]) == (1280, 720, "yuv420p")
-    assert (video["color_primaries"], video["color_transfer"], video["color_space"],
-            video["color_range"]) == ("bt709", "bt709", "bt709", "tv")
+    assert (
+        video["color_primaries"],
+        video["color_transfer"],
+        video["color_space"],
+        video["color_range"],
+    ) == ("bt709", "bt709", "bt709", "tv")
 
     # The same pattern made from the HDR source by the SDR chain (no tone mapping): how
     # the clip looked before HDR was recognised.
-    untreated = dataclasses.replace(info, color_transfer="", color_primaries="",
-                                    color_space="", color_range="")
+    untreated = dataclasses.replace(
+        info, color_transfer="", color_primaries="", color_space="", color_range=""
+    )
     old = make_clip(source, tmp_path / "old", info=untreated)
 
     reference = rgb_frame(sdr_clip.path, AT)
-    mapped, washed = distance(rgb_frame(clip.path, AT), reference), distance(
-        rgb_frame(old.path, AT), reference)
+    mapped, washed = (
+        distance(rgb_frame(clip.path, AT), reference),
+        distance(rgb_frame(old.path, AT), reference),
+    )
     # Measured (ffmpeg 5.1, libx264): tone-mapped about 10 (the pattern's white, at
     # 203 cd/m², lands at 92 %, not 100 %), untreated 50 (HLG) and 65 (PQ): greyed
     # colours, a wrong brightness. Posters: 8 against 46 and 61.
@@ -128,19 +183,36 @@ def test_an_hdr_source_is_tone_mapped_to_sdr_bt709(tmp_path, sdr_clip, transfer)
 
 def test_an_sdr_clip_is_tagged_bt709_limited_range(sdr_clip):
     video = video_stream(sdr_clip.path)
-    assert (video["pix_fmt"], video["color_primaries"], video["color_transfer"],
-            video["color_space"], video["color_range"]) == (
-        "yuv420p", "bt709", "bt709", "bt709", "tv")
+    assert (
+        video["pix_fmt"],
+        video["color_primaries"],
+        video["color_transfer"],
+        video["color_space"],
+        video["color_range"],
+    ) == ("yuv420p", "bt709", "bt709", "bt709", "tv")
 
 
 def test_a_full_range_source_comes_out_limited_range(tmp_path):
     # Black on the left, white on the right, coded full range: 0 and 255.
     source = tmp_path / "full.mp4"
-    ffmpeg("-f", "lavfi", "-i", f"color=c=black:s=320x240:r=30:d={SECONDS},"
-           "drawbox=x=160:y=0:w=160:h=240:color=white:t=fill,format=gbrp",
-           "-vf", f"zscale={FROM_RGB}:t=bt709:p=bt709:m=bt709:r=pc,format=yuvj420p",
-           "-c:v", "libx264", "-preset", "ultrafast", "-crf", "12", "-color_range", "pc",
-           str(source))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"color=c=black:s=320x240:r=30:d={SECONDS},"
+        "drawbox=x=160:y=0:w=160:h=240:color=white:t=fill,format=gbrp",
+        "-vf",
+        f"zscale={FROM_RGB}:t=bt709:p=bt709:m=bt709:r=pc,format=yuvj420p",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-crf",
+        "12",
+        "-color_range",
+        "pc",
+        str(source),
+    )
     assert video_stream(source)["color_range"] == "pc"
     clip = make_clip(source, tmp_path / "clips")
     assert video_stream(clip.path)["color_range"] == "tv"
@@ -151,26 +223,38 @@ def test_a_full_range_source_comes_out_limited_range(tmp_path):
     assert (black, white) == (pytest.approx(16, abs=2), pytest.approx(235, abs=2))
 
 
-@pytest.mark.parametrize("codec, pix_fmt, name", [
-    ("qtrle", "rgb24", "animation.mov"),  # QuickTime Animation: screen recordings
-    ("png", "rgba", "png.mov"),
-    ("ffv1", "bgr0", "lossless.mkv"),
-    ("png", "pal8", "palette.mov"),
-])
+@pytest.mark.parametrize(
+    "codec, pix_fmt, name",
+    [
+        ("qtrle", "rgb24", "animation.mov"),  # QuickTime Animation: screen recordings
+        ("png", "rgba", "png.mov"),
+        ("ffv1", "bgr0", "lossless.mkv"),
+        ("png", "pal8", "palette.mov"),
+    ],
+)
 def test_an_rgb_source_comes_out_in_its_own_colours(tmp_path, codec, pix_fmt, name):
     # zimg will not turn RGB into luma and chroma without being told the matrix; before
     # it was, every RGB source failed ("YUV color family cannot have RGB matrix").
     colour = (31, 166, 217)
     source = tmp_path / name
-    ffmpeg("-f", "lavfi", "-i", f"color=c=0x{bytes(colour).hex()}:s=320x240:r=30:d={SECONDS}",
-           "-c:v", codec, "-pix_fmt", pix_fmt, str(source))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"color=c=0x{bytes(colour).hex()}:s=320x240:r=30:d={SECONDS}",
+        "-c:v",
+        codec,
+        "-pix_fmt",
+        pix_fmt,
+        str(source),
+    )
     assert video_stream(source)["pix_fmt"] == pix_fmt
 
     shown = rgb_frame(source, 0.5)[:3]  # what a player shows (a palette is not exact)
     assert list(shown) == [pytest.approx(c, abs=8) for c in colour]
 
     clip = make_clip(source, tmp_path / "clips")
-    centre = rgb_frame(clip.path, AT)[(36 * 128 + 64) * 3:][:3]
+    centre = rgb_frame(clip.path, AT)[(36 * 128 + 64) * 3 :][:3]
     assert list(centre) == [pytest.approx(c, abs=4) for c in shown]
     video = video_stream(clip.path)
     assert (video["pix_fmt"], video["color_space"], video["color_range"]) == ("yuv420p", "bt709", "tv")
@@ -179,9 +263,25 @@ def test_an_rgb_source_comes_out_in_its_own_colours(tmp_path, codec, pix_fmt, na
 def y_plane(path: Path, at: float) -> bytes:
     """The luma samples of the frame shown at ``at`` seconds, as coded (1280x720)."""
     frame = subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-ss", f"{at:.3f}", "-i", str(path),
-         "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"],
-        check=True, capture_output=True,
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-ss",
+            f"{at:.3f}",
+            "-i",
+            str(path),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
     ).stdout
     assert len(frame) == 1280 * 720 * 3 // 2
     return frame[: 1280 * 720]
@@ -197,18 +297,48 @@ def unnamed_channels_source(path: Path, channels: int) -> Path:
     """A Matroska file whose PCM audio has ``channels`` channels and no layout,
     channel n a sine of TONES[n] Hz at -18 dBFS."""
     exprs = "|".join(f"0.125*sin(2*PI*{TONES[n]}*t)" for n in range(channels))
-    ffmpeg("-f", "lavfi", "-i", f"testsrc2=s=160x90:r=30:d={SECONDS}",
-           "-f", "lavfi", "-i", f"aevalsrc=exprs={exprs}:s=48000:d={SECONDS}",
-           "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le", str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=s=160x90:r=30:d={SECONDS}",
+        "-f",
+        "lavfi",
+        "-i",
+        f"aevalsrc=exprs={exprs}:s=48000:d={SECONDS}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "pcm_s16le",
+        str(path),
+    )
     return path
 
 
 def tone_levels(path: Path, start: float, seconds: float) -> list[dict[int, float]]:
     """Per output channel (left, right), the amplitude of each of the first four tones."""
     raw = subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-ss", f"{start:.3f}", "-t",
-         f"{seconds:.3f}", "-i", str(path), "-map", "0:a", "-f", "f32le", "-"],
-        check=True, capture_output=True,
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-ss",
+            f"{start:.3f}",
+            "-t",
+            f"{seconds:.3f}",
+            "-i",
+            str(path),
+            "-map",
+            "0:a",
+            "-f",
+            "f32le",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
     ).stdout
     samples = struct.unpack(f"<{len(raw) // 4}f", raw)
     levels = []
@@ -238,8 +368,12 @@ def test_unnamed_channels_keep_the_first_two_as_left_and_right(tmp_path, channel
 
     clip = make_clip(source, tmp_path / "clips", AUDIO_SPEC)
     audio = only_audio_stream(clip.path)
-    assert (audio["codec_name"], audio["channels"], audio["channel_layout"],
-            audio["sample_rate"]) == ("aac", 2, "stereo", "48000")
+    assert (audio["codec_name"], audio["channels"], audio["channel_layout"], audio["sample_rate"]) == (
+        "aac",
+        2,
+        "stereo",
+        "48000",
+    )
 
     left, right = tone_levels(clip.path, AUDIO_SPEC.card_seconds + 0.2, 0.5)
     first, second, third, fourth = TONES[:4]
@@ -247,8 +381,7 @@ def test_unnamed_channels_keep_the_first_two_as_left_and_right(tmp_path, channel
     # (0.125); a downmix would bring channel 2 into both.
     assert left[first] == pytest.approx(0.125, abs=0.01), left
     assert right[second] == pytest.approx(0.125, abs=0.01), right
-    for level in (left[second], left[third], left[fourth], right[first], right[third],
-                  right[fourth]):
+    for level in (left[second], left[third], left[fourth], right[first], right[third], right[fourth]):
         assert level < 0.005, (left, right)
 
 

@@ -99,8 +99,14 @@ def resolver(host: str, port: int) -> list[str]:
 
 
 def fetcher(allow_loopback: bool = False, **changes) -> UrlFetcher:
-    policy = dict(allow_loopback=allow_loopback, max_bytes=2 * len(BODY), connect_timeout=2,
-                  read_timeout=1, total_timeout=30, max_redirects=3)
+    policy = dict(
+        allow_loopback=allow_loopback,
+        max_bytes=2 * len(BODY),
+        connect_timeout=2,
+        read_timeout=1,
+        total_timeout=30,
+        max_redirects=3,
+    )
     return UrlFetcher(FetchPolicy(**(policy | changes)), resolver=resolver)
 
 
@@ -173,8 +179,9 @@ def test_a_redirect_to_a_refused_target_is_refused(base, server, path, reason, t
 def test_the_loopback_setting_never_opens_private_addresses(base, server, tmp_path):
     port = server.server_address[1]
     with pytest.raises(PermanentFailure, match="private"):
-        fetcher(allow_loopback=True).fetch(f"http://mixed.videos.example:{port}/video.mp4",
-                                           tmp_path / "source")
+        fetcher(allow_loopback=True).fetch(
+            f"http://mixed.videos.example:{port}/video.mp4", tmp_path / "source"
+        )
     assert server.paths == []
 
 

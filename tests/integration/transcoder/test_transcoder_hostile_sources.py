@@ -23,26 +23,49 @@ LIMITS = SourceLimits(max_bytes=10**9, max_seconds=3600, max_width=7680, max_hei
 
 
 def _fake_info() -> SourceInfo:
-    return SourceInfo(container="mov", size_bytes=100, duration=2.0, width=320, height=240,
-                      display_width=320, display_height=240, rotation=0, frame_rate=30.0,
-                      video_stream=0, has_audio=False, video_codec="h264")
+    return SourceInfo(
+        container="mov",
+        size_bytes=100,
+        duration=2.0,
+        width=320,
+        height=240,
+        display_width=320,
+        display_height=240,
+        rotation=0,
+        frame_rate=30.0,
+        video_stream=0,
+        has_audio=False,
+        video_codec="h264",
+    )
 
 
 def _run_pipeline_command(source: Path, scratch: Path) -> None:
     """Skip the probe and hand the file straight to the clip command, as if a probe
     had been fooled: the command's own allow-lists must still refuse it."""
-    command = build_clip_command(source, _fake_info(), Part(1, 0.0, 2.0), ClipSpec(width=320, height=180),
-                                 DEFAULT_LOGO, scratch / "part-01.mp4", scratch / "part-01.jpg")
+    command = build_clip_command(
+        source,
+        _fake_info(),
+        Part(1, 0.0, 2.0),
+        ClipSpec(width=320, height=180),
+        DEFAULT_LOGO,
+        scratch / "part-01.mp4",
+        scratch / "part-01.jpg",
+    )
     run_ffmpeg(command.args, timeout=60)
 
 
 @pytest.mark.parametrize(
     "name, content",
     [
-        ("playlist.mp4", "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n"
-                         "#EXTINF:10.0,\n{canary}\n#EXTINF:10.0,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n"),
-        ("playlist.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nfile:{canary}\n"
-                          "#EXT-X-ENDLIST\n"),
+        (
+            "playlist.mp4",
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n"
+            "#EXTINF:10.0,\n{canary}\n#EXTINF:10.0,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n",
+        ),
+        (
+            "playlist.m3u8",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nfile:{canary}\n#EXT-X-ENDLIST\n",
+        ),
         ("list.mp4", "ffconcat version 1.0\nfile '{canary}'\nfile '/etc/passwd'\n"),
         ("list.ffconcat", "ffconcat version 1.0\nfile 'file:{canary}'\n"),
     ],
@@ -91,15 +114,15 @@ def test_a_truncated_mp4(tmp_path):
 def test_a_faststart_mp4_cut_short_is_caught_after_encoding(tmp_path):
     from services.transcoder.pipeline import iter_clips
 
-    whole = make_video(tmp_path / "whole.mp4", width=160, height=120, seconds=4,
-                       extra=("-movflags", "+faststart"))
+    whole = make_video(
+        tmp_path / "whole.mp4", width=160, height=120, seconds=4, extra=("-movflags", "+faststart")
+    )
     source = tmp_path / "cut.mp4"
     source.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 5])
     info = probe_source(source, LIMITS)  # the header still promises 4 s
     assert info.duration == pytest.approx(4, abs=0.1)
     with pytest.raises(PermanentFailure, match="damaged"):
-        list(iter_clips(source, info, ClipSpec(width=320, height=180), workdir=tmp_path,
-                        ffmpeg_timeout=60))
+        list(iter_clips(source, info, ClipSpec(width=320, height=180), workdir=tmp_path, ffmpeg_timeout=60))
 
 
 def test_audio_only_file_has_no_video(tmp_path):
@@ -117,12 +140,18 @@ def small_source(tmp_path_factory):
 @pytest.mark.parametrize(
     "limits, reason",
     [
-        (SourceLimits(max_bytes=1000, max_seconds=60, max_width=7680, max_height=4320),
-         "over the 1000 bytes limit"),
-        (SourceLimits(max_bytes=10**9, max_seconds=1, max_width=7680, max_height=4320),
-         "lasts 2 s, over the 1 s limit"),
-        (SourceLimits(max_bytes=10**9, max_seconds=60, max_width=160, max_height=120),
-         "320x240, over the 160x120 limit"),
+        (
+            SourceLimits(max_bytes=1000, max_seconds=60, max_width=7680, max_height=4320),
+            "over the 1000 bytes limit",
+        ),
+        (
+            SourceLimits(max_bytes=10**9, max_seconds=1, max_width=7680, max_height=4320),
+            "lasts 2 s, over the 1 s limit",
+        ),
+        (
+            SourceLimits(max_bytes=10**9, max_seconds=60, max_width=160, max_height=120),
+            "320x240, over the 160x120 limit",
+        ),
     ],
 )
 def test_a_source_over_each_limit(small_source, limits, reason):

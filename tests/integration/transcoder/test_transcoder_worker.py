@@ -38,11 +38,13 @@ SLOW = ClipSpec(width=1280, height=720, preset="slow", crf=18)
 
 @pytest.fixture
 def tsettings(settings):
-    return settings.model_copy(update={
-        "transcoder_lease_extension_seconds": 10,  # the minimum: redelivery in ~10 s
-        "retry_initial_seconds": 0.2,
-        "transcoder_concurrency": 1,
-    })
+    return settings.model_copy(
+        update={
+            "transcoder_lease_extension_seconds": 10,  # the minimum: redelivery in ~10 s
+            "retry_initial_seconds": 0.2,
+            "transcoder_concurrency": 1,
+        }
+    )
 
 
 @pytest.fixture
@@ -70,8 +72,11 @@ def long_source(tmp_path_factory):
 
 def wait_status(engine, task_id, *statuses, timeout=120):
     wanted = {str(s) for s in statuses}
-    return wait_for(lambda: (row := task_row(engine, task_id))["status"] in wanted and row,
-                    timeout, f"task {task_id} to become {'/'.join(wanted)}")
+    return wait_for(
+        lambda: (row := task_row(engine, task_id))["status"] in wanted and row,
+        timeout,
+        f"task {task_id} to become {'/'.join(wanted)}",
+    )
 
 
 def ffmpeg_of_this_process() -> list[psutil.Process]:
@@ -100,21 +105,29 @@ def test_an_upload_becomes_clips_with_progress_and_outputs(tsettings, engine, no
     assert clip.poster_uri == f"gs://{tsettings.clips_bucket}/tasks/{task.task_id}/part-01.jpg"
     assert abs(clip.duration_seconds - 4.0) <= 1 / 30 and clip.size_bytes > 0
     assert clip_objects(tsettings, task.task_id) == [
-        f"tasks/{task.task_id}/part-01.jpg", f"tasks/{task.task_id}/part-01.mp4"]
+        f"tasks/{task.task_id}/part-01.jpg",
+        f"tasks/{task.task_id}/part-01.mp4",
+    ]
     assert row["clips"] == [(1, clip.uri)]
 
 
-def test_a_duplicate_of_a_finished_task_is_acked_without_work(tsettings, engine, notifier,
-                                                              short_source, caplog):
+def test_a_duplicate_of_a_finished_task_is_acked_without_work(
+    tsettings, engine, notifier, short_source, caplog
+):
     caplog.set_level(logging.INFO, logger="services.transcoder.worker")
     task = insert_task(engine, upload_source(tsettings, short_source), SMALL)
     with worker_thread(tsettings, engine):
         submit(tsettings, task)
         wait_status(engine, task.task_id, TaskStatus.PROCESSED)
         submit(tsettings, task)  # the same event again: a redelivery or a duplicate publish
-        wait_for(lambda: any("acking without work" in r.getMessage()
-                             and getattr(r, "task_id", None) == str(task.task_id)
-                             for r in caplog.records), 60, "the duplicate to be acked")
+        wait_for(
+            lambda: any(
+                "acking without work" in r.getMessage() and getattr(r, "task_id", None) == str(task.task_id)
+                for r in caplog.records
+            ),
+            60,
+            "the duplicate to be acked",
+        )
     starts = [s for s in notifier.statuses(task.task_id) if s[0] == "processing" and s[2] == 0]
     assert starts == [("processing", 1, 0)]
     assert len(notifier.outcomes(task.task_id)) == 1
@@ -122,8 +135,10 @@ def test_a_duplicate_of_a_finished_task_is_acked_without_work(tsettings, engine,
 
 def test_two_workers_given_the_same_task_publish_one_outcome(tsettings, engine, notifier, short_source):
     task = insert_task(engine, upload_source(tsettings, short_source), SMALL)
-    with worker_thread(tsettings, engine, worker_id="worker-a"), \
-            worker_thread(tsettings, engine, worker_id="worker-b"):
+    with (
+        worker_thread(tsettings, engine, worker_id="worker-a"),
+        worker_thread(tsettings, engine, worker_id="worker-b"),
+    ):
         submit(tsettings, task)
         submit(tsettings, task)
         wait_status(engine, task.task_id, TaskStatus.PROCESSED)
@@ -141,8 +156,11 @@ def test_cancellation_stops_ffmpeg_and_leaves_no_clips(tsettings, engine, notifi
         (ffmpeg,) = wait_for(ffmpeg_of_this_process, 60, "ffmpeg to start")
         cancel_task(engine, task.task_id)
         wait_for(lambda: gone(ffmpeg), 30, "ffmpeg to be stopped")
-        wait_for(lambda: any("canceled: ffmpeg stopped" in r.getMessage() for r in caplog.records),
-                 30, "the worker to ack the canceled task")
+        wait_for(
+            lambda: any("canceled: ffmpeg stopped" in r.getMessage() for r in caplog.records),
+            30,
+            "the worker to ack the canceled task",
+        )
     assert clip_objects(tsettings, task.task_id) == []
     assert task_row(engine, task.task_id)["status"] == "canceled"
     assert notifier.outcomes(task.task_id) == []
@@ -165,7 +183,9 @@ def test_a_killed_worker_s_task_is_finished_by_another(tsettings, engine, notifi
     (outcome,) = notifier.outcomes(task.task_id)
     assert outcome.attempt == 2 and len(outcome.outputs) == 1
     assert clip_objects(tsettings, task.task_id) == [
-        f"tasks/{task.task_id}/part-01.jpg", f"tasks/{task.task_id}/part-01.mp4"]
+        f"tasks/{task.task_id}/part-01.jpg",
+        f"tasks/{task.task_id}/part-01.mp4",
+    ]
 
 
 def test_sigterm_lets_the_running_clip_finish(tsettings, engine, notifier, short_source, tmp_path):
@@ -182,8 +202,9 @@ def test_sigterm_lets_the_running_clip_finish(tsettings, engine, notifier, short
 
 
 @pytest.mark.slow
-def test_sigterm_hands_the_task_back_when_the_grace_period_ends(tsettings, engine, notifier, long_source,
-                                                                tmp_path):
+def test_sigterm_hands_the_task_back_when_the_grace_period_ends(
+    tsettings, engine, notifier, long_source, tmp_path
+):
     task = insert_task(engine, upload_source(tsettings, long_source), SLOW)
     impatient = tsettings.model_copy(update={"drain_grace_seconds": 1.0})
     with worker_process(impatient, tmp_path / "first.log") as first:
@@ -224,12 +245,17 @@ class FlakyStorageProxy:
                     self.end_headers()
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                answer = requests.request(self.command, proxy.upstream + self.path, data=body,
-                                          headers=headers, timeout=30)
+                answer = requests.request(
+                    self.command, proxy.upstream + self.path, data=body, headers=headers, timeout=30
+                )
                 self.send_response(answer.status_code)
                 for key, value in answer.headers.items():
-                    if key.lower() not in ("content-length", "transfer-encoding", "connection",
-                                           "content-encoding"):
+                    if key.lower() not in (
+                        "content-length",
+                        "transfer-encoding",
+                        "connection",
+                        "content-encoding",
+                    ):
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(answer.content)))
                 self.end_headers()
@@ -254,22 +280,28 @@ class FlakyStorageProxy:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def client(self) -> storage.Client:
-        return storage.Client(project="idrl-local", credentials=AnonymousCredentials(),
-                              client_options={"api_endpoint": self.url})
+        return storage.Client(
+            project="idrl-local",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.url},
+        )
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
 
 
-@pytest.mark.parametrize("failures, outcome, attempt", [
-    (2, "processed", 1),  # the in-place retries carry it
-    (3, "processed", 2),  # out of tries: handed back, the next delivery uploads
-    (1000, "failed", 3),  # out of tries on every attempt: failed on the last, with the cause
-])
-def test_transient_storage_failures_are_retried_then_bounded(tsettings, engine, notifier, short_source,
-                                                             storage_emulator_host, failures, outcome,
-                                                             attempt):
+@pytest.mark.parametrize(
+    "failures, outcome, attempt",
+    [
+        (2, "processed", 1),  # the in-place retries carry it
+        (3, "processed", 2),  # out of tries: handed back, the next delivery uploads
+        (1000, "failed", 3),  # out of tries on every attempt: failed on the last, with the cause
+    ],
+)
+def test_transient_storage_failures_are_retried_then_bounded(
+    tsettings, engine, notifier, short_source, storage_emulator_host, failures, outcome, attempt
+):
     proxy = FlakyStorageProxy(storage_emulator_host, failures)
     task = insert_task(engine, upload_source(tsettings, short_source), SMALL)
     try:
@@ -308,8 +340,9 @@ def test_ssrf_targets_fail_the_task_at_once(tsettings, engine, notifier):
     with worker_thread(tsettings, engine, resolver=lambda host, port: HOSTILE_NAMES[host]):
         for task in tasks:
             submit(tsettings, task)
-        rows = {task: wait_status(engine, task.task_id, TaskStatus.FAILED, TaskStatus.PROCESSED)
-                for task in tasks}
+        rows = {
+            task: wait_status(engine, task.task_id, TaskStatus.FAILED, TaskStatus.PROCESSED) for task in tasks
+        }
     for task, reason in tasks.items():
         row = rows[task]
         assert row["status"] == "failed" and reason in row["failure_reason"], row
@@ -365,21 +398,34 @@ def test_url_sources_on_the_local_stack(tsettings, engine, notifier, short_sourc
 
 
 def test_a_database_it_cannot_reach_hands_messages_back_and_keeps_the_worker_pulling(
-        tsettings, engine, short_source, caplog):
+    tsettings, engine, short_source, caplog
+):
     caplog.set_level(logging.ERROR, logger="services.transcoder.worker")
     task = insert_task(engine, upload_source(tsettings, short_source), SMALL)
-    unreachable = create_engine(tsettings.model_copy(update={
-        "database_url": "postgresql+pg8000://idrl:idrl@127.0.0.1:9/idrl",
-        "db_pool_timeout_seconds": 1.0,
-    }))
+    unreachable = create_engine(
+        tsettings.model_copy(
+            update={
+                "database_url": "postgresql+pg8000://idrl:idrl@127.0.0.1:9/idrl",
+                "db_pool_timeout_seconds": 1.0,
+            }
+        )
+    )
     try:
         # worker_thread raises on exit if the worker's run() ended with an exception.
         with worker_thread(tsettings, unreachable) as worker:
             submit(tsettings, task)
-            wait_for(lambda: sum("handing the message back" in r.getMessage()
-                                 and getattr(r, "task_id", None) == str(task.task_id)
-                                 for r in caplog.records) >= 2,
-                     60, "the message to be handed back, delivered again, and handed back again")
+            wait_for(
+                lambda: (
+                    sum(
+                        "handing the message back" in r.getMessage()
+                        and getattr(r, "task_id", None) == str(task.task_id)
+                        for r in caplog.records
+                    )
+                    >= 2
+                ),
+                60,
+                "the message to be handed back, delivered again, and handed back again",
+            )
             assert not worker._draining.is_set()
     finally:
         unreachable.dispose()

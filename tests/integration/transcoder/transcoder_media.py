@@ -13,21 +13,28 @@ _DISC = "geq=lum='if(lt(hypot(X-{cx}\\,Y-{cy})\\,{r})\\,235\\,128)':cb=128:cr=12
 
 
 def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
-                   check=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
 
 
 def make_video(
-    path: Path, *, width: int = 320, height: int = 240, seconds: float = 3, fps: int = 30,
-    audio: bool = True, disc: tuple[int, int, int] | None = None, extra: tuple[str, ...] = (),
+    path: Path,
+    *,
+    width: int = 320,
+    height: int = 240,
+    seconds: float = 3,
+    fps: int = 30,
+    audio: bool = True,
+    disc: tuple[int, int, int] | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Path:
     """An H.264/AAC mp4: a moving test pattern, or a still white disc (cx, cy, r) on grey."""
     if disc is None:
         video = f"testsrc2=s={width}x{height}:r={fps}:d={seconds}"
     else:
         cx, cy, r = disc
-        video = (f"color=c=gray:s={width}x{height}:r={fps}:d={seconds},format=yuv420p,"
-                 + _DISC.format(cx=cx, cy=cy, r=r))
+        video = f"color=c=gray:s={width}x{height}:r={fps}:d={seconds},format=yuv420p," + _DISC.format(
+            cx=cx, cy=cy, r=r
+        )
     args = ["-f", "lavfi", "-i", video]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}"]
@@ -41,11 +48,23 @@ def make_video(
 def make_rotated_portrait(path: Path, scratch: Path, *, seconds: float = 2) -> Path:
     """A phone-style portrait video stored landscape (320x180) with a 90° rotation tag.
     Shown upright it is 180x320 with a white disc in its upper part."""
-    portrait = make_video(scratch / "portrait.mp4", width=180, height=320, seconds=seconds,
-                          disc=(90, 80, 40), audio=True)
+    portrait = make_video(
+        scratch / "portrait.mp4", width=180, height=320, seconds=seconds, disc=(90, 80, 40), audio=True
+    )
     landscape = scratch / "landscape.mp4"
-    ffmpeg("-i", str(portrait), "-vf", "transpose=clock", "-c:v", "libx264", "-preset",
-           "ultrafast", "-c:a", "copy", str(landscape))
+    ffmpeg(
+        "-i",
+        str(portrait),
+        "-vf",
+        "transpose=clock",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "copy",
+        str(landscape),
+    )
     ffmpeg("-i", str(landscape), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(path))
     return path
 
@@ -53,7 +72,8 @@ def make_rotated_portrait(path: Path, scratch: Path, *, seconds: float = 2) -> P
 def ffprobe(path: Path) -> dict:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     ).stdout
     return json.loads(out)
 
@@ -63,9 +83,26 @@ def gray_frame(path: Path, at: float, width: int, height: int) -> bytes:
     # A still image has no timeline to seek in: no -ss for it.
     seek = ["-ss", f"{at:.3f}"] if at > 0 else []
     return subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", *seek, "-i", str(path), "-frames:v", "1", "-vf", f"scale={width}:{height}:flags=area", "-f", "rawvideo",
-         "-pix_fmt", "gray", "-"],
-        check=True, capture_output=True,
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            *seek,
+            "-i",
+            str(path),
+            "-frames:v",
+            "1",
+            "-vf",
+            f"scale={width}:{height}:flags=area",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "gray",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
     ).stdout
 
 
@@ -124,9 +161,27 @@ def top_level_boxes(path: Path) -> list[str]:
 def max_volume_db(path: Path, start: float, seconds: float) -> float:
     """The loudest sample between ``start`` and ``start + seconds``, in dBFS."""
     stderr = subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-ss", f"{start:.3f}", "-t", f"{seconds:.3f}",
-         "-i", str(path), "-map", "0:a", "-af", "volumedetect", "-f", "null", "-"],
-        check=True, capture_output=True, text=True,
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-ss",
+            f"{start:.3f}",
+            "-t",
+            f"{seconds:.3f}",
+            "-i",
+            str(path),
+            "-map",
+            "0:a",
+            "-af",
+            "volumedetect",
+            "-f",
+            "null",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stderr
     for line in stderr.splitlines():
         if "max_volume:" in line:

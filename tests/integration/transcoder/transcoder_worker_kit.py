@@ -51,15 +51,21 @@ def insert_task(engine: Engine, source: str, spec: ClipSpec = ClipSpec()) -> Tas
     task = TaskSubmitted(task_id=uuid.uuid4(), owner_id=owner, source=source, spec=spec)
     with engine.begin() as conn:
         conn.execute(
-            text("INSERT INTO users (id, username, email, password_hash) "
-                 "VALUES (:id, :name, :email, 'x')"),
+            text("INSERT INTO users (id, username, email, password_hash) VALUES (:id, :name, :email, 'x')"),
             {"id": owner, "name": f"u{owner.hex[:12]}", "email": f"{owner.hex[:12]}@example.com"},
         )
         conn.execute(
-            text("INSERT INTO tasks (id, owner_id, source_kind, source, spec) "
-                 "VALUES (:id, :owner, :kind, :source, CAST(:spec AS jsonb))"),
-            {"id": task.task_id, "owner": owner, "source": source, "spec": spec.model_dump_json(),
-             "kind": "upload" if source.startswith("gs://") else "url"},
+            text(
+                "INSERT INTO tasks (id, owner_id, source_kind, source, spec) "
+                "VALUES (:id, :owner, :kind, :source, CAST(:spec AS jsonb))"
+            ),
+            {
+                "id": task.task_id,
+                "owner": owner,
+                "source": source,
+                "spec": spec.model_dump_json(),
+                "kind": "upload" if source.startswith("gs://") else "url",
+            },
         )
     return task
 
@@ -67,16 +73,24 @@ def insert_task(engine: Engine, source: str, spec: ClipSpec = ClipSpec()) -> Tas
 def cancel_task(engine: Engine, task_id: uuid.UUID) -> None:
     """What DELETE /tasks/<id> does to the row (the api's side of a cancellation)."""
     with engine.begin() as conn:
-        conn.execute(text("UPDATE tasks SET status = 'canceled', deleted_at = now() WHERE id = :id"),
-                     {"id": task_id})
+        conn.execute(
+            text("UPDATE tasks SET status = 'canceled', deleted_at = now() WHERE id = :id"), {"id": task_id}
+        )
 
 
 def task_row(engine: Engine, task_id: uuid.UUID) -> dict:
     with engine.connect() as conn:
-        row = conn.execute(text("SELECT status, attempt, progress, failure_reason FROM tasks "
-                                "WHERE id = :id"), {"id": task_id}).mappings().one()
-        clips = conn.execute(text("SELECT index, uri FROM clips WHERE task_id = :id ORDER BY index"),
-                             {"id": task_id}).all()
+        row = (
+            conn.execute(
+                text("SELECT status, attempt, progress, failure_reason FROM tasks WHERE id = :id"),
+                {"id": task_id},
+            )
+            .mappings()
+            .one()
+        )
+        clips = conn.execute(
+            text("SELECT index, uri FROM clips WHERE task_id = :id ORDER BY index"), {"id": task_id}
+        ).all()
     return dict(row) | {"clips": [tuple(clip) for clip in clips]}
 
 
@@ -87,8 +101,9 @@ def upload_source(settings, path: Path) -> str:
 
 
 def clip_objects(settings, task_id: uuid.UUID) -> list[str]:
-    return sorted(blob.name for blob in storage_client().list_blobs(
-        settings.clips_bucket, prefix=f"tasks/{task_id}/"))
+    return sorted(
+        blob.name for blob in storage_client().list_blobs(settings.clips_bucket, prefix=f"tasks/{task_id}/")
+    )
 
 
 def submit(settings, task: TaskSubmitted) -> None:
@@ -116,8 +131,7 @@ class Notifier:
         return [(str(e.status), e.attempt, e.progress) for e in self.for_task(task_id)]
 
     def outcomes(self, task_id: uuid.UUID) -> list[TaskStatusChanged]:
-        return [e for e in self.for_task(task_id)
-                if e.status in (TaskStatus.PROCESSED, TaskStatus.FAILED)]
+        return [e for e in self.for_task(task_id) if e.status in (TaskStatus.PROCESSED, TaskStatus.FAILED)]
 
     def _callback(self, message) -> None:
         event = decode(message.data, dict(message.attributes))
@@ -143,8 +157,13 @@ class Notifier:
 @contextmanager
 def worker_thread(settings: Settings, engine: Engine, **kwargs):
     """A worker pulling in a thread of this process; drained and joined on exit."""
-    worker = Worker(settings, engine=engine, storage_client=kwargs.pop("storage_client", storage_client()),
-                    publisher=Publisher(settings), **kwargs)
+    worker = Worker(
+        settings,
+        engine=engine,
+        storage_client=kwargs.pop("storage_client", storage_client()),
+        publisher=Publisher(settings),
+        **kwargs,
+    )
     shutdown = threading.Event()
     failure: list[BaseException] = []
 
@@ -204,8 +223,11 @@ def worker_process(settings: Settings, log_path: Path):
     """``python -m services.transcoder`` with ``settings``; killed on exit if still running."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.transcoder"], cwd=PROJECT_ROOT,
-            env=environment_for(settings), stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "services.transcoder"],
+            cwd=PROJECT_ROOT,
+            env=environment_for(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     worker = WorkerProcess(process, log_path)
     try:

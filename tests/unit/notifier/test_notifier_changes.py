@@ -15,19 +15,29 @@ from services.notifier.changes import (
 from shared.events import ClipOutput, MalformedEvent, TaskStatusChanged
 from shared.lifecycle import TaskStatus
 
-Q, P, DONE, FAILED, CANCELED = (TaskStatus.QUEUED, TaskStatus.PROCESSING, TaskStatus.PROCESSED,
-                                TaskStatus.FAILED, TaskStatus.CANCELED)
+Q, P, DONE, FAILED, CANCELED = (
+    TaskStatus.QUEUED,
+    TaskStatus.PROCESSING,
+    TaskStatus.PROCESSED,
+    TaskStatus.FAILED,
+    TaskStatus.CANCELED,
+)
 
 
 def clip(index, bucket="clips", poster=False):
-    return ClipOutput(index=index, uri=f"gs://{bucket}/t/part-{index:02d}.mp4",
-                      poster_uri=f"gs://{bucket}/t/part-{index:02d}.jpg" if poster else None,
-                      duration_seconds=22.0, size_bytes=1000)
+    return ClipOutput(
+        index=index,
+        uri=f"gs://{bucket}/t/part-{index:02d}.mp4",
+        poster_uri=f"gs://{bucket}/t/part-{index:02d}.jpg" if poster else None,
+        duration_seconds=22.0,
+        size_bytes=1000,
+    )
 
 
 def event(status, attempt=1, progress=0, **fields):
-    return TaskStatusChanged(task_id=uuid.uuid4(), status=status, attempt=attempt,
-                             progress=progress, **fields)
+    return TaskStatusChanged(
+        task_id=uuid.uuid4(), status=status, attempt=attempt, progress=progress, **fields
+    )
 
 
 @pytest.mark.parametrize(
@@ -86,18 +96,42 @@ def test_processed_means_full_progress_and_failed_keeps_a_bounded_reason():
     "bad, reason",
     [
         (event(DONE, outputs=(clip(0), clip(0))), "repeat"),
-        (event(DONE, outputs=(ClipOutput(index=0, uri="https://x/y.mp4", duration_seconds=1,
-                                         size_bytes=1),)), "gs://"),
-        (event(DONE, outputs=(ClipOutput(index=-1, uri="gs://c/y.mp4", duration_seconds=1,
-                                         size_bytes=1),)), "out of range"),
-        (event(DONE, outputs=(ClipOutput(index=0, uri="gs://c/y.mp4", duration_seconds=1,
-                                         size_bytes=2**63),)), "out of range"),
-        (event(DONE, outputs=(ClipOutput(index=0, uri="gs://c/y.mp4",
-                                         duration_seconds=float("inf"), size_bytes=1),)),
-         "out of range"),
-        (event(DONE, outputs=(ClipOutput(index=0, uri="gs://c/y.mp4",
-                                         duration_seconds=float("nan"), size_bytes=1),)),
-         "out of range"),
+        (
+            event(
+                DONE, outputs=(ClipOutput(index=0, uri="https://x/y.mp4", duration_seconds=1, size_bytes=1),)
+            ),
+            "gs://",
+        ),
+        (
+            event(
+                DONE, outputs=(ClipOutput(index=-1, uri="gs://c/y.mp4", duration_seconds=1, size_bytes=1),)
+            ),
+            "out of range",
+        ),
+        (
+            event(
+                DONE, outputs=(ClipOutput(index=0, uri="gs://c/y.mp4", duration_seconds=1, size_bytes=2**63),)
+            ),
+            "out of range",
+        ),
+        (
+            event(
+                DONE,
+                outputs=(
+                    ClipOutput(index=0, uri="gs://c/y.mp4", duration_seconds=float("inf"), size_bytes=1),
+                ),
+            ),
+            "out of range",
+        ),
+        (
+            event(
+                DONE,
+                outputs=(
+                    ClipOutput(index=0, uri="gs://c/y.mp4", duration_seconds=float("nan"), size_bytes=1),
+                ),
+            ),
+            "out of range",
+        ),
         (event(P, attempt=2**31), "attempt"),
         (event(P, attempt=-1), "attempt"),
         (event(P, outputs=(clip(0),)), "names outputs"),
@@ -110,8 +144,7 @@ def test_events_that_can_never_apply_are_malformed(bad, reason):
 
 
 def test_a_well_formed_event_passes_the_check():
-    check_event(event(DONE, outputs=(clip(0, poster=True), clip(1)),
-                      occurred_at=datetime.now(UTC)))
+    check_event(event(DONE, outputs=(clip(0, poster=True), clip(1)), occurred_at=datetime.now(UTC)))
 
 
 def test_a_late_processed_event_orphans_only_objects_no_clip_holds():

@@ -16,15 +16,15 @@ from shared.config import Settings
 from shared.events import TaskStatusChanged, encode
 from shared.lifecycle import TaskStatus
 
-SETTINGS = Settings(google_cloud_project="proj", topic_task_events="events",
-                    subscription_notifier="events-sub")
+SETTINGS = Settings(
+    google_cloud_project="proj", topic_task_events="events", subscription_notifier="events-sub"
+)
 
 
 def received(data: bytes, attributes: dict[str, str], requests_sent: queue.Queue):
     published = Timestamp()
     published.FromDatetime(datetime(2026, 3, 1, 12, 0, 0, 250000))
-    raw = PubsubMessage(data=data, attributes=attributes, message_id="4711",
-                        publish_time=published)._pb
+    raw = PubsubMessage(data=data, attributes=attributes, message_id="4711", publish_time=published)._pb
     return pubsub_message.Message(raw, "ack-1", 0, requests_sent)
 
 
@@ -71,8 +71,10 @@ def test_ack_only_after_the_function_returned_and_nack_when_it_raised(monkeypatc
         ({"attributes": {}}, "no data"),
         ({"data": "%%%not base64"}, "not base64"),
         ({"data": base64.b64encode(b"{oops").decode()}, "not JSON"),
-        ({"data": base64.b64encode(b'{"event_type": "TaskStatusChanged", '
-                                   b'"schema_version": 9}').decode()}, "schema version"),
+        (
+            {"data": base64.b64encode(b'{"event_type": "TaskStatusChanged", "schema_version": 9}').decode()},
+            "schema version",
+        ),
         ({"data": "A" * (main.MAX_EVENT_BYTES * 2)}, "larger than"),
     ],
 )
@@ -84,8 +86,7 @@ def test_messages_that_are_not_events_are_named_malformed(message, reason):
 def test_a_task_submitted_on_task_events_is_malformed():
     from shared.events import TaskSubmitted
 
-    data, _ = encode(TaskSubmitted(task_id=uuid.uuid4(), owner_id=uuid.uuid4(),
-                                   source="gs://u/x"))
+    data, _ = encode(TaskSubmitted(task_id=uuid.uuid4(), owner_id=uuid.uuid4(), source="gs://u/x"))
     with pytest.raises(main.MalformedEvent, match="does not belong"):
         main.decode_message({"data": base64.b64encode(data).decode()})
 

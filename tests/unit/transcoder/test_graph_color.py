@@ -12,17 +12,33 @@ from services.transcoder.plan import Part
 from services.transcoder.probe import SourceInfo, SourceLimits, describe_source
 from shared.events import ClipSpec
 
-BASE = dict(container="mov,mp4", size_bytes=1, duration=45.0, width=3840, height=2160,
-            display_width=3840, display_height=2160, rotation=0, frame_rate=30.0,
-            video_stream=0, has_audio=True, video_codec="hevc")
-HLG = dict(color_transfer="arib-std-b67", color_primaries="bt2020", color_space="bt2020nc",
-           color_range="tv")
+BASE = dict(
+    container="mov,mp4",
+    size_bytes=1,
+    duration=45.0,
+    width=3840,
+    height=2160,
+    display_width=3840,
+    display_height=2160,
+    rotation=0,
+    frame_rate=30.0,
+    video_stream=0,
+    has_audio=True,
+    video_codec="hevc",
+)
+HLG = dict(color_transfer="arib-std-b67", color_primaries="bt2020", color_space="bt2020nc", color_range="tv")
 
 
 def args(**changes) -> list[str]:
-    return build_clip_command(Path("/scratch/source"), SourceInfo(**(BASE | changes)),
-                              Part(1, 0.0, 20.0), ClipSpec(), Path("/assets/logo.png"),
-                              Path("/scratch/part-01.mp4"), Path("/scratch/part-01.jpg")).args
+    return build_clip_command(
+        Path("/scratch/source"),
+        SourceInfo(**(BASE | changes)),
+        Part(1, 0.0, 20.0),
+        ClipSpec(),
+        Path("/assets/logo.png"),
+        Path("/scratch/part-01.mp4"),
+        Path("/scratch/part-01.jpg"),
+    ).args
 
 
 def graph(**changes) -> str:
@@ -51,8 +67,13 @@ def chain(filter_graph: str, source: str) -> list[str]:
 def test_an_sdr_source_keeps_the_one_scaling_step():
     sdr = graph(color_transfer="bt709", color_primaries="bt709", color_space="bt709")
     assert chain(sdr, "2:0") == [
-        "fps=30", "zscale=filter=bicubic:h=720:w=1280", "pad=1280:720:0:0:color=black",
-        "setsar=1", "format=yuv420p", "setpts=PTS-STARTPTS", "split=2",
+        "fps=30",
+        "zscale=filter=bicubic:h=720:w=1280",
+        "pad=1280:720:0:0:color=black",
+        "setsar=1",
+        "format=yuv420p",
+        "setpts=PTS-STARTPTS",
+        "split=2",
     ]
     for hdr_only in ("tonemap", "gbrpf32le", "linear", "npl"):
         assert hdr_only not in sdr
@@ -70,7 +91,10 @@ def test_an_hdr_source_is_scaled_in_linear_light_then_tone_mapped(transfer):
         "tonemap=mobius:desat=0",
         "zscale=m=bt709:r=tv:t=bt709",
         "format=yuv420p",
-        "pad=1280:720:0:0:color=black", "setsar=1", "format=yuv420p", "setpts=PTS-STARTPTS",
+        "pad=1280:720:0:0:color=black",
+        "setsar=1",
+        "format=yuv420p",
+        "setpts=PTS-STARTPTS",
         "split=2",  # the clip body and the poster: one tone mapping serves both
     ]
     assert hdr.count("tonemap") == 1
@@ -89,8 +113,9 @@ def test_a_full_range_sdr_source_is_brought_to_limited_range():
 
 @pytest.mark.parametrize("pixel_format", ["rgb24", "bgra", "gbrp10le", "bgr0", "pal8", "x2rgb10le"])
 def test_an_rgb_source_is_converted_to_bt709_limited_range(pixel_format):
-    assert "]zscale=filter=bicubic:h=720:m=bt709:r=tv:w=1280[" in graph(pixel_format=pixel_format,
-                                                                      color_range="pc")
+    assert "]zscale=filter=bicubic:h=720:m=bt709:r=tv:w=1280[" in graph(
+        pixel_format=pixel_format, color_range="pc"
+    )
 
 
 @pytest.mark.parametrize("pixel_format", ["yuv420p", "yuv422p10le", "gray", "nv12"])
@@ -101,8 +126,7 @@ def test_a_yuv_or_grey_source_keeps_its_matrix(pixel_format):
 @pytest.mark.parametrize("changes", [{}, HLG, {"color_range": "pc"}])
 def test_every_clip_is_tagged_bt709_limited_range(changes):
     joined = " ".join(args(**changes))
-    for tag in ("-color_primaries bt709", "-color_trc bt709", "-colorspace bt709",
-                "-color_range tv"):
+    for tag in ("-color_primaries bt709", "-color_trc bt709", "-colorspace bt709", "-color_range tv"):
         assert tag in joined
     # The card's RGB logo is converted with the matrix the tag names.
     assert "out_color_matrix=bt709:out_range=tv" in graph(**changes)
@@ -124,8 +148,7 @@ def test_every_clip_is_tagged_bt709_limited_range(changes):
 )
 def test_unnamed_channels_past_ffmpegs_guesses_keep_the_first_two(channels, layout, first_two):
     steps = chain(graph(audio_channels=channels, audio_layout=layout), "2:a:0")
-    stereo = ["aformat=channel_layouts=stereo:sample_fmts=fltp:sample_rates=48000",
-              "asetpts=PTS-STARTPTS"]
+    stereo = ["aformat=channel_layouts=stereo:sample_fmts=fltp:sample_rates=48000", "asetpts=PTS-STARTPTS"]
     if first_two:
         assert steps[:1] == ["channelmap=channel_layout=stereo:map=0|1"]
         steps = steps[1:]
@@ -140,30 +163,52 @@ LIMITS = SourceLimits(max_bytes=10**9, max_seconds=600, max_width=3840, max_heig
 
 
 def _probe(video: dict, audio: dict) -> dict:
-    video = {"index": 0, "codec_type": "video", "codec_name": "hevc", "width": 1920,
-             "height": 1080, "avg_frame_rate": "30/1", "duration": "3"} | video
+    video = {
+        "index": 0,
+        "codec_type": "video",
+        "codec_name": "hevc",
+        "width": 1920,
+        "height": 1080,
+        "avg_frame_rate": "30/1",
+        "duration": "3",
+    } | video
     audio = {"index": 1, "codec_type": "audio", "codec_name": "pcm_s16le"} | audio
     return {"streams": [video, audio], "format": {"duration": "3", "format_name": "matroska"}}
 
 
 def test_the_probe_reads_the_colour_and_the_channels():
-    info = describe_source(_probe(
-        {"color_transfer": "arib-std-b67", "color_primaries": "bt2020",
-         "color_space": "bt2020nc", "color_range": "tv"},
-        {"channels": 6, "channel_layout": "5.1(side)"},
-    ), 1, LIMITS)
+    info = describe_source(
+        _probe(
+            {
+                "color_transfer": "arib-std-b67",
+                "color_primaries": "bt2020",
+                "color_space": "bt2020nc",
+                "color_range": "tv",
+            },
+            {"channels": 6, "channel_layout": "5.1(side)"},
+        ),
+        1,
+        LIMITS,
+    )
     assert (info.color_transfer, info.color_primaries, info.color_space, info.color_range) == (
-        "arib-std-b67", "bt2020", "bt2020nc", "tv")
+        "arib-std-b67",
+        "bt2020",
+        "bt2020nc",
+        "tv",
+    )
     assert (info.audio_channels, info.audio_layout) == (6, "5.1(side)")
 
 
 def test_what_ffprobe_cannot_name_is_empty():
-    info = describe_source(_probe(
-        {"color_transfer": "unknown", "color_range": "unknown"},
-        {"channels": 32},
-    ), 1, LIMITS)
-    assert (info.color_transfer, info.color_primaries, info.color_space, info.color_range) == (
-        "", "", "", "")
+    info = describe_source(
+        _probe(
+            {"color_transfer": "unknown", "color_range": "unknown"},
+            {"channels": 32},
+        ),
+        1,
+        LIMITS,
+    )
+    assert (info.color_transfer, info.color_primaries, info.color_space, info.color_range) == ("", "", "", "")
     assert (info.audio_channels, info.audio_layout) == (32, "")
     mono = describe_source(_probe({}, {"channels": 1, "channel_layout": "unknown"}), 1, LIMITS)
     assert (mono.audio_channels, mono.audio_layout) == (1, "")

@@ -12,23 +12,40 @@ from shared.events import ClipSpec
 
 
 def info(**changes):
-    base = dict(container="mov,mp4", size_bytes=1, duration=45.0, width=1920, height=1080,
-                display_width=1920, display_height=1080, rotation=0, frame_rate=30.0,
-                video_stream=0, has_audio=True, video_codec="h264")
+    base = dict(
+        container="mov,mp4",
+        size_bytes=1,
+        duration=45.0,
+        width=1920,
+        height=1080,
+        display_width=1920,
+        display_height=1080,
+        rotation=0,
+        frame_rate=30.0,
+        video_stream=0,
+        has_audio=True,
+        video_codec="h264",
+    )
     return SourceInfo(**(base | changes))
 
 
 def command(spec=ClipSpec(), part=Part(2, 20.0, 20.0), **changes):
-    return build_clip_command(Path("/scratch/source"), info(**changes), part, spec,
-                              Path("/assets/logo.png"), Path("/scratch/part-02.mp4"),
-                              Path("/scratch/part-02.jpg"))
+    return build_clip_command(
+        Path("/scratch/source"),
+        info(**changes),
+        part,
+        spec,
+        Path("/assets/logo.png"),
+        Path("/scratch/part-02.mp4"),
+        Path("/scratch/part-02.jpg"),
+    )
 
 
 def options_before(args, target):
     """The options given to the input ``target`` (between the previous -i and its own)."""
     end = args.index(target) - 1
     start = max((i for i in range(end) if args[i] == "-i"), default=-1) + 2
-    return dict(zip(args[start:end:2], args[start + 1:end:2]))
+    return dict(zip(args[start:end:2], args[start + 1 : end : 2]))
 
 
 def test_the_source_is_read_from_a_file_url_through_the_allow_lists():
@@ -50,9 +67,20 @@ def test_one_run_writes_the_clip_and_its_poster_with_the_spec():
     assert args.count("-filter_complex") == 1
     assert args.count("-map") == 3  # clip video, clip audio, poster
     joined = " ".join(args)
-    for expected in ("-vcodec libx264", "-preset veryfast", "-crf 23", "-pix_fmt yuv420p",
-                     "-r 30", "-fps_mode cfr", "-acodec aac", "-ar 48000", "-ac 2",
-                     "-movflags +faststart", "-map_metadata -1", "-progress pipe:1"):
+    for expected in (
+        "-vcodec libx264",
+        "-preset veryfast",
+        "-crf 23",
+        "-pix_fmt yuv420p",
+        "-r 30",
+        "-fps_mode cfr",
+        "-acodec aac",
+        "-ar 48000",
+        "-ac 2",
+        "-movflags +faststart",
+        "-map_metadata -1",
+        "-progress pipe:1",
+    ):
         assert expected in joined
     assert "-y" in args and "-nostdin" in args
     assert "/scratch/part-02.mp4" in args and "/scratch/part-02.jpg" in args

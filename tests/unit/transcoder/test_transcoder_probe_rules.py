@@ -13,8 +13,16 @@ def probe(*streams, duration="12.5", format_name="mov,mp4,m4a,3gp,3g2,mj2"):
 
 
 def video(index=0, width=1920, height=1080, **extra):
-    return {"index": index, "codec_type": "video", "codec_name": "h264", "width": width,
-            "height": height, "avg_frame_rate": "30/1", "duration": "12.5", **extra}
+    return {
+        "index": index,
+        "codec_type": "video",
+        "codec_name": "h264",
+        "width": width,
+        "height": height,
+        "avg_frame_rate": "30/1",
+        "duration": "12.5",
+        **extra,
+    }
 
 
 AUDIO = {"index": 1, "codec_type": "audio", "codec_name": "aac"}
