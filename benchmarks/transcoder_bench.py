@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,15 +46,12 @@ from services.transcoder.plan import plan_parts  # noqa: E402
 from services.transcoder.probe import SourceLimits, probe_source  # noqa: E402
 from services.transcoder.runner import run_ffmpeg  # noqa: E402
 from shared.events import ClipSpec  # noqa: E402
+from tests.support.media import ffmpeg  # noqa: E402
 
 RATIO_TARGET = 1.15
 RSS_BUDGET_MB = 200
 CANCEL_BUDGET_SECONDS = 5.0
 LIMITS = SourceLimits(max_bytes=4 * 10**9, max_seconds=3600, max_width=7680, max_height=4320)
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import pytest
 import sqlalchemy
 import tenacity
 from sqlalchemy.pool import NullPool
-from stack_names import isolated_names
 
 from infra.local import (
     LocalStack,
@@ -38,6 +37,10 @@ from shared.config import Settings
 from shared.events import delete_topology, ensure_topology
 from shared.storage import delete_buckets, ensure_buckets
 from shared.tokens import generate_signing_key_pem
+from tests.support.names import isolated_names
+
+# Fixtures shared by several folders (media sources served on loopback).
+pytest_plugins = ["tests.support.media"]
 
 
 def _unique(prefix: str) -> str:

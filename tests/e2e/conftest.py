@@ -6,14 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_media import (  # noqa: F401 - fixtures
-    long_clip_source,
-    media_dir,
-    short_source,
-    source_server,
-    two_part_source,
-)
-from e2e_stack import E2EStack, running_stack
+
+from tests.support.stack import E2EStack, running_stack
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from e2e_client import STATUS_RANK, PlatformClient, assert_error
-from e2e_stack import E2EStack, EventTap, applied_events, database_answers, history, running_stack
+
+from tests.support.client import STATUS_RANK, PlatformClient, assert_error
+from tests.support.stack import E2EStack, EventTap, applied_events, database_answers, history, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

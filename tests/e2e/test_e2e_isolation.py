@@ -7,8 +7,9 @@ import functools
 import uuid
 
 import pytest
-from e2e_client import PlatformClient, assert_error
-from e2e_stack import assert_alive
+
+from tests.support.client import PlatformClient, assert_error
+from tests.support.stack import assert_alive
 
 pytestmark = pytest.mark.e2e
 

@@ -9,18 +9,18 @@ import uuid
 from pathlib import Path
 
 import pytest
-from e2e_client import Observed, PlatformClient, assert_error
-from e2e_media import (
+
+from services.transcoder.pipeline import DEFAULT_LOGO
+from shared.storage import storage_client
+from tests.support.client import Observed, PlatformClient, assert_error
+from tests.support.media import (
     CARD_MAX_DIFF,
     NOT_CARD_MIN_DIFF,
     gray_frame,
     mean_abs_diff,
     probe_clip,
 )
-from e2e_stack import assert_alive
-
-from services.transcoder.pipeline import DEFAULT_LOGO
-from shared.storage import storage_client
+from tests.support.stack import assert_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

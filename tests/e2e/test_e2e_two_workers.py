@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
-from e2e_client import FINAL_STATUSES, STATUS_RANK, Observed, PlatformClient
-from e2e_stack import E2EStack, EventTap, applied_event_ids, clip_rows, history, task_row
+
+from tests.support.client import FINAL_STATUSES, STATUS_RANK, Observed, PlatformClient
+from tests.support.stack import E2EStack, EventTap, applied_event_ids, clip_rows, history, task_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -1,26 +1,16 @@
 """Fixtures of the fault drills: tiny sources served on loopback, and the recovery times
 the drills measure, printed at the end of the run (docs/reliability.md records them).
 
-Each drill module starts its own :func:`faults_kit.fault_stack`, so a fault never
+Each drill module starts its own :func:`tests.support.faults.fault_stack`, so a fault never
 reaches another module's stack.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-
-# The end-to-end helpers (client, media, stack readers) are imported by module name,
-# as pytest does for tests/e2e itself; the folder may not have been collected.
-_E2E_DIR = str(Path(__file__).resolve().parents[1] / "e2e")
-if _E2E_DIR not in sys.path:
-    sys.path.insert(0, _E2E_DIR)
-
-from e2e_media import media_dir, short_source, source_server, two_part_source  # noqa: E402, F401 - fixtures
 
 _RECOVERIES = pytest.StashKey[list]()
 

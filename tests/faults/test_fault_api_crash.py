@@ -9,9 +9,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from e2e_client import PlatformClient, assert_error
-from e2e_stack import task_row
-from faults_kit import (
+
+from tests.support.client import PlatformClient, assert_error
+from tests.support.faults import (
     FaultStack,
     assert_final_state,
     fault_stack,
@@ -19,6 +19,7 @@ from faults_kit import (
     task_ids_of,
     wait_until_settled,
 )
+from tests.support.stack import task_row
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -10,9 +10,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from e2e_client import PlatformClient, assert_error
-from e2e_stack import database_answers
-from faults_kit import (
+
+from tests.support.client import PlatformClient, assert_error
+from tests.support.faults import (
     FaultStack,
     assert_final_state,
     fault_stack,
@@ -21,6 +21,7 @@ from faults_kit import (
     wait_for,
     wait_until_settled,
 )
+from tests.support.stack import database_answers
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

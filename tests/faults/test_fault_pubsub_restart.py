@@ -21,8 +21,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from e2e_client import PlatformClient
-from faults_kit import (
+from sqlalchemy import text
+
+from infra.local.process import tcp_probe
+from tests.support.client import PlatformClient
+from tests.support.faults import (
     FaultStack,
     active_tasks,
     assert_final_state,
@@ -32,9 +35,6 @@ from faults_kit import (
     wait_for,
     wait_until_settled,
 )
-from sqlalchemy import text
-
-from infra.local.process import tcp_probe
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

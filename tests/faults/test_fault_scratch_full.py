@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_client import PlatformClient
-from e2e_stack import task_row
-from faults_kit import (
+
+from tests.support.client import PlatformClient
+from tests.support.faults import (
     FaultStack,
     TmpfsRefused,
     assert_final_state,
@@ -22,6 +22,7 @@ from faults_kit import (
     tmpfs,
     wait_until_settled,
 )
+from tests.support.stack import task_row
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

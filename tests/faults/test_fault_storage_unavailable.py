@@ -20,9 +20,17 @@ from pathlib import Path
 
 import pytest
 import requests
-from e2e_client import PlatformClient, assert_error
-from e2e_stack import task_row
-from faults_kit import FaultStack, assert_final_state, fault_stack, ffmpeg_of, wait_for, wait_until_settled
+
+from tests.support.client import PlatformClient, assert_error
+from tests.support.faults import (
+    FaultStack,
+    assert_final_state,
+    fault_stack,
+    ffmpeg_of,
+    wait_for,
+    wait_until_settled,
+)
+from tests.support.stack import task_row
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -10,11 +10,18 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
-from e2e_client import PlatformClient
-from e2e_stack import clip_rows, history, task_row
-from faults_kit import FaultStack, assert_final_state, fault_stack, ffmpeg_of, wait_for, wait_until_settled
 
 from infra.local.process import wait_until
+from tests.support.client import PlatformClient
+from tests.support.faults import (
+    FaultStack,
+    assert_final_state,
+    fault_stack,
+    ffmpeg_of,
+    wait_for,
+    wait_until_settled,
+)
+from tests.support.stack import clip_rows, history, task_row
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

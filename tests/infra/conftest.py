@@ -1,10 +1,11 @@
-"""Fixtures of the infrastructure tests (helpers live in infra_files.py)."""
+"""Fixtures of the infrastructure tests (helpers live in tests/support/infra.py)."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
-from infra_files import REPO, TERRAFORM, TerraformDir, parse_dir
+
+from tests.support.infra import REPO, TERRAFORM, TerraformDir, parse_dir
 
 
 @pytest.fixture(scope="session")

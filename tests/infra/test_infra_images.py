@@ -10,7 +10,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from infra_files import DOCKERFILES, REPO, SERVICES, TERRAFORM, dockerfile_instructions, final_stage
+
+from tests.support.infra import DOCKERFILES, REPO, SERVICES, TERRAFORM, dockerfile_instructions, final_stage
 
 SCAN_VENV = REPO / ".venv-scan"
 INSTALL_SCAN = (

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from infra_files import REPO, TERRAFORM
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
+
+from tests.support.infra import REPO, TERRAFORM
 
 _spec = importlib.util.spec_from_file_location("db_roles", TERRAFORM / "scripts" / "db_roles.py")
 db_roles = importlib.util.module_from_spec(_spec)

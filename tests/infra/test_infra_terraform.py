@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from infra_files import REPO, TERRAFORM, load_tf, only, parse_dir
+
+from tests.support.infra import REPO, TERRAFORM, load_tf, only, parse_dir
 
 TF_FILES = sorted(TERRAFORM.rglob("*.tf"))
 HEALTH_CHECK_RANGES = {"35.191.0.0/16", "130.211.0.0/22"}

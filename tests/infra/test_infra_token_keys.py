@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 
-from infra_files import TERRAFORM
-
 from shared.config import Settings
 from shared.tokens import (
     generate_signing_key_pem,
@@ -16,6 +14,7 @@ from shared.tokens import (
     public_keys_from_pem,
     signing_key_from_pem,
 )
+from tests.support.infra import TERRAFORM
 
 # As written in services.tf: in HCL, "\n" is a line break and "\\n" a backslash and an n.
 ESCAPED = r'TOKEN_PREVIOUS_PUBLIC_KEYS = replace(var.token_previous_public_keys, "\n", "\\n")'

@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy
-from security_kit import SCANNED, Athlete, Gateway, SourceServer, mint_user, serve, sign_up
 from sqlalchemy.engine import Engine
 
 from services.api import close_app, create_app
 from shared.config import Settings
 from shared.tokens import SigningKey, TokenVerifier, generate_signing_key_pem, signing_key_from_pem
+from tests.support.security import SCANNED, Athlete, Gateway, SourceServer, mint_user, serve, sign_up
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from security_kit import Athlete, tiny_video, upload, wait_for_outcome
+
+from tests.support.security import Athlete, tiny_video, upload, wait_for_outcome
 
 pytestmark = pytest.mark.security
 

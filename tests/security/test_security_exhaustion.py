@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 import psutil
 import pytest
-from security_kit import Gateway, huge_picture_mkv, ten_hour_video, upload, wait_for_outcome
 
 from infra.local.process import RssSampler
 from shared.storage import storage_client
+from tests.support.security import Gateway, huge_picture_mkv, ten_hour_video, upload, wait_for_outcome
 
 pytestmark = pytest.mark.security
 

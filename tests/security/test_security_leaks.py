@@ -5,7 +5,8 @@ it looks for, and pass the platform's ordinary answers."""
 from __future__ import annotations
 
 import pytest
-from security_kit import leaks_in
+
+from tests.support.security import leaks_in
 
 pytestmark = pytest.mark.security
 

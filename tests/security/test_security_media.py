@@ -16,8 +16,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from fifo_canary import Canary
-from security_kit import ffmpeg, ffprobe_json, leaks_in, tiny_video, upload, wait_for_outcome
 
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.graph import build_clip_command
@@ -27,6 +25,9 @@ from services.transcoder.probe import SourceInfo, SourceLimits, probe_source
 from services.transcoder.runner import run_ffmpeg
 from shared.config import Settings
 from shared.events import ClipSpec
+from tests.support.canary import Canary
+from tests.support.media import ffmpeg, ffprobe
+from tests.support.security import leaks_in, tiny_video, upload, wait_for_outcome
 
 pytestmark = pytest.mark.security
 
@@ -54,7 +55,7 @@ def make_clips(source: Path, workdir: Path) -> list:
 
 
 def assert_good_clip(path: Path, expected_seconds: float) -> None:
-    probe = ffprobe_json(path)
+    probe = ffprobe(path)
     videos = [s for s in probe["streams"] if s["codec_type"] == "video"]
     audios = [s for s in probe["streams"] if s["codec_type"] == "audio"]
     assert len(videos) == 1 and len(audios) == 1, probe["streams"]
@@ -241,7 +242,7 @@ def test_fifty_audio_streams_give_one_clip_with_exactly_one_audio_stream(tmp_pat
         "aac",
         str(source),
     )
-    assert sum(s["codec_type"] == "audio" for s in ffprobe_json(source)["streams"]) == 50
+    assert sum(s["codec_type"] == "audio" for s in ffprobe(source)["streams"]) == 50
 
     [clip] = make_clips(source, tmp_path)
 
@@ -296,7 +297,7 @@ def test_a_zero_duration_video_fails_with_the_reason(tmp_path):
     single = tiny_video(tmp_path / "single.mp4", audio=False, extra=("-frames:v", "1"))
     source = tmp_path / "zero.mp4"
     source.write_bytes(_zero_durations(bytearray(single.read_bytes())))
-    probe = ffprobe_json(source)
+    probe = ffprobe(source)
     assert [s["codec_type"] for s in probe["streams"]] == ["video"] and float(
         probe["format"]["duration"]
     ) == 0

@@ -14,9 +14,9 @@ from collections import Counter
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from security_kit import SCANNED, leaks_in
 
 from services.api.openapi import DOCUMENT_PATH
+from tests.support.security import SCANNED, leaks_in
 
 pytestmark = pytest.mark.security
 

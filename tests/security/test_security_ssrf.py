@@ -7,13 +7,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from security_kit import leaks_in, wait_for_outcome
 from sqlalchemy import text
 
 from services.transcoder import fetch as fetch_module
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.fetch import FetchPolicy, UrlFetcher
 from shared.tokens import issue_token
+from tests.support.security import leaks_in, wait_for_outcome
 
 pytestmark = pytest.mark.security
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from api_helpers import JwksServer
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -25,6 +24,7 @@ from shared.tokens import (
     public_jwk,
     signing_key_from_pem,
 )
+from tests.support.api import JwksServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 

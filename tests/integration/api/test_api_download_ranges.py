@@ -10,7 +10,6 @@ import uuid
 
 import pytest
 import requests
-from api_helpers import assert_error, multipart
 from sqlalchemy import text
 from werkzeug.datastructures import ContentRange
 from werkzeug.http import parse_range_header
@@ -18,6 +17,7 @@ from werkzeug.http import parse_range_header
 from services.api.objects import RangeNotSatisfiable, if_range_matches, requested_part
 from services.api.openapi import SPEC
 from shared.storage import storage_client
+from tests.support.api import assert_error, multipart
 
 MIB = 1024 * 1024
 # Past two read chunks, so ranges cross the 1 MiB boundaries the route reads at.

@@ -13,10 +13,10 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import sqlalchemy
-from api_helpers import multipart
 from sqlalchemy import text
 
 from shared.storage import storage_client
+from tests.support.api import multipart
 
 TIMEOUT = 30
 

@@ -7,13 +7,13 @@ import threading
 import uuid
 
 import pytest
-from api_helpers import pull_events
 from sqlalchemy import text
 
 from services.api import tasks as task_store
 from services.api.outbox import OutboxRelay, relay_once, requeue_stalled
 from services.api.tasks import IdempotencyKeyTaken, NewTask
 from shared.events import ensure_subscription, ensure_topic
+from tests.support.api import pull_events
 
 SOURCE = "https://videos.league.example/runs/run.mp4"
 

@@ -7,11 +7,11 @@ import uuid
 
 import pytest
 import requests
-from api_helpers import api_process, pull_events
 from sqlalchemy import text
 
 from infra.local.process import http_probe
 from shared.tokens import issue_token
+from tests.support.api import api_process, pull_events
 
 
 def test_a_crash_between_commit_and_publish_loses_no_task(

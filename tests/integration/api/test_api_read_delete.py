@@ -6,10 +6,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from api_helpers import assert_error, multipart, object_names, pull_events
 from sqlalchemy import text
 
 from shared.storage import storage_client
+from tests.support.api import assert_error, multipart, object_names, pull_events
 
 SOURCE = "https://videos.league.example/runs/run.mp4"
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from api_helpers import assert_error, pull_events
 from sqlalchemy import text
+
+from tests.support.api import assert_error, pull_events
 
 SOURCE = "https://videos.league.example/runs/run-1.mp4"
 

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import jwt.jwks_client
 import pytest
-from api_helpers import JwksServer, assert_error
 
 from services.api import create_app
 from shared.tokens import generate_signing_key_pem, issue_token, public_jwk, signing_key_from_pem
+from tests.support.api import JwksServer, assert_error
 
 
 @pytest.fixture

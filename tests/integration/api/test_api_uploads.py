@@ -10,12 +10,12 @@ import uuid
 
 import pytest
 import requests
-from api_helpers import api_process, assert_error, multipart, object_names, pull_events
 from google.api_core.exceptions import Conflict
 from sqlalchemy import text
 
 from infra.local.process import http_probe
 from shared.storage import storage_client
+from tests.support.api import api_process, assert_error, multipart, object_names, pull_events
 
 CHUNK = 256 * 1024
 

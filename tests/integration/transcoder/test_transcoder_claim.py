@@ -11,10 +11,10 @@ import sqlalchemy
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
-from transcoder_worker_kit import PROJECT_ROOT, cancel_task, insert_task
 
 from services.transcoder.worker import ClaimLost, TaskClaim, read_task_state
 from shared.lifecycle import TaskStatus
+from tests.support.worker import PROJECT_ROOT, cancel_task, insert_task
 
 
 def _db_roles():

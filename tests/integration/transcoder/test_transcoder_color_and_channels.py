@@ -18,11 +18,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from transcoder_media import ffmpeg, ffprobe
 
 from services.transcoder.pipeline import iter_clips
 from services.transcoder.probe import SourceInfo, SourceLimits, probe_source
 from shared.events import ClipSpec
+from tests.support.media import ffmpeg, ffprobe
 
 LIMITS = SourceLimits(max_bytes=10**9, max_seconds=3600, max_width=7680, max_height=4320)
 SECONDS = 1

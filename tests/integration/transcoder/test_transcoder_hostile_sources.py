@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fifo_canary import Canary
-from transcoder_media import ffmpeg, make_video
 
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.graph import build_clip_command
@@ -16,6 +14,8 @@ from services.transcoder.plan import Part
 from services.transcoder.probe import SourceInfo, SourceLimits, probe_source
 from services.transcoder.runner import run_ffmpeg
 from shared.events import ClipSpec
+from tests.support.canary import Canary
+from tests.support.media import ffmpeg, make_video
 
 pytestmark = pytest.mark.security
 

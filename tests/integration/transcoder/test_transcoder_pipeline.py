@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from transcoder_media import (
+
+from services.transcoder.pipeline import DEFAULT_LOGO, iter_clips
+from services.transcoder.probe import SourceLimits, probe_source
+from shared.events import ClipSpec
+from tests.support.media import (
     bright_blob,
     ffprobe,
     gray_frame,
@@ -15,10 +19,6 @@ from transcoder_media import (
     mean_abs_diff,
     top_level_boxes,
 )
-
-from services.transcoder.pipeline import DEFAULT_LOGO, iter_clips
-from services.transcoder.probe import SourceLimits, probe_source
-from shared.events import ClipSpec
 
 LIMITS = SourceLimits(max_bytes=10**9, max_seconds=3600, max_width=7680, max_height=4320)
 FRAME = 1 / 30

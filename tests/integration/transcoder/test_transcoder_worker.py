@@ -13,8 +13,12 @@ import pytest
 import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
-from transcoder_media import make_video
-from transcoder_worker_kit import (
+
+from shared.db import create_engine
+from shared.events import ClipSpec
+from shared.lifecycle import TaskStatus
+from tests.support.media import make_video
+from tests.support.worker import (
     Notifier,
     cancel_task,
     clip_objects,
@@ -26,10 +30,6 @@ from transcoder_worker_kit import (
     worker_process,
     worker_thread,
 )
-
-from shared.db import create_engine
-from shared.events import ClipSpec
-from shared.lifecycle import TaskStatus
 
 SMALL = ClipSpec(width=320, height=180)
 # Slow enough that a test reliably acts while ffmpeg runs (tens of seconds).

@@ -27,13 +27,13 @@ from google.cloud import pubsub_v1
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
-from stack_names import isolated_names
 
 from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
 from shared import db
 from shared.config import Settings
 from shared.events import TaskStatusChanged, decode, delete_topology, subscription_path, topic_path
 from shared.storage import delete_buckets, storage_client
+from tests.support.names import isolated_names
 
 PORT_FIELDS = ("gateway_port", "auth_port", "api_port", "postgres_port", "pubsub_port", "storage_port")
 

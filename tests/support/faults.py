@@ -23,17 +23,17 @@ from pathlib import Path
 import psutil
 import requests
 import sqlalchemy
-from e2e_stack import PORT_FIELDS, E2EStack, assert_alive
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
-from stack_names import isolated_names
-from storage_proxy import StorageFaultProxy
 
 from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
 from infra.local.process import group_members, http_probe, wait_until
 from infra.local.stack import run_step
 from shared.config import Settings
 from shared.storage import delete_buckets, parse_gs_uri, storage_client
+from tests.support.names import isolated_names
+from tests.support.stack import PORT_FIELDS, E2EStack, assert_alive
+from tests.support.storage_proxy import StorageFaultProxy
 
 # Generous: a drill waits for the platform, it does not time it.
 SETTLE_TIMEOUT = 300.0

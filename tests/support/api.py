@@ -18,7 +18,7 @@ from shared.config import Settings
 from shared.events import Event, decode, subscription_path
 from shared.storage import storage_client
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def pull_events(

@@ -4,10 +4,8 @@ HTTP server on loopback that serves sources and redirects."""
 
 from __future__ import annotations
 
-import json
 import re
 import struct
-import subprocess
 import time
 import uuid
 import zlib
@@ -23,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from shared.config import Settings
 from shared.tokens import SigningKey, issue_token
+from tests.support.media import ffmpeg
 
 TIMEOUT = 30
 FINAL_STATUSES = frozenset({"processed", "failed", "canceled"})
@@ -215,22 +214,6 @@ def upload(gateway: Gateway, user: Athlete, filename: str, content: bytes, **kwa
 
 
 # --- media -------------------------------------------------------------------------------
-
-
-def ffmpeg(*args: str, timeout: float = 120) -> None:
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True, timeout=timeout
-    )
-
-
-def ffprobe_json(path: Path) -> dict:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    ).stdout
-    return json.loads(out)
 
 
 def tiny_video(

@@ -27,7 +27,7 @@ from shared.events import ClipSpec, Publisher, TaskStatusChanged, TaskSubmitted,
 from shared.lifecycle import TaskStatus
 from shared.storage import gs_uri, storage_client
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
