@@ -22,15 +22,11 @@ from types import FrameType
 
 import psutil
 
+from infra.local.emulators import build_pstest
+from infra.local.postgres import postgres_fallback_dir
 from infra.local.process import StartupError, group_members, kill_group, port_accepts, wait_until
-from infra.local.stack import (
-    SERVICES,
-    LocalStack,
-    StackConfig,
-    build_pstest,
-    postgres_fallback_dir,
-    run_migrations,
-)
+from infra.local.stack import LocalStack
+from infra.local.stack_config import SERVICES, StackConfig, run_migrations
 
 
 def say(message: str) -> None:

@@ -28,7 +28,7 @@ from google.cloud import pubsub_v1, storage
 
 from infra.local import StackConfig, free_port, port_bindable, start_postgres, start_pubsub, start_storage
 from infra.local.process import group_members, wait_until
-from infra.local.stack import LOCAL_DB_ROLE, PROJECT_ROOT
+from infra.local.stack_config import LOCAL_DB_ROLE, PROJECT_ROOT
 from shared.config import Settings
 from shared.events import subscription_path, topic_path
 from shared.storage import storage_client
