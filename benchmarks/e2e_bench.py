@@ -45,6 +45,7 @@ from pathlib import Path
 import psutil
 import requests
 import sqlalchemy
+from sqlalchemy import func, select
 from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +59,7 @@ from services.transcoder.pipeline import iter_clips  # noqa: E402
 from services.transcoder.probe import SourceLimits, probe_source  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.events import ClipSpec  # noqa: E402
+from shared.tables import task_history, tasks  # noqa: E402
 
 POLL_SECONDS = 0.1
 WATCH_SECONDS = 0.02
@@ -271,14 +273,11 @@ def poll_until_processed(session: requests.Session, base_url: str, task_id: str)
 
 def recorded_times(engine: sqlalchemy.Engine, task_id: str) -> dict[str, datetime]:
     with engine.connect() as conn:
-        created = conn.execute(
-            sqlalchemy.text("SELECT created_at FROM tasks WHERE id = :id"), {"id": task_id}
-        ).scalar_one()
+        created = conn.execute(select(tasks.c.created_at).where(tasks.c.id == task_id)).scalar_one()
         lines = conn.execute(
-            sqlalchemy.text(
-                "SELECT status, occurred_at, recorded_at FROM task_history WHERE task_id = :id ORDER BY id"
-            ),
-            {"id": task_id},
+            select(task_history.c.status, task_history.c.occurred_at, task_history.c.recorded_at)
+            .where(task_history.c.task_id == task_id)
+            .order_by(task_history.c.id)
         ).all()
     processing = next(line for line in lines if line.status == "processing")
     processed = next(line for line in lines if line.status == "processed")
@@ -386,18 +385,18 @@ def burst(stack: LocalStack, source_url: str, tasks: int, workers: int) -> Burst
 def worker_timeline(database_url: str, task_ids: set[str]) -> tuple[float, float]:
     """Median busy time per task and median idle gap between tasks on the same worker,
     from the worker id and the event times the notifier recorded."""
+    started = func.min(task_history.c.occurred_at).filter(task_history.c.status == "processing")
+    ended = func.max(task_history.c.occurred_at).filter(task_history.c.status == "processed")
+    query = (
+        select(tasks.c.worker_id, started, ended)
+        .join_from(tasks, task_history, task_history.c.task_id == tasks.c.id)
+        .where(tasks.c.id.in_(sorted(task_ids)))
+        .group_by(tasks.c.id, tasks.c.worker_id)
+    )
     engine = sqlalchemy.create_engine(database_url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                sqlalchemy.text(
-                    "SELECT t.worker_id, min(h.occurred_at) FILTER (WHERE h.status = 'processing'), "
-                    "max(h.occurred_at) FILTER (WHERE h.status = 'processed') "
-                    "FROM tasks t JOIN task_history h ON h.task_id = t.id "
-                    "WHERE t.id = ANY(CAST(:ids AS uuid[])) GROUP BY t.id, t.worker_id"
-                ),
-                {"ids": sorted(task_ids)},
-            ).all()
+            rows = conn.execute(query).all()
     finally:
         engine.dispose()
     busy = [(end - start).total_seconds() for _, start, end in rows]

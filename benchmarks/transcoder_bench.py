@@ -272,13 +272,14 @@ def make_large_source(folder: Path, target_bytes: int) -> Path:
 
 def bench_worker(workdir: Path) -> int:
     from google.cloud import storage as _storage  # noqa: F401  (import before the env is set)
-    from sqlalchemy import text
+    from sqlalchemy import func, insert, select, update
 
     from infra.local import LocalStack, StackConfig, free_port
     from shared.config import Settings
     from shared.db import create_engine
     from shared.events import Publisher, TaskSubmitted
     from shared.storage import gs_uri, storage_client
+    from shared.tables import clips, tasks, users
 
     say("\n== worker: peak memory on a 500 MB source, cancellation latency")
     started = time.perf_counter()
@@ -325,15 +326,21 @@ def bench_worker(workdir: Path) -> int:
             source = gs_uri(settings.uploads_bucket, name)
             with engine.begin() as conn:
                 conn.execute(
-                    text("INSERT INTO users (id, username, email, password_hash) VALUES (:id, :u, :e, 'x')"),
-                    {"id": owner, "u": f"bench{owner.hex[:8]}", "e": f"{owner.hex[:8]}@example.com"},
+                    insert(users).values(
+                        id=owner,
+                        username=f"bench{owner.hex[:8]}",
+                        email=f"{owner.hex[:8]}@example.com",
+                        password_hash="x",
+                    )
                 )
                 conn.execute(
-                    text(
-                        "INSERT INTO tasks (id, owner_id, source_kind, source, spec) "
-                        "VALUES (:id, :o, 'upload', :s, CAST(:spec AS jsonb))"
-                    ),
-                    {"id": task_id, "o": owner, "s": source, "spec": spec.model_dump_json()},
+                    insert(tasks).values(
+                        id=task_id,
+                        owner_id=owner,
+                        source_kind="upload",
+                        source=source,
+                        spec=spec.model_dump(mode="json"),
+                    )
                 )
             event = TaskSubmitted(task_id=task_id, owner_id=owner, source=source, spec=spec)
             Publisher(settings).publish(settings.topic_video_tasks, event).result(60)
@@ -341,9 +348,7 @@ def bench_worker(workdir: Path) -> int:
 
         def status(task_id: uuid.UUID) -> str:
             with engine.connect() as conn:
-                return conn.execute(
-                    text("SELECT status FROM tasks WHERE id = :id"), {"id": task_id}
-                ).scalar_one()
+                return conn.execute(select(tasks.c.status).where(tasks.c.id == task_id)).scalar_one()
 
         def ffmpeg_children() -> list[psutil.Process]:
             return [p for p in worker_process.children(recursive=True) if p.name() == "ffmpeg"]
@@ -364,7 +369,7 @@ def bench_worker(workdir: Path) -> int:
         with engine.connect() as conn:
             sizes = (
                 conn.execute(
-                    text("SELECT size_bytes FROM clips WHERE task_id = :id ORDER BY index"), {"id": task_id}
+                    select(clips.c.size_bytes).where(clips.c.task_id == task_id).order_by(clips.c.index)
                 )
                 .scalars()
                 .all()
@@ -391,8 +396,7 @@ def bench_worker(workdir: Path) -> int:
         time.sleep(2)  # mid-run
         with engine.begin() as conn:
             conn.execute(
-                text("UPDATE tasks SET status = 'canceled', deleted_at = now() WHERE id = :id"),
-                {"id": task_id},
+                update(tasks).where(tasks.c.id == task_id).values(status="canceled", deleted_at=func.now())
             )
         canceled_at = time.perf_counter()
         _, alive = psutil.wait_procs(running, timeout=30)

@@ -1,0 +1,163 @@
+"""The database's tables as SQLAlchemy Core objects, for queries built in Python.
+
+The Alembic migrations (``shared/migrations/versions``) create the schema and stay its
+source; this module describes the same tables so code can write
+``select(tasks.c.status).where(tasks.c.id == task_id)`` instead of repeating SQL text.
+``tests/integration/test_tables.py`` compares these definitions with a freshly migrated
+database, so a migration that changes a table must change this module too.
+
+Constraint and index names are the ones PostgreSQL gave them when the migration ran.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from shared.lifecycle import TaskStatus
+
+metadata = MetaData()
+
+
+_STATUSES = ", ".join(f"'{status}'" for status in TaskStatus)
+
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Uuid, primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("username", Text, nullable=False),
+    Column("email", Text, nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("length(username) BETWEEN 1 AND 64", name="users_username_check"),
+    CheckConstraint("length(email) BETWEEN 3 AND 254", name="users_email_check"),
+)
+# Usernames and emails are unique regardless of case.
+Index("users_username_key", func.lower(users.c.username), unique=True)
+Index("users_email_key", func.lower(users.c.email), unique=True)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("owner_id", Uuid, ForeignKey("users.id", name="tasks_owner_id_fkey"), nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'queued'")),
+    Column("source_kind", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("source_name", Text),
+    Column("spec", JSONB, nullable=False),
+    Column("progress", SmallInteger, nullable=False, server_default=text("0")),
+    Column("attempt", Integer, nullable=False, server_default=text("0")),
+    Column("failure_reason", Text),
+    Column("worker_id", Text),
+    Column("idempotency_key", Text),
+    Column("request_fingerprint", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("status_changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("deleted_at", DateTime(timezone=True)),
+    CheckConstraint(f"status IN ({_STATUSES})", name="tasks_status_check"),
+    CheckConstraint("source_kind IN ('url', 'upload')", name="tasks_source_kind_check"),
+    CheckConstraint("progress BETWEEN 0 AND 100", name="tasks_progress_check"),
+)
+# The owner's list: newest or oldest first, deleted tasks left out.
+Index(
+    "tasks_owner_created_idx",
+    tasks.c.owner_id,
+    tasks.c.created_at,
+    tasks.c.id,
+    postgresql_where=tasks.c.deleted_at.is_(None),
+)
+# One task per owner and idempotency key.
+Index(
+    "tasks_owner_idempotency_key",
+    tasks.c.owner_id,
+    tasks.c.idempotency_key,
+    unique=True,
+    postgresql_where=tasks.c.idempotency_key.is_not(None),
+)
+
+clips = Table(
+    "clips",
+    metadata,
+    Column(
+        "task_id",
+        Uuid,
+        ForeignKey("tasks.id", name="clips_task_id_fkey", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("index", Integer, nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("poster_uri", Text),
+    Column("duration_seconds", Double, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    PrimaryKeyConstraint("task_id", "index", name="clips_pkey"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("topic", Text, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("attributes", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("published_at", DateTime(timezone=True)),
+)
+# What the relay still has to publish, oldest first.
+Index("outbox_unpublished_idx", outbox.c.id, postgresql_where=outbox.c.published_at.is_(None))
+
+applied_events = Table(
+    "applied_events",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("task_id", Uuid, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+task_history = Table(
+    "task_history",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column(
+        "task_id",
+        Uuid,
+        ForeignKey("tasks.id", name="task_history_task_id_fkey", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("status", Text, nullable=False),
+    Column("progress", SmallInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("event_id", Text),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+Index("task_history_task_idx", task_history.c.task_id, task_history.c.id)
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", Text, nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("hits", Integer, nullable=False),
+    PrimaryKeyConstraint("key", "window_start", name="rate_limits_pkey"),
+)
