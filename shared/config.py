@@ -95,8 +95,9 @@ class Settings(BaseSettings):
     (auth only; docs/deploy.md)."""
     auth_jwks_url: str = "http://127.0.0.1:5051/auth/.well-known/jwks.json"
     """Where the api fetches the keys that verify tokens."""
-    jwks_cache_seconds: int = 300
-    """How long the api keeps those keys before fetching them again."""
+    jwks_cache_seconds: int = Field(default=300, gt=0)
+    """How long the api keeps those keys before fetching them again: a key auth stops
+    publishing stops verifying within this time; also the `max-age` of auth's JWKS answer."""
 
     # --- HTTP ---------------------------------------------------------------------------
     trusted_proxy_hops: int = 1

@@ -169,8 +169,11 @@ def issue_token(key: SigningKey, settings: Settings, subject: str, *, now: datet
 class TokenVerifier:
     """Checks a bearer token's signature, algorithm, issuer, audience and times.
 
-    Keys come from a JWKS URL (cached, refetched when a token names an unknown ``kid``)
-    or from a fixed list of public keys.
+    Keys come from a JWKS URL or from a fixed list of public keys. The JWKS is cached
+    for ``jwks_cache_seconds`` as a whole and fetched again once that has passed, so a key
+    auth stopped publishing stops verifying within that time in a process that keeps
+    running; a token naming an unknown ``kid`` makes it fetch sooner, at most once per
+    30 s (PyJWT's cooldown).
     """
 
     def __init__(
@@ -184,9 +187,12 @@ class TokenVerifier:
         self.audience = settings.token_audience
         self._static = {public_jwk(k)["kid"]: k for k in public_keys or []}
         self._jwks = (
+            # No per-kid cache (cache_keys): PyJWT keeps those keys in an lru_cache that
+            # never expires, so a key dropped from the JWKS would verify until a restart.
             jwt.PyJWKClient(
                 jwks_url,
-                cache_keys=True,
+                cache_keys=False,
+                cache_jwk_set=True,
                 lifespan=settings.jwks_cache_seconds,
                 timeout=5,
             )

@@ -152,6 +152,9 @@ def login():
 
 @auth.get("/.well-known/jwks.json")
 def jwks():
+    settings = current_app.extensions["settings"]
     response = current_app.json.response(current_app.extensions["jwks"])
-    response.headers["Cache-Control"] = "public, max-age=300"
+    # The api's own cache time, so a client that honours the header keeps a dropped key
+    # no longer than the api does (docs/deploy.md, "A leaked key").
+    response.headers["Cache-Control"] = f"public, max-age={settings.jwks_cache_seconds}"
     return response

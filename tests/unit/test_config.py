@@ -21,6 +21,13 @@ def test_upload_chunks_must_suit_resumable_uploads():
         Settings(upload_chunk_bytes=1000)
 
 
+@pytest.mark.parametrize("seconds", [0, -5])
+def test_the_api_key_cache_time_must_be_positive(seconds):
+    # PyJWT refuses a lifespan of 0 or less; it would stop the api at its first token.
+    with pytest.raises(ValueError, match="jwks_cache_seconds"):
+        Settings(jwks_cache_seconds=seconds)
+
+
 def test_a_missing_production_setting_stops_the_process():
     settings = Settings(environment="production", token_signing_key_secret=None)
     with pytest.raises(SystemExit, match="TOKEN_SIGNING_KEY_SECRET"):

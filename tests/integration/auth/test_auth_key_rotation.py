@@ -4,11 +4,13 @@ previous key signed; once the setting is emptied, those tokens are refused.
 
 The auth service is served over HTTP on one loopback address across its "restarts" (a
 new app each time, as a rolled instance group keeps the load balancer's address), and
-the api verifies against that JWKS exactly as in production (no injected verifier)."""
+one api process, started once and kept running as in production, verifies against that
+JWKS (no injected verifier). Its JWKS cache is 1 s here, so each step waits past it."""
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 
@@ -27,6 +29,9 @@ from shared.tokens import (
     public_key_pem,
     signing_key_from_pem,
 )
+
+# The api's JWKS cache in these tests; each step of a rotation waits past it.
+JWKS_CACHE_SECONDS = 1
 
 ATHLETE = {
     "username": "runner1",
@@ -82,12 +87,18 @@ def make_auth(settings: Settings) -> Iterator[Callable[..., Flask]]:
 
 @pytest.fixture
 def make_api(settings: Settings, auth_server: AuthServer) -> Iterator[Callable[[], Flask]]:
-    """A freshly started api (so its key cache is empty) verifying with auth's JWKS."""
+    """An api verifying with auth's JWKS, which it caches for JWKS_CACHE_SECONDS."""
     apps = []
 
     def make() -> Flask:
         app = create_api(
-            settings.model_copy(update={"auth_jwks_url": auth_server.jwks_url, "outbox_relay_enabled": False})
+            settings.model_copy(
+                update={
+                    "auth_jwks_url": auth_server.jwks_url,
+                    "outbox_relay_enabled": False,
+                    "jwks_cache_seconds": JWKS_CACHE_SECONDS,
+                }
+            )
         )
         apps.append(app)
         return app
@@ -119,18 +130,24 @@ def _kid(token: str) -> str:
     return jwt.get_unverified_header(token)["kid"]
 
 
+def _past_the_api_key_cache() -> None:
+    # The api fetches the JWKS again on the first request after its cache time.
+    time.sleep(JWKS_CACHE_SECONDS + 0.5)
+
+
 def test_tokens_of_the_previous_key_work_through_a_rotation_and_stop_once_it_is_dropped(
     settings, auth_server, make_auth, make_api
 ):
     old_pem, new_pem = generate_signing_key_pem().decode(), generate_signing_key_pem().decode()
     old_key, new_key = signing_key_from_pem(old_pem.encode()), signing_key_from_pem(new_pem.encode())
 
-    # Before: auth signs with the old key, an athlete logs in.
+    # Before: auth signs with the old key, an athlete logs in; one api runs throughout.
     auth_server.app = make_auth(token_signing_key=old_pem)
     assert auth_server.app.test_client().post("/auth/signup", json=ATHLETE).status_code == 201
     old_token = _login(auth_server.app)
     assert _kid(old_token) == old_key.kid
-    assert _list_tasks(make_api(), old_token).status_code == 200
+    api = make_api()
+    assert _list_tasks(api, old_token).status_code == 200
 
     # Rotation: auth restarted with the new key and the old key's public half published.
     auth_server.app = make_auth(
@@ -139,7 +156,7 @@ def test_tokens_of_the_previous_key_work_through_a_rotation_and_stop_once_it_is_
     assert auth_server.published_kids() == [new_key.kid, old_key.kid]
     new_token = _login(auth_server.app)
     assert _kid(new_token) == new_key.kid  # the previous key never signs
-    api = make_api()
+    _past_the_api_key_cache()
     assert _list_tasks(api, old_token).status_code == 200
     assert _list_tasks(api, new_token).status_code == 200
     user_id = jwt.decode(new_token, options={"verify_signature": False})["sub"]
@@ -149,9 +166,29 @@ def test_tokens_of_the_previous_key_work_through_a_rotation_and_stop_once_it_is_
     # Rotation done (the old tokens have expired by now in production): setting emptied.
     auth_server.app = make_auth(token_signing_key=new_pem, token_previous_public_keys="")
     assert auth_server.published_kids() == [new_key.kid]
-    api = make_api()
+    _past_the_api_key_cache()
     _assert_refused(_list_tasks(api, old_token))
     assert _list_tasks(api, new_token).status_code == 200
+    assert _list_tasks(api, _login(auth_server.app)).status_code == 200
+
+
+def test_a_leaked_key_dropped_from_the_jwks_stops_verifying_in_a_running_api(
+    auth_server, make_auth, make_api
+):
+    """docs/deploy.md, "A leaked key": the leaked key is not kept published, and an api
+    that has verified its tokens, and keeps running, refuses them within its cache time."""
+    leaked_pem, new_pem = generate_signing_key_pem().decode(), generate_signing_key_pem().decode()
+    auth_server.app = make_auth(token_signing_key=leaked_pem)
+    assert auth_server.app.test_client().post("/auth/signup", json=ATHLETE).status_code == 201
+    leaked_token = _login(auth_server.app)
+    api = make_api()
+    for _ in range(3):  # verified, and its key cached, several times
+        assert _list_tasks(api, leaked_token).status_code == 200
+
+    auth_server.app = make_auth(token_signing_key=new_pem, token_previous_public_keys="")
+    assert auth_server.published_kids() == [signing_key_from_pem(new_pem.encode()).kid]
+    _past_the_api_key_cache()
+    _assert_refused(_list_tasks(api, leaked_token))
     assert _list_tasks(api, _login(auth_server.app)).status_code == 200
 
 

@@ -83,6 +83,17 @@ def test_the_jwks_verifies_the_token_with_pyjwt(app, client):
     assert claims["exp"] - claims["iat"] == 3600
 
 
+@pytest.mark.parametrize("cache_seconds", [300, 17])
+def test_the_jwks_answer_may_be_cached_as_long_as_the_api_caches_the_keys(settings, cache_seconds):
+    app = create_app(settings.model_copy(update={"jwks_cache_seconds": cache_seconds}))
+    try:
+        response = app.test_client().get("/auth/.well-known/jwks.json")
+    finally:
+        app.extensions["engine"].dispose()
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == f"public, max-age={cache_seconds}"
+
+
 @pytest.mark.parametrize(
     "kwargs, status, code",
     [
