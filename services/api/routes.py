@@ -30,12 +30,11 @@ from services.api.objects import (
     storage_unavailable,
     stored_object,
     stream_bytes,
-    upload_object_name,
 )
 from services.api.outbox import publish_committed
 from services.api.tasks import IdempotencyKeyTaken, NewTask, Task, UnknownOwner
 from services.api.uploads import receive_upload
-from shared import ratelimit, storage
+from shared import layout, ratelimit, storage
 from shared.config import Settings
 from shared.errors import (
     BadRequest,
@@ -435,5 +434,5 @@ def download_original(task_id: str):
     settings = _settings()
     owner = current_owner()
     task = _owned_task(task_id, owner)
-    uri = storage.gs_uri(settings.uploads_bucket, upload_object_name(task.id))
+    uri = storage.gs_uri(settings.uploads_bucket, layout.upload_object(task.id))
     return _download(settings, uri, task.id, "original")
