@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     """Longest source URL accepted (422 past it)."""
     tasks_per_minute_per_user: int = 30
     """Submissions allowed per user each minute (then 429)."""
+    reads_per_minute_per_user: int = 600
+    """Reads (`GET /tasks`, `GET /tasks/<id>`, downloads) allowed per user each minute
+    (then 429)."""
     idempotency_window_hours: int = 24
     """How long an `Idempotency-Key` gives back its original task."""
     list_default_max: int = 20

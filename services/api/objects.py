@@ -22,7 +22,7 @@ from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from werkzeug.datastructures import ContentRange, Range
 from werkzeug.http import parse_if_range_header
 
-from shared import storage
+from shared import layout, storage
 from shared.config import Settings
 from shared.errors import DependencyUnavailable, DomainError
 
@@ -40,20 +40,15 @@ def storage_unavailable(exc: Exception) -> DependencyUnavailable:
     return DependencyUnavailable("storage is unavailable, try again")
 
 
-def upload_object_name(task_id: uuid.UUID) -> str:
-    """The uploads-bucket object that holds a task's original."""
-    return f"uploads/{task_id}/source"
-
-
 def delete_task_objects(settings: Settings, task_id: uuid.UUID) -> int:
     """Delete everything stored for a task in both buckets; returns how many objects went.
 
     Raises one of :data:`STORAGE_ERRORS` when storage is unreachable (the caller may retry:
     deleting what is already gone is not an error).
     """
-    return storage.delete_prefix(settings.uploads_bucket, f"uploads/{task_id}/") + storage.delete_prefix(
-        settings.clips_bucket, f"tasks/{task_id}/"
-    )
+    return storage.delete_prefix(
+        settings.uploads_bucket, layout.upload_folder(task_id)
+    ) + storage.delete_prefix(settings.clips_bucket, layout.task_folder(task_id))
 
 
 def ping_storage(settings: Settings) -> None:

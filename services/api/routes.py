@@ -30,12 +30,11 @@ from services.api.objects import (
     storage_unavailable,
     stored_object,
     stream_bytes,
-    upload_object_name,
 )
 from services.api.outbox import publish_committed
 from services.api.tasks import IdempotencyKeyTaken, NewTask, Task, UnknownOwner
 from services.api.uploads import receive_upload
-from shared import ratelimit, storage
+from shared import layout, ratelimit, storage
 from shared.config import Settings
 from shared.errors import (
     BadRequest,
@@ -87,6 +86,18 @@ def _task_id(raw: str) -> uuid.UUID:
         raise _not_found() from None
 
 
+def _reader() -> uuid.UUID:
+    """The caller of a read route, counted against the per-user read limit (429 past it)."""
+    owner = current_owner()
+    ratelimit.hit(
+        _engine(),
+        f"tasks:read:{owner}",
+        _settings().reads_per_minute_per_user,
+        message="too many reads, slow down",
+    )
+    return owner
+
+
 def _owned_task(raw_id: str, owner: uuid.UUID) -> Task:
     with _engine().connect() as conn:
         task = task_store.find_owned(conn, _task_id(raw_id), owner)
@@ -103,22 +114,17 @@ def _link(settings: Settings, path: str) -> str:
     return settings.public_base_url.rstrip("/") + path
 
 
-def _object_link(settings: Settings, uri: str, api_path: str) -> str:
-    if not settings.signed_urls:
-        return _link(settings, api_path)
-    try:
-        return signed_url(storage.blob(uri), settings.signed_url_minutes)
-    except STORAGE_ERRORS as exc:
-        raise storage_unavailable(exc) from None
-
-
 def task_view(task: Task, settings: Settings) -> dict:
-    """The task in full, as its owner sees it."""
+    """The task in full, as its owner sees it.
+
+    Download links are always this api's routes, even with signed URLs on: a read costs
+    no storage call, and a URL is signed only when one file is downloaded.
+    """
     self_path = f"/tasks/{task.id}"
     links = {"self": _link(settings, self_path)}
     if task.source_kind == "upload":
         source = {"kind": "upload", "filename": task.source_name}
-        links["original"] = _object_link(settings, task.source, f"{self_path}/original")
+        links["original"] = _link(settings, f"{self_path}/original")
     else:
         source = {"kind": "url", "url": task.source}
     return {
@@ -133,7 +139,7 @@ def task_view(task: Task, settings: Settings) -> dict:
                 "index": clip.index,
                 "duration_seconds": clip.duration_seconds,
                 "size_bytes": clip.size_bytes,
-                "links": {"download": _object_link(settings, clip.uri, f"{self_path}/clips/{clip.index}")},
+                "links": {"download": _link(settings, f"{self_path}/clips/{clip.index}")},
             }
             for clip in task.clips
         ],
@@ -183,11 +189,13 @@ def _replay(existing: Task, fingerprint: str | None) -> Response:
         raise Unprocessable(
             "this Idempotency-Key was used with a different request", code="idempotency_key_mismatch"
         )
-    if existing.deleted_at is not None:
-        raise Conflict("the task created with this Idempotency-Key was deleted", code="idempotency_key_used")
-    with _engine().connect() as conn:
-        task = task_store.find_owned(conn, existing.id, existing.owner_id)
-    return _task_response(task, 200, **{"Idempotent-Replayed": "true"})
+    if existing.deleted_at is None:
+        with _engine().connect() as conn:
+            task = task_store.find_owned(conn, existing.id, existing.owner_id)
+        # The task may have been deleted since the key was looked up: the same answer.
+        if task is not None and task.deleted_at is None:
+            return _task_response(task, 200, **{"Idempotent-Replayed": "true"})
+    raise Conflict("the task created with this Idempotency-Key was deleted", code="idempotency_key_used")
 
 
 def _store(new: NewTask) -> tuple[Response, bool]:
@@ -308,7 +316,7 @@ _LIST_PARAMETERS = frozenset({"max", "order"})
 @tasks.get("")
 def list_tasks():
     settings = _settings()
-    owner = current_owner()
+    owner = _reader()
     unknown = sorted(set(request.args) - _LIST_PARAMETERS)
     if unknown:
         # A misspelt parameter (``limit``, ``sort``) would otherwise be silently ignored.
@@ -347,7 +355,7 @@ def list_tasks():
 
 @tasks.get("/<task_id>")
 def get_task(task_id: str):
-    owner = current_owner()
+    owner = _reader()
     return task_view(_owned_task(task_id, owner), _settings())
 
 
@@ -379,19 +387,22 @@ def delete_task(task_id: str):
 
 def _download(settings: Settings, uri: str, task_id: uuid.UUID, what: str) -> Response:
     """The object, or the one byte range the client asked for (206, or 416 past the end),
-    streamed from storage; a redirect to a signed URL when those are on."""
-    bucket, _ = storage.parse_gs_uri(uri)
-    if bucket not in (settings.uploads_bucket, settings.clips_bucket):
-        log.error("refusing to serve an object outside the platform's buckets: %s", uri)
-        raise NotFound("file not found", code="file_not_found")
+    streamed from storage; with signed URLs on, a redirect to a URL signed for this one
+    download (one signature per download, none per read of the task)."""
     if settings.signed_urls:
-        return redirect(_object_link(settings, uri, api_path=request.path), code=302)
+        try:
+            location = signed_url(storage.blob(uri), settings.signed_url_minutes)
+        except STORAGE_ERRORS as exc:
+            raise storage_unavailable(exc) from None
+        response = redirect(location, code=302)
+        response.headers["Cache-Control"] = "private, no-store"
+        return response
     try:
         blob = stored_object(uri)
     except STORAGE_ERRORS as exc:
         raise storage_unavailable(exc) from None
     if blob is None:
-        raise NotFound("file not found", code="file_not_found")
+        raise _file_not_found()
     etag = entity_tag(blob)
     honoured = if_range_matches(request.headers.get("If-Range"), etag)
     try:
@@ -419,21 +430,37 @@ def _download(settings: Settings, uri: str, task_id: uuid.UUID, what: str) -> Re
     return response
 
 
+def _file_not_found() -> NotFound:
+    return NotFound("file not found", code="file_not_found")
+
+
 @tasks.get("/<task_id>/clips/<index>")
 def download_clip(task_id: str, index: str):
-    owner = current_owner()
+    settings = _settings()
+    owner = _reader()
     task = _owned_task(task_id, owner)
     wanted = int(index) if _DIGITS.match(index) and len(index) <= 9 else None
     clip = next((c for c in task.clips if c.index == wanted), None)
     if clip is None:
         raise NotFound("clip not found", code="clip_not_found")
-    return _download(_settings(), clip.uri, task.id, f"clip-{clip.index}")
+    if not layout.is_task_output(clip.uri, settings.clips_bucket, task.id):
+        # The notifier keeps such outputs out; a row that names one anyway is never served.
+        log.error(
+            "refusing to serve a clip outside the task's folder: %s",
+            clip.uri,
+            extra={"task_id": str(task.id)},
+        )
+        raise _file_not_found()
+    return _download(settings, clip.uri, task.id, f"clip-{clip.index}")
 
 
 @tasks.get("/<task_id>/original")
 def download_original(task_id: str):
     settings = _settings()
-    owner = current_owner()
+    owner = _reader()
     task = _owned_task(task_id, owner)
-    uri = storage.gs_uri(settings.uploads_bucket, upload_object_name(task.id))
+    if task.source_kind != "upload":
+        raise _file_not_found()
+    # Named from the task's id, never from a stored URI: only the task's own original.
+    uri = storage.gs_uri(settings.uploads_bucket, layout.upload_object(task.id))
     return _download(settings, uri, task.id, "original")

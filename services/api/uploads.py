@@ -26,8 +26,8 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from services.api.objects import STORAGE_ERRORS, storage_unavailable, upload_object_name
-from shared import storage
+from services.api.objects import STORAGE_ERRORS, storage_unavailable
+from shared import layout, storage
 from shared.config import Settings
 from shared.errors import (
     BadRequest,
@@ -174,7 +174,7 @@ class _FileReceiver:
 
     def __init__(self, settings: Settings, task_id: uuid.UUID, *, store: bool) -> None:
         self.settings = settings
-        self.uri = storage.gs_uri(settings.uploads_bucket, upload_object_name(task_id)) if store else None
+        self.uri = storage.gs_uri(settings.uploads_bucket, layout.upload_object(task_id)) if store else None
         self.filename: str | None = None
         self.in_file = False
         self.file_done = False

@@ -15,6 +15,7 @@ from services.notifier.changes import (
     TaskState,
     check_event,
     orphaned_objects,
+    own_outputs,
     plan_change,
 )
 from shared import storage
@@ -56,10 +57,20 @@ def apply_status_change(
     are deleted (only in ``clips_bucket``) before the commit, so a storage error rolls
     everything back and the redelivery tries again.
 
+    Outputs outside the task's own folder in ``clips_bucket`` are dropped and logged
+    first: they are neither recorded nor ever deleted.
+
     Raises :class:`MalformedEvent` (or :class:`UnknownTask`) for an event that can
     never be applied; database and storage errors propagate.
     """
     check_event(event)
+    outputs, refused = own_outputs(event, clips_bucket)
+    if refused:
+        logger.error(
+            "dropped outputs outside the task's folder in the clips bucket",
+            extra={"task_id": str(event.task_id), "event_id": event.event_id, "uris": refused},
+        )
+        event = event.model_copy(update={"outputs": outputs})
     with engine.begin() as conn:
         first_time = conn.execute(
             text(

@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.events import MalformedEvent, TaskStatusChanged
+from shared.events import ClipOutput, MalformedEvent, TaskStatusChanged
+from shared.layout import is_task_output
 from shared.lifecycle import TaskStatus, moves_forward
 from shared.storage import parse_gs_uri
 
@@ -70,6 +71,27 @@ def check_event(event: TaskStatusChanged) -> None:
                     parse_gs_uri(uri)
                 except ValueError as exc:
                     raise MalformedEvent(str(exc)) from None
+
+
+def own_outputs(event: TaskStatusChanged, clips_bucket: str) -> tuple[tuple[ClipOutput, ...], list[str]]:
+    """The event's outputs that lie in the task's own folder of the clips bucket, and the
+    URIs it names anywhere else.
+
+    Whoever can publish on ``task-events`` must not attach another task's clips or another
+    user's upload to a task: a clip outside the folder is left out with its poster, and a
+    poster outside it is left out from a clip that is inside.
+    """
+    kept: list[ClipOutput] = []
+    refused: list[str] = []
+    for clip in event.outputs:
+        if not is_task_output(clip.uri, clips_bucket, event.task_id):
+            refused += [uri for uri in (clip.uri, clip.poster_uri) if uri]
+            continue
+        if clip.poster_uri and not is_task_output(clip.poster_uri, clips_bucket, event.task_id):
+            refused.append(clip.poster_uri)
+            clip = clip.model_copy(update={"poster_uri": None})
+        kept.append(clip)
+    return tuple(kept), refused
 
 
 def plan_change(state: TaskState, event: TaskStatusChanged) -> Change | None:

@@ -1,4 +1,5 @@
-"""Pure planning: which parts a source is cut into, how each is fitted, where it goes.
+"""Pure planning: which parts a source is cut into, how each is fitted, where it goes
+(the object names come from ``shared.layout``).
 
 Nothing here touches a file or a process, so every rule is tested on its own.
 """
@@ -9,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from shared import layout
 from shared.events import ClipSpec
 
 
@@ -91,15 +93,15 @@ def _even_offset(slack: int) -> int:
 
 
 def clip_object_name(task_id: object, part: Part) -> str:
-    """Where a part's clip is stored in the clips bucket; deterministic, so processing a
-    task again overwrites rather than duplicates."""
-    return f"tasks/{task_id}/part-{part.index:02d}.mp4"
+    """Where a part's clip is stored in the clips bucket (``shared.layout``)."""
+    return layout.clip_object(task_id, part.index)
 
 
 def poster_object_name(task_id: object, part: Part) -> str:
-    return f"tasks/{task_id}/part-{part.index:02d}.jpg"
+    """Where a part's poster is stored in the clips bucket (``shared.layout``)."""
+    return layout.poster_object(task_id, part.index)
 
 
 def task_prefix(task_id: object) -> str:
-    """The prefix under which every object of a task's outputs lives."""
-    return f"tasks/{task_id}/"
+    """The prefix under which every object of a task's outputs lives (``shared.layout``)."""
+    return layout.task_folder(task_id)

@@ -7,18 +7,22 @@ import os
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from google.api_core.exceptions import DeadlineExceeded
 from google.cloud import pubsub_v1
+from sqlalchemy import text
 
 from infra.local.fileserver import serve_wsgi
 from infra.local.process import ManagedProcess, free_port
+from shared import layout
 from shared.config import Settings
 from shared.events import Event, decode, subscription_path
 from shared.storage import storage_client
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SOURCE = "https://videos.league.example/runs/run.mp4"
 
 
 def pull_events(
@@ -49,6 +53,67 @@ def pull_events(
                 if task_id is None or event.task_id == task_id:
                     found.append(event)
     return found
+
+
+def insert_tasks(
+    engine,
+    owner_id: uuid.UUID,
+    count: int,
+    *,
+    start: datetime | None = None,
+    deleted: bool = False,
+    source_kind: str = "url",
+) -> list[uuid.UUID]:
+    """Tasks created one second apart, oldest first (an upload's source is its original's URI)."""
+    start = start or datetime(2026, 1, 1, tzinfo=UTC)
+    ids = [uuid.uuid4() for _ in range(count)]
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO tasks (id, owner_id, source_kind, source, spec, created_at, deleted_at) "
+                "VALUES (:id, :owner, :kind, :source, '{}', :created_at, :deleted_at)"
+            ),
+            [
+                {
+                    "id": task_id,
+                    "owner": owner_id,
+                    "kind": source_kind,
+                    "source": SOURCE
+                    if source_kind == "url"
+                    else f"gs://uploads/{layout.upload_object(task_id)}",
+                    "created_at": start + timedelta(seconds=n),
+                    "deleted_at": start if deleted else None,
+                }
+                for n, task_id in enumerate(ids)
+            ],
+        )
+    return ids
+
+
+def store_processed(engine, settings, task_id: uuid.UUID, clips: list[bytes]) -> None:
+    """What the transcoder and the notifier leave for a processed task: its clips stored
+    under the layout's names (indexes from 0) and their rows."""
+    bucket = storage_client().bucket(settings.clips_bucket)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE tasks SET status = 'processed', progress = 100, attempt = 1 WHERE id = :id"),
+            {"id": task_id},
+        )
+        for index, content in enumerate(clips):
+            name = layout.clip_object(task_id, index)
+            bucket.blob(name).upload_from_string(content, content_type="video/mp4")
+            conn.execute(
+                text(
+                    "INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
+                    "VALUES (:id, :index, :uri, 22.0, :size)"
+                ),
+                {
+                    "id": task_id,
+                    "index": index,
+                    "uri": f"gs://{settings.clips_bucket}/{name}",
+                    "size": len(content),
+                },
+            )
 
 
 def object_names(bucket: str, prefix: str = "") -> list[str]:

@@ -3,75 +3,30 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
 
+from services.api import routes
+from services.api import tasks as task_store
 from shared.storage import storage_client
-from tests.support.api import assert_error, multipart, object_names, pull_events
-
-SOURCE = "https://videos.league.example/runs/run.mp4"
-
-
-def _insert_tasks(
-    engine, owner_id: uuid.UUID, count: int, *, start: datetime | None = None, deleted: bool = False
-) -> list[uuid.UUID]:
-    """Tasks created one second apart, oldest first."""
-    start = start or datetime(2026, 1, 1, tzinfo=UTC)
-    ids = [uuid.uuid4() for _ in range(count)]
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO tasks (id, owner_id, source_kind, source, spec, created_at, deleted_at) "
-                "VALUES (:id, :owner, 'url', :source, '{}', :created_at, :deleted_at)"
-            ),
-            [
-                {
-                    "id": task_id,
-                    "owner": owner_id,
-                    "source": SOURCE,
-                    "created_at": start + timedelta(seconds=n),
-                    "deleted_at": start if deleted else None,
-                }
-                for n, task_id in enumerate(ids)
-            ],
-        )
-    return ids
-
-
-def _processed(engine, settings, task_id: uuid.UUID, clips: list[bytes]) -> None:
-    """What the transcoder and the notifier leave for a processed task."""
-    bucket = storage_client().bucket(settings.clips_bucket)
-    with engine.begin() as conn:
-        conn.execute(
-            text("UPDATE tasks SET status = 'processed', progress = 100, attempt = 1 WHERE id = :id"),
-            {"id": task_id},
-        )
-        for index, content in enumerate(clips):
-            name = f"tasks/{task_id}/part-{index:02d}.mp4"
-            bucket.blob(name).upload_from_string(content, content_type="video/mp4")
-            conn.execute(
-                text(
-                    "INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
-                    "VALUES (:id, :index, :uri, 22.0, :size)"
-                ),
-                {
-                    "id": task_id,
-                    "index": index,
-                    "uri": f"gs://{settings.clips_bucket}/{name}",
-                    "size": len(content),
-                },
-            )
-
+from tests.support.api import (
+    SOURCE,
+    assert_error,
+    insert_tasks,
+    multipart,
+    object_names,
+    pull_events,
+    store_processed,
+)
 
 # --- list ----------------------------------------------------------------------------------
 
 
 def test_the_list_holds_only_the_callers_tasks_newest_first_by_default(client, engine, alice, bob):
-    mine = _insert_tasks(engine, alice.id, 3)
-    _insert_tasks(engine, bob.id, 2)
-    _insert_tasks(engine, alice.id, 1, deleted=True)
+    mine = insert_tasks(engine, alice.id, 3)
+    insert_tasks(engine, bob.id, 2)
+    insert_tasks(engine, alice.id, 1, deleted=True)
 
     body = client.get("/tasks", headers=alice.headers).get_json()
     assert [item["id"] for item in body["tasks"]] == [str(i) for i in reversed(mine)]
@@ -83,7 +38,7 @@ def test_the_list_holds_only_the_callers_tasks_newest_first_by_default(client, e
 
 
 def test_max_and_order_choose_the_page(client, engine, alice):
-    ids = [str(i) for i in _insert_tasks(engine, alice.id, 6)]
+    ids = [str(i) for i in insert_tasks(engine, alice.id, 6)]
     newest = client.get("/tasks?max=4&order=1", headers=alice.headers).get_json()["tasks"]
     oldest = client.get("/tasks?max=4&order=0", headers=alice.headers).get_json()["tasks"]
     assert [t["id"] for t in newest] == ids[::-1][:4]
@@ -91,7 +46,7 @@ def test_max_and_order_choose_the_page(client, engine, alice):
 
 
 def test_max_defaults_to_20_and_is_capped_at_100(client, engine, alice):
-    _insert_tasks(engine, alice.id, 105)
+    insert_tasks(engine, alice.id, 105)
     assert len(client.get("/tasks", headers=alice.headers).get_json()["tasks"]) == 20
     capped = client.get("/tasks?max=1000", headers=alice.headers).get_json()
     assert len(capped["tasks"]) == 100 and capped["max"] == 100
@@ -124,9 +79,9 @@ def test_invalid_max_or_order_get_400(client, alice, query):
 
 
 def test_a_processed_task_shows_its_clips_with_download_links(client, engine, alice, api_settings):
-    [task_id] = _insert_tasks(engine, alice.id, 1)
+    [task_id] = insert_tasks(engine, alice.id, 1)
     clips = [b"first clip bytes" * 1000, b"second clip"]
-    _processed(engine, api_settings, task_id, clips)
+    store_processed(engine, api_settings, task_id, clips)
 
     body = client.get(f"/tasks/{task_id}", headers=alice.headers).get_json()
     assert body["status"] == "processed" and body["progress"] == 100 and body["attempts"] == 1
@@ -154,7 +109,7 @@ def test_a_processed_task_shows_its_clips_with_download_links(client, engine, al
 
 
 def test_a_failed_task_shows_its_reason(client, engine, alice):
-    [task_id] = _insert_tasks(engine, alice.id, 1)
+    [task_id] = insert_tasks(engine, alice.id, 1)
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -172,8 +127,8 @@ def test_a_failed_task_shows_its_reason(client, engine, alice):
 
 
 def test_another_users_task_is_answered_exactly_like_a_missing_one(client, engine, alice, bob, api_settings):
-    [task_id] = _insert_tasks(engine, alice.id, 1)
-    _processed(engine, api_settings, task_id, [b"clip"])
+    [task_id] = insert_tasks(engine, alice.id, 1)
+    store_processed(engine, api_settings, task_id, [b"clip"])
     missing = uuid.uuid4()
 
     for path in ("", "/clips/0", "/original"):
@@ -237,8 +192,8 @@ def test_deleting_a_queued_task_cancels_it_and_removes_its_objects(
 def test_deleting_a_processed_task_keeps_its_status_and_publishes_nothing(
     client, engine, alice, api_settings
 ):
-    [task_id] = _insert_tasks(engine, alice.id, 1)
-    _processed(engine, api_settings, task_id, [b"clip"])
+    [task_id] = insert_tasks(engine, alice.id, 1)
+    store_processed(engine, api_settings, task_id, [b"clip"])
 
     assert client.delete(f"/tasks/{task_id}", headers=alice.headers).status_code == 204
 
@@ -255,6 +210,30 @@ def test_an_idempotency_key_of_a_deleted_task_gets_409(client, alice):
     first = client.post("/tasks", json={"url": SOURCE}, headers=headers)
     client.delete(first.headers["Location"], headers=alice.headers)
     assert_error(client.post("/tasks", json={"url": SOURCE}, headers=headers), 409, "idempotency_key_used")
+
+
+@pytest.mark.parametrize("deletion", ["by its owner", "row removed"])
+def test_a_task_deleted_between_the_key_lookup_and_the_replay_gets_409(
+    client, engine, alice, api_settings, monkeypatch, deletion
+):
+    headers = alice.headers | {"Idempotency-Key": "run-44"}
+    first = client.post("/tasks", json={"url": SOURCE}, headers=headers)
+    task_id = uuid.UUID(first.get_json()["id"])
+    look_up = routes.task_store.find_by_idempotency_key
+
+    def then_delete(conn, owner_id, key, window_hours):
+        found = look_up(conn, owner_id, key, window_hours)
+        # The race, made certain: the task goes right after the lookup found it.
+        with engine.begin() as other:
+            if deletion == "by its owner":
+                task_store.delete(other, task_id, alice.id, api_settings)
+            else:
+                other.execute(text("DELETE FROM tasks WHERE id = :id"), {"id": task_id})
+        return found
+
+    monkeypatch.setattr(routes.task_store, "find_by_idempotency_key", then_delete)
+    replay = client.post("/tasks", json={"url": SOURCE}, headers=headers)
+    assert_error(replay, 409, "idempotency_key_used")
 
 
 def test_idempotency_keys_expire_after_the_window(client, engine, alice):

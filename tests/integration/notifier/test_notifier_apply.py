@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from services.notifier.apply import Outcome
-from shared import db
+from shared import db, layout
 from shared.events import ClipOutput, TaskStatusChanged
 from shared.lifecycle import TaskStatus
 
@@ -36,7 +36,7 @@ def outputs(bucket, task_id, parts=2):
     return tuple(
         ClipOutput(
             index=i,
-            uri=f"gs://{bucket}/{task_id}/part-{i:02d}.mp4",
+            uri=f"gs://{bucket}/{layout.clip_object(task_id, i)}",
             duration_seconds=22.0 if i < parts - 1 else 7.0,
             size_bytes=1000 + i,
         )
@@ -355,3 +355,70 @@ def test_a_processed_event_for_a_canceled_or_deleted_task_leaves_no_orphans(
     assert clip_rows(engine, task_id) == [] and history(engine, task_id) == []
     lines = [r for r in caplog.records if r.getMessage().startswith("deleted the outputs")]
     assert len(lines) == 1 and lines[0].task_id == str(task_id)
+
+
+def test_outputs_outside_the_tasks_folder_are_dropped_and_logged(
+    engine, settings, make_task, deliver, caplog
+):
+    task_id, other = make_task(), make_task()
+    own = ClipOutput(
+        index=1,
+        uri=f"gs://{settings.clips_bucket}/{layout.clip_object(task_id, 1)}",
+        poster_uri=f"gs://{settings.clips_bucket}/{layout.poster_object(other, 1)}",
+        duration_seconds=22.0,
+        size_bytes=10,
+    )
+    foreign = [
+        f"gs://{settings.clips_bucket}/{layout.clip_object(other, 1)}",  # another task's clip
+        f"gs://{settings.uploads_bucket}/{layout.upload_object(other)}",  # another user's upload
+        f"gs://{settings.clips_bucket}/{layout.task_folder(task_id)}../{other}/part-01.mp4",
+        f"gs://{settings.clips_bucket}/elsewhere/part-01.mp4",
+    ]
+    event = status_event(
+        task_id,
+        TaskStatus.PROCESSED,
+        progress=100,
+        outputs=(
+            own,
+            *(
+                ClipOutput(index=n, uri=uri, duration_seconds=1.0, size_bytes=1)
+                for n, uri in enumerate(foreign, start=2)
+            ),
+        ),
+    )
+    with caplog.at_level(logging.INFO, logger="services.notifier"):
+        assert deliver(event).outcome is Outcome.APPLIED
+
+    assert task_row(engine, task_id).status == "processed"
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT index, uri, poster_uri FROM clips WHERE task_id = :id"), {"id": task_id}
+        ).all()
+    assert [tuple(row) for row in rows] == [(1, own.uri, None)]
+    [line] = [r for r in caplog.records if r.getMessage().startswith("dropped outputs outside")]
+    assert line.levelno == logging.ERROR and line.task_id == str(task_id)
+    assert line.uris == [own.poster_uri, *foreign]
+
+
+def test_a_late_event_naming_another_tasks_clips_deletes_none_of_them(engine, settings, make_task, deliver):
+    from shared.storage import storage_client
+
+    deleted_task, victim = make_task(status="canceled", deleted_at=T0), make_task(status="processed")
+    bucket = storage_client().bucket(settings.clips_bucket)
+    theirs = layout.clip_object(victim, 1)
+    bucket.blob(theirs).upload_from_string(b"the victim's clip")
+    event = status_event(
+        deleted_task,
+        TaskStatus.PROCESSED,
+        progress=100,
+        outputs=(
+            ClipOutput(
+                index=1, uri=f"gs://{settings.clips_bucket}/{theirs}", duration_seconds=1.0, size_bytes=1
+            ),
+        ),
+    )
+
+    result = deliver(event)
+
+    assert result.outcome is Outcome.STALE and result.orphans_deleted == ()
+    assert bucket.blob(theirs).exists()

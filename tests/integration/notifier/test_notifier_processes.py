@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from infra.local import free_port
 from infra.local.process import http_probe, wait_until
+from shared import layout
 from shared.events import ClipOutput, Publisher, TaskStatusChanged, encode, subscription_path
 from shared.lifecycle import TaskStatus
 
@@ -69,7 +70,7 @@ def test_the_runner_applies_events_published_to_the_emulator(
     publisher = Publisher(settings)
     clip = ClipOutput(
         index=0,
-        uri=f"gs://{settings.clips_bucket}/{task_id}/part-00.mp4",
+        uri=f"gs://{settings.clips_bucket}/{layout.clip_object(task_id, 0)}",
         duration_seconds=12.0,
         size_bytes=4096,
     )

@@ -10,6 +10,7 @@ from services.notifier.changes import (
     TaskState,
     check_event,
     orphaned_objects,
+    own_outputs,
     plan_change,
 )
 from shared.events import ClipOutput, MalformedEvent, TaskStatusChanged
@@ -155,3 +156,42 @@ def test_a_late_processed_event_orphans_only_objects_no_clip_holds():
     # Another run wrote the same names the recorded clips use: those are live.
     assert orphaned_objects(TaskState(DONE, 100, 1), late, {named[0], named[1]}) == [named[2]]
     assert orphaned_objects(TaskState(DONE, 100, 1), event(P, progress=5), set()) == []
+
+
+def test_only_outputs_in_the_tasks_own_folder_are_kept():
+    task_id = uuid.uuid4()
+    other = uuid.uuid4()
+    own = f"gs://clips/tasks/{task_id}/part-01"
+    outputs = (
+        ClipOutput(index=1, uri=f"{own}.mp4", poster_uri=f"{own}.jpg", duration_seconds=20, size_bytes=1),
+        ClipOutput(
+            index=2,
+            uri=f"gs://clips/tasks/{task_id}/part-02.mp4",
+            poster_uri=f"gs://uploads/uploads/{other}/source",
+            duration_seconds=20,
+            size_bytes=1,
+        ),
+        ClipOutput(
+            index=3,
+            uri=f"gs://clips/tasks/{other}/part-01.mp4",
+            poster_uri=f"gs://clips/tasks/{other}/part-01.jpg",
+            duration_seconds=20,
+            size_bytes=1,
+        ),
+        ClipOutput(index=4, uri=f"gs://uploads/uploads/{other}/source", duration_seconds=20, size_bytes=1),
+    )
+    done = TaskStatusChanged(task_id=task_id, status=DONE, attempt=1, progress=100, outputs=outputs)
+
+    kept, refused = own_outputs(done, "clips")
+
+    assert kept == (outputs[0], outputs[1].model_copy(update={"poster_uri": None}))
+    assert refused == [
+        f"gs://uploads/uploads/{other}/source",
+        f"gs://clips/tasks/{other}/part-01.mp4",
+        f"gs://clips/tasks/{other}/part-01.jpg",
+        f"gs://uploads/uploads/{other}/source",
+    ]
+    assert own_outputs(done, "another-bucket") == (
+        (),
+        [uri for c in outputs for uri in (c.uri, c.poster_uri) if uri],
+    )

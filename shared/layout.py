@@ -1,0 +1,56 @@
+"""Where a task's objects live in Cloud Storage: every service names them through here.
+
+- the uploads bucket holds a task's original at ``uploads/<task id>/source``;
+- the clips bucket holds a task's outputs in its folder ``tasks/<task id>/``: each part's
+  clip ``part-NN.mp4`` and poster ``part-NN.jpg`` (NN counts from 01).
+
+The names are deterministic, so processing a task again overwrites its outputs rather
+than adding to them, and deleting a task is deleting its two folders.
+"""
+
+from __future__ import annotations
+
+from shared.storage import parse_gs_uri
+
+
+def upload_folder(task_id: object) -> str:
+    """The uploads-bucket prefix of everything stored for a task's original."""
+    return f"uploads/{task_id}/"
+
+
+def upload_object(task_id: object) -> str:
+    """The uploads-bucket object that holds a task's original."""
+    return upload_folder(task_id) + "source"
+
+
+def task_folder(task_id: object) -> str:
+    """The clips-bucket prefix under which every output of a task lives."""
+    return f"tasks/{task_id}/"
+
+
+def clip_object(task_id: object, index: int) -> str:
+    """The clips-bucket object of a task's clip number ``index``."""
+    return f"{task_folder(task_id)}part-{index:02d}.mp4"
+
+
+def poster_object(task_id: object, index: int) -> str:
+    """The clips-bucket object of the poster of a task's clip number ``index``."""
+    return f"{task_folder(task_id)}part-{index:02d}.jpg"
+
+
+def is_task_output(uri: str, clips_bucket: str, task_id: object) -> bool:
+    """Whether ``uri`` names an object inside the task's own folder in the clips bucket.
+
+    Anything else (another bucket, another task's folder, a name with ``.``, ``..`` or
+    empty segments that a client might resolve elsewhere, or not a ``gs://`` URI at all)
+    is not this task's output.
+    """
+    try:
+        bucket, name = parse_gs_uri(uri)
+    except ValueError:
+        return False
+    folder = task_folder(task_id)
+    if bucket != clips_bucket or not name.startswith(folder):
+        return False
+    rest = name[len(folder) :].split("/")
+    return all(segment not in ("", ".", "..") for segment in rest)
