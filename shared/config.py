@@ -173,6 +173,12 @@ class Settings(BaseSettings):
     """Connect timeout of a source download."""
     fetch_read_timeout_seconds: float = 30.0
     """Read timeout (between two reads) of a source download."""
+    fetch_min_bytes_per_second: int = 16 * 1024
+    """Least average rate of a source download, judged from FETCH_THROUGHPUT_GRACE_SECONDS
+    on: a source that sends slower (a trickle, a stall) fails the task; 0 turns it off."""
+    fetch_throughput_grace_seconds: float = 20.0
+    """How long a source download runs before its average rate is judged; below the read
+    timeout, so a source that stalls fails for its slowness rather than being retried."""
     fetch_max_redirects: int = 5
     """Redirects a source download may follow (each one checked)."""
     transcoder_concurrency: int = 0
@@ -181,7 +187,8 @@ class Settings(BaseSettings):
     """How far each Pub/Sub lease extension reaches: the message of a worker that dies
     comes back within about this long (at least 10)."""
     fetch_total_timeout_seconds: float = 600.0
-    """Time a whole source download may take, beyond the connect and read timeouts."""
+    """Wall-clock limit of a whole source download (connecting, redirects, headers and
+    body): a download still running then is cut and fails the task."""
     probe_timeout_seconds: float = 60.0
     """Time ffprobe may take on a source."""
     retry_initial_seconds: float = 1.0

@@ -124,12 +124,15 @@ def address_refusal(address: IPAddress, *, allow_loopback: bool = False) -> str 
 
 
 def check_address(address: IPAddress | str, *, allow_loopback: bool = False) -> None:
-    """Raise :class:`SourceUrlRejected` unless ``address`` may be fetched from."""
+    """Raise :class:`SourceUrlRejected` unless ``address`` may be fetched from.
+
+    The message names the kind of address, never the address itself (the way a spelling
+    such as ``0xa.1`` was read says which internal address it reaches)."""
     if isinstance(address, str):
         address = ipaddress.ip_address(address)
     reason = address_refusal(address, allow_loopback=allow_loopback)
     if reason is not None:
-        raise SourceUrlRejected(f"source URL points at {reason} ({address})")
+        raise SourceUrlRejected(f"source URL points at {reason}")
 
 
 def check_source_url(

@@ -6,13 +6,24 @@ and each address the host resolves to before connecting. The connection is then 
 to the address that was checked, never to a fresh lookup, so a name cannot resolve to
 a public address for the check and a private one for the connection (DNS rebinding).
 Redirects are followed by hand, a bounded number of times; the body streams to disk
-under a byte limit and an overall deadline as well as connect/read timeouts.
+under a byte limit as well as connect/read timeouts.
+
+A read timeout bounds the gap between two reads, not the download: a server that sends
+a byte every few seconds, in the headers or the body, never trips it. So every fetch has
+a watchdog thread that ends it from outside the read, by shutting its sockets down, when
+the wall-clock limit passes, when the source sends slower than the least average rate
+once a grace period is over, or when the task's stop signal is set (a cancel, a drain).
+The blocked read then returns or fails at once, and the fetch raises the watchdog's
+reason rather than the broken read's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,19 +34,23 @@ import requests
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as urllib3_exceptions
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import connection as urllib3_connection
 
-from services.transcoder.errors import PermanentFailure, TransientFailure
+from services.transcoder.errors import PermanentFailure, ProcessingStopped, TransientFailure
+from services.transcoder.runner import StopSignal
 from shared.storage import parse_gs_uri
-from shared.urlpolicy import SourceUrlRejected, check_address, check_source_url
+from shared.urlpolicy import SourceUrlRejected, address_refusal, check_source_url
 
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[str, int], list[str]]
 
 _CHUNK_BYTES = 1024 * 1024
+# How often the watchdog looks: a stop or a limit ends the fetch within about this long.
+_WATCH_SECONDS = 0.2
 _USER_AGENT = "idrl-transcoder/1"
 _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -61,16 +76,98 @@ class FetchPolicy:
     connect_timeout: float
     read_timeout: float
     total_timeout: float
+    min_bytes_per_second: float  # 0: no floor
+    throughput_grace: float
     max_redirects: int
 
 
-class _Guard:
-    """Resolves a host, refuses it unless every address passes the policy, and says
-    which addresses to connect to."""
+def download_limit_passed(policy: FetchPolicy, *, elapsed: float, received: int) -> str | None:
+    """Why a download ``elapsed`` seconds old with ``received`` body bytes must end now,
+    or None while it is within the limits."""
+    if elapsed > policy.total_timeout:
+        return f"the source did not download within {policy.total_timeout:.0f} s"
+    floor = policy.min_bytes_per_second
+    # The average since the fetch began (connecting and redirects included), judged only
+    # after the grace period, so a slow start is not held against a source.
+    if floor > 0 and elapsed >= policy.throughput_grace and received < floor * elapsed:
+        return (
+            f"the source sends too slowly ({received} bytes in {elapsed:.0f} s; "
+            f"it must average at least {floor:.0f} bytes/s)"
+        )
+    return None
 
-    def __init__(self, resolver: Resolver, allow_loopback: bool) -> None:
+
+class _Watchdog:
+    """Ends one fetch from outside its reads: shuts down every socket the fetch opened
+    once a limit passes or the stop signal is set, and keeps the reason."""
+
+    def __init__(self, policy: FetchPolicy, stop: StopSignal | None) -> None:
+        self.policy = policy
+        self.stop = stop
+        self.received = 0  # body bytes so far, written by the fetching thread
+        self._verdict: Exception | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._watch, name="fetch-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Take ``sock`` under watch; shut it down at once if the fetch is already over."""
+        with self._lock:
+            self._sockets.append(sock)
+            over = self._verdict is not None
+        if over:
+            _shut_down(sock)
+
+    def raise_if_ended(self) -> None:
+        """Raise the reason the watchdog ended the fetch, if it did."""
+        if self._verdict is not None:
+            raise self._verdict from None
+
+    def _watch(self) -> None:
+        while not self._done.wait(_WATCH_SECONDS):
+            verdict = self._judge()
+            if verdict is not None:
+                with self._lock:
+                    self._verdict = verdict
+                    sockets = list(self._sockets)
+                for sock in sockets:
+                    _shut_down(sock)
+                return
+
+    def _judge(self) -> Exception | None:
+        if self.stop is not None and self.stop.is_set():
+            return ProcessingStopped(self.stop.why or "stopped")
+        elapsed = time.monotonic() - self._started
+        reason = download_limit_passed(self.policy, elapsed=elapsed, received=self.received)
+        return PermanentFailure(reason) if reason is not None else None
+
+
+def _shut_down(sock: socket.socket) -> None:
+    # The plain socket's shutdown, under TLS too: it wakes a read blocked in another
+    # thread, where the TLS socket's own would drop the TLS state under that read. A
+    # socket closed already has nothing left to shut.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Guard:
+    """Resolves a host, refuses it unless every address passes the policy, says which
+    addresses to connect to, and puts each connection under the fetch's watchdog."""
+
+    def __init__(self, resolver: Resolver, allow_loopback: bool, watchdog: _Watchdog) -> None:
         self.resolver = resolver
         self.allow_loopback = allow_loopback
+        self.watchdog = watchdog
 
     def addresses(self, host: str, port: int) -> list[str]:
         addresses = self.resolver(host.strip("[]"), port)
@@ -79,7 +176,12 @@ class _Guard:
         for address in addresses:
             # One refused address refuses the host: a name that mixes public and
             # private answers is an attempt to pass the check with one and use the other.
-            check_address(address, allow_loopback=self.allow_loopback)
+            refusal = address_refusal(ipaddress.ip_address(address), allow_loopback=self.allow_loopback)
+            if refusal is not None:
+                # The owner learns the kind of address only, never which one: that
+                # would map the network behind the worker. The operator's log names it.
+                log.warning("refused the source host %s: it resolves to %s (%s)", host, address, refusal)
+                raise PermanentFailure(f"the source host resolves to {refusal}, which is not allowed")
         return addresses
 
 
@@ -87,10 +189,11 @@ class _GuardedConnectionMixin:
     guard: _Guard
 
     def _new_conn(self) -> socket.socket:
+        self.guard.watchdog.raise_if_ended()
         last_error: OSError | None = None
         for address in self.guard.addresses(self._dns_host, self.port):
             try:
-                return urllib3_connection.create_connection(
+                sock = urllib3_connection.create_connection(
                     (address, self.port),
                     self.timeout,
                     source_address=self.source_address,
@@ -98,6 +201,9 @@ class _GuardedConnectionMixin:
                 )
             except OSError as exc:
                 last_error = exc
+                continue
+            self.guard.watchdog.watch(sock)
+            return sock
         raise TransientFailure(f"could not connect to the source host {self.host} ({last_error})")
 
 
@@ -121,41 +227,65 @@ class _GuardedAdapter(HTTPAdapter):
 
 
 class UrlFetcher:
-    """Fetches http(s) sources to local files under a :class:`FetchPolicy`."""
+    """Fetches http(s) sources to local files under a :class:`FetchPolicy`.
+
+    Each fetch opens its own connections and closes them when it ends (no pool is kept
+    between fetches), so its watchdog knows every socket the fetch reads from.
+    """
 
     def __init__(self, policy: FetchPolicy, resolver: Resolver = system_resolver) -> None:
         self.policy = policy
-        self.session = requests.Session()
-        self.session.trust_env = False  # a proxy from the environment would bypass the check
-        adapter = _GuardedAdapter(_Guard(resolver, policy.allow_loopback))
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.resolver = resolver
 
     def close(self) -> None:
-        self.session.close()
+        """Nothing to release: no connection outlives its fetch."""
 
-    def fetch(self, url: str, destination: Path) -> int:
-        """Stream ``url`` into ``destination``; returns the number of bytes written."""
-        deadline = time.monotonic() + self.policy.total_timeout
+    def fetch(self, url: str, destination: Path, *, stop: StopSignal | None = None) -> int:
+        """Stream ``url`` into ``destination``; returns the number of bytes written.
+
+        Raises :class:`ProcessingStopped` within about a second once ``stop`` is set,
+        :class:`PermanentFailure` when the download passes the total timeout or sends
+        slower than the least average rate, besides the failures of each request.
+        """
+        with _Watchdog(self.policy, stop) as watchdog, self._session(watchdog) as session:
+            try:
+                written = self._follow(session, url, destination, watchdog)
+            except Exception:
+                # A read the watchdog cut fails as a broken connection: its reason is the one.
+                watchdog.raise_if_ended()
+                raise
+            # A body without a declared length ends like a cut one: check the reason too.
+            watchdog.raise_if_ended()
+            return written
+
+    def _session(self, watchdog: _Watchdog) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # a proxy from the environment would bypass the check
+        adapter = _GuardedAdapter(_Guard(self.resolver, self.policy.allow_loopback, watchdog))
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def _follow(self, session: requests.Session, url: str, destination: Path, watchdog: _Watchdog) -> int:
         current = url
         for _ in range(self.policy.max_redirects + 1):
             try:
                 check_source_url(current, allow_loopback=self.policy.allow_loopback)
             except SourceUrlRejected as exc:
                 raise PermanentFailure(exc.message) from None
-            response = self._get(current)
+            response = self._get(session, current)
             with response:
                 if response.is_redirect:
                     location = response.headers.get("Location", "")
                     current = urljoin(current, location)
                     continue
                 self._check_status(response)
-                return self._stream(response, destination, deadline)
+                return self._stream(response, destination, watchdog)
         raise PermanentFailure(f"the source redirected more than {self.policy.max_redirects} times")
 
-    def _get(self, url: str) -> requests.Response:
+    def _get(self, session: requests.Session, url: str) -> requests.Response:
         try:
-            return self.session.get(
+            return session.get(
                 url,
                 stream=True,
                 allow_redirects=False,
@@ -186,24 +316,20 @@ class UrlFetcher:
                 f"the source is {int(declared)} bytes, over the {self.policy.max_bytes} bytes limit"
             )
 
-    def _stream(self, response: requests.Response, destination: Path, deadline: float) -> int:
+    def _stream(self, response: requests.Response, destination: Path, watchdog: _Watchdog) -> int:
         written = 0
         try:
             with destination.open("wb") as out:
-                for chunk in response.iter_content(_CHUNK_BYTES):
+                # read1: whatever one read brings, so the watchdog counts bytes as they
+                # come, not once a whole chunk is in.
+                while chunk := response.raw.read1(_CHUNK_BYTES, decode_content=True):
                     written += len(chunk)
+                    watchdog.received = written
                     if written > self.policy.max_bytes:
                         raise PermanentFailure(f"the source is over the {self.policy.max_bytes} bytes limit")
-                    if time.monotonic() > deadline:
-                        raise TransientFailure(
-                            f"the source did not download within {self.policy.total_timeout:.0f} s"
-                        )
                     out.write(chunk)
-        except (
-            requests.exceptions.ConnectionError,
-            requests.exceptions.Timeout,
-            requests.exceptions.ChunkedEncodingError,
-        ) as exc:
+        except urllib3_exceptions.HTTPError as exc:
+            # A read timeout, a connection closed before the declared end, a broken chunk.
             raise TransientFailure(f"the source download broke off ({_short(exc)})") from None
         return written
 

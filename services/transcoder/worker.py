@@ -196,6 +196,8 @@ class Worker:
                 connect_timeout=settings.fetch_connect_timeout_seconds,
                 read_timeout=settings.fetch_read_timeout_seconds,
                 total_timeout=settings.fetch_total_timeout_seconds,
+                min_bytes_per_second=settings.fetch_min_bytes_per_second,
+                throughput_grace=settings.fetch_throughput_grace_seconds,
                 max_redirects=settings.fetch_max_redirects,
             ),
             resolver=resolver,
@@ -462,7 +464,7 @@ class Worker:
         with TemporaryDirectory(prefix=f"task-{task.task_id}-", dir=self.settings.scratch_dir) as scratch:
             workdir = Path(scratch)
             source = workdir / "source"
-            self._retry(lambda: self._fetch(task.source, source), stop)
+            self._retry(lambda: self._fetch(task.source, source, stop), stop)
             stop.raise_if_set()
             info = probe_source(source, self.limits, timeout=self.settings.probe_timeout_seconds)
             throttle = ProgressThrottle(
@@ -488,7 +490,7 @@ class Worker:
                 stop.raise_if_set()
             return tuple(outputs)
 
-    def _fetch(self, source: str, destination: Path) -> int:
+    def _fetch(self, source: str, destination: Path, stop: StopSignal) -> int:
         if source.startswith("gs://"):
             with _storage_errors("reading the uploaded source"):
                 return fetch_upload(
@@ -498,7 +500,7 @@ class Worker:
                     bucket=self.settings.uploads_bucket,
                     max_bytes=self.settings.max_source_bytes,
                 )
-        return self.fetcher.fetch(source, destination)
+        return self.fetcher.fetch(source, destination, stop=stop)
 
     def _upload(self, task_id: uuid.UUID, clip: LocalClip) -> ClipOutput:
         bucket = self.storage.bucket(self.settings.clips_bucket)

@@ -179,6 +179,8 @@ def _fetcher(resolver=fetch_module.system_resolver) -> UrlFetcher:
             connect_timeout=2,
             read_timeout=2,
             total_timeout=10,
+            min_bytes_per_second=0,
+            throughput_grace=10,
             max_redirects=3,
         ),
         resolver=resolver,
@@ -229,7 +231,7 @@ def test_a_name_rebound_before_the_next_connection_is_refused_at_that_connection
     ],
 )
 def test_a_name_resolving_to_a_forbidden_address_is_never_connected_to(answers, connections, tmp_path):
-    with pytest.raises(PermanentFailure, match="source URL points at"):
+    with pytest.raises(PermanentFailure, match="the source host resolves to"):
         _fetcher(lambda host, port: answers).fetch("http://cdn.videos.example/run.mp4", tmp_path / "source")
     assert connections == []
 

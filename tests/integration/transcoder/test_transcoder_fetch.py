@@ -1,17 +1,20 @@
 """Fetching URL sources: the SSRF targets of the issue, limits and error kinds, against
-a real HTTP server on loopback (allowed only where a test says so)."""
+a real HTTP server on loopback (allowed only where a test says so); sources that trickle
+or stall, each ended by the fetcher's watchdog; a stop (cancel, drain) during a fetch."""
 
 from __future__ import annotations
 
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
 
 from services.transcoder import fetch as fetch_module
-from services.transcoder.errors import PermanentFailure, TransientFailure
+from services.transcoder.errors import PermanentFailure, ProcessingStopped, TransientFailure
 from services.transcoder.fetch import FetchPolicy, UrlFetcher, system_resolver
+from services.transcoder.runner import StopSignal
 
 pytestmark = pytest.mark.security
 
@@ -105,6 +108,8 @@ def fetcher(allow_loopback: bool = False, **changes) -> UrlFetcher:
         connect_timeout=2,
         read_timeout=1,
         total_timeout=30,
+        min_bytes_per_second=0,
+        throughput_grace=1,
         max_redirects=3,
     )
     return UrlFetcher(FetchPolicy(**(policy | changes)), resolver=resolver)
@@ -224,3 +229,138 @@ def test_a_closed_port_is_transient(tmp_path):
         port = probe.getsockname()[1]
     with pytest.raises(TransientFailure, match="could not connect|could not be reached"):
         fetcher(allow_loopback=True).fetch(f"http://127.0.0.1:{port}/video.mp4", tmp_path / "s")
+
+
+# --- sources that trickle or stall -----------------------------------------------------------
+
+TRICKLE_GAP = 0.2  # between two bytes: far inside the read timeout, which never trips
+SERVE_AT_MOST = 30.0  # a slow source gives up by itself, so a fetch that ignores it still ends
+
+
+class SlowHandler(BaseHTTPRequestHandler):
+    """Sources a read timeout cannot end: one byte at a time, with a declared length,
+    chunked, or until the connection closes; headers that never end; a body that never
+    starts; a steady stream too slow for its size."""
+
+    protocol_version = "HTTP/1.1"  # for the chunked source
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.close_connection = True
+        self.server.requests.append(self.path)
+        try:
+            self._serve()
+        except (BrokenPipeError, ConnectionResetError):
+            self.server.cut.append(self.path)  # the fetcher closed the connection
+
+    def _serve(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/headers":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Padding: ")
+            self._trickle(lambda: b"a")
+            return
+        self.send_response(200)
+        if path == "/chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        elif path in ("/length", "/stall", "/steady"):
+            self.send_header("Content-Length", str(len(BODY) * 3 // 2))  # within the limit
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if path == "/chunked":
+            self._trickle(lambda: b"1\r\na\r\n")
+        elif path in ("/length", "/unsized"):
+            self._trickle(lambda: b"a")
+        elif path == "/steady":
+            self._trickle(lambda: b"a" * 16 * 1024, gap=0.1)  # 160 KiB/s
+        else:  # /stall: the headers, then nothing
+            self.server.closing.wait(SERVE_AT_MOST)
+
+    def _trickle(self, piece, gap: float = TRICKLE_GAP) -> None:
+        deadline = time.monotonic() + SERVE_AT_MOST
+        while time.monotonic() < deadline and not self.server.closing.wait(gap):
+            self.wfile.write(piece())
+            self.wfile.flush()
+
+
+@pytest.fixture(scope="module")
+def slow_server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
+    httpd.daemon_threads = True
+    httpd.requests, httpd.cut, httpd.closing = [], [], threading.Event()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.closing.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def slow_base(slow_server):
+    slow_server.requests.clear()
+    slow_server.cut.clear()
+    return f"http://127.0.0.1:{slow_server.server_address[1]}"
+
+
+# Small limits, so each case ends in seconds: the read timeout is far above the gap
+# between two bytes, as a trickle makes sure it is.
+QUICK = dict(read_timeout=3, total_timeout=4, min_bytes_per_second=1000, throughput_grace=1)
+
+
+def timed_fetch(fetcher: UrlFetcher, url: str, destination, **kwargs) -> tuple[BaseException, float]:
+    started = time.monotonic()
+    with pytest.raises((PermanentFailure, TransientFailure, ProcessingStopped)) as raised:
+        fetcher.fetch(url, destination, **kwargs)
+    return raised.value, time.monotonic() - started
+
+
+@pytest.mark.parametrize("path", ["/length", "/chunked", "/unsized", "/stall", "/headers"])
+def test_a_source_that_trickles_or_stalls_fails_for_its_slowness(slow_base, slow_server, path, tmp_path):
+    error, elapsed = timed_fetch(fetcher(allow_loopback=True, **QUICK), f"{slow_base}{path}", tmp_path / "s")
+    assert isinstance(error, PermanentFailure), error
+    assert "the source sends too slowly" in error.reason and "at least 1000 bytes/s" in error.reason
+    # Judged once the grace second is over: well before the server would give up.
+    assert elapsed < SERVE_AT_MOST / 2, elapsed
+    assert slow_server.requests == [path]
+
+
+@pytest.mark.parametrize("path", ["/length", "/chunked", "/unsized", "/headers", "/steady"])
+def test_the_total_timeout_is_a_wall_clock_limit_on_the_whole_download(slow_base, path, tmp_path):
+    # No throughput floor: only the deadline can end these.
+    unfloored = fetcher(allow_loopback=True, **(QUICK | {"min_bytes_per_second": 0}))
+    error, elapsed = timed_fetch(unfloored, f"{slow_base}{path}", tmp_path / "s")
+    assert isinstance(error, PermanentFailure), error
+    assert error.reason == "the source did not download within 4 s"
+    assert elapsed < SERVE_AT_MOST / 2, elapsed
+
+
+def test_a_stop_during_a_fetch_closes_the_connection_at_once(slow_base, slow_server, tmp_path):
+    stop = StopSignal()
+    patient = fetcher(allow_loopback=True, read_timeout=10, total_timeout=SERVE_AT_MOST * 2)
+    ended: list[tuple[BaseException, float]] = []
+    fetching = threading.Thread(
+        target=lambda: ended.append(
+            timed_fetch(patient, f"{slow_base}/length?to-stop", tmp_path / "s", stop=stop)
+        )
+    )
+    fetching.start()
+    wait_until(lambda: slow_server.requests == ["/length?to-stop"], "the request")
+    time.sleep(0.5)  # bytes are trickling now
+    stopped_at = time.monotonic()
+    stop.set("canceled")
+    fetching.join(SERVE_AT_MOST * 2)
+    (error, elapsed), *_ = ended
+    assert isinstance(error, ProcessingStopped) and error.why == "canceled", error
+    # The promise is 2 s; the margin is for a loaded machine.
+    assert time.monotonic() - stopped_at < 5
+    # Earlier tests' cut connections may still be noticed: this one is named by its query.
+    wait_until(lambda: "/length?to-stop" in slow_server.cut, "the server to see the connection closed")
+
+
+def wait_until(predicate, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
