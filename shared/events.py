@@ -17,16 +17,18 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Literal
+from types import FrameType
+from typing import Annotated, Final, Literal
 
 from google.api_core.exceptions import AlreadyExists, NotFound
 from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1.publisher.futures import Future as PublishFuture
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.config import Settings
 from shared.lifecycle import TaskStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 log = logging.getLogger(__name__)
 
@@ -170,15 +172,17 @@ class Publisher:
         self.settings = settings
         self.client = client or publisher_client()
 
-    def publish(self, topic: str, event: Event):
+    def publish(self, topic: str, event: Event) -> PublishFuture:
         """Publish ``event`` to ``topic``; returns the client's future (``.result()``
         gives the message id, or raises)."""
         data, attributes = encode(event)
         return self.publish_raw(topic, data, attributes)
 
-    def publish_raw(self, topic: str, data: bytes, attributes: dict[str, str]):
+    def publish_raw(self, topic: str, data: bytes, attributes: dict[str, str]) -> PublishFuture:
         """Publish an already encoded message (the outbox stores them encoded)."""
-        return self.client.publish(topic_path(self.settings, topic), data, **attributes)
+        # The client takes attributes as keyword arguments; none of the platform's is
+        # named like one of its parameters (ordering_key, retry, timeout).
+        return self.client.publish(topic_path(self.settings, topic), data, **attributes)  # type: ignore[arg-type]
 
 
 def stop_on_signals() -> threading.Event:
@@ -186,7 +190,7 @@ def stop_on_signals() -> threading.Event:
     loop in a process's main thread."""
     stop = threading.Event()
 
-    def on_signal(signum: int, _frame) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping on %s", signal.Signals(signum).name)
         stop.set()
 

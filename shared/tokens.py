@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -200,7 +201,7 @@ class TokenVerifier:
             else None
         )
 
-    def _key_for(self, kid: str):
+    def _key_for(self, kid: str) -> Ed25519PublicKey:
         if kid in self._static:
             return self._static[kid]
         if self._jwks is None:
@@ -215,7 +216,7 @@ class TokenVerifier:
             raise InvalidToken("token signed by an unusable key")
         return jwk.key
 
-    def verify(self, token: str) -> dict:
+    def verify(self, token: str) -> dict[str, Any]:
         """The token's claims; :class:`InvalidToken` (401) for any defect."""
         try:
             header = jwt.get_unverified_header(token)

@@ -14,8 +14,9 @@ from typing import TypeVar
 
 import sqlalchemy.exc
 from flask import Blueprint, Flask, Response, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from shared.errors import (
     BadRequest,
@@ -71,7 +72,7 @@ def _domain_error(exc: DomainError) -> Response:
 def _http_error(exc: HTTPException) -> Response:
     code = (exc.name or "error").lower().replace(" ", "_")
     response = error_response(exc.code or 500, code, exc.description or exc.name)
-    if exc.code == 405 and exc.valid_methods:
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)
     return response
 
@@ -93,6 +94,7 @@ def _unexpected(exc: Exception) -> Response:
 
 def init_app(app: Flask) -> None:
     """Register the error handlers and make JSON output stable (UTF-8, unsorted)."""
+    assert isinstance(app.json, DefaultJSONProvider)  # the provider these two options belong to
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     app.register_error_handler(DomainError, _domain_error)
@@ -175,12 +177,12 @@ def health_blueprint(readiness_checks: Mapping[str, Callable[[], None]], prefix:
     health = Blueprint("health", __name__, url_prefix=prefix or None)
 
     @health.get("/healthz")
-    def healthz():
+    def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @health.get("/readyz")
-    def readyz():
-        results = {}
+    def readyz() -> tuple[dict[str, object], int]:
+        results: dict[str, str] = {}
         for name, check in readiness_checks.items():
             try:
                 check()

@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     app = Flask(__name__, static_folder=None)
     # The default for every route; POST /tasks raises it for multipart uploads only.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_json_bytes
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
     app.extensions["settings"] = settings
     app.extensions["engine"] = engine = db.create_engine(settings)
     app.extensions["token_verifier"] = token_verifier or TokenVerifier(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Row
@@ -122,7 +123,7 @@ class Task:
     clips: tuple[Clip, ...] = field(default=())
 
     @classmethod
-    def from_row(cls, row: Row, clips: tuple[Clip, ...] = ()) -> Task:
+    def from_row(cls, row: Row[Any], clips: tuple[Clip, ...] = ()) -> Task:
         values = row._asdict()
         values["status"] = TaskStatus(values["status"])
         return cls(**values, clips=clips)

@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_json_bytes
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
     app.extensions["settings"] = settings
     app.extensions["signing_key"] = signing_key = load_signing_key(settings)
     # Keys of a rotation still under way: published, never used to sign (docs/deploy.md).

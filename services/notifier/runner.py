@@ -71,7 +71,9 @@ def cloud_event_for(
     return CloudEvent(attributes, data)
 
 
-def make_callback(settings: Settings, function: Callable[[CloudEvent], object]):
+def make_callback(
+    settings: Settings, function: Callable[[CloudEvent], object]
+) -> Callable[[pubsub_v1.subscriber.message.Message], None]:
     """The streaming pull callback: call ``function``; ack when it returns, nack when
     it raises."""
 

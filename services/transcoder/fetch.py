@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 import requests
@@ -66,7 +67,7 @@ def system_resolver(host: str, port: int) -> list[str]:
     except UnicodeError:
         # An empty or over-long label ("a..b"): the name cannot even be asked for.
         raise PermanentFailure(f"the source host {host} is not a valid host name") from None
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,14 @@ class _Guard:
         return addresses
 
 
-class _GuardedConnectionMixin:
+# The mixin is only ever combined with urllib3's connection classes, whose attributes it uses.
+if TYPE_CHECKING:
+    _Connection = HTTPConnection
+else:
+    _Connection = object
+
+
+class _GuardedConnectionMixin(_Connection):
     guard: _Guard
 
     def _new_conn(self) -> socket.socket:

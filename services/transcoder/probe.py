@@ -182,7 +182,7 @@ def _named(value: object) -> str:
 
 def _count(value: object) -> int:
     try:
-        return max(0, int(value))  # type: ignore[arg-type]
+        return max(0, int(value)) if isinstance(value, int | float | str) else 0
     except (TypeError, ValueError):
         return 0
 
