@@ -273,6 +273,40 @@ def test_notifier_is_a_gen2_function_on_task_events(root):
     assert only(service["secret_environment_variables"])["key"] == "DB_PASSWORD"
 
 
+# --- what each service is given ---------------------------------------------------------
+
+
+def _terraform_env_names(root, service: str) -> set[str]:
+    """The variables Terraform sets for ``service``: common_env merged with its own."""
+    if service == "notifier":
+        config = only(root.resource("google_cloudfunctions2_function", "notifier")["service_config"])
+        merged = config["environment_variables"]
+        secrets = {only(config["secret_environment_variables"])["key"]}
+    else:
+        merged = root.modules[service]["env"]
+        secrets = set(root.modules[service].get("secret_env", {}))
+    assert merged.startswith("${merge(local.common_env, {"), merged
+    own = set(re.findall(r"[{,]\s*([A-Z][A-Z0-9_]*)\s*=", merged))
+    return set(root.locals["common_env"]) | own | secrets
+
+
+@pytest.mark.parametrize("service", ["api", "auth", "transcoder", "notifier"])
+def test_terraform_gives_each_service_every_setting_its_production_guard_requires(root, service, monkeypatch):
+    from shared.config import PRODUCTION_SETTINGS, Settings
+
+    for name in Settings.model_fields:  # only what Terraform sets may count
+        monkeypatch.delenv(name.upper(), raising=False)
+
+    given = {name.lower() for name in _terraform_env_names(root, service)}
+    required = {
+        name
+        for group in PRODUCTION_SETTINGS[service]
+        for name in ((group,) if isinstance(group, str) else group)
+    }
+    settings = Settings(environment="production", **{name: "set-by-terraform" for name in given & required})
+    assert settings.missing_production_settings(service) == []
+
+
 # --- service accounts --------------------------------------------------------------------
 
 
