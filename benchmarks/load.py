@@ -2,8 +2,10 @@
 
 Run 1 stops the transcoder workers so ffmpeg does not take the cores from the HTTP
 services; run 2 keeps one worker running, as a real deployment would. Each run: 50 users,
-20 s ramp, then 2 minutes measured (statistics reset when the ramp ends). The figures go
-to docs/load.md (a table per run) and docs/load.png (requests per second and p95 over time).
+20 s ramp, then 2 minutes measured (statistics reset when the ramp ends). The figures replace
+the measured part of docs/load.md (a table per run, between its ``load results`` markers;
+the hand-written tuning notes after them stay) and docs/load.png (requests per second and
+p95 over time).
 
     .venv/bin/python benchmarks/load.py [--users 50] [--ramp 20] [--minutes 2]
 """
@@ -172,6 +174,20 @@ def chart(histories: dict[str, list[dict[str, str]]], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+RESULTS_START, RESULTS_END = "<!-- load results -->", "<!-- /load results -->"
+
+
+def write_results(path: Path, results: str) -> None:
+    """Put ``results`` between the markers of ``path``, keeping the text around them
+    (a new file gets a title and the markers)."""
+    text = path.read_text() if path.exists() else f"# Load\n\n{RESULTS_START}\n{RESULTS_END}\n"
+    if RESULTS_START not in text or RESULTS_END not in text:
+        raise SystemExit(f"{path} has no {RESULTS_START} ... {RESULTS_END} section to replace")
+    before, rest = text.split(RESULTS_START, 1)
+    after = rest.split(RESULTS_END, 1)[1]
+    path.write_text(f"{before}{RESULTS_START}\n{results.strip()}\n{RESULTS_END}{after}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=50)
@@ -211,8 +227,6 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     chart(histories, args.out / "load.png")
     report = [
-        "# Load",
-        "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make load` (`benchmarks/load.py`) on "
         f"{platform.machine()}, {psutil.cpu_count()} vCPU, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
         "with Locust on the same machine (it takes part of the same two cores).",
@@ -237,11 +251,8 @@ def main() -> None:
             + ", ".join(f"{name} {size:.0f} MB" for name, size in sorted(rss.items())),
             "",
         ]
-    report += ["![requests per second and p95 over time](load.png)", ""]
-    tuning = args.out / "load-tuning.md"
-    if tuning.exists():
-        report += [tuning.read_text()]
-    (args.out / "load.md").write_text("\n".join(report))
+    report += ["![requests per second and p95 over time](load.png)"]
+    write_results(args.out / "load.md", "\n".join(report))
     print(f"wrote {args.out / 'load.md'} and {args.out / 'load.png'}")
 
 

@@ -246,17 +246,47 @@ class Settings(BaseSettings):
     def is_production(self) -> bool:
         return self.environment == "production"
 
-    def require_production(self, *fields: str) -> None:
-        """Stop at start, with a clear message, when a production setting is missing.
+    def missing_production_settings(self, service: str) -> list[str]:
+        """The settings ``service`` needs in production that this process was not given.
+
+        A setting counts as given only when the environment (or the caller) set it to a
+        non-empty value: the defaults are the local stack's (127.0.0.1, `idrl-local`...),
+        so a production process must never run on them. Where any one of a group will
+        do (the database, the signing key) the group is named as ``A or B``.
+        """
+        missing = []
+        for required in PRODUCTION_SETTINGS[service]:
+            group = (required,) if isinstance(required, str) else required
+            if not any(name in self.model_fields_set and getattr(self, name) for name in group):
+                missing.append(" or ".join(name.upper() for name in group))
+        return missing
+
+    def require_production(self, service: str) -> None:
+        """Stop at start, with a clear message and no traceback, when ``service`` runs in
+        production without a setting it needs (:data:`PRODUCTION_SETTINGS`).
 
         Outside production this does nothing: local defaults apply.
         """
         if not self.is_production:
             return
-        missing = [name for name in fields if not getattr(self, name)]
+        missing = self.missing_production_settings(service)
         if missing:
-            names = ", ".join(name.upper() for name in missing)
-            raise SystemExit(f"missing required production setting(s): {names}")
+            raise SystemExit(
+                f"{service}: ENVIRONMENT=production but required setting(s) missing: {', '.join(missing)}"
+            )
+
+
+# Any one of these reaches the database; without either a production process would aim at
+# the local default, 127.0.0.1.
+DATABASE = ("instance_connection_name", "database_url")
+
+PRODUCTION_SETTINGS: dict[str, tuple[str | tuple[str, ...], ...]] = {
+    "api": (DATABASE, "google_cloud_project", "uploads_bucket", "clips_bucket", "auth_jwks_url"),
+    "auth": (DATABASE, ("token_signing_key", "token_signing_key_file", "token_signing_key_secret")),
+    "transcoder": (DATABASE, "google_cloud_project", "uploads_bucket", "clips_bucket"),
+    "notifier": (DATABASE, "clips_bucket"),
+}
+"""What each service must be given in production (a tuple: any one of its names)."""
 
 
 @lru_cache(maxsize=1)

@@ -209,6 +209,8 @@ class LocalStack:
             config.python,
             "-m",
             "gunicorn",
+            "--config",
+            f"services/{name}/gunicorn_config.py",
             "--bind",
             f"{config.host}:{port}",
             "--worker-class",

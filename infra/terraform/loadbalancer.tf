@@ -39,7 +39,11 @@ resource "google_compute_backend_service" "services" {
   health_checks                   = [google_compute_health_check.readiness[each.key].id]
   connection_draining_timeout_sec = 30
   # Uploads of up to MAX_UPLOAD_BYTES stream through the api.
-  timeout_sec = each.key == "api" ? 300 : 30
+  timeout_sec     = each.key == "api" ? 300 : 30
+  security_policy = google_compute_security_policy.edge.id
+  # Every answer a backend gives leaves over HTTPS: port 80 only redirects (no backend),
+  # so the load balancer adds HSTS to all of them and browsers never try HTTP again.
+  custom_response_headers = ["Strict-Transport-Security: max-age=31536000; includeSubDomains"]
 
   backend {
     group           = each.value
@@ -67,9 +71,118 @@ resource "google_compute_url_map" "https" {
     name            = "services"
     default_service = google_compute_backend_service.services["api"].id
 
-    path_rule {
-      paths   = ["/auth", "/auth/*"]
-      service = google_compute_backend_service.services["auth"].id
+    # Readiness is for the health checks, which ask each instance directly on port 8080;
+    # from the internet /readyz would only tell the state of the dependencies and make
+    # every answer a database and a storage round trip. The load balancer answers it 404
+    # itself (an abort for every request of the route), the api never sees it.
+    route_rules {
+      priority = 1
+      service  = google_compute_backend_service.services["api"].id
+      match_rules {
+        full_path_match = "/readyz"
+      }
+      route_action {
+        fault_injection_policy {
+          abort {
+            http_status = 404
+            percentage  = 100
+          }
+        }
+      }
+    }
+
+    route_rules {
+      priority = 2
+      service  = google_compute_backend_service.services["auth"].id
+      match_rules {
+        full_path_match = "/auth"
+      }
+      match_rules {
+        prefix_match = "/auth/"
+      }
+    }
+  }
+}
+
+# --- Cloud Armor -----------------------------------------------------------------------
+
+# On both backend services. Rules are evaluated by priority, the first match wins.
+resource "google_compute_security_policy" "edge" {
+  name        = "idrl-edge"
+  description = "Per-client rate limit and preconfigured WAF rules in front of auth and api."
+
+  # Log4j lookups (CVE-2021-44228 and its variants): refused everywhere.
+  rule {
+    priority    = 100
+    action      = "deny(403)"
+    description = "Log4j JNDI lookups"
+    match {
+      expr {
+        expression = "evaluatePreconfiguredWaf('cve-canary')"
+      }
+    }
+  }
+
+  # One client (its address as Google's front end sees it) past the limit gets 429 until
+  # its rate falls back under it. The services' own limits (per user, per account) stay
+  # the finer ones; this one stops a flood before it costs an instance anything.
+  rule {
+    priority    = 200
+    action      = "throttle"
+    description = "Per-client request rate"
+    match {
+      versioned_expr = "SRC_IPS_V1"
+      config {
+        src_ip_ranges = ["*"]
+      }
+    }
+    rate_limit_options {
+      conform_action = "allow"
+      exceed_action  = "deny(429)"
+      enforce_on_key = "IP"
+      rate_limit_threshold {
+        count        = var.armor_requests_per_minute
+        interval_sec = 60
+      }
+    }
+  }
+
+  # Preconfigured WAF rules at sensitivity 1 (the fewest false positives), on everything
+  # but the submission route: POST /tasks carries either a video (multipart: binary bytes
+  # that match SQL and script signatures by chance) or a JSON source URL (which the
+  # remote-file-inclusion rules exist to refuse). The api checks those bodies itself:
+  # content sniffing and probing for files, shared.urlpolicy for URLs (docs/security.md).
+  dynamic "rule" {
+    for_each = {
+      300 = "sqli-v33-stable"
+      310 = "xss-v33-stable"
+      320 = "lfi-v33-stable"
+      330 = "rce-v33-stable"
+      340 = "scannerdetection-v33-stable"
+      350 = "protocolattack-v33-stable"
+      360 = "sessionfixation-v33-stable"
+    }
+    content {
+      priority    = rule.key
+      action      = "deny(403)"
+      description = "Preconfigured WAF ${rule.value}, submissions excluded"
+      match {
+        expr {
+          expression = "evaluatePreconfiguredWaf('${rule.value}', {'sensitivity': 1}) && !(request.method == 'POST' && request.path == '/tasks')"
+        }
+      }
+    }
+  }
+
+  rule {
+    priority    = 2147483647
+    action      = "allow"
+    description = "Everything else"
+    match {
+      versioned_expr = "SRC_IPS_V1"
+      config {
+        src_ip_ranges = ["*"]
+      }
     }
   }
 }

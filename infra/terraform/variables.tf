@@ -237,6 +237,14 @@ variable "notifier_pull_subscription" {
   default     = false
 }
 
+# --- load balancer ------------------------------------------------------------------------
+
+variable "armor_requests_per_minute" {
+  description = "Requests one client address may send through the load balancer each minute before Cloud Armor answers 429 (the Cloud Armor policy idrl-edge)."
+  type        = number
+  default     = 600
+}
+
 # --- alerts ------------------------------------------------------------------------------
 
 variable "oldest_unacked_alert_seconds" {

@@ -1,6 +1,7 @@
 """The tasks API: submit a video by URL or upload, list, get, download, cancel and delete.
 
-Run it with ``gunicorn --worker-class gthread 'services.api:create_app()'`` (no
+Run it with ``gunicorn --config=services/api/gunicorn_config.py --worker-class gthread
+'services.api:create_app()'`` (no
 ``--preload``: each worker builds its own engine and starts its own outbox relay thread).
 """
 
@@ -12,7 +13,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from shared import db, web
 from shared.config import Settings, get_settings
 from shared.events import Publisher
-from shared.logging import configure_logging
 from shared.tokens import TokenVerifier
 
 
@@ -24,10 +24,7 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     gunicorn calls takes no arguments, so production always verifies against the JWKS.
     """
     settings = settings or get_settings()
-    settings.require_production(
-        "auth_jwks_url", "token_issuer", "token_audience", "uploads_bucket", "clips_bucket"
-    )
-    configure_logging("api", settings.log_level)
+    settings.require_production("api")
 
     app = Flask(__name__, static_folder=None)
     # The default for every route; POST /tasks raises it for multipart uploads only.

@@ -9,7 +9,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import db, web
 from shared.config import Settings, get_settings
-from shared.logging import configure_logging
 from shared.tokens import jwks_document, load_signing_key, public_keys_from_pem
 
 log = logging.getLogger(__name__)
@@ -18,8 +17,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the auth application (``gunicorn 'services.auth:create_app()'``)."""
     settings = settings or get_settings()
-    settings.require_production("token_issuer", "token_audience")
-    configure_logging("auth", settings.log_level)
+    settings.require_production("auth")
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_json_bytes

@@ -29,19 +29,17 @@ from cloudevents.http import CloudEvent
 from sqlalchemy.engine import Engine
 
 from services.notifier.apply import Result, apply_status_change
-from shared.config import get_settings
 from shared.db import get_engine
 from shared.events import MalformedEvent, TaskStatusChanged, decode
-from shared.logging import configure_logging
+from shared.startup import start_process
 
 # A TaskStatusChanged is a few hundred bytes per clip; anything far larger is not one.
 MAX_EVENT_BYTES = 256 * 1024
 
-settings = get_settings()
-# Without it the engine would aim at the local default and every event would fail and
-# come back forever: better not to start at all.
-settings.require_production("instance_connection_name")
-configure_logging("notifier", settings.log_level)
+# The function's entry point: functions-framework (and the local runner) load this module
+# first. Without its settings the engine would aim at the local default and every event
+# would fail and come back forever: better not to start at all.
+settings = start_process("notifier")
 logger = logging.getLogger("services.notifier")
 
 

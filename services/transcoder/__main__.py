@@ -7,17 +7,14 @@ SIGTERM (and SIGINT) start a drain: stop pulling, let running clips finish withi
 from __future__ import annotations
 
 from services.transcoder.worker import Worker
-from shared.config import get_settings
 from shared.db import dispose_engine, get_engine
 from shared.events import Publisher, stop_on_signals
-from shared.logging import configure_logging
+from shared.startup import start_process
 from shared.storage import storage_client
 
 
 def main() -> int:
-    settings = get_settings()
-    configure_logging("transcoder", settings.log_level)
-    settings.require_production("instance_connection_name")
+    settings = start_process("transcoder")
     shutdown = stop_on_signals()
     worker = Worker(
         settings,

@@ -81,7 +81,12 @@ def test_dependencies_come_from_the_runtime_lock_with_hashes(service):
 @pytest.mark.parametrize("service", ["auth", "api"])
 def test_http_services_run_gunicorn_with_a_health_check(service):
     pairs = dict(final_stage(dockerfile_instructions(DOCKERFILES[service])))
-    assert json.loads(pairs["CMD"]) == ["gunicorn", f"services.{service}:create_app()"]
+    assert json.loads(pairs["CMD"]) == [
+        "gunicorn",
+        f"--config=services/{service}/gunicorn_config.py",
+        f"services.{service}:create_app()",
+    ]
+    assert (REPO / "services" / service / "gunicorn_config.py").is_file()
     assert "/healthz" in pairs["HEALTHCHECK"] and pairs["HEALTHCHECK"].startswith("--interval")
     assert pairs["STOPSIGNAL"] == "SIGTERM"
 

@@ -181,8 +181,10 @@ def test_load_balancer_routes_auth_and_defaults_to_api(root):
     assert url_map["default_service"] == api
     matcher = only(url_map["path_matcher"])
     assert matcher["default_service"] == api
-    rule = only(matcher["path_rule"])
-    assert "/auth/*" in rule["paths"] and rule["service"] == auth
+    to_auth = [rule for rule in matcher["route_rules"] if rule["service"] == auth]
+    assert len(to_auth) == 1 and "route_action" not in to_auth[0]
+    assert {"prefix_match": "/auth/"} in to_auth[0]["match_rules"]
+    assert {"full_path_match": "/auth"} in to_auth[0]["match_rules"]
     https = root.resource("google_compute_global_forwarding_rule", "https")
     assert https["port_range"] == "443"
     assert https["load_balancing_scheme"] == "EXTERNAL_MANAGED"
@@ -196,6 +198,85 @@ def test_load_balancer_health_checks_ask_readyz(root):
     backends = root.resource("google_compute_backend_service", "services")
     assert backends["health_checks"] == ["${google_compute_health_check.readiness[each.key].id}"]
     assert only(backends["backend"])["group"] == "${each.value}"
+
+
+def test_readyz_is_answered_404_by_the_load_balancer_not_served_from_the_internet(root):
+    matcher = only(root.resource("google_compute_url_map", "https")["path_matcher"])
+    readyz = [
+        rule for rule in matcher["route_rules"] if {"full_path_match": "/readyz"} in rule["match_rules"]
+    ]
+    assert len(readyz) == 1
+    abort = only(only(only(readyz[0]["route_action"])["fault_injection_policy"])["abort"])
+    assert abort == {"http_status": 404, "percentage": 100}
+    # It is matched before any other route; the health checks ask the instances directly.
+    assert readyz[0]["priority"] < min(r["priority"] for r in matcher["route_rules"] if r is not readyz[0])
+    assert "fault_injection_policy" not in str([r for r in matcher["route_rules"] if r is not readyz[0]]), (
+        "only /readyz is aborted"
+    )
+    check = only(root.resource("google_compute_health_check", "readiness")["http_health_check"])
+    assert check["request_path"] == "/readyz" and check["port"] == 8080
+
+
+def test_every_answer_of_a_backend_carries_hsts(root):
+    backends = root.resource("google_compute_backend_service", "services")
+    hsts = [h for h in backends["custom_response_headers"] if h.startswith("Strict-Transport-Security:")]
+    assert len(hsts) == 1
+    max_age = int(re.search(r"max-age=(\d+)", hsts[0]).group(1))
+    assert max_age >= 365 * 24 * 3600
+    # The answers are all HTTPS: port 80 reaches only a redirect, never a backend.
+    redirect = root.resource("google_compute_url_map", "http_redirect")
+    assert "default_service" not in redirect and only(redirect["default_url_redirect"])["https_redirect"]
+    assert root.resource("google_compute_global_forwarding_rule", "http_redirect")["target"] == (
+        "${google_compute_target_http_proxy.redirect.id}"
+    )
+
+
+def _armor_rules(root) -> list[dict]:
+    policy = root.resource("google_compute_security_policy", "edge")
+    rules = list(policy["rule"])
+    for block in policy.get("dynamic", []):
+        generated = block["rule"]
+        for priority, rule_set in generated["for_each"].items():
+            content = only(generated["content"])
+            expression = only(only(content["match"])["expr"])["expression"].replace("${rule.value}", rule_set)
+            rules.append(
+                content | {"priority": int(priority), "match": [{"expr": [{"expression": expression}]}]}
+            )
+    return rules
+
+
+def test_cloud_armor_guards_both_backends_with_a_per_client_rate_limit(root):
+    backends = root.resource("google_compute_backend_service", "services")
+    assert backends["security_policy"] == "${google_compute_security_policy.edge.id}"
+    rules = _armor_rules(root)
+    assert len({rule["priority"] for rule in rules}) == len(rules)
+    limits = [rule for rule in rules if rule["action"] in ("throttle", "rate_based_ban")]
+    assert len(limits) == 1
+    options = only(limits[0]["rate_limit_options"])
+    assert options["enforce_on_key"] == "IP" and options["exceed_action"] == "deny(429)"
+    threshold = only(options["rate_limit_threshold"])
+    assert threshold == {"count": "${var.armor_requests_per_minute}", "interval_sec": 60}
+    assert only(only(limits[0]["match"])["config"])["src_ip_ranges"] == ["*"]
+    default = max(rules, key=lambda rule: rule["priority"])
+    assert default["priority"] == 2147483647 and default["action"] == "allow"
+
+
+def test_preconfigured_waf_rules_deny_but_spare_the_submission_bodies(root):
+    waf = {}
+    for rule in _armor_rules(root):
+        expression = only(only(rule["match"]).get("expr", [{}])).get("expression", "")
+        found = re.match(r"evaluatePreconfiguredWaf\('([a-z0-9-]+)'", expression)
+        if found:
+            waf[found.group(1)] = (rule, expression)
+    assert {"sqli-v33-stable", "xss-v33-stable", "lfi-v33-stable", "rce-v33-stable", "cve-canary"} <= set(waf)
+    # Remote-file inclusion refuses URLs in bodies: the seed's way to submit a task.
+    assert not any(name.startswith("rfi") for name in waf)
+    for name, (rule, expression) in waf.items():
+        assert rule["action"].startswith("deny(") and not rule.get("preview"), name
+        if name == "cve-canary":
+            continue
+        assert "{'sensitivity': 1}" in expression, name
+        assert expression.endswith("&& !(request.method == 'POST' && request.path == '/tasks')"), name
 
 
 @pytest.mark.parametrize("service", ["auth", "api", "transcoder"])
@@ -272,6 +353,40 @@ def test_notifier_is_a_gen2_function_on_task_events(root):
     assert service["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
     assert service["service_account_email"] == '${google_service_account.runtime["notifier"].email}'
     assert only(service["secret_environment_variables"])["key"] == "DB_PASSWORD"
+
+
+# --- what each service is given ---------------------------------------------------------
+
+
+def _terraform_env_names(root, service: str) -> set[str]:
+    """The variables Terraform sets for ``service``: common_env merged with its own."""
+    if service == "notifier":
+        config = only(root.resource("google_cloudfunctions2_function", "notifier")["service_config"])
+        merged = config["environment_variables"]
+        secrets = {only(config["secret_environment_variables"])["key"]}
+    else:
+        merged = root.modules[service]["env"]
+        secrets = set(root.modules[service].get("secret_env", {}))
+    assert merged.startswith("${merge(local.common_env, {"), merged
+    own = set(re.findall(r"[{,]\s*([A-Z][A-Z0-9_]*)\s*=", merged))
+    return set(root.locals["common_env"]) | own | secrets
+
+
+@pytest.mark.parametrize("service", ["api", "auth", "transcoder", "notifier"])
+def test_terraform_gives_each_service_every_setting_its_production_guard_requires(root, service, monkeypatch):
+    from shared.config import PRODUCTION_SETTINGS, Settings
+
+    for name in Settings.model_fields:  # only what Terraform sets may count
+        monkeypatch.delenv(name.upper(), raising=False)
+
+    given = {name.lower() for name in _terraform_env_names(root, service)}
+    required = {
+        name
+        for group in PRODUCTION_SETTINGS[service]
+        for name in ((group,) if isinstance(group, str) else group)
+    }
+    settings = Settings(environment="production", **{name: "set-by-terraform" for name in given & required})
+    assert settings.missing_production_settings(service) == []
 
 
 # --- service accounts --------------------------------------------------------------------

@@ -193,6 +193,8 @@ def api_process(settings, jwks: JwksServer, log_path: Path, **overrides: str) ->
             sys.executable,
             "-m",
             "gunicorn",
+            "--config",
+            "services/api/gunicorn_config.py",
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",

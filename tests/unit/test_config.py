@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import Settings, settings_table
+from shared.config import PRODUCTION_SETTINGS, Settings, settings_table
 
 
 def test_environment_overrides_defaults(monkeypatch):
@@ -28,14 +28,43 @@ def test_the_api_key_cache_time_must_be_positive(seconds):
         Settings(jwks_cache_seconds=seconds)
 
 
-def test_a_missing_production_setting_stops_the_process():
-    settings = Settings(environment="production", token_signing_key_secret=None)
-    with pytest.raises(SystemExit, match="TOKEN_SIGNING_KEY_SECRET"):
-        settings.require_production("token_signing_key_secret")
+@pytest.fixture
+def no_settings_in_the_environment(monkeypatch):
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
 
 
-def test_local_defaults_need_nothing():
-    Settings(environment="local").require_production("token_signing_key_secret")
+@pytest.mark.parametrize("service", sorted(PRODUCTION_SETTINGS))
+def test_production_on_local_defaults_stops_naming_the_database(service, no_settings_in_the_environment):
+    settings = Settings(environment="production")
+    assert settings.database_url  # a default exists, and does not count
+    with pytest.raises(SystemExit, match=f"^{service}: .*INSTANCE_CONNECTION_NAME or DATABASE_URL"):
+        settings.require_production(service)
+
+
+def test_a_setting_given_empty_is_missing(no_settings_in_the_environment):
+    settings = Settings(environment="production", database_url="", clips_bucket="idrl-prod-clips")
+    assert settings.missing_production_settings("notifier") == ["INSTANCE_CONNECTION_NAME or DATABASE_URL"]
+
+
+def test_one_of_a_group_is_enough(no_settings_in_the_environment):
+    settings = Settings(
+        environment="production",
+        database_url="postgresql+pg8000://idrl@db/idrl",
+        token_signing_key_file="/k.pem",
+    )
+    assert settings.missing_production_settings("auth") == []
+
+
+def test_the_environment_counts_as_given(monkeypatch, no_settings_in_the_environment):
+    monkeypatch.setenv("INSTANCE_CONNECTION_NAME", "p:r:i")
+    monkeypatch.setenv("CLIPS_BUCKET", "idrl-prod-clips")
+    Settings(environment="production").require_production("notifier")
+
+
+@pytest.mark.parametrize("service", sorted(PRODUCTION_SETTINGS))
+def test_local_defaults_need_nothing(service, no_settings_in_the_environment):
+    Settings(environment="local").require_production(service)
 
 
 def test_the_readme_lists_every_setting_as_the_code_defines_it():
