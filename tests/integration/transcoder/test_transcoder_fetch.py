@@ -489,7 +489,7 @@ def test_a_cancel_during_a_fetch_ends_it_and_the_worker_takes_the_next(
         cancel_task(engine, task.task_id)
         # The worker sees the cancel within CANCEL_POLL_SECONDS (1 s), the fetch ends
         # within 2 s of that; the bound leaves room for a loaded machine.
-        wait_for(lambda: path in slow_server.cut, 10, "the fetch's connection to be closed")
+        wait_for(lambda: path in slow_server.cut, 15, "the fetch's connection to be closed")
         wait_for(
             lambda: any(
                 r.getMessage().startswith("canceled:") and getattr(r, "task_id", None) == str(task.task_id)
@@ -518,7 +518,7 @@ def test_a_drain_during_a_fetch_hands_the_task_back_and_the_next_worker_finishes
         first.process.send_signal(signal.SIGTERM)
         # The grace (1 s), then the fetch ends within 2 s; the rest is the process's own
         # shutdown on a loaded machine. A fetch that ignored the stop would run a minute.
-        assert first.process.wait(20) == 0, first.log()
+        assert first.process.wait(40) == 0, first.log()
     assert "handing the task back" in first.log()
     assert path in slow_server.cut
     assert task_row(engine, task.task_id)["status"] == "processing"
