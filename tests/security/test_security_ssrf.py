@@ -4,6 +4,7 @@ including a name whose DNS answer changes between the check and the connection."
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import pytest
@@ -234,6 +235,39 @@ def test_a_name_resolving_to_a_forbidden_address_is_never_connected_to(answers, 
     with pytest.raises(PermanentFailure, match="the source host resolves to"):
         _fetcher(lambda host, port: answers).fetch("http://cdn.videos.example/run.mp4", tmp_path / "source")
     assert connections == []
+
+
+@pytest.mark.parametrize(
+    "address, kind",
+    [
+        ("10.0.0.1", "a private address"),
+        ("172.16.5.4", "a private address"),
+        ("192.168.1.20", "a private address"),
+        ("fd12:3456::1", "a private address"),
+        ("100.64.0.7", "a reserved address"),  # carrier-grade NAT
+        ("169.254.169.254", "a cloud metadata address"),
+        ("fe80::1%eth0", "a link-local address"),
+        ("::ffff:10.1.2.3", "a private address"),
+    ],
+)
+def test_a_refused_answer_is_named_by_its_kind_never_by_the_address(
+    address, kind, connections, tmp_path, caplog
+):
+    # The reason reaches the task's owner: the address would map the network behind the
+    # worker. The operator's log line keeps it.
+    caplog.set_level(logging.WARNING, logger="services.transcoder.fetch")
+    with pytest.raises(PermanentFailure) as refused:
+        _fetcher(lambda host, port: [address]).fetch("http://cdn.videos.example/run.mp4", tmp_path / "source")
+    assert refused.value.reason == f"the source host resolves to {kind}, which is not allowed"
+    assert address.split("%")[0] not in refused.value.reason and "10." not in refused.value.reason
+    assert connections == []
+    assert any(address in r.getMessage() and "cdn.videos.example" in r.getMessage() for r in caplog.records)
+
+
+def test_a_redirect_to_an_address_spelt_otherwise_does_not_say_how_it_was_read(source_server, tmp_path):
+    with pytest.raises(PermanentFailure) as refused:
+        _fetcher().fetch(source_server.url("/redirect?to=http://0xa.1/"), tmp_path / "source")
+    assert refused.value.reason == "source URL points at a private address"  # not "(10.0.0.1)"
 
 
 REDIRECT_TARGETS = [

@@ -4,17 +4,33 @@ or stall, each ended by the fetcher's watchdog; a stop (cancel, drain) during a 
 
 from __future__ import annotations
 
+import logging
+import signal
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
+from transcoder_media import make_video
+from transcoder_worker_kit import (
+    Notifier,
+    cancel_task,
+    insert_task,
+    submit,
+    task_row,
+    wait_for,
+    worker_process,
+    worker_thread,
+)
 
 from services.transcoder import fetch as fetch_module
 from services.transcoder.errors import PermanentFailure, ProcessingStopped, TransientFailure
 from services.transcoder.fetch import FetchPolicy, UrlFetcher, system_resolver
 from services.transcoder.runner import StopSignal
+from shared.db import create_engine
+from shared.events import ClipSpec
 
 pytestmark = pytest.mark.security
 
@@ -234,7 +250,7 @@ def test_a_closed_port_is_transient(tmp_path):
 # --- sources that trickle or stall -----------------------------------------------------------
 
 TRICKLE_GAP = 0.2  # between two bytes: far inside the read timeout, which never trips
-SERVE_AT_MOST = 30.0  # a slow source gives up by itself, so a fetch that ignores it still ends
+SERVE_AT_MOST = 60.0  # a slow source gives up by itself, so a fetch that ignores it still ends
 
 
 class SlowHandler(BaseHTTPRequestHandler):
@@ -257,6 +273,10 @@ class SlowHandler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         path = urlsplit(self.path).path
+        if path == "/run.mp4" or (path.startswith("/once/") and self.server.requests.count(self.path) > 1):
+            self._send_video()
+            return
+        path = path.removeprefix("/once")  # slow the first time only
         if path == "/headers":
             self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Padding: ")
             self._trickle(lambda: b"a")
@@ -277,6 +297,13 @@ class SlowHandler(BaseHTTPRequestHandler):
         else:  # /stall: the headers, then nothing
             self.server.closing.wait(SERVE_AT_MOST)
 
+    def _send_video(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.server.video)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(self.server.video)
+
     def _trickle(self, piece, gap: float = TRICKLE_GAP) -> None:
         deadline = time.monotonic() + SERVE_AT_MOST
         while time.monotonic() < deadline and not self.server.closing.wait(gap):
@@ -288,7 +315,7 @@ class SlowHandler(BaseHTTPRequestHandler):
 def slow_server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
     httpd.daemon_threads = True
-    httpd.requests, httpd.cut, httpd.closing = [], [], threading.Event()
+    httpd.requests, httpd.cut, httpd.closing, httpd.video = [], [], threading.Event(), b""
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -364,3 +391,154 @@ def wait_until(predicate, what: str, timeout: float = 10) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+# --- through the worker: the task ends, the worker takes the next one ---------------------------
+
+SMALL = ClipSpec(width=320, height=180)
+
+
+@pytest.fixture
+def fsettings(settings):
+    """A worker with one slot and the small limits above; loopback stands for a public host."""
+    return settings.model_copy(
+        update={
+            "allow_loopback_sources": True,
+            "transcoder_concurrency": 1,
+            "transcoder_lease_extension_seconds": 10,
+            "retry_initial_seconds": 0.2,
+            "fetch_read_timeout_seconds": 3.0,
+            "fetch_total_timeout_seconds": 6.0,
+            "fetch_min_bytes_per_second": 1000,
+            "fetch_throughput_grace_seconds": 1.0,
+        }
+    )
+
+
+@pytest.fixture
+def patient(fsettings):
+    """Limits a slow source cannot reach within a test: only a stop ends its fetch."""
+    return fsettings.model_copy(
+        update={"fetch_total_timeout_seconds": 300.0, "fetch_min_bytes_per_second": 0}
+    )
+
+
+@pytest.fixture
+def engine(fsettings):
+    engine = create_engine(fsettings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def notifier(fsettings, engine):
+    with Notifier(fsettings, engine).running() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def video_url(slow_server, tmp_path_factory):
+    slow_server.video = make_video(tmp_path_factory.mktemp("video") / "run.mp4", seconds=1).read_bytes()
+    return f"http://127.0.0.1:{slow_server.server_address[1]}/run.mp4"
+
+
+def settled(engine, task_id, timeout: float) -> dict:
+    return wait_for(
+        lambda: (row := task_row(engine, task_id))["status"] in ("processed", "failed", "canceled") and row,
+        timeout,
+        f"task {task_id} to end",
+    )
+
+
+def fetch_started(server, path: str) -> None:
+    wait_for(lambda: path in server.requests, 60, f"the worker to request {path}")
+
+
+@pytest.mark.parametrize("path", ["/length", "/chunked", "/stall"])
+def test_a_slow_source_fails_its_task_in_its_limit_and_the_worker_takes_the_next(
+    fsettings, engine, notifier, slow_server, slow_base, video_url, path
+):
+    path = f"{path}?{uuid.uuid4()}"
+    slow = insert_task(engine, f"{slow_base}{path}", SMALL)
+    good = insert_task(engine, video_url, SMALL)
+    with worker_thread(fsettings, engine):
+        submit(fsettings, slow)
+        fetch_started(slow_server, path)
+        submit(fsettings, good)  # waits for the one slot
+        # Judged after the 1 s grace; the bound is for a loaded machine, far under the
+        # minute the server would go on for, or the in-place retries of a transient error.
+        failed = settled(engine, slow.task_id, timeout=20)
+        done = settled(engine, good.task_id, timeout=120)
+    assert failed["status"] == "failed", failed
+    assert failed["failure_reason"].startswith("the source sends too slowly (")
+    assert failed["attempt"] == 1 and len(notifier.outcomes(slow.task_id)) == 1
+    assert path in slow_server.cut or path.startswith("/stall")  # a stall writes nothing to be cut
+    assert done["status"] == "processed", done
+
+
+def test_a_cancel_during_a_fetch_ends_it_and_the_worker_takes_the_next(
+    patient, engine, notifier, slow_server, slow_base, video_url, caplog
+):
+    caplog.set_level(logging.INFO, logger="services.transcoder.worker")
+    path = f"/length?{uuid.uuid4()}"
+    task = insert_task(engine, f"{slow_base}{path}", SMALL)
+    good = insert_task(engine, video_url, SMALL)
+    with worker_thread(patient, engine):
+        submit(patient, task)
+        fetch_started(slow_server, path)
+        cancel_task(engine, task.task_id)
+        # The worker sees the cancel within CANCEL_POLL_SECONDS (1 s), the fetch ends
+        # within 2 s of that; the bound leaves room for a loaded machine.
+        wait_for(lambda: path in slow_server.cut, 15, "the fetch's connection to be closed")
+        wait_for(
+            lambda: any(
+                r.getMessage().startswith("canceled:") and getattr(r, "task_id", None) == str(task.task_id)
+                for r in caplog.records
+            ),
+            10,
+            "the worker to ack the canceled task",
+        )
+        submit(patient, good)
+        done = settled(engine, good.task_id, timeout=120)
+    assert done["status"] == "processed", done
+    assert task_row(engine, task.task_id)["status"] == "canceled"
+    assert notifier.outcomes(task.task_id) == []
+    assert [s[0] for s in notifier.statuses(task.task_id)][-1] == "canceled"
+
+
+def test_a_drain_during_a_fetch_hands_the_task_back_and_the_next_worker_finishes_it(
+    patient, engine, notifier, slow_server, slow_base, tmp_path, video_url
+):
+    path = f"/once/length?{uuid.uuid4()}"  # slow the first time, the video the second
+    task = insert_task(engine, f"{slow_base}{path}", SMALL)
+    impatient = patient.model_copy(update={"drain_grace_seconds": 1.0})
+    with worker_process(impatient, tmp_path / "first.log") as first:
+        submit(impatient, task)
+        fetch_started(slow_server, path)
+        first.process.send_signal(signal.SIGTERM)
+        # The grace (1 s), then the fetch ends within 2 s; the rest is the process's own
+        # shutdown on a loaded machine. A fetch that ignored the stop would run a minute.
+        assert first.process.wait(40) == 0, first.log()
+    assert "handing the task back" in first.log()
+    assert path in slow_server.cut
+    assert task_row(engine, task.task_id)["status"] == "processing"
+    with worker_thread(patient, engine):
+        row = settled(engine, task.task_id, timeout=120)
+    assert (row["status"], row["attempt"]) == ("processed", 2), row
+    assert len(notifier.outcomes(task.task_id)) == 1
+
+
+def test_a_refused_fetch_tells_the_owner_the_kind_of_address_and_the_log_the_address(
+    fsettings, engine, notifier, caplog
+):
+    caplog.set_level(logging.WARNING, logger="services.transcoder.fetch")
+    strict = fsettings.model_copy(update={"allow_loopback_sources": False})
+    task = insert_task(engine, "http://intranet.videos.example/run.mp4", SMALL)  # 10.0.0.1
+    with worker_thread(strict, engine, resolver=resolver):
+        submit(strict, task)
+        row = settled(engine, task.task_id, timeout=60)
+    assert row["failure_reason"] == "the source host resolves to a private address, which is not allowed"
+    assert row["attempt"] == 1
+    assert any(
+        "intranet.videos.example" in r.getMessage() and "10.0.0.1" in r.getMessage() for r in caplog.records
+    )
