@@ -13,8 +13,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
-from transcoder_media import make_video
-from transcoder_worker_kit import (
+
+from services.transcoder import fetch as fetch_module
+from services.transcoder.errors import PermanentFailure, ProcessingStopped, TransientFailure
+from services.transcoder.fetch import FetchPolicy, UrlFetcher, system_resolver
+from services.transcoder.runner import StopSignal
+from shared.db import create_engine
+from shared.events import ClipSpec
+from tests.support.transcoder_media import make_video
+from tests.support.worker import (
     Notifier,
     cancel_task,
     insert_task,
@@ -24,13 +31,6 @@ from transcoder_worker_kit import (
     worker_process,
     worker_thread,
 )
-
-from services.transcoder import fetch as fetch_module
-from services.transcoder.errors import PermanentFailure, ProcessingStopped, TransientFailure
-from services.transcoder.fetch import FetchPolicy, UrlFetcher, system_resolver
-from services.transcoder.runner import StopSignal
-from shared.db import create_engine
-from shared.events import ClipSpec
 
 pytestmark = pytest.mark.security
 
