@@ -111,6 +111,19 @@ resource "google_compute_security_policy" "edge" {
   name        = "idrl-edge"
   description = "Per-client rate limit and preconfigured WAF rules in front of auth and api."
 
+  # The URL map's /readyz route matches the path as sent; the api decodes it, so
+  # /ready%7A or //readyz would still reach /readyz. Refused here in those spellings too.
+  rule {
+    priority    = 50
+    action      = "deny(404)"
+    description = "Readiness is for the health checks only"
+    match {
+      expr {
+        expression = "request.path.urlDecode().matches('^/+readyz/*$')"
+      }
+    }
+  }
+
   # Log4j lookups (CVE-2021-44228 and its variants): refused everywhere.
   rule {
     priority    = 100

@@ -186,6 +186,13 @@ def test_pipeline_builds_the_four_dockerfiles_tagged_with_the_commit(cloudbuild)
         assert (REPO / f"services/{service}/Dockerfile").is_file()
 
 
+def test_the_smoke_check_expects_readyz_hidden_by_the_load_balancer(cloudbuild):
+    script = next(step for step in cloudbuild["steps"] if step["id"] == "smoke")["args"][-1]
+    fetched = re.search(r"for path in ([^;]+); do", script).group(1).split()
+    assert "/readyz" not in fetched and {"/healthz", "/openapi.json"} <= set(fetched)
+    assert '"$${base_url}/readyz"' in script and 'test "$${status}" = 404' in script
+
+
 def test_pipeline_tests_and_scans_before_anything_is_pushed_or_deployed(cloudbuild):
     steps = cloudbuild["steps"]
     ancestors = _ancestors(steps)

@@ -217,6 +217,21 @@ def test_readyz_is_answered_404_by_the_load_balancer_not_served_from_the_interne
     assert check["request_path"] == "/readyz" and check["port"] == 8080
 
 
+@pytest.mark.parametrize("path", ["/readyz", "/ready%7A", "/ready%7a", "//readyz", "/readyz/", "/%72eadyz"])
+def test_cloud_armor_refuses_readyz_in_the_spellings_the_api_would_decode(root, path):
+    from urllib.parse import unquote
+
+    rules = [rule for rule in _armor_rules(root) if "readyz" in str(rule["match"])]
+    assert len(rules) == 1 and rules[0]["action"] == "deny(404)"
+    expression = only(only(rules[0]["match"])["expr"])["expression"]
+    found = re.fullmatch(r"request\.path\.urlDecode\(\)\.matches\('(.+)'\)", expression)
+    assert found, expression
+    assert re.search(found.group(1), unquote(path))
+    assert not re.search(found.group(1), unquote("/healthz")) and not re.search(
+        found.group(1), "/tasks/readyz"
+    )
+
+
 def test_every_answer_of_a_backend_carries_hsts(root):
     backends = root.resource("google_compute_backend_service", "services")
     hsts = [h for h in backends["custom_response_headers"] if h.startswith("Strict-Transport-Security:")]
