@@ -227,6 +227,10 @@ def _store(new: NewTask) -> tuple[Response, bool]:
         with engine.begin() as conn:
             created = task_store.create(conn, new, settings)
     except StorageQuotaExceeded as exc:
+        # A concurrent request with the same key may have taken the room: a retry, then.
+        existing = _find_by_key(new.owner_id, new.idempotency_key)
+        if existing is not None:
+            return _replay(existing, new.request_fingerprint), False
         raise _quota_exceeded(exc) from None
     except IdempotencyKeyTaken:
         existing = _find_by_key(new.owner_id, new.idempotency_key)

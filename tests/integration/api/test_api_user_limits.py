@@ -174,3 +174,33 @@ def test_an_upload_that_cannot_fit_is_refused_before_its_body_is_read(
     assert_error(response, 409, "storage_quota_exceeded")
     assert stream.tell() == 0  # not one byte of the body was read
     assert object_names(api_settings.uploads_bucket) == []
+
+
+def test_a_retry_that_raced_its_original_past_the_quota_is_answered_as_a_retry(
+    make_app, api_settings, alice, video_bytes, monkeypatch
+):
+    from services.api import routes
+
+    app = make_app(api_settings, max_stored_bytes_per_user=len(video_bytes) + 100)
+    client = app.test_client()
+    body, content_type = multipart(("file", "run.mp4", video_bytes))
+    headers = alice.headers | {"Idempotency-Key": "run-7"}
+    first = client.post("/tasks", data=body, content_type=content_type, headers=headers)
+    assert first.status_code == 202
+    stored = object_names(api_settings.uploads_bucket)
+
+    # The retry looked the key up just before its original committed, so it streamed and
+    # stored its own copy; the original now fills the quota.
+    look_up = routes._find_by_key
+    calls = []
+
+    def late(owner, key):
+        calls.append(key)
+        return None if len(calls) == 1 else look_up(owner, key)
+
+    monkeypatch.setattr(routes, "_find_by_key", late)
+    retry = client.post("/tasks", data=body, content_type=content_type, headers=headers)
+
+    assert retry.status_code == 200, retry.get_data(as_text=True)
+    assert retry.get_json()["id"] == first.get_json()["id"]
+    assert object_names(api_settings.uploads_bucket) == stored  # its own copy was discarded
