@@ -90,27 +90,24 @@ _REQUEUE_STALLED = text(
 )
 # Serialises every decision about one owner's slots (a submit, a release) across replicas.
 _LOCK_OWNER = text("SELECT id FROM users WHERE id = :owner FOR NO KEY UPDATE")
-_IN_FLIGHT = text(
-    """
-    SELECT count(*) FROM tasks
-    WHERE owner_id = :owner AND dispatched_at IS NOT NULL AND deleted_at IS NULL
-      AND status IN ('queued', 'processing')
-    """
-)
-_OWNERS_HOLDING = text(
-    """
-    SELECT DISTINCT owner_id FROM tasks
-    WHERE dispatched_at IS NULL AND deleted_at IS NULL AND status = 'queued'
+# A task in flight holds one of its owner's slots; a held task waits for one.
+_IN_FLIGHT_TASK = "dispatched_at IS NOT NULL AND deleted_at IS NULL AND status IN ('queued', 'processing')"
+_HELD_TASK = "dispatched_at IS NULL AND deleted_at IS NULL AND status = 'queued'"
+_IN_FLIGHT = text(f"SELECT count(*) FROM tasks WHERE owner_id = :owner AND {_IN_FLIGHT_TASK}")
+# Owners with held tasks and a free slot (owners still full are not even looked at, so
+# a crowd of them never starves the others out of a batch).
+_OWNERS_WITH_ROOM = text(
+    f"""
+    SELECT held.owner_id FROM (SELECT DISTINCT owner_id FROM tasks WHERE {_HELD_TASK}) AS held
+    WHERE (SELECT count(*) FROM tasks WHERE owner_id = held.owner_id AND {_IN_FLIGHT_TASK}) < :cap
     LIMIT :batch
     """
 )
 _DISPATCH_OLDEST_HELD = text(
-    """
+    f"""
     UPDATE tasks SET dispatched_at = now()
     WHERE id IN (
-        SELECT id FROM tasks
-        WHERE owner_id = :owner AND dispatched_at IS NULL AND deleted_at IS NULL
-          AND status = 'queued'
+        SELECT id FROM tasks WHERE owner_id = :owner AND {_HELD_TASK}
         ORDER BY created_at, id
         LIMIT :free
         FOR UPDATE)
@@ -190,7 +187,11 @@ def release_held(engine: Engine, publisher: Publisher, settings: Settings) -> in
     """
     cap = settings.max_tasks_in_flight_per_user
     with engine.connect() as conn:
-        owners = conn.execute(_OWNERS_HOLDING, {"batch": settings.outbox_relay_batch}).scalars().all()
+        owners = (
+            conn.execute(_OWNERS_WITH_ROOM, {"cap": cap, "batch": settings.outbox_relay_batch})
+            .scalars()
+            .all()
+        )
     dispatched = 0
     for owner in owners:
         with engine.begin() as conn:
