@@ -138,8 +138,9 @@ class Settings(BaseSettings):
     list_cap_max: int = 100
     """Most tasks one list answer holds."""
     signed_urls: bool = False
-    """Download links as V4 signed Cloud Storage URLs (Google Cloud) instead of the api's
-    download route."""
+    """The download routes answer a redirect to a V4 signed Cloud Storage URL made for that
+    one download (Google Cloud) instead of streaming the file; task links stay the api's
+    routes, so a read signs nothing."""
     signed_url_minutes: int = 15
     """Lifetime of a signed download URL."""
     public_base_url: str = ""
