@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     reads_per_minute_per_user: int = 600
     """Reads (`GET /tasks`, `GET /tasks/<id>`, downloads) allowed per user each minute
     (then 429)."""
+    max_tasks_in_flight_per_user: int = Field(default=4, ge=1)
+    """Tasks of one user dispatched to the workers and not finished at once; later
+    submissions are accepted and wait, queued, for one of them to end."""
+    max_stored_bytes_per_user: int = Field(default=20 * 1024**3, ge=1)
+    """Bytes one user may keep stored (uploaded originals and clips of tasks not deleted);
+    a submission past it is refused with 409 `storage_quota_exceeded`."""
     idempotency_window_hours: int = 24
     """How long an `Idempotency-Key` gives back its original task."""
     list_default_max: int = 20
@@ -133,8 +139,9 @@ class Settings(BaseSettings):
     list_cap_max: int = 100
     """Most tasks one list answer holds."""
     signed_urls: bool = False
-    """Download links as V4 signed Cloud Storage URLs (Google Cloud) instead of the api's
-    download route."""
+    """The download routes answer a redirect to a V4 signed Cloud Storage URL made for that
+    one download (Google Cloud) instead of streaming the file; task links stay the api's
+    routes, so a read signs nothing."""
     signed_url_minutes: int = 15
     """Lifetime of a signed download URL."""
     public_base_url: str = ""

@@ -8,6 +8,13 @@ in every api process (:class:`OutboxRelay`) republishes rows still unmarked afte
 replicas never publish the same row at the same moment. A row may still be published
 twice (a crash after the publish, before the mark): every consumer is idempotent.
 
+Each user has at most ``max_tasks_in_flight_per_user`` tasks in flight: dispatched (their
+TaskSubmitted let out to the workers) and not finished. A task submitted past that is
+stored with its row but held (``tasks.dispatched_at`` is NULL): the request does not
+publish it, the relay never claims it, and each relay round lets out the oldest held
+tasks of every user who has a free slot again (:func:`release_held`). Deleting a held task
+removes its unpublished row in the same transaction, so it is never published.
+
 A published message can still be lost after Pub/Sub accepted it: a Pub/Sub emulator
 restart, a subscription deleted and created again, a processed event lost after the
 worker acked. So the relay also sweeps (:func:`requeue_stalled`): the TaskSubmitted of a
@@ -47,9 +54,14 @@ _INSERT = text(
 )
 _CLAIM = text(
     """
-    SELECT id, topic, data, attributes FROM outbox
+    SELECT id, topic, data, attributes FROM outbox AS o
     WHERE published_at IS NULL
       AND created_at < now() - make_interval(secs => :after)
+      AND NOT EXISTS (
+          SELECT 1 FROM tasks AS t
+          WHERE o.attributes->>'event_type' = 'TaskSubmitted'
+            AND t.id = CAST(o.attributes->>'task_id' AS uuid)
+            AND t.dispatched_at IS NULL)
     ORDER BY id
     LIMIT :batch
     FOR UPDATE SKIP LOCKED
@@ -76,6 +88,48 @@ _REQUEUE_STALLED = text(
     RETURNING o.id, t.id AS task_id, t.status
     """
 )
+# Serialises every decision about one owner's slots (a submit, a release) across replicas.
+_LOCK_OWNER = text("SELECT id FROM users WHERE id = :owner FOR NO KEY UPDATE")
+# A task in flight holds one of its owner's slots; a held task waits for one.
+_IN_FLIGHT_TASK = "dispatched_at IS NOT NULL AND deleted_at IS NULL AND status IN ('queued', 'processing')"
+_HELD_TASK = "dispatched_at IS NULL AND deleted_at IS NULL AND status = 'queued'"
+_IN_FLIGHT = text(f"SELECT count(*) FROM tasks WHERE owner_id = :owner AND {_IN_FLIGHT_TASK}")
+# Owners with held tasks and a free slot (owners still full are not even looked at, so
+# a crowd of them never starves the others out of a batch).
+_OWNERS_WITH_ROOM = text(
+    f"""
+    SELECT held.owner_id FROM (SELECT DISTINCT owner_id FROM tasks WHERE {_HELD_TASK}) AS held
+    WHERE (SELECT count(*) FROM tasks WHERE owner_id = held.owner_id AND {_IN_FLIGHT_TASK}) < :cap
+    LIMIT :batch
+    """
+)
+_DISPATCH_OLDEST_HELD = text(
+    f"""
+    UPDATE tasks SET dispatched_at = now()
+    WHERE id IN (
+        SELECT id FROM tasks WHERE owner_id = :owner AND {_HELD_TASK}
+        ORDER BY created_at, id
+        LIMIT :free
+        FOR UPDATE)
+    RETURNING CAST(id AS text) AS task_id
+    """
+)
+_SUBMITTED_ROWS = text(
+    """
+    SELECT id, topic, data, attributes FROM outbox
+    WHERE published_at IS NULL AND attributes->>'event_type' = 'TaskSubmitted'
+      AND attributes->>'task_id' IN :task_ids
+    ORDER BY id
+    """
+).bindparams(bindparam("task_ids", expanding=True))
+_WITHDRAW_SUBMITTED = text(
+    """
+    DELETE FROM outbox
+    WHERE published_at IS NULL AND attributes->>'event_type' = 'TaskSubmitted'
+      AND attributes->>'task_id' = :task_id
+    """
+)
+
 # How often the relay sweeps at most: the query reads every published row of the day.
 _SWEEP_EVERY_MAX_SECONDS = 30.0
 
@@ -100,6 +154,61 @@ def enqueue(conn: Connection, topic: str, event: Event) -> OutboxMessage:
         _INSERT, {"topic": topic, "data": data, "attributes": json.dumps(attributes)}
     ).scalar_one()
     return OutboxMessage(row_id, topic, data, attributes)
+
+
+def lock_owner(conn: Connection, owner_id: object) -> bool:
+    """Lock the owner's row until the transaction ends (False: no such user): one
+    decision about an owner's slots at a time, whichever replica makes it."""
+    return conn.execute(_LOCK_OWNER, {"owner": owner_id}).first() is not None
+
+
+def in_flight(conn: Connection, owner_id: object) -> int:
+    """How many of the owner's tasks are dispatched and not finished (nor deleted)."""
+    return conn.execute(_IN_FLIGHT, {"owner": owner_id}).scalar_one()
+
+
+def withdraw_submitted(conn: Connection, task_id: object) -> int:
+    """Remove a canceled task's TaskSubmitted if it is not published yet (a held task's
+    always is not), so no worker ever receives it; returns how many rows went."""
+    return conn.execute(_WITHDRAW_SUBMITTED, {"task_id": str(task_id)}).rowcount
+
+
+def _message(row) -> OutboxMessage:
+    attributes = row.attributes if isinstance(row.attributes, dict) else json.loads(row.attributes)
+    return OutboxMessage(row.id, row.topic, bytes(row.data), attributes)
+
+
+def release_held(engine: Engine, publisher: Publisher, settings: Settings) -> int:
+    """Dispatch the oldest held tasks of every owner with free slots and publish their
+    TaskSubmitted; returns how many tasks were dispatched.
+
+    Each owner is decided under the owner's lock, so two replicas never fill the same
+    free slot twice. A publish that fails leaves the dispatched row to the relay.
+    """
+    cap = settings.max_tasks_in_flight_per_user
+    with engine.connect() as conn:
+        owners = (
+            conn.execute(_OWNERS_WITH_ROOM, {"cap": cap, "batch": settings.outbox_relay_batch})
+            .scalars()
+            .all()
+        )
+    dispatched = 0
+    for owner in owners:
+        with engine.begin() as conn:
+            if not lock_owner(conn, owner):
+                continue
+            free = cap - in_flight(conn, owner)
+            if free <= 0:
+                continue
+            task_ids = conn.execute(_DISPATCH_OLDEST_HELD, {"owner": owner, "free": free}).scalars().all()
+            if not task_ids:
+                continue
+            messages = [_message(row) for row in conn.execute(_SUBMITTED_ROWS, {"task_ids": task_ids})]
+        for task_id in task_ids:
+            log.info("task dispatched: its owner has a free slot again", extra={"task_id": task_id})
+        dispatched += len(task_ids)
+        publish_committed(engine, publisher, settings, messages)
+    return dispatched
 
 
 def publish_committed(
@@ -192,7 +301,8 @@ def prune(engine: Engine) -> int:
 
 
 class OutboxRelay:
-    """A daemon thread that runs :func:`relay_once` every ``outbox_relay_interval_seconds``."""
+    """A daemon thread that, every ``outbox_relay_interval_seconds``, lets out held tasks
+    (:func:`release_held`) and publishes what is due (:func:`relay_once`)."""
 
     def __init__(self, engine: Engine, publisher: Publisher, settings: Settings) -> None:
         self.engine = engine
@@ -223,6 +333,7 @@ class OutboxRelay:
             try:
                 if requeue_after > 0 and rounds % rounds_per_sweep == 0:
                     requeue_stalled(self.engine, self.settings)
+                release_held(self.engine, self.publisher, self.settings)
                 self.run_once()
                 rounds += 1
                 if rounds % rounds_per_prune == 0:

@@ -32,8 +32,8 @@ from services.api.objects import (
     stream_bytes,
 )
 from services.api.outbox import publish_committed
-from services.api.tasks import IdempotencyKeyTaken, NewTask, Task, UnknownOwner
-from services.api.uploads import receive_upload
+from services.api.tasks import IdempotencyKeyTaken, NewTask, StorageQuotaExceeded, Task, UnknownOwner
+from services.api.uploads import MULTIPART_OVERHEAD_BYTES, receive_upload
 from shared import layout, ratelimit, storage
 from shared.config import Settings
 from shared.errors import (
@@ -198,13 +198,40 @@ def _replay(existing: Task, fingerprint: str | None) -> Response:
     raise Conflict("the task created with this Idempotency-Key was deleted", code="idempotency_key_used")
 
 
+def _quota_exceeded(exc: StorageQuotaExceeded) -> Conflict:
+    return Conflict(
+        f"your stored files take {exc.stored} of your {exc.quota} bytes"
+        + (f" and this upload adds {exc.adding}" if exc.adding else "")
+        + "; delete tasks to make room",
+        code="storage_quota_exceeded",
+    )
+
+
+def _check_room(settings: Settings, owner: uuid.UUID, declared: int | None) -> None:
+    """Refuse an upload before reading it when the owner has no room left, or when the
+    declared body alone (less its multipart framing) cannot fit."""
+    with _engine().connect() as conn:
+        stored = task_store.stored_bytes(conn, owner)
+    least = max(0, (declared or 0) - MULTIPART_OVERHEAD_BYTES)
+    try:
+        task_store.check_quota(stored, least, settings.max_stored_bytes_per_user)
+    except StorageQuotaExceeded as exc:
+        raise _quota_exceeded(exc) from None
+
+
 def _store(new: NewTask) -> tuple[Response, bool]:
     """Create the task and publish its TaskSubmitted; returns the response and whether
     a task was created (False: a concurrent request with the same key won)."""
     settings, engine = _settings(), _engine()
     try:
         with engine.begin() as conn:
-            message, _ = task_store.create(conn, new, settings)
+            created = task_store.create(conn, new, settings)
+    except StorageQuotaExceeded as exc:
+        # A concurrent request with the same key may have taken the room: a retry, then.
+        existing = _find_by_key(new.owner_id, new.idempotency_key)
+        if existing is not None:
+            return _replay(existing, new.request_fingerprint), False
+        raise _quota_exceeded(exc) from None
     except IdempotencyKeyTaken:
         existing = _find_by_key(new.owner_id, new.idempotency_key)
         if existing is None:
@@ -214,7 +241,10 @@ def _store(new: NewTask) -> tuple[Response, bool]:
         return _replay(existing, new.request_fingerprint), False
     except UnknownOwner:
         raise Unauthorized("the token's user does not exist", code="unknown_user") from None
-    log.info("task queued", extra={"task_id": str(new.id), "source_kind": new.source_kind})
+    log.info(
+        "task queued" if created.dispatched else "task queued, held until a task of its owner ends",
+        extra={"task_id": str(new.id), "source_kind": new.source_kind},
+    )
 
     if settings.fault_crash_after_commit and not settings.is_production:
         # Fault drill: die between the commit and the publish, as a killed process would.
@@ -223,7 +253,8 @@ def _store(new: NewTask) -> tuple[Response, bool]:
         )
         os._exit(_CRASH_EXIT_CODE)
 
-    publish_committed(engine, current_app.extensions["publisher"], settings, [message])
+    if created.dispatched:
+        publish_committed(engine, current_app.extensions["publisher"], settings, [created.message])
     with engine.connect() as conn:
         task = task_store.find_owned(conn, new.id, new.owner_id)
     return _task_response(task, 202), True
@@ -267,6 +298,8 @@ def submit():
 
 def _submit_upload(settings: Settings, owner: uuid.UUID, key: str | None) -> Response:
     existing = _find_by_key(owner, key)
+    if existing is None:
+        _check_room(settings, owner, request.content_length)
     task_id = uuid.uuid4()
     upload = receive_upload(settings, task_id, store=existing is None)
     if existing is not None:
@@ -279,6 +312,7 @@ def _submit_upload(settings: Settings, owner: uuid.UUID, key: str | None) -> Res
         source_name=upload.filename,
         idempotency_key=key,
         request_fingerprint=upload.fingerprint,
+        source_bytes=upload.size_bytes,
     )
     created = False
     try:

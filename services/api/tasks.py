@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError
 
-from services.api.outbox import OutboxMessage, enqueue
+from services.api.outbox import OutboxMessage, enqueue, in_flight, lock_owner, withdraw_submitted
 from shared.config import Settings
 from shared.events import ClipSpec, TaskStatusChanged, TaskSubmitted
 from shared.lifecycle import ACTIVE_STATUSES, TaskStatus
@@ -67,10 +67,20 @@ _RELEASE_EXPIRED_KEY = text(
 _INSERT = text(
     """
     INSERT INTO tasks (id, owner_id, status, source_kind, source, source_name, spec,
-                       idempotency_key, request_fingerprint)
+                       idempotency_key, request_fingerprint, source_bytes, dispatched_at)
     VALUES (:id, :owner, 'queued', :source_kind, :source, :source_name,
-            CAST(:spec AS jsonb), :key, :fingerprint)
+            CAST(:spec AS jsonb), :key, :fingerprint, :source_bytes,
+            CASE WHEN :dispatch THEN now() END)
     RETURNING created_at
+    """
+)
+# What the owner keeps in storage: the originals and the clips of tasks not deleted.
+_STORED_BYTES = text(
+    """
+    SELECT coalesce(sum(t.source_bytes), 0)
+         + coalesce((SELECT sum(c.size_bytes) FROM clips AS c JOIN tasks AS ct ON ct.id = c.task_id
+                     WHERE ct.owner_id = :owner AND ct.deleted_at IS NULL), 0)
+    FROM tasks AS t WHERE t.owner_id = :owner AND t.deleted_at IS NULL
     """
 )
 _HISTORY = text(
@@ -151,6 +161,17 @@ class NewTask:
     source_name: str | None
     idempotency_key: str | None
     request_fingerprint: str | None
+    source_bytes: int | None = None  # an upload's size; None for a URL
+
+
+@dataclass(frozen=True)
+class Created:
+    """A stored task: its TaskSubmitted row, and whether it was dispatched at once
+    (False: it is held until one of its owner's in-flight slots frees)."""
+
+    message: OutboxMessage
+    created_at: datetime
+    dispatched: bool
 
 
 class IdempotencyKeyTaken(Exception):
@@ -159,6 +180,14 @@ class IdempotencyKeyTaken(Exception):
 
 class UnknownOwner(Exception):
     """The token names a user the database does not hold (e.g. a deleted account)."""
+
+
+class StorageQuotaExceeded(Exception):
+    """The owner's stored bytes would pass ``max_stored_bytes_per_user``."""
+
+    def __init__(self, stored: int, adding: int, quota: int) -> None:
+        super().__init__(f"{stored} bytes stored + {adding} > {quota}")
+        self.stored, self.adding, self.quota = stored, adding, quota
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
@@ -195,10 +224,31 @@ def find_by_idempotency_key(
     return Task.from_row(row) if row else None
 
 
-def create(conn: Connection, new: NewTask, settings: Settings) -> tuple[OutboxMessage, datetime]:
+def stored_bytes(conn: Connection, owner_id: uuid.UUID) -> int:
+    """The bytes the owner keeps in storage: originals and clips of tasks not deleted."""
+    return int(conn.execute(_STORED_BYTES, {"owner": owner_id}).scalar_one())
+
+
+def check_quota(stored: int, adding: int, quota: int) -> None:
+    """Raise :class:`StorageQuotaExceeded` unless ``adding`` bytes fit beside ``stored``
+    (an owner already at the quota may add nothing, not even a URL task's clips)."""
+    if stored >= quota or stored + adding > quota:
+        raise StorageQuotaExceeded(stored, adding, quota)
+
+
+def create(conn: Connection, new: NewTask, settings: Settings) -> Created:
     """Store ``new`` as a queued task with its TaskSubmitted in the outbox, in the
-    caller's transaction. Raises :class:`IdempotencyKeyTaken` or :class:`UnknownOwner`."""
+    caller's transaction; dispatched at once if its owner has a free in-flight slot.
+
+    The owner's row is locked first, so the quota and the slots are decided for one
+    submission of that owner at a time. Raises :class:`IdempotencyKeyTaken`,
+    :class:`UnknownOwner` or :class:`StorageQuotaExceeded`.
+    """
     spec = ClipSpec()
+    if not lock_owner(conn, new.owner_id):
+        raise UnknownOwner()
+    check_quota(stored_bytes(conn, new.owner_id), new.source_bytes or 0, settings.max_stored_bytes_per_user)
+    dispatch = in_flight(conn, new.owner_id) < settings.max_tasks_in_flight_per_user
     if new.idempotency_key is not None:
         conn.execute(
             _RELEASE_EXPIRED_KEY,
@@ -217,6 +267,8 @@ def create(conn: Connection, new: NewTask, settings: Settings) -> tuple[OutboxMe
                     "spec": spec.model_dump_json(),
                     "key": new.idempotency_key,
                     "fingerprint": new.request_fingerprint,
+                    "source_bytes": new.source_bytes,
+                    "dispatch": dispatch,
                 },
             ).scalar_one()
     except DBAPIError as exc:
@@ -239,7 +291,7 @@ def create(conn: Connection, new: NewTask, settings: Settings) -> tuple[OutboxMe
     event = TaskSubmitted(
         task_id=new.id, owner_id=new.owner_id, source=new.source, spec=spec, submitted_at=created_at
     )
-    return enqueue(conn, settings.topic_video_tasks, event), created_at
+    return Created(enqueue(conn, settings.topic_video_tasks, event), created_at, dispatch)
 
 
 def delete(
@@ -278,5 +330,7 @@ def delete(
         # The api applied this change itself: the notifier, receiving it, skips it.
         conn.execute(_APPLIED, {"event_id": event.event_id, "id": task.id})
         messages.append(enqueue(conn, settings.topic_task_events, event))
+        # A held task was never published: now it never will be.
+        withdraw_submitted(conn, task.id)
     conn.execute(_MARK_DELETED, {"id": task.id})
     return task, messages

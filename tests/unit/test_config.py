@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from shared.config import PRODUCTION_SETTINGS, Settings, settings_table
 
@@ -72,3 +73,9 @@ def test_the_readme_lists_every_setting_as_the_code_defines_it():
     listed = readme.split("<!-- settings -->\n", 1)[1].split("\n<!-- /settings -->", 1)[0]
     assert listed == settings_table()
     assert listed.count("\n| `") == len(Settings.model_fields)
+
+
+@pytest.mark.parametrize("field", ["max_tasks_in_flight_per_user", "max_stored_bytes_per_user"])
+def test_the_per_user_limits_must_be_positive(field):
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: 0})

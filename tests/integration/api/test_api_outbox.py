@@ -88,6 +88,7 @@ def test_the_relay_thread_drains_a_backlog_larger_than_a_batch(make_app, api_set
             "outbox_relay_interval_seconds": 0.2,
             "outbox_republish_after_seconds": 0,
             "outbox_relay_batch": 2,
+            "max_tasks_in_flight_per_user": 5,
         }
     )
     app = make_app(settings)

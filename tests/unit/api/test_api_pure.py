@@ -12,6 +12,7 @@ from google.cloud import storage
 from google.oauth2 import service_account
 
 from services.api.objects import download_name, signed_url
+from services.api.tasks import StorageQuotaExceeded, check_quota
 from services.api.uploads import clean_filename, video_container
 from shared.errors import UnsupportedMediaType
 
@@ -111,3 +112,23 @@ def test_signed_urls_are_v4_get_urls_that_expire():
     assert query["X-Goog-Expires"] == ["900"]
     assert query["X-Goog-Credential"][0].startswith("api@idrl-test.iam.gserviceaccount.com/")
     assert len(query["X-Goog-Signature"][0]) == 512  # hex of a 2048-bit RSA signature
+
+
+@pytest.mark.parametrize(
+    "stored, adding, fits",
+    [
+        (0, 0, True),  # a URL task of a user with nothing stored
+        (0, 1000, True),  # an upload that fills the quota exactly
+        (999, 1, True),
+        (999, 2, False),  # one byte past it
+        (1000, 0, False),  # at the quota: not even a URL task
+        (0, 1001, False),
+    ],
+)
+def test_the_storage_quota_admits_what_fits_and_nothing_at_the_quota(stored, adding, fits):
+    if fits:
+        check_quota(stored, adding, quota=1000)
+    else:
+        with pytest.raises(StorageQuotaExceeded) as refused:
+            check_quota(stored, adding, quota=1000)
+        assert (refused.value.stored, refused.value.adding, refused.value.quota) == (stored, adding, 1000)
