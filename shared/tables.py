@@ -75,9 +75,13 @@ tasks = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("status_changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("deleted_at", DateTime(timezone=True)),
+    # Set when the task's TaskSubmitted is let out to the workers (0003).
+    Column("dispatched_at", DateTime(timezone=True)),
+    Column("source_bytes", BigInteger),
     CheckConstraint(f"status IN ({_STATUSES})", name="tasks_status_check"),
     CheckConstraint("source_kind IN ('url', 'upload')", name="tasks_source_kind_check"),
     CheckConstraint("progress BETWEEN 0 AND 100", name="tasks_progress_check"),
+    CheckConstraint("source_bytes >= 0", name="tasks_source_bytes_check"),
 )
 # The owner's list: newest or oldest first, deleted tasks left out.
 Index(
@@ -94,6 +98,23 @@ Index(
     tasks.c.idempotency_key,
     unique=True,
     postgresql_where=tasks.c.idempotency_key.is_not(None),
+)
+
+# An owner's tasks in flight (dispatched, not finished): counted at every submit.
+Index(
+    "tasks_owner_in_flight_idx",
+    tasks.c.owner_id,
+    postgresql_where=text(
+        "dispatched_at IS NOT NULL AND deleted_at IS NULL AND status IN ('queued', 'processing')"
+    ),
+)
+# Tasks waiting for a slot, oldest first: what the outbox relay lets out.
+Index(
+    "tasks_held_idx",
+    tasks.c.owner_id,
+    tasks.c.created_at,
+    tasks.c.id,
+    postgresql_where=text("dispatched_at IS NULL AND deleted_at IS NULL AND status = 'queued'"),
 )
 
 clips = Table(
