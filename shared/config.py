@@ -207,6 +207,9 @@ class Settings(BaseSettings):
     """Attempts at a task before it fails."""
     ffmpeg_timeout_seconds: float = 15 * 60
     """Wall-clock limit of one ffmpeg run."""
+    ffmpeg_memory_limit_bytes: int = Field(default=3 * 1024 * 1024 * 1024, ge=0)
+    """Address space (RLIMIT_AS) each ffmpeg and ffprobe run may use; a source that needs
+    more fails with the reason. Sized for a 4K source (docs/reliability.md); 0: no limit."""
     drain_grace_seconds: float = 60.0
     """On SIGTERM, how long a worker lets the current clip finish before handing the task back."""
     cancel_poll_seconds: float = 1.0

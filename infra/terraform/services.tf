@@ -73,6 +73,7 @@ module "transcoder" {
   service_account_email = google_service_account.runtime["transcoder"].email
   subnetwork            = google_compute_subnetwork.main.self_link
   machine_type          = var.transcoder_machine_type
+  memory_limit_mb       = var.transcoder_memory_limit_mb
   disk_size_gb          = var.transcoder_disk_size_gb
   network_tags          = ["idrl-transcoder"]
   health_check_port     = 8081

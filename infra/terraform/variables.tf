@@ -181,6 +181,12 @@ variable "transcoder_machine_type" {
   default     = "c2d-standard-4"
 }
 
+variable "transcoder_memory_limit_mb" {
+  description = "Memory limit of the transcoder container. The default fits c2d-standard-4 (16 GiB): 14 GiB for the worker and its ffmpeg runs (two at a time, each capped by FFMPEG_MEMORY_LIMIT_BYTES), 2 GiB left to Container-Optimized OS, Docker and the probe container. Change it with transcoder_machine_type."
+  type        = number
+  default     = 14336
+}
+
 variable "transcoder_disk_size_gb" {
   description = "Boot disk of a transcoder instance: holds the source and the clips while a task runs."
   type        = number

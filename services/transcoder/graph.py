@@ -13,7 +13,8 @@ Built with ffmpeg-python and returned as an argument list; nothing runs here. Th
     concat(card A, body, card B; v=1 a=1) -> H.264 + AAC, +faststart   -> part-NN.mp4
     poster branch: trim to a frame inside the part, full-range 4:2:0    -> part-NN.jpg
 
-The part is cut by input seeking (``-ss``/``-t`` before ``-i``), so only that part is
+The source is read under the allow-lists and the decoder's picture-size limit of
+:mod:`.hardening` (``info.decode``). The part is cut by input seeking (``-ss``/``-t`` before ``-i``), so only that part is
 decoded. ``fps`` runs before ``scale`` so a 60 fps source is thinned before the costly
 step, and the source is scaled exactly once, straight to the fitted size, by zimg.
 The clip is tagged limited-range BT.709: an HDR source is tone-mapped to it, a
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from services.transcoder.hardening import LOGO_INPUT_OPTIONS, SOURCE_INPUT_OPTIONS, local_url
+from services.transcoder.hardening import LOGO_INPUT_OPTIONS, local_url, source_input_options
 from services.transcoder.plan import Part, fit_geometry
 from services.transcoder.probe import SourceInfo, is_rgb
 from shared.events import ClipSpec
@@ -76,7 +77,7 @@ def build_clip_command(
         local_url(source),
         ss=f"{part.start:.6f}",
         t=f"{part.duration:.6f}",
-        **SOURCE_INPUT_OPTIONS,
+        **source_input_options(info.decode),
     )
     logo_in = ffmpeg.input(local_url(logo), f="image2", **LOGO_INPUT_OPTIONS)
     silence_seconds = 2 * card + (0 if info.has_audio else part.duration)

@@ -1,6 +1,7 @@
 """The clip pipeline: a probed local source in, one clip and poster per part out.
 
-One ffmpeg run per clip (:mod:`.graph`); clips are yielded as they are made, so the
+One ffmpeg run per clip (:mod:`.graph`), under the decoder and memory limits the source
+was probed with (``info.decode``); clips are yielded as they are made, so the
 worker uploads each before the next starts and the scratch disk holds one clip at a time.
 """
 
@@ -96,8 +97,14 @@ def iter_clips(
             if on_progress is not None:
                 on_progress(100 * (before + min(written, length)) / total)
 
-        run_ffmpeg(command.args, timeout=ffmpeg_timeout, on_progress=report, stop=stop)
-        duration = _clip_duration(command.clip_path)
+        run_ffmpeg(
+            command.args,
+            timeout=ffmpeg_timeout,
+            limits=info.decode,
+            on_progress=report,
+            stop=stop,
+        )
+        duration = _clip_duration(command.clip_path, info)
         if duration < command.expected_seconds - _SHORT_CLIP_TOLERANCE:
             raise PermanentFailure(
                 f"the source is damaged: part {part.index} gave {duration:.1f} s of video "
@@ -115,8 +122,8 @@ def iter_clips(
         )
 
 
-def _clip_duration(path: Path) -> float:
-    probe = run_ffprobe(path, timeout=60)
+def _clip_duration(path: Path, info: SourceInfo) -> float:
+    probe = run_ffprobe(path, timeout=60, decode=info.decode)
     try:
         return float(probe["format"]["duration"])
     except (KeyError, TypeError, ValueError):

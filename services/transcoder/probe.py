@@ -1,22 +1,35 @@
 """Probe a source by its content and enforce the limits before any encoding.
 
 ffprobe reads the file under the same hardening as ffmpeg (see :mod:`.hardening`): the
-file protocol only, and a demuxer allow-list of real video containers. Anything it
-cannot read, a file with no video stream, or one past a limit is a permanent failure
-with a reason the task's owner can act on.
+file protocol only, demuxer and decoder allow-lists, the decoder's picture-size limit
+and the memory limit. Anything it cannot read, a file with no video stream, or one past
+a limit is a permanent failure with a reason the task's owner can act on.
+
+The probe sees the stream's first pictures only; a later one larger than the limit is
+refused by the decoder while the clip is made (:data:`SourceInfo.decode`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 from services.transcoder.errors import PermanentFailure, owner_detail
-from services.transcoder.hardening import SOURCE_INPUT_OPTIONS, local_url
+from services.transcoder.hardening import DecodeLimits, local_url, source_input_options
+from services.transcoder.runner import hit_memory_limit, launch_prefix, memory_reason, oversized_picture
+from shared.config import get_settings
+
+# ffmpeg's words for a decoder off the allow-list.
+_REFUSED_DECODER = re.compile(r"Codec \(([\w-]+)\) not on whitelist")
+
+
+def _configured_memory_limit() -> int:
+    return get_settings().ffmpeg_memory_limit_bytes
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,14 @@ class SourceLimits:
     max_seconds: float
     max_width: int
     max_height: int
+    # What each ffmpeg and ffprobe run on the source may use (0: no limit).
+    max_memory_bytes: int = field(default_factory=_configured_memory_limit)
+
+    @property
+    def decode(self) -> DecodeLimits:
+        """The decoder's limits: no picture larger than the largest source allowed (a
+        portrait source has the same count), and the memory limit."""
+        return DecodeLimits(self.max_width, self.max_height, self.max_memory_bytes)
 
 
 @dataclass(frozen=True)
@@ -52,12 +73,15 @@ class SourceInfo:
     # The first audio stream's channel count, and its layout ("" where it has no name).
     audio_channels: int = 0
     audio_layout: str = ""
+    # What every ffmpeg run on the source may decode and use (from the limits probed under).
+    decode: DecodeLimits = DecodeLimits()
 
 
-def run_ffprobe(path: Path, *, timeout: float) -> dict:
-    """ffprobe's JSON for ``path``; :class:`PermanentFailure` when it cannot read it."""
-    args = ["ffprobe", "-v", "error", "-hide_banner"]
-    for option, value in SOURCE_INPUT_OPTIONS.items():
+def run_ffprobe(path: Path, *, timeout: float, decode: DecodeLimits = DecodeLimits()) -> dict:
+    """ffprobe's JSON for ``path``, read under ``decode``; :class:`PermanentFailure` when it
+    cannot read it."""
+    args = [*launch_prefix(decode.memory_bytes), "ffprobe", "-v", "error", "-hide_banner"]
+    for option, value in source_input_options(decode).items():
         args += [f"-{option}", value]
     args += ["-show_format", "-show_streams", "-of", "json", local_url(path)]
     # ffmpeg-python's probe() cannot bound the run time, hence the direct call.
@@ -67,17 +91,29 @@ def run_ffprobe(path: Path, *, timeout: float) -> dict:
         )
     except subprocess.TimeoutExpired:
         raise PermanentFailure(f"the source could not be read within {timeout:.0f} s") from None
+    stderr = completed.stderr.decode("utf-8", "replace")
+    # ffprobe may still exit 0 then, listing the stream without its size.
+    if size := oversized_picture(stderr):
+        raise PermanentFailure(f"the source is {size}, over the {decode.max_width}x{decode.max_height} limit")
     if completed.returncode != 0:
-        detail = _first_line(completed.stderr) or "unknown format"
-        raise PermanentFailure(f"the source is not a readable video ({detail})")
+        raise PermanentFailure(_probe_failure(completed.returncode, stderr, decode))
     try:
         return json.loads(completed.stdout)
     except json.JSONDecodeError:
         raise PermanentFailure("the source is not a readable video") from None
 
 
-def _first_line(stderr: bytes) -> str:
-    for line in stderr.decode("utf-8", "replace").splitlines():
+def _probe_failure(returncode: int, stderr: str, decode: DecodeLimits) -> str:
+    if refused := _REFUSED_DECODER.search(stderr):
+        return f"the source's {refused.group(1)} codec is not supported"
+    if hit_memory_limit(returncode, stderr, decode.memory_bytes):
+        return memory_reason(decode.memory_bytes)
+    detail = _first_line(stderr) or "unknown format"
+    return f"the source is not a readable video ({detail})"
+
+
+def _first_line(stderr: str) -> str:
+    for line in stderr.splitlines():
         line = line.strip()
         if line:
             # ffprobe prefixes its messages with the file name; keep only what follows.
@@ -94,7 +130,7 @@ def probe_source(path: Path, limits: SourceLimits, *, timeout: float = 60.0) -> 
         raise PermanentFailure(
             f"the source is {_megabytes(size)}, over the {_megabytes(limits.max_bytes)} limit"
         )
-    return describe_source(run_ffprobe(path, timeout=timeout), size, limits)
+    return describe_source(run_ffprobe(path, timeout=timeout, decode=limits.decode), size, limits)
 
 
 def describe_source(probe: dict, size: int, limits: SourceLimits) -> SourceInfo:
@@ -160,6 +196,7 @@ def describe_source(probe: dict, size: int, limits: SourceLimits) -> SourceInfo:
         pixel_format=_named(video.get("pix_fmt")),
         audio_channels=_count(audio.get("channels")),
         audio_layout=_named(audio.get("channel_layout")),
+        decode=limits.decode,
     )
 
 

@@ -4,12 +4,19 @@ ffmpeg writes ``key=value`` blocks to stdout (``-progress pipe:1``); each block 
 ``progress=continue|end`` and carries ``out_time_us``. A reader thread turns them into
 ``on_progress(seconds_written)`` calls. stderr is kept as a short ring of lines, so a
 source that makes ffmpeg complain endlessly cannot fill memory or disk.
+
+Each ffmpeg and ffprobe starts under a memory limit (RLIMIT_AS, set by util-linux's
+``prlimit`` before it execs the program), so a source that makes one run allocate
+without end fails that run alone, not the worker and the other task beside it. A
+picture the decoder refuses as larger than the limit (``-max_pixels``) stops the run at
+once: ffmpeg itself would skip the frame and go on, making a clip of what is left.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import re
 import shutil
 import subprocess
 import threading
@@ -22,6 +29,7 @@ from services.transcoder.errors import (
     TransientFailure,
     owner_detail,
 )
+from services.transcoder.hardening import DecodeLimits
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +37,17 @@ _POLL_SECONDS = 0.1
 _STDERR_LINES = 40
 # ffmpeg errors that say something about this machine, not about the source.
 _MACHINE_ERRORS = ("No space left on device", "Cannot allocate memory", "Too many open files")
+# How an allocation refused by RLIMIT_AS shows: libav's errno text (EAGAIN is a thread
+# whose stack could not be mapped), x264's and the C++ runtime's own.
+_MEMORY_ERRORS = (
+    "Cannot allocate memory",
+    "Resource temporarily unavailable",
+    "malloc of size",
+    "Out of memory",
+    "std::bad_alloc",
+)
+# libavutil's words for a picture over -max_pixels.
+_OVERSIZED_PICTURE = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
 
 
 class StopSignal:
@@ -64,32 +83,67 @@ def _parent_death_prefix() -> list[str]:
 
 
 _LAUNCHER = _parent_death_prefix()
+_PRLIMIT = shutil.which("prlimit")
+
+
+def launch_prefix(memory_bytes: int) -> list[str]:
+    """What goes before an ffmpeg or ffprobe command line: the parent-death launcher,
+    and ``prlimit`` capping the address space at ``memory_bytes`` (0: no cap)."""
+    if memory_bytes <= 0:
+        return list(_LAUNCHER)
+    if _PRLIMIT is None:
+        # util-linux is part of every Debian system, the image's included: a missing
+        # prlimit is a broken machine, and running without the limit would hide it.
+        raise TransientFailure("this machine cannot limit ffmpeg's memory (prlimit is missing)")
+    return [*_LAUNCHER, _PRLIMIT, f"--as={memory_bytes}:{memory_bytes}", "--"]
+
+
+def hit_memory_limit(returncode: int, stderr: str, memory_bytes: int) -> bool:
+    """Whether a failed run under a memory limit of ``memory_bytes`` ran out of it: an
+    allocation refused, or the crash of a library that does not check for one."""
+    return memory_bytes > 0 and (returncode < 0 or any(marker in stderr for marker in _MEMORY_ERRORS))
+
+
+def memory_reason(memory_bytes: int) -> str:
+    """What a task's owner is told when a run on the source hit the memory limit."""
+    return f"decoding the source needs more than the {memory_bytes / 2**20:.0f} MiB of memory a clip may use"
+
+
+def oversized_picture(text: str) -> str | None:
+    """The size (``"16000x16000"``) of a picture ffmpeg's ``text`` says the decoder
+    refused as over ``-max_pixels``; None when it says no such thing."""
+    match = _OVERSIZED_PICTURE.search(text)
+    return f"{match.group(1)}x{match.group(2)}" if match else None
 
 
 def run_ffmpeg(
     args: list[str],
     *,
     timeout: float,
+    limits: DecodeLimits = DecodeLimits(),
     on_progress: Callable[[float], None] | None = None,
     stop: StopSignal | None = None,
 ) -> None:
-    """Run ``args`` to completion.
+    """Run ``args`` to completion, its address space capped at ``limits.memory_bytes``.
 
     Raises :class:`ProcessingStopped` when ``stop`` is set (ffmpeg is killed at once),
     :class:`PermanentFailure` when the wall-clock limit passes (a source within the
-    limits never needs that long) or ffmpeg exits with an error (the source cannot be
+    limits never needs that long), the decoder meets a picture over its size limit, the
+    run hits the memory limit, or ffmpeg exits with an error (the source cannot be
     decoded), :class:`TransientFailure` when the error is the machine's (disk full).
     """
     stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
+    refused: list[str] = []  # the size of a picture the decoder refused
+    memory_bytes = limits.memory_bytes
     process = subprocess.Popen(
-        [*_LAUNCHER, *args],
+        [*launch_prefix(memory_bytes), *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     readers = [
         threading.Thread(target=_read_progress, args=(process.stdout, on_progress), daemon=True),
-        threading.Thread(target=_read_lines, args=(process.stderr, stderr_tail), daemon=True),
+        threading.Thread(target=_read_lines, args=(process.stderr, stderr_tail, refused), daemon=True),
     ]
     for reader in readers:
         reader.start()
@@ -99,6 +153,9 @@ def run_ffmpeg(
             if stop is not None and stop.is_set():
                 _kill(process)
                 raise ProcessingStopped(stop.why or "stopped")
+            if refused:
+                _kill(process)
+                break
             if time.monotonic() > deadline:
                 _kill(process)
                 raise PermanentFailure(f"making a clip took longer than {timeout:.0f} s")
@@ -111,9 +168,18 @@ def run_ffmpeg(
             _kill(process)
         for reader in readers:
             reader.join(timeout=5)
+    if refused:
+        reason = (
+            f"the source holds a {refused[0]} picture, over the {limits.max_width}x{limits.max_height} limit"
+        )
+        log.warning("ffmpeg stopped: %s", reason)
+        raise PermanentFailure(reason)
     if process.returncode != 0:
         detail = "; ".join(line for line in stderr_tail if line)[-500:] or f"exit {process.returncode}"
         log.warning("ffmpeg failed: %s", detail)
+        if hit_memory_limit(process.returncode, detail, memory_bytes):
+            # This source's demand: a retry would meet the same cap.
+            raise PermanentFailure(memory_reason(memory_bytes))
         if any(marker in detail for marker in _MACHINE_ERRORS):
             raise TransientFailure(f"ffmpeg could not write its output ({owner_detail(detail)})")
         raise PermanentFailure(f"the source could not be decoded ({owner_detail(detail)})")
@@ -124,10 +190,13 @@ def _kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _read_lines(stream, tail: collections.deque[str]) -> None:
+def _read_lines(stream, tail: collections.deque[str], refused: list[str]) -> None:
     with stream:
         for raw in stream:
-            tail.append(raw.decode("utf-8", "replace").strip()[:300])
+            line = raw.decode("utf-8", "replace").strip()
+            tail.append(line[:300])
+            if not refused and (size := oversized_picture(line)):
+                refused.append(size)
 
 
 def _read_progress(stream, on_progress: Callable[[float], None] | None) -> None:

@@ -91,6 +91,16 @@ def test_http_services_run_gunicorn_with_a_health_check(service):
     assert pairs["STOPSIGNAL"] == "SIGTERM"
 
 
+def test_the_transcoder_image_has_the_launchers_ffmpeg_starts_through():
+    # services/transcoder/runner.py: setpriv (killed with the worker), prlimit (memory cap).
+    runs = " ".join(
+        arguments
+        for instruction, arguments in final_stage(dockerfile_instructions(DOCKERFILES["transcoder"]))
+        if instruction == "RUN"
+    )
+    assert "test -x /usr/bin/setpriv" in runs and "test -x /usr/bin/prlimit" in runs
+
+
 def test_workers_run_their_modules_and_say_they_have_no_probe():
     transcoder = final_stage(dockerfile_instructions(DOCKERFILES["transcoder"]))
     assert json.loads(dict(transcoder)["CMD"]) == ["python", "-m", "services.transcoder"]

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from shared.config import Settings
 from tests.support.infra import REPO, TERRAFORM, load_tf, only, parse_dir
 
 TF_FILES = sorted(TERRAFORM.rglob("*.tf"))
@@ -326,6 +327,20 @@ def test_container_unit_stops_with_sigterm_and_a_drain_window(mig_module):
     assert "docker stop --time ${var.stop_timeout_seconds}" in unit
     assert "TimeoutStopSec=${var.stop_timeout_seconds + 15}" in unit
     assert "--env-file /run/idrl/" in unit, "secrets are read into tmpfs, not baked in"
+
+
+def test_the_transcoder_container_runs_under_a_memory_limit_below_the_machine_s(root, mig_module):
+    unit = mig_module.locals["service_unit"]
+    assert "${local.memory_flags}" in unit.split("ExecStart=", 1)[1].split("\n", 1)[0]
+    flags = mig_module.locals["memory_flags"]
+    assert "--memory ${var.memory_limit_mb}m --memory-swap ${var.memory_limit_mb}m" in flags
+    assert root.modules["transcoder"]["memory_limit_mb"] == "${var.transcoder_memory_limit_mb}"
+    # c2d-standard-4 has 16 GiB: the limit leaves room for the OS and Docker, and holds
+    # the worker's ffmpeg runs (one per two vCPUs, each under its own address-space cap).
+    assert root.variables["transcoder_machine_type"]["default"] == "c2d-standard-4"
+    limit_mb = root.variables["transcoder_memory_limit_mb"]["default"]
+    ffmpeg_mb = Settings().ffmpeg_memory_limit_bytes // 2**20
+    assert 2 * ffmpeg_mb + 1024 <= limit_mb <= 16384 - 1024
 
 
 def test_transcoder_autoscales_on_subscription_backlog_per_instance(root):

@@ -5,10 +5,8 @@ HTTP server on loopback that serves sources and redirects."""
 from __future__ import annotations
 
 import re
-import struct
 import time
 import uuid
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from shared.config import Settings
 from shared.tokens import SigningKey, issue_token
+from tests.support.bombs import png_frames_mkv
 from tests.support.media import ffmpeg
 
 TIMEOUT = 30
@@ -240,25 +239,7 @@ def huge_picture_mkv(path: Path, side: int = 16000) -> Path:
     """A Matroska file of two ``side`` x ``side`` PNG frames in a few tens of kilobytes:
     the picture is one bit deep and all black, so it compresses to almost nothing, yet
     decodes to side² pixels (a decompression bomb for a pipeline that would scale it)."""
-
-    def png_chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    row = b"\x00" + b"\x00" * ((side + 7) // 8)  # filter byte, then 1-bit pixels
-    compressor = zlib.compressobj(9)
-    pixels = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    png = (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
-        + png_chunk(b"IDAT", pixels)
-        + png_chunk(b"IEND", b"")
-    )
-    picture = path.with_suffix(".png")
-    picture.write_bytes(png)
-    # Stream copy: the frames are never decoded or re-encoded to build the file.
-    ffmpeg("-framerate", "1", "-loop", "1", "-t", "2", "-i", str(picture), "-c", "copy", str(path))
-    picture.unlink()
-    return path
+    return png_frames_mkv(path, [side, side])
 
 
 def ten_hour_video(path: Path) -> Path:

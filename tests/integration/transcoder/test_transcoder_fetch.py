@@ -20,7 +20,7 @@ from services.transcoder.fetch import FetchPolicy, UrlFetcher, system_resolver
 from services.transcoder.runner import StopSignal
 from shared.db import create_engine
 from shared.events import ClipSpec
-from tests.support.transcoder_media import make_video
+from tests.support.media import make_video
 from tests.support.worker import (
     Notifier,
     cancel_task,

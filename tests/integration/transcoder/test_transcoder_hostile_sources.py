@@ -1,21 +1,38 @@
 """Sources that must fail at once with a clear reason, and never make ffmpeg read
-anything but the file it was given."""
+anything but the file it was given; a picture that grows past the size limit after the
+probe, through the real worker beside another task; and a legitimate 4K source, which
+the decoder and memory limits leave alone."""
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.graph import build_clip_command
-from services.transcoder.pipeline import DEFAULT_LOGO
+from services.transcoder.pipeline import DEFAULT_LOGO, iter_clips
 from services.transcoder.plan import Part
 from services.transcoder.probe import SourceInfo, SourceLimits, probe_source
 from services.transcoder.runner import run_ffmpeg
+from shared.config import get_settings
+from shared.db import create_engine
 from shared.events import ClipSpec
+from tests.support.bombs import resolution_bomb_mkv
 from tests.support.canary import Canary
-from tests.support.media import ffmpeg, make_video
+from tests.support.media import ffmpeg, ffprobe, make_video
+from tests.support.worker import (
+    Notifier,
+    insert_task,
+    submit,
+    task_row,
+    upload_source,
+    wait_for,
+    worker_process,
+)
 
 pytestmark = pytest.mark.security
 
@@ -158,3 +175,123 @@ def test_a_source_over_each_limit(small_source, limits, reason):
     with pytest.raises(PermanentFailure, match=reason):
         probe_source(small_source, limits)
     probe_source(small_source, LIMITS)  # within the limits it passes
+
+
+def test_a_codec_off_the_decoder_allow_list_fails_at_the_probe(tmp_path):
+    source = tmp_path / "old.avi"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=10:d=1", "-c:v", "cinepak", str(source))
+    with pytest.raises(PermanentFailure, match="^the source's cinepak codec is not supported$"):
+        probe_source(source, LIMITS)
+
+
+def test_a_memory_limit_too_small_for_the_source_fails_the_run_with_the_reason(small_source, tmp_path):
+    limits = SourceLimits(
+        max_bytes=10**9, max_seconds=60, max_width=7680, max_height=4320, max_memory_bytes=2**30
+    )
+    info = probe_source(small_source, limits)  # ffprobe fits in 1 GiB
+    starved = SourceLimits(
+        max_bytes=10**9, max_seconds=60, max_width=7680, max_height=4320, max_memory_bytes=300 * 2**20
+    )
+    with pytest.raises(PermanentFailure) as failure:
+        list(
+            iter_clips(
+                small_source,
+                dataclasses.replace(info, decode=starved.decode),
+                ClipSpec(),
+                workdir=tmp_path,
+                ffmpeg_timeout=120,
+            )
+        )
+    assert failure.value.reason == "decoding the source needs more than the 300 MiB of memory a clip may use"
+
+
+# --- a picture that grows after the probe, and a legitimate 4K source ------------------------
+
+
+@pytest.fixture
+def tsettings(settings):
+    return settings.model_copy(
+        update={
+            "transcoder_lease_extension_seconds": 10,
+            "retry_initial_seconds": 0.2,
+            "transcoder_concurrency": 2,  # the bomb and its sibling at the same time
+            # Bounds the run where the decoder has no pixel limit: a bomb then decodes
+            # for many minutes (more than 10 on the 2-vCPU test machine).
+            "ffmpeg_timeout_seconds": 120,
+        }
+    )
+
+
+@pytest.fixture
+def engine(tsettings):
+    engine = create_engine(tsettings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def notifier(tsettings, engine):
+    with Notifier(tsettings, engine).running() as running:
+        yield running
+
+
+def _finished(engine, task_id) -> dict | None:
+    row = task_row(engine, task_id)
+    return row if row["status"] in ("processed", "failed") else None
+
+
+def test_a_picture_growing_past_the_limit_after_the_probe_fails_its_task_alone(
+    tsettings, engine, notifier, small_source, tmp_path
+):
+    bomb = resolution_bomb_mkv(tmp_path / "bomb.mkv", frames=10)
+    assert bomb.stat().st_size < 1_000_000
+    (stream,) = ffprobe(bomb)["streams"]
+    assert (stream["width"], stream["height"]) == (16, 16), "the probe must see only the small first frame"
+    assert probe_source(bomb, LIMITS).width == 16  # so the size check passes it
+
+    spec = ClipSpec(width=320, height=180)
+    hostile = insert_task(engine, upload_source(tsettings, bomb), spec)
+    sibling = insert_task(engine, upload_source(tsettings, small_source), spec)
+    with worker_process(tsettings, tmp_path / "worker.log") as worker:
+        submit(tsettings, hostile)
+        submit(tsettings, sibling)
+        failed = wait_for(lambda: _finished(engine, hostile.task_id), 240, "the bomb's outcome")
+        processed = wait_for(lambda: _finished(engine, sibling.task_id), 240, "the sibling's outcome")
+        assert worker.process.poll() is None, worker.log()  # the worker lives on
+        wait_for(lambda: not worker.ffmpeg_children(), 30, "no ffmpeg left running")
+
+    assert (failed["status"], failed["attempt"], failed["clips"]) == ("failed", 1, []), failed
+    assert failed["failure_reason"] == ("the source holds a 16000x16000 picture, over the 7680x4320 limit")
+    assert len(notifier.outcomes(hostile.task_id)) == 1  # failed once, not redelivered
+    assert (processed["status"], len(processed["clips"])) == ("processed", 1), processed
+
+
+def test_a_4k_source_makes_its_clip_under_the_default_decoder_and_memory_limits(tmp_path):
+    source = make_video(tmp_path / "uhd.mp4", width=3840, height=2160, seconds=2)
+    limits = SourceLimits(max_bytes=10**9, max_seconds=3600, max_width=7680, max_height=4320)
+    info = probe_source(source, limits)
+    configured = get_settings().ffmpeg_memory_limit_bytes
+    assert configured > 0 and info.decode.memory_bytes == configured
+
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def watch_address_space_limits() -> None:
+        while not done.is_set():
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    if child.name() == "ffmpeg":
+                        seen.add(child.rlimit(psutil.RLIMIT_AS)[0])
+                except psutil.NoSuchProcess:
+                    pass
+            done.wait(0.02)
+
+    watcher = threading.Thread(target=watch_address_space_limits, daemon=True)
+    watcher.start()
+    try:
+        (clip,) = list(iter_clips(source, info, ClipSpec(), workdir=tmp_path, ffmpeg_timeout=600))
+    finally:
+        done.set()
+        watcher.join()
+    assert clip.duration_seconds == pytest.approx(4.0, abs=0.1)
+    assert seen == {configured}, "the clip's ffmpeg ran under the configured address-space limit"

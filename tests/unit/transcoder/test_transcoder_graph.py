@@ -133,3 +133,17 @@ def test_progress_never_goes_back():
         clock.now = now
         throttle(percent)
     assert sent == [40, 50]
+
+
+def test_the_source_s_decoders_come_from_an_allow_list_and_refuse_oversized_pictures():
+    from services.transcoder.hardening import DecodeLimits
+
+    args = command(decode=DecodeLimits(7680, 4320, memory_bytes=2**30)).args
+    source_options = options_before(args, "file:/scratch/source")
+    assert source_options["-max_pixels"] == str(7680 * 4320)
+    decoders = source_options["-codec_whitelist"].split(",")
+    assert {"h264", "hevc", "vp9", "libdav1d", "prores", "aac", "opus"} <= set(decoders)
+    for off_the_list in ("cinepak", "snow", "smackvid", "bink", "vp6f", "mdec"):
+        assert off_the_list not in decoders
+    logo_options = options_before(args, "file:/assets/logo.png")
+    assert logo_options["-codec_whitelist"] == "png,mjpeg"

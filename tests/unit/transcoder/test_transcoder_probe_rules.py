@@ -97,3 +97,21 @@ def test_audio_counts_only_when_its_first_stream_can_be_decoded():
     unknown = {"index": 1, "codec_type": "audio"}  # ffprobe names no codec
     assert not describe_source(probe(video(), unknown, AUDIO), 1, LIMITS).has_audio
     assert describe_source(probe(video(), AUDIO, unknown), 1, LIMITS).has_audio
+
+
+def test_the_decoder_limits_come_from_the_source_limits():
+    limits = SourceLimits(
+        max_bytes=10**9, max_seconds=600, max_width=3840, max_height=2160, max_memory_bytes=2**30
+    )
+    info = describe_source(probe(video(), AUDIO), 1000, limits)
+    # A portrait 2160x3840 source has the same count: the limit is on pixels, not sides.
+    assert (info.decode.max_pixels, info.decode.memory_bytes) == (3840 * 2160, 2**30)
+
+
+def test_the_memory_limit_defaults_to_the_setting(monkeypatch):
+    from shared.config import Settings
+
+    monkeypatch.setattr(
+        "services.transcoder.probe.get_settings", lambda: Settings(ffmpeg_memory_limit_bytes=12345678)
+    )
+    assert SourceLimits(max_bytes=1, max_seconds=1, max_width=1, max_height=1).max_memory_bytes == 12345678

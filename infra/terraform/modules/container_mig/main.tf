@@ -15,6 +15,9 @@ locals {
   unit       = "idrl-${var.name}"
   env_file   = join("", [for key in sort(keys(var.env)) : "${key}=${var.env[key]}\n"])
   secret_env = join(" ", [for key in sort(keys(var.secret_env)) : "${key}=${var.secret_env[key]}"])
+  # Swap equal to memory: the container gets no swap beyond its limit. Past the limit the
+  # kernel kills a process inside the container, never one of the machine's own.
+  memory_flags = var.memory_limit_mb == null ? "" : "--memory ${var.memory_limit_mb}m --memory-swap ${var.memory_limit_mb}m "
 
   # Written into /run (tmpfs): secret values never touch the disk.
   fetch_secrets = length(var.secret_env) == 0 ? "/bin/true" : join(" ", [
@@ -36,7 +39,7 @@ locals {
     ExecStartPre=/usr/bin/docker pull ${var.image}
     ExecStartPre=${local.fetch_secrets}
     ExecStartPre=-/usr/bin/docker rm --force ${var.name}
-    ExecStart=/usr/bin/docker run --rm --name ${var.name} --network host --env-file /etc/idrl/${var.name}.env ${length(var.secret_env) == 0 ? "" : "--env-file /run/idrl/${var.name}.secrets.env "}--stop-timeout ${var.stop_timeout_seconds} ${var.image}
+    ExecStart=/usr/bin/docker run --rm --name ${var.name} --network host --env-file /etc/idrl/${var.name}.env ${length(var.secret_env) == 0 ? "" : "--env-file /run/idrl/${var.name}.secrets.env "}${local.memory_flags}--stop-timeout ${var.stop_timeout_seconds} ${var.image}
     ExecStop=/usr/bin/docker stop --time ${var.stop_timeout_seconds} ${var.name}
     TimeoutStopSec=${var.stop_timeout_seconds + 15}
     Restart=always

@@ -40,6 +40,17 @@ variable "machine_type" {
   type        = string
 }
 
+variable "memory_limit_mb" {
+  description = "Memory the container may use (docker --memory, swap included); the rest of the machine is left to the OS, Docker and the probe container. null: no limit."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.memory_limit_mb == null ? true : var.memory_limit_mb >= 256
+    error_message = "memory_limit_mb must be at least 256 (or null for no limit)."
+  }
+}
+
 variable "disk_size_gb" {
   description = "Boot disk size."
   type        = number

@@ -1,0 +1,34 @@
+"""How an ffmpeg or ffprobe run is launched under the memory limit, and what its words
+about a refused picture tell the task's owner (no process started)."""
+
+import pytest
+
+from services.transcoder.runner import launch_prefix, memory_reason, oversized_picture
+
+
+def test_the_memory_limit_caps_the_address_space_through_prlimit():
+    prefix = launch_prefix(3 * 2**30)
+    assert prefix[-3].endswith("prlimit") and prefix[-2:] == [f"--as={3 * 2**30}:{3 * 2**30}", "--"]
+    assert not any(part.endswith("prlimit") for part in launch_prefix(0))
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        (
+            "[png @ 0x55d3fc1e8480] [IMGUTILS @ 0x7f6692956c40] Picture size 16000x16000 exceeds "
+            "specified max pixel count 33177600, see the documentation if you wish to increase it",
+            "16000x16000",
+        ),
+        ("Error while decoding stream #0:0: Invalid argument", None),
+    ],
+)
+def test_a_picture_over_the_pixel_limit_is_found_in_ffmpeg_s_words(line, reason):
+    assert oversized_picture(line) == reason
+
+
+def test_the_memory_reason_names_the_limit():
+    assert (
+        memory_reason(3 * 2**30)
+        == "decoding the source needs more than the 3072 MiB of memory a clip may use"
+    )
