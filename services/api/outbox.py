@@ -164,7 +164,7 @@ def lock_owner(conn: Connection, owner_id: object) -> bool:
 
 def in_flight(conn: Connection, owner_id: object) -> int:
     """How many of the owner's tasks are dispatched and not finished (nor deleted)."""
-    return conn.execute(_IN_FLIGHT, {"owner": owner_id}).scalar_one()
+    return int(conn.execute(_IN_FLIGHT, {"owner": owner_id}).scalar_one())
 
 
 def withdraw_submitted(conn: Connection, task_id: object) -> int:
