@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 from transcoder_worker_kit import PROJECT_ROOT, cancel_task, insert_task
 
-from services.transcoder.worker import ClaimLost, TaskClaim, read_task_state
+from services.transcoder.claim import ClaimLost, TaskClaim, read_task_state
 from shared.lifecycle import TaskStatus
 
 
