@@ -239,9 +239,6 @@ class Worker:
             decision = self._attempt(task, claim, decision.attempt)
         elif isinstance(decision, Report):
             log.warning("%s", decision.failure_reason)
-            self._report(task, decision, claim, given_up=True)
-            message.ack()
-            return
         self._carry_out(decision, task, message, claim)
 
     # --- one attempt: fetch, probe, make clips, upload --------------------------------------
@@ -357,11 +354,10 @@ class Worker:
                 self._report(task, decision, claim)
                 message.ack()
 
-    def _report(
-        self, task: TaskSubmitted, report: Report, claim: TaskClaim, *, given_up: bool = False
-    ) -> None:
+    def _report(self, task: TaskSubmitted, report: Report, claim: TaskClaim) -> None:
         """Publish the outcome, then wait (bounded) until the notifier recorded it."""
-        if report.status is TaskStatus.FAILED and not given_up:
+        if report.status is TaskStatus.FAILED:
+            # Whatever this attempt or an earlier one stored is not a clip of the task.
             self.clips.delete_all(task.task_id)
         self.reporter.publish(
             task.task_id,

@@ -19,6 +19,8 @@ from transcoder_worker_kit import (
     clip_objects,
     ffmpeg_under,
     insert_task,
+    mark_interrupted,
+    store_partial_outputs,
     submit,
     task_row,
     upload_source,
@@ -253,6 +255,21 @@ def test_transient_storage_failures_are_retried_then_bounded(
         assert f"gave up after {tries} tries" in row["failure_reason"]
         assert f"gave up after {attempt} attempts" in row["failure_reason"]
         assert clip_objects(tsettings, task.task_id) == []
+
+
+def test_a_task_given_up_on_leaves_no_outputs_of_its_earlier_attempts(tsettings, engine, notifier):
+    task = insert_task(engine, "https://videos.example/run.mp4", SMALL)
+    # Every attempt so far uploaded a clip and died before its outcome.
+    mark_interrupted(engine, task.task_id, tsettings.max_attempts)
+    partial = store_partial_outputs(tsettings, task.task_id)
+    assert clip_objects(tsettings, task.task_id) == partial
+    with worker_thread(tsettings, engine):
+        submit(tsettings, task)
+        row = wait_status(engine, task.task_id, TaskStatus.FAILED, TaskStatus.PROCESSED)
+    assert row["failure_reason"] == f"processing was interrupted {tsettings.max_attempts} times; giving up"
+    assert row["attempt"] == tsettings.max_attempts
+    assert clip_objects(tsettings, task.task_id) == []
+    assert len(notifier.outcomes(task.task_id)) == 1
 
 
 HOSTILE_NAMES = {"videos.example": ["10.0.0.1"]}
