@@ -58,9 +58,10 @@ class ClipStore:
         """Delete every object under the task's prefix; returns how many went."""
         deleted = 0
         with storage_errors("deleting partial outputs"):
-            for blob in self.client.list_blobs(self.bucket, prefix=task_prefix(task_id)):
+            # Without the client's own retries (which hold on for two minutes), as for uploads.
+            for blob in self.client.list_blobs(self.bucket, prefix=task_prefix(task_id), retry=None):
                 try:
-                    blob.delete()
+                    blob.delete(retry=None)
                     deleted += 1
                 except gexc.NotFound:
                     pass  # the api's delete got there first

@@ -48,7 +48,12 @@ from services.transcoder.decisions import (
     conclude,
     recheck,
 )
-from services.transcoder.errors import PermanentFailure, ProcessingStopped, TransientFailure
+from services.transcoder.errors import (
+    PermanentFailure,
+    ProcessingError,
+    ProcessingStopped,
+    TransientFailure,
+)
 from services.transcoder.fetch import FetchPolicy, Resolver, UrlFetcher, fetch_upload, system_resolver
 from services.transcoder.outputs import ClipStore, storage_errors
 from services.transcoder.pipeline import DEFAULT_LOGO, ProgressThrottle, iter_clips
@@ -358,7 +363,7 @@ class Worker:
         """Publish the outcome, then wait (bounded) until the notifier recorded it."""
         if report.status is TaskStatus.FAILED:
             # Whatever this attempt or an earlier one stored is not a clip of the task.
-            self.clips.delete_all(task.task_id)
+            self._delete_outputs(task.task_id)
         self.reporter.publish(
             task.task_id,
             report.status,
@@ -373,10 +378,11 @@ class Worker:
             log.warning("the outcome is not recorded yet; letting go of the task anyway")
 
     def _delete_outputs(self, task_id: uuid.UUID) -> int:
+        """Delete the task's objects, retried in place. If storage still fails they stay
+        (the api deletes them with the task): the task's outcome does not change."""
         try:
-            return self.clips.delete_all(task_id)
-        except TransientFailure as failure:
-            # The api deletes a canceled task's objects as well; the task is over.
+            return self.retry.transient(lambda: self.clips.delete_all(task_id))
+        except ProcessingError as failure:
             log.warning("partial outputs not deleted: %s", failure.reason)
             return 0
 

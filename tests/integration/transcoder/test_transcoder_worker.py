@@ -19,6 +19,7 @@ from transcoder_worker_kit import (
     clip_objects,
     ffmpeg_under,
     insert_task,
+    listings_of,
     mark_interrupted,
     store_partial_outputs,
     submit,
@@ -269,6 +270,25 @@ def test_a_task_given_up_on_leaves_no_outputs_of_its_earlier_attempts(tsettings,
     assert row["failure_reason"] == f"processing was interrupted {tsettings.max_attempts} times; giving up"
     assert row["attempt"] == tsettings.max_attempts
     assert clip_objects(tsettings, task.task_id) == []
+    assert len(notifier.outcomes(task.task_id)) == 1
+
+
+def test_outputs_storage_will_not_delete_leave_the_failure_its_own_reason(
+    tsettings, engine, notifier, storage_emulator_host
+):
+    # The source is refused (a permanent failure of the first attempt); deleting the
+    # task's outputs then meets a storage that answers 503 to every listing.
+    proxy = FlakyStorageProxy(storage_emulator_host, 1000, refuse=listings_of(tsettings.clips_bucket))
+    task = insert_task(engine, "http://127.1/run.mp4", SMALL)
+    try:
+        with worker_thread(tsettings, engine, storage_client=proxy.client()):
+            submit(tsettings, task)
+            row = wait_status(engine, task.task_id, TaskStatus.FAILED, TaskStatus.PROCESSED)
+    finally:
+        proxy.close()
+    assert (row["status"], row["attempt"]) == ("failed", 1), row
+    assert "loopback" in row["failure_reason"], row
+    assert proxy.failed == tsettings.retry_tries  # the deletion was tried, in place
     assert len(notifier.outcomes(task.task_id)) == 1
 
 
