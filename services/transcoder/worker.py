@@ -10,8 +10,8 @@ One message is one task. Its stages, in order (what decides at each turn is in
    died is failed once ``max_attempts`` is reached; otherwise attempt ``attempt + 1``
    is announced (the notifier records each ``processing`` event's attempt).
 3. **Fetch** the source, **probe** it, **make the clips** one by one and **upload**
-   each (``outputs.py``), reporting progress. Every second the claim's connection
-   re-reads the task: a cancellation stops ffmpeg at once.
+   each (``stages.py``, ``outputs.py``), reporting progress. Every second the claim's
+   connection re-reads the task: a cancellation stops ffmpeg at once.
 4. **Report**: re-check the task, publish the outcome, wait until the notifier has
    recorded it (bounded), ack, and let go of the claim: whoever takes the task next
    sees the outcome.
@@ -29,8 +29,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from tempfile import TemporaryDirectory
 
 from google.cloud import pubsub_v1, storage
 from sqlalchemy.engine import Engine
@@ -54,17 +52,15 @@ from services.transcoder.errors import (
     ProcessingStopped,
     TransientFailure,
 )
-from services.transcoder.fetch import FetchPolicy, Resolver, UrlFetcher, fetch_upload, system_resolver
-from services.transcoder.outputs import ClipStore, storage_errors
-from services.transcoder.pipeline import DEFAULT_LOGO, ProgressThrottle, iter_clips
-from services.transcoder.probe import SourceInfo, SourceLimits, probe_source
+from services.transcoder.fetch import Resolver, system_resolver
+from services.transcoder.outputs import ClipStore
 from services.transcoder.reports import StatusReporter
 from services.transcoder.retries import RetryPolicy
 from services.transcoder.runner import StopSignal
+from services.transcoder.stages import AttemptStages
 from services.transcoder.tasklog import about_task, task_logger
 from shared.config import Settings
 from shared.events import (
-    ClipOutput,
     MalformedEvent,
     Publisher,
     TaskSubmitted,
@@ -103,31 +99,20 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self.storage = storage_client
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.fetcher = UrlFetcher(
-            FetchPolicy(
-                allow_loopback=settings.allow_loopback_sources,
-                max_bytes=settings.max_source_bytes,
-                connect_timeout=settings.fetch_connect_timeout_seconds,
-                read_timeout=settings.fetch_read_timeout_seconds,
-                total_timeout=settings.fetch_total_timeout_seconds,
-                max_redirects=settings.fetch_max_redirects,
-            ),
-            resolver=resolver,
-        )
-        self.limits = SourceLimits(
-            max_bytes=settings.max_source_bytes,
-            max_seconds=settings.max_source_seconds,
-            max_width=settings.max_source_width,
-            max_height=settings.max_source_height,
-        )
-        self.logo = Path(settings.logo_path) if settings.logo_path else DEFAULT_LOGO
         self.clips = ClipStore(
             storage_client, bucket=settings.clips_bucket, chunk_bytes=settings.upload_chunk_bytes
         )
         self.reporter = StatusReporter(publisher, settings.topic_task_events, self.worker_id)
         self.retry = RetryPolicy.from_settings(settings)
+        self.stages = AttemptStages(
+            settings,
+            storage_client=storage_client,
+            clips=self.clips,
+            reporter=self.reporter,
+            retry=self.retry,
+            resolver=resolver,
+        )
         self._draining = threading.Event()
         self._active: set[StopSignal] = set()
         self._active_lock = threading.Lock()
@@ -148,13 +133,13 @@ class Worker:
         that ends for good meanwhile (the subscription missing for a moment) is opened
         again after a pause; it does not end the worker."""
         path = subscription_path(self.settings, self.settings.subscription_transcoder)
-        if not self.logo.is_file():
-            raise SystemExit(f"logo card not found: {self.logo}")
+        if not self.stages.logo.is_file():
+            raise SystemExit(f"logo card not found: {self.stages.logo}")
         log.info("pulling %s, %d at a time", path, self.settings.transcoder_slots)
         # The cancel after the drain nacks what was pulled but not started, and returns
         # once the running callbacks have acked or nacked (leases are kept until then).
         keep_pulling(path, self.handle, self.flow_control(), shutdown, before_cancel=self.drain)
-        self.fetcher.close()
+        self.stages.close()
         log.info("stopped")
 
     def drain(self) -> None:
@@ -205,7 +190,7 @@ class Worker:
         """
         with about_task(message.attributes.get("task_id")):
             try:
-                self._receive(message)
+                self._admit_and_claim(message)
             except Exception:  # noqa: BLE001 - logged in full, and the message handed back
                 log.exception(
                     "unexpected error; handing the message back", extra={"message_id": message.message_id}
@@ -213,7 +198,7 @@ class Worker:
                 self._draining.wait(UNEXPECTED_ERROR_PAUSE_SECONDS)
                 message.nack()
 
-    def _receive(self, message: pubsub_v1.subscriber.message.Message) -> None:
+    def _admit_and_claim(self, message: pubsub_v1.subscriber.message.Message) -> None:
         task = _task_of(message)
         if task is None:
             message.ack()
@@ -234,11 +219,13 @@ class Worker:
                 message.nack()
                 return
             try:
-                self._work_on(task, message, claim)
+                self._work_claimed(task, message, claim)
             finally:
                 claim.release()
 
-    def _work_on(self, task: TaskSubmitted, message, claim: TaskClaim) -> None:
+    def _work_claimed(self, task: TaskSubmitted, message, claim: TaskClaim) -> None:
+        """Admit the task again, now that no other worker can change it: give up on it,
+        or run the next attempt; then carry out what was decided."""
         decision = admit(claim.state(), self.settings.max_attempts)
         if isinstance(decision, Begin):
             decision = self._attempt(task, claim, decision.attempt)
@@ -246,9 +233,11 @@ class Worker:
             log.warning("%s", decision.failure_reason)
         self._carry_out(decision, task, message, claim)
 
-    # --- one attempt: fetch, probe, make clips, upload --------------------------------------
+    # --- one attempt ---------------------------------------------------------------------
 
     def _attempt(self, task: TaskSubmitted, claim: TaskClaim, attempt: int) -> Decision:
+        """Announce the attempt, run its stages under the cancel watch, and decide what
+        its end means."""
         with self._stoppable() as stop:
             # Registered before this check, so a drain that starts later stops the run
             # through the grace timer, and one that started earlier is seen here.
@@ -261,7 +250,7 @@ class Worker:
             started = time.monotonic()
             with claim.watch(stop, self.settings.cancel_poll_seconds):
                 try:
-                    run = self._make_clips_of(task, attempt, stop)
+                    run = self.stages.run(task, attempt, stop)
                 except (ProcessingStopped, PermanentFailure, TransientFailure) as ended:
                     run = ended
         decision = conclude(run, attempt, self.settings.max_attempts)
@@ -275,64 +264,6 @@ class Worker:
                 f": {decision.failure_reason}" if decision.failure_reason else "",
             )
         return decision
-
-    def _make_clips_of(self, task: TaskSubmitted, attempt: int, stop: StopSignal) -> tuple[ClipOutput, ...]:
-        """Fetch, probe, then make the clips, each uploaded as soon as it is made; the
-        scratch folder goes whatever happens."""
-        with TemporaryDirectory(prefix=f"task-{task.task_id}-", dir=self.settings.scratch_dir) as scratch:
-            workdir = Path(scratch)
-            source = workdir / "source"
-            self.retry.transient(lambda: self._fetch_source(task.source, source), stop=stop)
-            stop.raise_if_set()
-            info = probe_source(source, self.limits, timeout=self.settings.probe_timeout_seconds)
-            return self._make_and_upload_clips(task, attempt, source, info, workdir, stop)
-
-    def _fetch_source(self, source: str, destination: Path) -> int:
-        """Download the task's source: an upload from the uploads bucket, or a URL."""
-        if source.startswith("gs://"):
-            with storage_errors("reading the uploaded source"):
-                return fetch_upload(
-                    self.storage,
-                    source,
-                    destination,
-                    bucket=self.settings.uploads_bucket,
-                    max_bytes=self.settings.max_source_bytes,
-                )
-        return self.fetcher.fetch(source, destination)
-
-    def _make_and_upload_clips(
-        self,
-        task: TaskSubmitted,
-        attempt: int,
-        source: Path,
-        info: SourceInfo,
-        workdir: Path,
-        stop: StopSignal,
-    ) -> tuple[ClipOutput, ...]:
-        progress = ProgressThrottle(
-            lambda percent: self.reporter.publish(
-                task.task_id, TaskStatus.PROCESSING, attempt, progress=percent
-            ),
-            self.settings.progress_interval_seconds,
-        )
-        outputs = []
-        for clip in iter_clips(
-            source,
-            info,
-            task.spec,
-            workdir=workdir,
-            logo=self.logo,
-            ffmpeg_timeout=self.settings.ffmpeg_timeout_seconds,
-            stop=stop,
-            on_progress=progress,
-        ):
-            outputs.append(
-                self.retry.transient(lambda clip=clip: self.clips.upload(task.task_id, clip), stop=stop)
-            )
-            clip.path.unlink()
-            clip.poster_path.unlink()
-            stop.raise_if_set()
-        return tuple(outputs)
 
     # --- carrying a decision out: ack, hand back, cancel, report ----------------------------
 
