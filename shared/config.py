@@ -200,11 +200,15 @@ class Settings(BaseSettings):
     """Time ffprobe may take on a source."""
     retry_initial_seconds: float = 1.0
     """First pause before retrying a transient error; it doubles, up to 30 s."""
+    retry_tries: int = Field(default=3, ge=1)
+    """How many times a worker tries one operation that fails transiently (a source
+    download, a clip's upload, deleting a task's outputs, a read of the task) before it
+    gives up on it; the task's own attempts are `max_attempts`."""
     outcome_confirm_seconds: float = 30.0
     """After publishing an outcome, how long a worker waits for the notifier to record it
     before letting go of the task."""
     max_attempts: int = 3
-    """Attempts at a task before it fails."""
+    """Attempts at a task (deliveries that start its work) before it fails."""
     ffmpeg_timeout_seconds: float = 15 * 60
     """Wall-clock limit of one ffmpeg run."""
     ffmpeg_memory_limit_bytes: int = Field(default=3 * 1024 * 1024 * 1024, ge=0)

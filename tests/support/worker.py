@@ -13,10 +13,13 @@ import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
-from google.cloud import pubsub_v1
+import requests
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import pubsub_v1, storage
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -110,6 +113,108 @@ def submit(settings, task: TaskSubmitted) -> None:
     Publisher(settings).publish(settings.topic_video_tasks, task).result(30)
 
 
+def mark_interrupted(engine: Engine, task_id: uuid.UUID, attempts: int) -> None:
+    """What the notifier records of ``attempts`` runs that each announced themselves
+    (``processing``) and then died."""
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE tasks SET status = 'processing', attempt = :attempts WHERE id = :id"),
+            {"id": task_id, "attempts": attempts},
+        )
+
+
+def store_partial_outputs(settings, task_id: uuid.UUID) -> list[str]:
+    """The clip and poster a run uploaded before it died; returns their names."""
+    bucket = storage_client().bucket(settings.clips_bucket)
+    names = [f"tasks/{task_id}/part-01.jpg", f"tasks/{task_id}/part-01.mp4"]
+    for name in names:
+        bucket.blob(name).upload_from_string(b"a partial output")
+    return names
+
+
+# --- storage that fails ---------------------------------------------------------------------
+
+
+def uploads(method: str, path: str) -> bool:
+    return method == "POST" and path.startswith("/upload/")
+
+
+def listings_of(bucket: str) -> Callable[[str, str], bool]:
+    """Requests that list the objects of ``bucket`` (deleting a task's outputs starts so)."""
+    return lambda method, path: method == "GET" and path.startswith(f"/storage/v1/b/{bucket}/o?")
+
+
+class FlakyStorageProxy:
+    """Forwards to the storage emulator, answering 503 to the first ``failures`` requests
+    that ``refuse(method, path)`` picks (uploads, unless told otherwise)."""
+
+    def __init__(self, upstream: str, failures: int, refuse: Callable[[str, str], bool] = uploads) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.failures_left = failures
+        self.failed = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if refuse(self.command, self.path) and proxy._take_failure():
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                answer = requests.request(
+                    self.command, proxy.upstream + self.path, data=body, headers=headers, timeout=30
+                )
+                self.send_response(answer.status_code)
+                for key, value in answer.headers.items():
+                    if key.lower() not in (
+                        "content-length",
+                        "transfer-encoding",
+                        "connection",
+                        "content-encoding",
+                    ):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _take_failure(self) -> bool:
+        with self._lock:
+            if self.failures_left > 0:
+                self.failures_left -= 1
+                self.failed += 1
+                return True
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def client(self) -> storage.Client:
+        return storage.Client(
+            project="idrl-local",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.url},
+        )
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 # --- the notifier ---------------------------------------------------------------------------
 
 
@@ -197,17 +302,29 @@ def environment_for(settings: Settings) -> dict[str, str]:
     return env
 
 
+def ffmpeg_under(pid: int) -> list[psutil.Process]:
+    """The ffmpeg processes below ``pid``."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for child in children:
+        try:
+            if child.name() == "ffmpeg":
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue  # ended between the listing and the look (an ffprobe run, say)
+    return found
+
+
 @dataclass
 class WorkerProcess:
     process: subprocess.Popen
     log_path: Path
 
     def ffmpeg_children(self) -> list[psutil.Process]:
-        try:
-            children = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-        return [child for child in children if child.name() == "ffmpeg"]
+        return ffmpeg_under(self.process.pid)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from services.transcoder.worker import ClaimLost, TaskClaim, read_task_state
+from services.transcoder.claim import ClaimLost, TaskClaim, read_task_state
 from shared.lifecycle import TaskStatus
 from tests.support.worker import PROJECT_ROOT, cancel_task, insert_task
 

@@ -4,25 +4,28 @@ with the notifier's own code applying the worker's events to the database."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psutil
 import pytest
-import requests
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 
 from shared.db import create_engine
 from shared.events import ClipSpec
 from shared.lifecycle import TaskStatus
 from tests.support.media import make_video
 from tests.support.worker import (
+    FlakyStorageProxy,
     Notifier,
     cancel_task,
     clip_objects,
+    ffmpeg_under,
     insert_task,
+    listings_of,
+    mark_interrupted,
+    store_partial_outputs,
     submit,
     task_row,
     upload_source,
@@ -80,7 +83,7 @@ def wait_status(engine, task_id, *statuses, timeout=120):
 
 
 def ffmpeg_of_this_process() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if p.name() == "ffmpeg"]
+    return ffmpeg_under(os.getpid())
 
 
 def gone(process: psutil.Process) -> bool:
@@ -221,87 +224,19 @@ def test_sigterm_hands_the_task_back_when_the_grace_period_ends(
     assert len(notifier.outcomes(task.task_id)) == 1
 
 
-class FlakyStorageProxy:
-    """Forwards to the storage emulator, answering 503 to the first ``failures`` uploads."""
-
-    def __init__(self, upstream: str, failures: int) -> None:
-        self.upstream = upstream.rstrip("/")
-        self.failures_left = failures
-        self.failed = 0
-        self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def _forward(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.command == "POST" and self.path.startswith("/upload/") and proxy._take_failure():
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                answer = requests.request(
-                    self.command, proxy.upstream + self.path, data=body, headers=headers, timeout=30
-                )
-                self.send_response(answer.status_code)
-                for key, value in answer.headers.items():
-                    if key.lower() not in (
-                        "content-length",
-                        "transfer-encoding",
-                        "connection",
-                        "content-encoding",
-                    ):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def _take_failure(self) -> bool:
-        with self._lock:
-            if self.failures_left > 0:
-                self.failures_left -= 1
-                self.failed += 1
-                return True
-            return False
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def client(self) -> storage.Client:
-        return storage.Client(
-            project="idrl-local",
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": self.url},
-        )
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.mark.parametrize(
-    "failures, outcome, attempt",
+    "failures, tries, outcome, attempt",
     [
-        (2, "processed", 1),  # the in-place retries carry it
-        (3, "processed", 2),  # out of tries: handed back, the next delivery uploads
-        (1000, "failed", 3),  # out of tries on every attempt: failed on the last, with the cause
+        (2, 3, "processed", 1),  # the in-place retries carry it
+        (3, 3, "processed", 2),  # out of tries: handed back, the next delivery uploads
+        (2, 2, "processed", 2),  # RETRY_TRIES bounds the tries in place, not MAX_ATTEMPTS
+        (1000, 3, "failed", 3),  # out of tries on every attempt: failed on the last, with the cause
     ],
 )
 def test_transient_storage_failures_are_retried_then_bounded(
-    tsettings, engine, notifier, short_source, storage_emulator_host, failures, outcome, attempt
+    tsettings, engine, notifier, short_source, storage_emulator_host, failures, tries, outcome, attempt
 ):
+    tsettings = tsettings.model_copy(update={"retry_tries": tries})
     proxy = FlakyStorageProxy(storage_emulator_host, failures)
     task = insert_task(engine, upload_source(tsettings, short_source), SMALL)
     try:
@@ -312,17 +247,49 @@ def test_transient_storage_failures_are_retried_then_bounded(
         proxy.close()
     assert (row["status"], row["attempt"]) == (outcome, attempt), row
     assert len(notifier.outcomes(task.task_id)) == 1
-    # MAX_ATTEMPTS bounds both the tries in place and the attempts across deliveries.
-    bound = tsettings.max_attempts
     if outcome == "processed":
         assert proxy.failed == failures
     else:
-        assert attempt == bound
-        assert proxy.failed == bound * bound  # every try of every attempt
+        assert attempt == tsettings.max_attempts
+        assert proxy.failed == tries * attempt  # every try of every attempt
         assert "storing a clip failed" in row["failure_reason"]
-        assert f"gave up after {bound} tries" in row["failure_reason"]
-        assert f"gave up after {bound} attempts" in row["failure_reason"]
+        assert f"gave up after {tries} tries" in row["failure_reason"]
+        assert f"gave up after {attempt} attempts" in row["failure_reason"]
         assert clip_objects(tsettings, task.task_id) == []
+
+
+def test_a_task_given_up_on_leaves_no_outputs_of_its_earlier_attempts(tsettings, engine, notifier):
+    task = insert_task(engine, "https://videos.example/run.mp4", SMALL)
+    # Every attempt so far uploaded a clip and died before its outcome.
+    mark_interrupted(engine, task.task_id, tsettings.max_attempts)
+    partial = store_partial_outputs(tsettings, task.task_id)
+    assert clip_objects(tsettings, task.task_id) == partial
+    with worker_thread(tsettings, engine):
+        submit(tsettings, task)
+        row = wait_status(engine, task.task_id, TaskStatus.FAILED, TaskStatus.PROCESSED)
+    assert row["failure_reason"] == f"processing was interrupted {tsettings.max_attempts} times; giving up"
+    assert row["attempt"] == tsettings.max_attempts
+    assert clip_objects(tsettings, task.task_id) == []
+    assert len(notifier.outcomes(task.task_id)) == 1
+
+
+def test_outputs_storage_will_not_delete_leave_the_failure_its_own_reason(
+    tsettings, engine, notifier, storage_emulator_host
+):
+    # The source is refused (a permanent failure of the first attempt); deleting the
+    # task's outputs then meets a storage that answers 503 to every listing.
+    proxy = FlakyStorageProxy(storage_emulator_host, 1000, refuse=listings_of(tsettings.clips_bucket))
+    task = insert_task(engine, "http://127.1/run.mp4", SMALL)
+    try:
+        with worker_thread(tsettings, engine, storage_client=proxy.client()):
+            submit(tsettings, task)
+            row = wait_status(engine, task.task_id, TaskStatus.FAILED, TaskStatus.PROCESSED)
+    finally:
+        proxy.close()
+    assert (row["status"], row["attempt"]) == ("failed", 1), row
+    assert "loopback" in row["failure_reason"], row
+    assert proxy.failed == tsettings.retry_tries  # the deletion was tried, in place
+    assert len(notifier.outcomes(task.task_id)) == 1
 
 
 HOSTILE_NAMES = {"videos.example": ["10.0.0.1"]}

@@ -1,0 +1,166 @@
+"""A worker's claim on a task, and what it reads of the task while it holds it.
+
+The claim is a PostgreSQL session advisory lock keyed by the task id, taken on a
+connection the worker holds while it works. A second worker given the same task cannot
+take it and hands its copy back; if the first worker dies, its connection closes and the
+claim goes with it. The claim is a lock, not a write: it works in a read-only
+transaction and under a role that may only SELECT.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.transcoder.decisions import StopReason, was_canceled
+from services.transcoder.runner import StopSignal
+from services.transcoder.tasklog import task_logger
+from shared.db import read_only
+from shared.lifecycle import TaskStatus
+
+log = task_logger(__name__)
+
+_TASK_STATE = text("SELECT status, attempt, deleted_at IS NOT NULL FROM tasks WHERE id = :id")
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """The fields of a task row the worker decides by."""
+
+    status: TaskStatus
+    attempt: int
+    deleted: bool
+
+    @property
+    def settled(self) -> bool:
+        """Nothing left to do for this task."""
+        return self.deleted or self.status.is_final
+
+
+def _read_state(conn: Connection, task_id: uuid.UUID) -> TaskState | None:
+    row = conn.execute(_TASK_STATE, {"id": task_id}).first()
+    if row is None:
+        return None
+    return TaskState(TaskStatus(row[0]), int(row[1]), bool(row[2]))
+
+
+def read_task_state(engine: Engine, task_id: uuid.UUID) -> TaskState | None:
+    """The task's status, attempt and deletion, read through the read-only path."""
+    with read_only(engine) as conn:
+        return _read_state(conn, task_id)
+
+
+class ClaimLost(Exception):
+    """The database session holding a task's claim failed: the lock may be gone."""
+
+
+class TaskClaim:
+    """This worker's claim on a task: a session advisory lock on a connection held for
+    as long as the work lasts. Reads of the task go through the same connection, so a
+    broken connection (which releases the lock) is noticed at the next read."""
+
+    def __init__(self, engine: Engine, task_id: uuid.UUID) -> None:
+        self._engine = engine
+        self.task_id = task_id
+        # Advisory lock keys are 64-bit: the first half of the task's UUID.
+        self._key = int.from_bytes(task_id.bytes[:8], "big", signed=True)
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    def try_acquire(self) -> bool:
+        conn = self._engine.connect()
+        try:
+            with conn.begin():
+                conn.execute(text("SET TRANSACTION READ ONLY"))
+                taken = conn.execute(
+                    text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}
+                ).scalar_one()
+        except BaseException:
+            conn.close()
+            raise
+        if not taken:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def state(self) -> TaskState | None:
+        """Re-read the task on the claim's connection; :class:`ClaimLost` if the
+        connection failed, since the lock may have gone with it."""
+        if self._conn is None:
+            raise ClaimLost("the claim is not held")
+        with self._lock:
+            try:
+                with self._conn.begin():
+                    self._conn.execute(text("SET TRANSACTION READ ONLY"))
+                    return _read_state(self._conn, self.task_id)
+            except (SQLAlchemyError, OSError) as exc:
+                # pg8000 lets a reset socket's OSError through unwrapped.
+                raise ClaimLost(f"the claim's database session failed: {_first_line(exc)}") from exc
+
+    def release(self) -> None:
+        if self._conn is None:
+            return
+        with self._lock:
+            # Closing the session is what releases a session lock; the connection is
+            # discarded rather than pooled, so no pooled connection ever holds one.
+            self._conn.invalidate()
+            self._conn.close()
+            self._conn = None
+
+    @contextmanager
+    def watch(self, stop: StopSignal, every: float) -> Iterator[None]:
+        """Re-read the task every ``every`` seconds while the block runs, and stop the
+        run when it is canceled or deleted, or when the claim is lost."""
+        done = threading.Event()
+        # The watching thread logs about the same task as the one that watches.
+        context = contextvars.copy_context()
+        watcher = threading.Thread(
+            target=context.run,
+            args=(self._watch, stop, every, done),
+            daemon=True,
+            name=f"watch-{self.task_id}",
+        )
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
+
+    def _watch(self, stop: StopSignal, every: float, done: threading.Event) -> None:
+        while not done.wait(every):
+            try:
+                state = self.state()
+            except ClaimLost as exc:
+                # Another worker may take the task now, so this one must not finish it.
+                log.warning("%s; stopping", exc)
+                stop.set(StopReason.LOST_CLAIM)
+                return
+            if was_canceled(state):
+                stop.set(StopReason.CANCELED)
+                return
+
+    def wait_recorded(self, timeout: float, every: float) -> bool:
+        """Re-read the task until the notifier has recorded a final status (or it is
+        gone), at most ``timeout`` seconds; False if it had not by then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.state()
+            if state is None or state.settled:
+                return True
+            time.sleep(every)
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]

@@ -1,0 +1,139 @@
+"""What the worker does with a task at each turn, without any I/O: the decision table.
+
+Three moments decide, each from what is known then to one action:
+
+- :func:`admit`, when a task arrives (before the claim, and again on the claim's
+  connection): drop it, ack it without work, give up on it, or begin an attempt;
+- :func:`conclude`, when the run of an attempt ends, with its clips or what stopped it:
+  cancel, hand back, or report an outcome;
+- :func:`recheck`, before an outcome is published, with the task as it is now: cancel,
+  ack (it was decided elsewhere), or report.
+
+The worker carries the action out (``worker.py``), as the notifier's ``apply.py``
+carries out ``changes.py``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from services.transcoder.errors import PermanentFailure, ProcessingStopped, TransientFailure
+from shared.events import ClipOutput
+from shared.lifecycle import TaskStatus
+
+if TYPE_CHECKING:
+    from services.transcoder.claim import TaskState
+
+
+class StopReason(enum.StrEnum):
+    """Why a run was stopped from outside (what its ``StopSignal`` is set with)."""
+
+    CANCELED = "canceled"
+    DRAINING = "draining"
+    LOST_CLAIM = "lost the claim on the task"
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Ack a message that can never be processed; logged as an error."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Ack without an outcome: the task needs nothing more from this worker."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class HandBack:
+    """Nack: a later delivery, perhaps on another worker, takes the task."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """The task was canceled or deleted: delete its outputs, publish ``canceled``, ack."""
+
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Report:
+    """Publish this outcome, wait until it is recorded, ack. The outputs of a failed
+    task are deleted first."""
+
+    status: TaskStatus
+    attempt: int
+    outputs: tuple[ClipOutput, ...] = ()
+    failure_reason: str | None = None
+
+    @classmethod
+    def failed(cls, attempt: int, reason: str) -> Report:
+        return cls(TaskStatus.FAILED, attempt, failure_reason=reason)
+
+    @property
+    def progress(self) -> int:
+        return 100 if self.status is TaskStatus.PROCESSED else 0
+
+
+@dataclass(frozen=True)
+class Begin:
+    """Start attempt ``attempt``: announce it, then run the stages."""
+
+    attempt: int
+
+
+# How the run of an attempt ended: its clips, or the exception that ended it.
+RunResult = tuple[ClipOutput, ...] | PermanentFailure | TransientFailure | ProcessingStopped
+
+
+def was_canceled(state: TaskState | None) -> bool:
+    """The task is gone, deleted or canceled: nothing may be published for it but that."""
+    return state is None or state.deleted or state.status is TaskStatus.CANCELED
+
+
+def admit(state: TaskState | None, max_attempts: int) -> Drop | Ack | Report | Begin:
+    """What to do with a task that arrives in ``state``."""
+    if state is None:
+        return Drop("no such task")
+    if state.settled:
+        # A redelivery or a duplicate: the first costs the work, the others one query.
+        return Ack(f"task already {'deleted' if state.deleted else state.status}")
+    if state.attempt >= max_attempts:
+        # Every earlier attempt died or was handed back without an outcome.
+        return Report.failed(state.attempt, f"processing was interrupted {state.attempt} times; giving up")
+    return Begin(state.attempt + 1)
+
+
+def conclude(run: RunResult, attempt: int, max_attempts: int) -> Cancel | HandBack | Report:
+    """What to do once attempt ``attempt`` ended with ``run``."""
+    if isinstance(run, ProcessingStopped):
+        if run.why == StopReason.CANCELED:
+            return Cancel(attempt)
+        # Draining, or the claim lost: the task is not this worker's to finish.
+        return HandBack(f"stopped ({run.why})")
+    if isinstance(run, TransientFailure):
+        # Out of in-place tries, or not retried in place at all (ffmpeg could not write:
+        # this machine's problem): a later delivery tries again, bounded by the attempt
+        # count. The last attempt has no later delivery: it fails here, with this cause.
+        if attempt < max_attempts:
+            return HandBack(f"transient failure ({run.reason})")
+        return Report.failed(attempt, f"{run.reason}; gave up after {attempt} attempts")
+    if isinstance(run, PermanentFailure):
+        return Report.failed(attempt, run.reason)
+    return Report(TaskStatus.PROCESSED, attempt, outputs=run)
+
+
+def recheck(latest: TaskState | None, report: Report) -> Cancel | Ack | Report:
+    """Whether ``report`` may still be published, the task being in ``latest`` now."""
+    if was_canceled(latest):
+        return Cancel(report.attempt)
+    if latest.status.is_final:
+        return Ack(f"task already {latest.status}")  # never a second, different outcome
+    return report

@@ -1,0 +1,95 @@
+"""A task's outputs in the clips bucket: uploading each clip and its poster, deleting
+what a task's runs left, and what a storage error means for the task."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import requests
+from google.api_core import exceptions as gexc
+from google.auth import exceptions as auth_exceptions
+from google.cloud import storage
+
+from services.transcoder.errors import PermanentFailure, TransientFailure
+from services.transcoder.pipeline import LocalClip
+from services.transcoder.plan import clip_object_name, poster_object_name, task_prefix
+from services.transcoder.tasklog import task_logger
+from shared.events import ClipOutput
+from shared.storage import gs_uri
+
+log = task_logger(__name__)
+
+
+class ClipStore:
+    """The clips bucket, as one worker writes to it."""
+
+    def __init__(self, client: storage.Client, *, bucket: str, chunk_bytes: int) -> None:
+        self.client = client
+        self.bucket = bucket
+        # A clip larger than the chunk goes up as a resumable upload holding one chunk
+        # in memory at a time (the client's default chunk is 100 MB).
+        self.chunk_bytes = chunk_bytes
+
+    def upload(self, task_id: uuid.UUID, clip: LocalClip) -> ClipOutput:
+        """Store a clip and its poster under the task's names; a second run overwrites."""
+        bucket = self.client.bucket(self.bucket)
+        clip_name = clip_object_name(task_id, clip.part)
+        poster_name = poster_object_name(task_id, clip.part)
+        with storage_errors("storing a clip"):
+            # Retries are the worker's (one policy for every transient error), not the
+            # client's own; the names are deterministic, so a retry overwrites.
+            bucket.blob(clip_name, chunk_size=self.chunk_bytes).upload_from_filename(
+                str(clip.path), content_type="video/mp4", retry=None
+            )
+            bucket.blob(poster_name, chunk_size=self.chunk_bytes).upload_from_filename(
+                str(clip.poster_path), content_type="image/jpeg", retry=None
+            )
+        return ClipOutput(
+            index=clip.part.index,
+            uri=gs_uri(self.bucket, clip_name),
+            poster_uri=gs_uri(self.bucket, poster_name),
+            duration_seconds=clip.duration_seconds,
+            size_bytes=clip.size_bytes,
+        )
+
+    def delete_all(self, task_id: uuid.UUID) -> int:
+        """Delete every object under the task's prefix; returns how many went."""
+        deleted = 0
+        with storage_errors("deleting partial outputs"):
+            # Without the client's own retries (which hold on for two minutes), as for uploads.
+            for blob in self.client.list_blobs(self.bucket, prefix=task_prefix(task_id), retry=None):
+                try:
+                    blob.delete(retry=None)
+                    deleted += 1
+                except gexc.NotFound:
+                    pass  # the api's delete got there first
+        return deleted
+
+
+@contextmanager
+def storage_errors(doing: str) -> Iterator[None]:
+    """Turn storage and network errors into the pipeline's failure kinds."""
+    try:
+        yield
+    except (
+        gexc.ServerError,
+        gexc.TooManyRequests,
+        gexc.NotFound,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        auth_exceptions.TransportError,
+    ) as exc:
+        log.warning("%s failed: %s", doing, exc)
+        raise TransientFailure(f"{doing} failed ({_storage_summary(exc)})") from exc
+    except gexc.ClientError as exc:
+        log.warning("%s was refused: %s", doing, exc)
+        raise PermanentFailure(f"{doing} was refused ({_storage_summary(exc)})") from exc
+
+
+def _storage_summary(exc: BaseException) -> str:
+    """What a task's owner may read of a storage error: its HTTP status, never the
+    request line, which names the endpoint and the bucket (the log keeps it whole)."""
+    code = getattr(exc, "code", None)
+    return f"storage answered {int(code)}" if isinstance(code, int) else "storage did not answer"

@@ -1,0 +1,166 @@
+"""The worker's decision table, without any server: what it does with a task when the
+task arrives, when a run ends, and before an outcome is published."""
+
+import pytest
+
+from services.transcoder.claim import TaskState
+from services.transcoder.decisions import (
+    Ack,
+    Begin,
+    Cancel,
+    Drop,
+    HandBack,
+    Report,
+    StopReason,
+    admit,
+    conclude,
+    recheck,
+    was_canceled,
+)
+from services.transcoder.errors import PermanentFailure, ProcessingStopped, TransientFailure
+from shared.events import ClipOutput
+from shared.lifecycle import TaskStatus
+
+Q, P, DONE, FAILED, CANCELED = (
+    TaskStatus.QUEUED,
+    TaskStatus.PROCESSING,
+    TaskStatus.PROCESSED,
+    TaskStatus.FAILED,
+    TaskStatus.CANCELED,
+)
+MAX = 3
+CLIPS = (
+    ClipOutput(
+        index=1,
+        uri="gs://clips/tasks/t/part-01.mp4",
+        poster_uri="gs://clips/tasks/t/part-01.jpg",
+        duration_seconds=22.0,
+        size_bytes=1000,
+    ),
+)
+
+
+def state(status, attempt=0, deleted=False):
+    return TaskState(status, attempt, deleted)
+
+
+# --- arrival ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arrived, expected",
+    [
+        (None, Drop("no such task")),
+        # Duplicates and redeliveries of a task that needs nothing more.
+        (state(DONE, 1), Ack("task already processed")),
+        (state(FAILED, 2), Ack("task already failed")),
+        (state(CANCELED, 1), Ack("task already canceled")),
+        (state(P, 1, deleted=True), Ack("task already deleted")),
+        (state(CANCELED, 1, deleted=True), Ack("task already deleted")),
+        # The attempt gate: the next attempt is the one after the last recorded.
+        (state(Q, 0), Begin(1)),
+        (state(P, 1), Begin(2)),
+        (state(P, MAX - 1), Begin(MAX)),
+        # Every allowed attempt started and none reported: give up, with that reason.
+        (
+            state(P, MAX),
+            Report(FAILED, MAX, failure_reason=f"processing was interrupted {MAX} times; giving up"),
+        ),
+        (state(P, MAX + 2), Report.failed(MAX + 2, f"processing was interrupted {MAX + 2} times; giving up")),
+    ],
+)
+def test_admit(arrived, expected):
+    assert admit(arrived, MAX) == expected
+
+
+def test_a_task_given_up_on_has_its_outputs_deleted():
+    given_up = admit(state(P, MAX), MAX)
+    assert isinstance(given_up, Report) and given_up.status is FAILED and given_up.progress == 0
+
+
+# --- the end of a run ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "run, attempt, expected",
+    [
+        (CLIPS, 1, Report(DONE, 1, outputs=CLIPS)),
+        (CLIPS, MAX, Report(DONE, MAX, outputs=CLIPS)),
+        ((), 2, Report(DONE, 2, outputs=())),
+        # A permanent failure fails the task whatever the attempt.
+        (
+            PermanentFailure("the source could not be decoded"),
+            1,
+            Report.failed(1, "the source could not be decoded"),
+        ),
+        (PermanentFailure("too long"), MAX, Report.failed(MAX, "too long")),
+        # A transient one is handed back, except on the last attempt, which fails with it.
+        (TransientFailure("storing a clip failed"), 1, HandBack("transient failure (storing a clip failed)")),
+        (TransientFailure("disk full"), MAX - 1, HandBack("transient failure (disk full)")),
+        (
+            TransientFailure("storing a clip failed (gave up after 3 tries)"),
+            MAX,
+            Report.failed(
+                MAX, f"storing a clip failed (gave up after 3 tries); gave up after {MAX} attempts"
+            ),
+        ),
+        # Stopped from outside.
+        (ProcessingStopped(StopReason.CANCELED), 2, Cancel(2)),
+        (ProcessingStopped(StopReason.CANCELED), MAX, Cancel(MAX)),
+        (ProcessingStopped(StopReason.DRAINING), 1, HandBack("stopped (draining)")),
+        (ProcessingStopped(StopReason.DRAINING), MAX, HandBack("stopped (draining)")),
+        (ProcessingStopped(StopReason.LOST_CLAIM), 1, HandBack("stopped (lost the claim on the task)")),
+    ],
+)
+def test_conclude(run, attempt, expected):
+    assert conclude(run, attempt, MAX) == expected
+
+
+def test_outcomes_carry_their_progress():
+    assert conclude(CLIPS, 1, MAX).progress == 100
+    assert conclude(PermanentFailure("x"), 1, MAX).progress == 0
+
+
+# --- before the outcome is published --------------------------------------------------------
+
+PROCESSED = Report(DONE, 2, outputs=CLIPS)
+FAILURE = Report.failed(2, "too long")
+
+
+@pytest.mark.parametrize("report", [PROCESSED, FAILURE])
+@pytest.mark.parametrize(
+    "latest, expected",
+    [
+        (state(P, 2), "report"),
+        (state(P, 3), "report"),  # a newer attempt started elsewhere: the notifier sorts it out
+        (None, Cancel(2)),
+        (state(P, 2, deleted=True), Cancel(2)),
+        (state(CANCELED, 2), Cancel(2)),
+        (state(DONE, 2), Ack("task already processed")),  # decided elsewhere: no second outcome
+        (state(FAILED, 3), Ack("task already failed")),
+    ],
+)
+def test_recheck(report, latest, expected):
+    assert recheck(latest, report) == (report if expected == "report" else expected)
+
+
+@pytest.mark.parametrize(
+    "latest, canceled",
+    [
+        (None, True),
+        (state(CANCELED, 1), True),
+        (state(P, 1, deleted=True), True),
+        (state(DONE, 1, deleted=True), True),
+        (state(P, 1), False),
+        (state(Q, 0), False),
+        (state(DONE, 1), False),
+        (state(FAILED, 1), False),
+    ],
+)
+def test_was_canceled(latest, canceled):
+    assert was_canceled(latest) is canceled
+
+
+def test_stop_reasons_are_the_words_logged_and_compared():
+    assert [str(reason) for reason in StopReason] == ["canceled", "draining", "lost the claim on the task"]
+    assert ProcessingStopped(StopReason.CANCELED).why == "canceled"
