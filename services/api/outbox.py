@@ -30,10 +30,11 @@ import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from google.api_core.exceptions import GoogleAPIError
 from sqlalchemy import bindparam, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared.config import Settings
@@ -173,7 +174,7 @@ def withdraw_submitted(conn: Connection, task_id: object) -> int:
     return conn.execute(_WITHDRAW_SUBMITTED, {"task_id": str(task_id)}).rowcount
 
 
-def _message(row) -> OutboxMessage:
+def _message(row: Row[Any]) -> OutboxMessage:
     attributes = row.attributes if isinstance(row.attributes, dict) else json.loads(row.attributes)
     return OutboxMessage(row.id, row.topic, bytes(row.data), attributes)
 

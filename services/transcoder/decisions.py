@@ -132,7 +132,7 @@ def conclude(run: RunResult, attempt: int, max_attempts: int) -> Cancel | HandBa
 
 def recheck(latest: TaskState | None, report: Report) -> Cancel | Ack | Report:
     """Whether ``report`` may still be published, the task being in ``latest`` now."""
-    if was_canceled(latest):
+    if latest is None or was_canceled(latest):
         return Cancel(report.attempt)
     if latest.status.is_final:
         return Ack(f"task already {latest.status}")  # never a second, different outcome

@@ -41,7 +41,7 @@ class ProgressThrottle:
 
     def __init__(
         self,
-        emit: Callable[[int], None],
+        emit: Callable[[int], object],
         interval: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

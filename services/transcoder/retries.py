@@ -45,12 +45,12 @@ class RetryPolicy:
             retry=retry_if_exception_type(TransientFailure),
             stop=stop_after_attempt(self.tries),
             wait=self._backoff(),
-            sleep=stop.wait if stop is not None else time.sleep,
+            sleep=_pause(stop),
             before_sleep=lambda state: log.warning(
                 "transient failure, try %d of %d: %s",
                 state.attempt_number,
                 self.tries,
-                state.outcome.exception(),
+                state.outcome.exception() if state.outcome else None,
             ),
             reraise=True,
         )
@@ -76,3 +76,14 @@ class RetryPolicy:
 
     def _backoff(self) -> wait_exponential:
         return wait_exponential(multiplier=self.initial_seconds, max=RETRY_MAX_SECONDS)
+
+
+def _pause(stop: StopSignal | None) -> Callable[[float], None]:
+    """How the tries wait: on ``stop``, which ends the wait when it is set, or plain sleep."""
+    if stop is None:
+        return time.sleep
+
+    def pause(seconds: float) -> None:
+        stop.wait(seconds)
+
+    return pause

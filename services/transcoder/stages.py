@@ -3,6 +3,7 @@ upload each as soon as it is made (so the scratch disk holds one clip at a time)
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -116,7 +117,7 @@ class AttemptStages:
             on_progress=progress,
         ):
             outputs.append(
-                self.retry.transient(lambda clip=clip: self.clips.upload(task.task_id, clip), stop=stop)
+                self.retry.transient(functools.partial(self.clips.upload, task.task_id, clip), stop=stop)
             )
             clip.path.unlink()
             clip.poster_path.unlink()

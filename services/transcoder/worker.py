@@ -61,6 +61,7 @@ from services.transcoder.stages import AttemptStages
 from services.transcoder.tasklog import about_task, task_logger
 from shared.config import Settings
 from shared.events import (
+    ClipOutput,
     MalformedEvent,
     Publisher,
     TaskSubmitted,
@@ -226,7 +227,7 @@ class Worker:
     def _work_claimed(self, task: TaskSubmitted, message, claim: TaskClaim) -> None:
         """Admit the task again, now that no other worker can change it: give up on it,
         or run the next attempt; then carry out what was decided."""
-        decision = admit(claim.state(), self.settings.max_attempts)
+        decision: Decision | Begin = admit(claim.state(), self.settings.max_attempts)
         if isinstance(decision, Begin):
             decision = self._attempt(task, claim, decision.attempt)
         elif isinstance(decision, Report):
@@ -248,12 +249,13 @@ class Worker:
             )
             log.info("processing, attempt %d", attempt)
             started = time.monotonic()
+            run: tuple[ClipOutput, ...] | ProcessingStopped | PermanentFailure | TransientFailure
             with claim.watch(stop, self.settings.cancel_poll_seconds):
                 try:
                     run = self.stages.run(task, attempt, stop)
                 except (ProcessingStopped, PermanentFailure, TransientFailure) as ended:
                     run = ended
-        decision = conclude(run, attempt, self.settings.max_attempts)
+        decision: Decision = conclude(run, attempt, self.settings.max_attempts)
         if isinstance(decision, Report):
             decision = recheck(claim.state(), decision)
         if isinstance(decision, Report):
