@@ -106,7 +106,10 @@ class Settings(BaseSettings):
 
     # --- auth ---------------------------------------------------------------------------
     login_failures_per_minute: int = 20
-    """Failed logins allowed per account and per client address each minute (then 429)."""
+    """Password attempts (failed or under way) allowed each minute from one client address
+    (then 429), and on one account before a client that already tried it this minute is
+    refused (429) until the minute ends; a client that has not tried it is always checked
+    (docs/api.md, "Login limits")."""
     signups_per_minute_per_client: int = 30
     """Sign-ups allowed per client address each minute (then 429)."""
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from services.auth import throttle
 from services.auth.passwords import hash_password, verify_password
 from shared import ratelimit
 from shared.errors import Conflict, Unauthorized
@@ -132,19 +133,18 @@ def login():
     settings = current_app.extensions["settings"]
     engine = current_app.extensions["engine"]
     body = json_body(LoginRequest, max_bytes=settings.max_request_json_bytes)
-    limit = settings.login_failures_per_minute
-    keys = (f"login:account:{body.identifier}", f"login:client:{request.remote_addr}")
-    message = "too many failed logins, try again later"
-    for key in keys:
-        ratelimit.check(engine, key, limit, message=message)
-
     with engine.connect() as conn:
         user = conn.execute(_FIND_USER, {"identifier": body.identifier}).first()
+    # Email and username of one account share its counters; a name no account has is
+    # counted as typed, exactly like an account, so the limits reveal nothing.
+    account = str(user.id) if user else f"name:{body.identifier}"
+    attempt = throttle.begin(
+        engine, account=account, address=request.remote_addr, limit=settings.login_failures_per_minute
+    )
     if not verify_password(user.password_hash if user else None, body.password):
-        for key in keys:
-            ratelimit.hit(engine, key, limit, message=message)
         # The same answer for an unknown account and a wrong password.
         raise Unauthorized("wrong credentials", code="invalid_credentials")
+    throttle.succeeded(engine, attempt)
 
     token = issue_token(current_app.extensions["signing_key"], settings, str(user.id))
     return {"token": token, "token_type": "Bearer", "expires_in": settings.token_ttl_seconds}
