@@ -118,3 +118,29 @@ def test_auth_does_not_start_with_anything_but_public_keys_in_the_setting(settin
     value = generate_signing_key_pem().decode() if which == "private" else "not a key"
     with pytest.raises(SystemExit, match="TOKEN_PREVIOUS_PUBLIC_KEYS"):
         create_auth(settings.model_copy(update={"token_previous_public_keys": value}))
+
+
+def _auth_down(environ, start_response):
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+    return [b"down"]
+
+
+def test_once_its_key_cache_is_stale_an_api_that_cannot_reach_auth_answers_503_not_200(
+    auth_server, make_auth, make_api
+):
+    pem = generate_signing_key_pem().decode()
+    auth_server.app = make_auth(token_signing_key=pem)
+    assert auth_server.app.test_client().post("/auth/signup", json=ATHLETE).status_code == 201
+    token = login(auth_server.app)
+    api = make_api()
+    assert list_tasks(api, token).status_code == 200
+
+    auth_server.app = _auth_down
+    _past_the_api_key_cache()
+    # Keys it can no longer confirm are not trusted: a dependency down, not a bad token.
+    refused = list_tasks(api, token)
+    assert refused.status_code == 503, refused.get_data(as_text=True)
+    assert refused.get_json()["error"]["code"] == "unavailable"
+
+    auth_server.app = make_auth(token_signing_key=pem)
+    assert list_tasks(api, token).status_code == 200
