@@ -95,13 +95,13 @@ class Settings(BaseSettings):
     (auth only; docs/deploy.md)."""
     auth_jwks_url: str = "http://127.0.0.1:5051/auth/.well-known/jwks.json"
     """Where the api fetches the keys that verify tokens."""
+    jwks_cache_seconds: int = Field(default=300, gt=0)
+    """How long the api keeps those keys before fetching them again: a key auth stops
+    publishing stops verifying within this time; also the `max-age` of auth's JWKS answer."""
     token_cutoff_cache_seconds: float = Field(default=30.0, ge=0, le=30)
     """How long an api process keeps a user's session cutoff (set by logout and password
     change) before reading it again: a logged-out token may still work this long on a
     process that read the earlier cutoff (at most 30; 0 reads it on every request)."""
-    jwks_cache_seconds: int = Field(default=300, gt=0)
-    """How long the api keeps those keys before fetching them again: a key auth stops
-    publishing stops verifying within this time; also the `max-age` of auth's JWKS answer."""
 
     # --- HTTP ---------------------------------------------------------------------------
     trusted_proxy_hops: int = 1

@@ -28,6 +28,14 @@ def test_the_api_key_cache_time_must_be_positive(seconds):
         Settings(jwks_cache_seconds=seconds)
 
 
+@pytest.mark.parametrize("seconds", [-1, 30.5, 300])
+def test_the_api_keeps_a_session_cutoff_30_s_at_most(seconds):
+    # The documented window of a logged-out token (docs/api.md, "Sessions").
+    with pytest.raises(ValueError, match="token_cutoff_cache_seconds"):
+        Settings(token_cutoff_cache_seconds=seconds)
+    assert Settings(token_cutoff_cache_seconds=0).token_cutoff_cache_seconds == 0
+
+
 def test_a_missing_production_setting_stops_the_process():
     settings = Settings(environment="production", token_signing_key_secret=None)
     with pytest.raises(SystemExit, match="TOKEN_SIGNING_KEY_SECRET"):
