@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     jwks_cache_seconds: int = Field(default=300, gt=0)
     """How long the api keeps those keys before fetching them again: a key auth stops
     publishing stops verifying within this time; also the `max-age` of auth's JWKS answer."""
+    token_cutoff_cache_seconds: float = Field(default=30.0, ge=0, le=30)
+    """How long an api process keeps a user's session cutoff (set by logout and password
+    change) before reading it again: a logged-out token may still work this long on a
+    process that read the earlier cutoff (at most 30; 0 reads it on every request)."""
 
     # --- HTTP ---------------------------------------------------------------------------
     trusted_proxy_hops: int = 1
@@ -106,7 +110,10 @@ class Settings(BaseSettings):
 
     # --- auth ---------------------------------------------------------------------------
     login_failures_per_minute: int = 20
-    """Failed logins allowed per account and per client address each minute (then 429)."""
+    """Password attempts (failed or under way) allowed each minute from one client address
+    (then 429), and on one account before a client that already tried it this minute is
+    refused (429) until the minute ends; a client that has not tried it is always checked
+    (docs/api.md, "Login limits")."""
     signups_per_minute_per_client: int = 30
     """Sign-ups allowed per client address each minute (then 429)."""
 

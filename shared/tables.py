@@ -48,6 +48,8 @@ users = Table(
     Column("email", Text, nullable=False),
     Column("password_hash", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Tokens issued before this instant are ended (logout, password change; 0002).
+    Column("tokens_valid_after", DateTime(timezone=True)),
     CheckConstraint("length(username) BETWEEN 1 AND 64", name="users_username_check"),
     CheckConstraint("length(email) BETWEEN 3 AND 254", name="users_email_check"),
 )

@@ -1,7 +1,9 @@
 """Access tokens: signing keys, issuing, JWKS and the one verifier every service uses.
 
 Tokens are EdDSA (Ed25519) JWTs with ``sub``, ``iat``, ``nbf``, ``exp``, ``iss``, ``aud``
-and a ``kid`` header (the key's RFC 7638 thumbprint). Verification accepts EdDSA only:
+and a ``kid`` header (the key's RFC 7638 thumbprint). ``iat`` is given to the microsecond
+(RFC 7519's NumericDate may be fractional), so it can be compared with a user's session
+cutoff (:mod:`shared.sessions`) even within one second; ``nbf`` and ``exp`` are whole seconds. Verification accepts EdDSA only:
 ``alg: none``, HMAC tokens signed with the public key and keys named by ``jku``/``x5u``
 headers are never considered.
 """
@@ -16,7 +18,7 @@ import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -155,16 +157,41 @@ def generate_signing_key_pem() -> bytes:
 
 def issue_token(key: SigningKey, settings: Settings, subject: str, *, now: datetime | None = None) -> str:
     """A signed access token for user ``subject``, valid for ``token_ttl_seconds``."""
-    issued = now or datetime.now(UTC)
+    issued = (now or datetime.now(UTC)).timestamp()
+    seconds = int(issued)
     claims = {
         "sub": subject,
         "iss": settings.token_issuer,
         "aud": settings.token_audience,
-        "iat": issued,
-        "nbf": issued,
-        "exp": issued + timedelta(seconds=settings.token_ttl_seconds),
+        "iat": round(issued, 6),
+        "nbf": seconds,
+        "exp": seconds + settings.token_ttl_seconds,
     }
     return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
+
+
+# A token is a few hundred bytes; anything far longer is refused before it is parsed.
+_MAX_TOKEN_CHARS = 4096
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header; 401 when there is none
+    or it is far too long to be one."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("send an access token: Authorization: Bearer <token>", code="missing_token")
+    if len(token) > _MAX_TOKEN_CHARS:
+        raise InvalidToken("malformed token")
+    return token
+
+
+def add_bearer_challenge(response):
+    """Every 401 of a route that takes a bearer token tells the client which scheme to
+    use (RFC 6750)."""
+    if response.status_code == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="idrl"'
+    return response
 
 
 class TokenVerifier:

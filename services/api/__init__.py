@@ -38,13 +38,13 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     app.extensions["publisher"] = publisher = Publisher(settings)
 
     web.init_app(app)
-    from services.api.identity import add_bearer_challenge
+    from services.api import identity
     from services.api.objects import ping_storage
     from services.api.openapi import document
     from services.api.outbox import OutboxRelay
     from services.api.routes import tasks
 
-    app.after_request(add_bearer_challenge)
+    identity.init_app(app, settings)
     app.register_blueprint(tasks)
     app.register_blueprint(document)
     app.register_blueprint(

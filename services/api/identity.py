@@ -1,35 +1,35 @@
-"""Who is calling: the user id in the bearer token, checked by the one token verifier."""
+"""Who is calling: the user id in the bearer token, checked by the one token verifier,
+and the user's session cutoff (a token issued before a logout or password change is
+refused; docs/api.md, "Sessions")."""
 
 from __future__ import annotations
 
 import uuid
 
-from flask import Response, current_app, request
+from flask import Flask, current_app, request
 
-from shared.errors import Unauthorized
-from shared.tokens import InvalidToken
+from shared.config import Settings
+from shared.sessions import SessionCutoffs
+from shared.tokens import InvalidToken, add_bearer_challenge, bearer_token
 
-# A token is a few hundred bytes; anything far longer is refused before it is parsed.
-_MAX_TOKEN_CHARS = 4096
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Give the app its view of the users' session cutoffs (read once per user and
+    kept for TOKEN_CUTOFF_CACHE_SECONDS) and the Bearer challenge on every 401."""
+    app.extensions["session_cutoffs"] = SessionCutoffs(
+        app.extensions["engine"], settings.token_cutoff_cache_seconds
+    )
+    app.after_request(add_bearer_challenge)
 
 
 def current_owner() -> uuid.UUID:
-    """The calling user's id; 401 when the token is missing, malformed, expired or foreign."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("send an access token: Authorization: Bearer <token>", code="missing_token")
-    if len(token) > _MAX_TOKEN_CHARS:
-        raise InvalidToken("malformed token")
+    """The calling user's id; 401 when the token is missing, malformed, expired or
+    foreign, its user does not exist, or its session has ended."""
+    token = bearer_token(request.headers.get("Authorization"))
     claims = current_app.extensions["token_verifier"].verify(token)
     try:
-        return uuid.UUID(str(claims["sub"]))
+        owner = uuid.UUID(str(claims["sub"]))
     except ValueError:
         raise InvalidToken("the token does not name a user") from None
-
-
-def add_bearer_challenge(response: Response) -> Response:
-    """Every 401 tells the client which scheme to use (RFC 6750)."""
-    if response.status_code == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="idrl"'
-    return response
+    current_app.extensions["session_cutoffs"].require_live(owner, claims)
+    return owner

@@ -1,4 +1,5 @@
-"""The auth service: sign-up, login, and the public keys that verify its tokens."""
+"""The auth service: sign-up, login, logout, password change, and the public keys that
+verify its tokens."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import db, web
 from shared.config import Settings, get_settings
-from shared.tokens import jwks_document, load_signing_key, public_keys_from_pem
+from shared.tokens import TokenVerifier, jwks_document, load_signing_key, public_keys_from_pem
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Keys of a rotation still under way: published, never used to sign (docs/deploy.md).
     previous_keys = public_keys_from_pem(settings.token_previous_public_keys)
     app.extensions["jwks"] = jwks = jwks_document(signing_key.public_key, previous_keys)
+    # Logout and password change take the tokens auth itself issued: the keys it publishes.
+    app.extensions["token_verifier"] = TokenVerifier(
+        settings, public_keys=[signing_key.public_key, *previous_keys]
+    )
     log.info(
         "token keys",
         extra={"signing_kid": signing_key.kid, "published_kids": [key["kid"] for key in jwks["keys"]]},

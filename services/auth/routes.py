@@ -1,19 +1,24 @@
-"""``/auth/signup``, ``/auth/login`` and ``/auth/.well-known/jwks.json``."""
+"""``/auth/signup``, ``/auth/login``, ``/auth/logout``, ``/auth/password`` and
+``/auth/.well-known/jwks.json``."""
 
 from __future__ import annotations
 
 import re
+import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 from flask import Blueprint, current_app, request
 from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from services.auth import throttle
 from services.auth.passwords import hash_password, verify_password
-from shared import ratelimit
+from shared import ratelimit, sessions
 from shared.errors import Conflict, Unauthorized
-from shared.tokens import issue_token
+from shared.tokens import InvalidToken, add_bearer_challenge, bearer_token, issue_token
 from shared.web import json_body
 
 auth = Blueprint("auth", __name__, url_prefix="/auth")
@@ -28,6 +33,24 @@ Email = Annotated[
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 
 
+def _check_password_policy(password: str, repeated: str, *, name: str = "password") -> None:
+    """The sign-up password policy: at least 8 characters (the field's own rule), an
+    upper-case letter, a lower-case letter and a digit, typed the same twice."""
+    missing = [
+        rule
+        for rule, pattern in (
+            ("an upper-case letter", "[A-Z]"),
+            ("a lower-case letter", "[a-z]"),
+            ("a digit", "[0-9]"),
+        )
+        if not re.search(pattern, password)
+    ]
+    if missing:
+        raise ValueError(f"{name} needs " + ", ".join(missing))
+    if password != repeated:
+        raise ValueError(f"{name} and {name}_2 differ")
+
+
 class SignupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -38,19 +61,22 @@ class SignupRequest(BaseModel):
 
     @model_validator(mode="after")
     def _password_policy(self) -> SignupRequest:
-        missing = [
-            rule
-            for rule, pattern in (
-                ("an upper-case letter", "[A-Z]"),
-                ("a lower-case letter", "[a-z]"),
-                ("a digit", "[0-9]"),
-            )
-            if not re.search(pattern, self.password)
-        ]
-        if missing:
-            raise ValueError("password needs " + ", ".join(missing))
-        if self.password != self.password_2:
-            raise ValueError("password and password_2 differ")
+        _check_password_policy(self.password, self.password_2)
+        return self
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    new_password: Password
+    new_password_2: Annotated[str, StringConstraints(max_length=128)]
+
+    @model_validator(mode="after")
+    def _password_policy(self) -> PasswordChange:
+        _check_password_policy(self.new_password, self.new_password_2, name="new_password")
+        if self.new_password == self.current_password:
+            raise ValueError("new_password must differ from current_password")
         return self
 
 
@@ -87,6 +113,8 @@ _FIND_USER = text(
     LIMIT 1
     """
 )
+_PASSWORD_HASH = text("SELECT password_hash FROM users WHERE id = :id")
+_SET_PASSWORD = text("UPDATE users SET password_hash = :password_hash WHERE id = :id")
 _EXISTING = text(
     """
     SELECT lower(username) = lower(:username) AS same_username
@@ -132,22 +160,76 @@ def login():
     settings = current_app.extensions["settings"]
     engine = current_app.extensions["engine"]
     body = json_body(LoginRequest, max_bytes=settings.max_request_json_bytes)
-    limit = settings.login_failures_per_minute
-    keys = (f"login:account:{body.identifier}", f"login:client:{request.remote_addr}")
-    message = "too many failed logins, try again later"
-    for key in keys:
-        ratelimit.check(engine, key, limit, message=message)
-
     with engine.connect() as conn:
         user = conn.execute(_FIND_USER, {"identifier": body.identifier}).first()
+    # Email and username of one account share its counters; a name no account has is
+    # counted as typed, exactly like an account, so the limits reveal nothing.
+    account = str(user.id) if user else f"name:{body.identifier}"
+    attempt = throttle.begin(
+        engine, account=account, address=request.remote_addr, limit=settings.login_failures_per_minute
+    )
     if not verify_password(user.password_hash if user else None, body.password):
-        for key in keys:
-            ratelimit.hit(engine, key, limit, message=message)
         # The same answer for an unknown account and a wrong password.
         raise Unauthorized("wrong credentials", code="invalid_credentials")
+    throttle.succeeded(engine, attempt)
 
     token = issue_token(current_app.extensions["signing_key"], settings, str(user.id))
     return {"token": token, "token_type": "Bearer", "expires_in": settings.token_ttl_seconds}
+
+
+_BEARER_ROUTES = {"auth.logout", "auth.change_password"}
+
+
+@auth.after_request
+def _bearer_challenge(response):
+    return add_bearer_challenge(response) if request.endpoint in _BEARER_ROUTES else response
+
+
+def _token_user() -> tuple[uuid.UUID, Engine]:
+    """The user whose live token the request carries (401 otherwise)."""
+    engine = current_app.extensions["engine"]
+    claims = current_app.extensions["token_verifier"].verify(
+        bearer_token(request.headers.get("Authorization"))
+    )
+    try:
+        user_id = uuid.UUID(str(claims["sub"]))
+    except ValueError:
+        raise InvalidToken("the token does not name a user") from None
+    with engine.connect() as conn:
+        sessions.require_live_session(conn, user_id, claims)
+    return user_id, engine
+
+
+@auth.post("/logout")
+def logout():
+    """End every token of the caller issued before now, this one included."""
+    user_id, engine = _token_user()
+    with engine.begin() as conn:
+        sessions.end_sessions(conn, user_id, datetime.now(UTC))
+    return "", 204
+
+
+@auth.post("/password")
+def change_password():
+    """Replace the caller's password (the current one proves it is the owner) and end
+    every token issued before now."""
+    settings = current_app.extensions["settings"]
+    user_id, engine = _token_user()
+    body = json_body(PasswordChange, max_bytes=settings.max_request_json_bytes)
+    # A stolen token must not become a way around the login limits.
+    attempt = throttle.begin(
+        engine, account=str(user_id), address=request.remote_addr, limit=settings.login_failures_per_minute
+    )
+    with engine.connect() as conn:
+        password_hash = conn.execute(_PASSWORD_HASH, {"id": user_id}).scalar_one()
+    if not verify_password(password_hash, body.current_password):
+        raise Unauthorized("the current password is wrong", code="invalid_credentials")
+    throttle.succeeded(engine, attempt)
+    new_hash = hash_password(body.new_password)
+    with engine.begin() as conn:
+        conn.execute(_SET_PASSWORD, {"id": user_id, "password_hash": new_hash})
+        sessions.end_sessions(conn, user_id, datetime.now(UTC))
+    return "", 204
 
 
 @auth.get("/.well-known/jwks.json")

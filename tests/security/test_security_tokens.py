@@ -256,3 +256,31 @@ def test_a_flood_of_unknown_kids_refetches_the_keys_at_most_once_per_api_process
     assert 1 <= fetched <= api_processes
     # And a real token still works right after the flood.
     assert gateway.get("/tasks", user=athlete).status_code == 200
+
+
+def test_a_token_ended_by_logout_through_the_gateway_is_refused_by_every_api_process(
+    gateway, local_stack, athlete
+):
+    other_device = gateway.post("/auth/login", json={"email": athlete.email, "password": "Running123"})
+    ended = [athlete.token, other_device.json()["token"]]
+    # Each api process that answers now reads and keeps the user's cutoff (none yet).
+    for _ in range(4):
+        assert gateway.get("/tasks", user=athlete).status_code == 200
+
+    assert gateway.post("/auth/logout", user=athlete).status_code == 204
+    # Past the longest an api process may keep the cutoff it read (the documented window).
+    time.sleep(local_stack.settings.token_cutoff_cache_seconds + 1)
+
+    answers = [
+        gateway.get("/tasks", headers={"Authorization": f"Bearer {token}"})
+        for token in ended * 2 * local_stack.stack.config.gunicorn_workers
+    ]
+    assert {(answer.status_code, answer.json()["error"]["code"]) for answer in answers} == {
+        (401, "session_ended")
+    }
+    assert all(answer.headers["WWW-Authenticate"].startswith("Bearer") for answer in answers)
+    relogin = gateway.post("/auth/login", json={"email": athlete.email, "password": "Running123"})
+    assert (
+        gateway.get("/tasks", headers={"Authorization": f"Bearer {relogin.json()['token']}"}).status_code
+        == 200
+    )

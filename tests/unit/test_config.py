@@ -29,6 +29,14 @@ def test_the_api_key_cache_time_must_be_positive(seconds):
         Settings(jwks_cache_seconds=seconds)
 
 
+@pytest.mark.parametrize("seconds", [-1, 30.5, 300])
+def test_the_api_keeps_a_session_cutoff_30_s_at_most(seconds):
+    # The documented window of a logged-out token (docs/api.md, "Sessions").
+    with pytest.raises(ValueError, match="token_cutoff_cache_seconds"):
+        Settings(token_cutoff_cache_seconds=seconds)
+    assert Settings(token_cutoff_cache_seconds=0).token_cutoff_cache_seconds == 0
+
+
 @pytest.fixture
 def no_settings_in_the_environment(monkeypatch):
     for name in Settings.model_fields:

@@ -15,9 +15,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.config import Settings
+from shared.errors import Unauthorized
+from shared.sessions import ended
 from shared.tokens import (
     InvalidToken,
     TokenVerifier,
+    bearer_token,
     generate_signing_key_pem,
     issue_token,
     jwks_document,
@@ -67,7 +70,7 @@ def test_a_fresh_token_verifies_and_names_its_user(key, verifier):
     token = issue_token(key, SETTINGS, "user-42")
     claims = verifier.verify(token)
     assert claims["sub"] == "user-42"
-    assert claims["exp"] - claims["iat"] == 3600
+    assert claims["exp"] - int(claims["iat"]) == 3600
     assert jwt.get_unverified_header(token)["kid"] == key.kid
 
 
@@ -315,3 +318,55 @@ def test_a_bad_signing_key_stops_the_service_with_a_message_that_does_not_repeat
     message = str(stopped.value.code)
     assert message == f"the token signing key {reason}"
     assert "secret-but-broken" not in message and "c2VjcmV0" not in message
+
+
+# --- issue time and the session cutoff ------------------------------------------------------
+
+
+def test_iat_is_given_to_the_microsecond_and_nbf_exp_in_whole_seconds(key, verifier):
+    issued = datetime(2026, 12, 1, 12, 0, 5, 123456, tzinfo=UTC)
+    claims = jwt.decode(issue_token(key, SETTINGS, "user-1", now=issued), options={"verify_signature": False})
+    assert claims["iat"] == issued.timestamp()
+    assert claims["nbf"] == int(issued.timestamp()) and claims["exp"] == claims["nbf"] + 3600
+    assert verifier.verify(issue_token(key, SETTINGS, "user-1"))["sub"] == "user-1"
+
+
+@pytest.mark.parametrize(
+    "offset_microseconds, is_ended",
+    [(-1_000_000, True), (-1, True), (0, False), (1, False), (1_000_000, False)],
+)
+def test_a_token_is_ended_only_when_issued_strictly_before_the_cutoff(key, offset_microseconds, is_ended):
+    cutoff = datetime(2026, 12, 1, 12, 0, 5, 500000, tzinfo=UTC)
+    token = issue_token(key, SETTINGS, "user-1", now=cutoff + timedelta(microseconds=offset_microseconds))
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert ended(claims, cutoff) is is_ended
+    assert ended(claims, None) is False
+
+
+def test_a_whole_second_iat_from_before_the_change_is_ended_within_its_second():
+    # Tokens issued before iat had microseconds: floor of the issue time.
+    cutoff = datetime(2026, 12, 1, 12, 0, 5, 500000, tzinfo=UTC)
+    assert ended({"iat": int(cutoff.timestamp())}, cutoff) is True
+    assert ended({"iat": int(cutoff.timestamp()) + 1}, cutoff) is False
+
+
+@pytest.mark.parametrize(
+    "header, code",
+    [
+        (None, "missing_token"),
+        ("", "missing_token"),
+        ("Bearer", "missing_token"),
+        ("Bearer   ", "missing_token"),
+        ("Basic YWxpY2U6c2VjcmV0", "missing_token"),
+        ("Bearer " + "a" * 5000, "invalid_token"),
+    ],
+)
+def test_a_header_without_a_usable_bearer_token_is_401(header, code):
+    with pytest.raises(Unauthorized) as refused:
+        bearer_token(header)
+    assert refused.value.status == 401 and refused.value.code == code
+
+
+def test_the_bearer_token_is_read_from_its_header():
+    assert bearer_token("Bearer a.b.c") == "a.b.c"
+    assert bearer_token("bearer  a.b.c ") == "a.b.c"

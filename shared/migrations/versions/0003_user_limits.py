@@ -6,14 +6,14 @@ task without it waits for one of its owner's slots. Every existing task was publ
 under the old rules, so it counts as dispatched at its creation.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-01
 """
 
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -9,115 +9,19 @@ JWKS (no injected verifier). Its JWKS cache is 1 s here, so each step waits past
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
 
 import jwt
 import pytest
-from flask import Flask
 
-from infra.local.fileserver import serve_wsgi
-from services.api import close_app as close_api
-from services.api import create_app as create_api
 from services.auth import create_app as create_auth
-from shared.config import Settings
 from shared.tokens import (
     generate_signing_key_pem,
     issue_token,
     public_key_pem,
     signing_key_from_pem,
 )
-
-# The api's JWKS cache in these tests; each step of a rotation waits past it.
-JWKS_CACHE_SECONDS = 1
-
-ATHLETE = {
-    "username": "runner1",
-    "email": "runner1@league.org",
-    "password": "Admin123",
-    "password_2": "Admin123",
-}
-
-
-class AuthServer:
-    """Whichever auth app is running, served on one loopback address."""
-
-    def __init__(self) -> None:
-        self.app: Flask | None = None
-        self.jwks_url = ""
-        self._serving = serve_wsgi(self._wsgi, name="auth")
-
-    def _wsgi(self, environ, start_response):
-        return self.app(environ, start_response)
-
-    def published_kids(self) -> list[str]:
-        with urllib.request.urlopen(self.jwks_url, timeout=5) as response:
-            return [key["kid"] for key in json.load(response)["keys"]]
-
-    def __enter__(self) -> AuthServer:
-        self.jwks_url = self._serving.__enter__() + "/auth/.well-known/jwks.json"
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._serving.__exit__(*exc_info)
-
-
-@pytest.fixture
-def auth_server() -> Iterator[AuthServer]:
-    with AuthServer() as server:
-        yield server
-
-
-@pytest.fixture
-def make_auth(settings: Settings) -> Iterator[Callable[..., Flask]]:
-    """A freshly started auth service with these settings on the test's database."""
-    apps = []
-
-    def make(**overrides) -> Flask:
-        app = create_auth(settings.model_copy(update=overrides))
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["engine"].dispose()
-
-
-@pytest.fixture
-def make_api(settings: Settings, auth_server: AuthServer) -> Iterator[Callable[[], Flask]]:
-    """An api verifying with auth's JWKS, which it caches for JWKS_CACHE_SECONDS."""
-    apps = []
-
-    def make() -> Flask:
-        app = create_api(
-            settings.model_copy(
-                update={
-                    "auth_jwks_url": auth_server.jwks_url,
-                    "outbox_relay_enabled": False,
-                    "jwks_cache_seconds": JWKS_CACHE_SECONDS,
-                }
-            )
-        )
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        close_api(app)
-
-
-def _login(auth_app: Flask) -> str:
-    response = auth_app.test_client().post(
-        "/auth/login", json={"email": ATHLETE["email"], "password": ATHLETE["password"]}
-    )
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()["token"]
-
-
-def _list_tasks(api_app: Flask, token: str):
-    return api_app.test_client().get("/tasks", headers={"Authorization": f"Bearer {token}"})
+from tests.support.auth import ATHLETE, JWKS_CACHE_SECONDS, list_tasks, login
 
 
 def _assert_refused(response) -> None:
@@ -144,32 +48,32 @@ def test_tokens_of_the_previous_key_work_through_a_rotation_and_stop_once_it_is_
     # Before: auth signs with the old key, an athlete logs in; one api runs throughout.
     auth_server.app = make_auth(token_signing_key=old_pem)
     assert auth_server.app.test_client().post("/auth/signup", json=ATHLETE).status_code == 201
-    old_token = _login(auth_server.app)
+    old_token = login(auth_server.app)
     assert _kid(old_token) == old_key.kid
     api = make_api()
-    assert _list_tasks(api, old_token).status_code == 200
+    assert list_tasks(api, old_token).status_code == 200
 
     # Rotation: auth restarted with the new key and the old key's public half published.
     auth_server.app = make_auth(
         token_signing_key=new_pem, token_previous_public_keys=public_key_pem(old_key.public_key)
     )
     assert auth_server.published_kids() == [new_key.kid, old_key.kid]
-    new_token = _login(auth_server.app)
+    new_token = login(auth_server.app)
     assert _kid(new_token) == new_key.kid  # the previous key never signs
     _past_the_api_key_cache()
-    assert _list_tasks(api, old_token).status_code == 200
-    assert _list_tasks(api, new_token).status_code == 200
+    assert list_tasks(api, old_token).status_code == 200
+    assert list_tasks(api, new_token).status_code == 200
     user_id = jwt.decode(new_token, options={"verify_signature": False})["sub"]
     stranger = signing_key_from_pem(generate_signing_key_pem())
-    _assert_refused(_list_tasks(api, issue_token(stranger, settings, user_id)))
+    _assert_refused(list_tasks(api, issue_token(stranger, settings, user_id)))
 
     # Rotation done (the old tokens have expired by now in production): setting emptied.
     auth_server.app = make_auth(token_signing_key=new_pem, token_previous_public_keys="")
     assert auth_server.published_kids() == [new_key.kid]
     _past_the_api_key_cache()
-    _assert_refused(_list_tasks(api, old_token))
-    assert _list_tasks(api, new_token).status_code == 200
-    assert _list_tasks(api, _login(auth_server.app)).status_code == 200
+    _assert_refused(list_tasks(api, old_token))
+    assert list_tasks(api, new_token).status_code == 200
+    assert list_tasks(api, login(auth_server.app)).status_code == 200
 
 
 def test_a_leaked_key_dropped_from_the_jwks_stops_verifying_in_a_running_api(
@@ -180,16 +84,16 @@ def test_a_leaked_key_dropped_from_the_jwks_stops_verifying_in_a_running_api(
     leaked_pem, new_pem = generate_signing_key_pem().decode(), generate_signing_key_pem().decode()
     auth_server.app = make_auth(token_signing_key=leaked_pem)
     assert auth_server.app.test_client().post("/auth/signup", json=ATHLETE).status_code == 201
-    leaked_token = _login(auth_server.app)
+    leaked_token = login(auth_server.app)
     api = make_api()
     for _ in range(3):  # verified, and its key cached, several times
-        assert _list_tasks(api, leaked_token).status_code == 200
+        assert list_tasks(api, leaked_token).status_code == 200
 
     auth_server.app = make_auth(token_signing_key=new_pem, token_previous_public_keys="")
     assert auth_server.published_kids() == [signing_key_from_pem(new_pem.encode()).kid]
     _past_the_api_key_cache()
-    _assert_refused(_list_tasks(api, leaked_token))
-    assert _list_tasks(api, _login(auth_server.app)).status_code == 200
+    _assert_refused(list_tasks(api, leaked_token))
+    assert list_tasks(api, login(auth_server.app)).status_code == 200
 
 
 def test_the_previous_keys_arrive_as_terraform_writes_them_in_the_env_file(
@@ -203,10 +107,10 @@ def test_the_previous_keys_arrive_as_terraform_writes_them_in_the_env_file(
     assert auth_server.published_kids() == [current.kid, first.kid, second.kid]
 
     assert auth_server.app.test_client().post("/auth/signup", json=ATHLETE).status_code == 201
-    user_id = jwt.decode(_login(auth_server.app), options={"verify_signature": False})["sub"]
+    user_id = jwt.decode(login(auth_server.app), options={"verify_signature": False})["sub"]
     api = make_api()
     for previous in (first, second):
-        assert _list_tasks(api, issue_token(previous, settings, user_id)).status_code == 200
+        assert list_tasks(api, issue_token(previous, settings, user_id)).status_code == 200
 
 
 @pytest.mark.parametrize("which", ["private", "garbage"])
@@ -214,3 +118,29 @@ def test_auth_does_not_start_with_anything_but_public_keys_in_the_setting(settin
     value = generate_signing_key_pem().decode() if which == "private" else "not a key"
     with pytest.raises(SystemExit, match="TOKEN_PREVIOUS_PUBLIC_KEYS"):
         create_auth(settings.model_copy(update={"token_previous_public_keys": value}))
+
+
+def _auth_down(environ, start_response):
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+    return [b"down"]
+
+
+def test_once_its_key_cache_is_stale_an_api_that_cannot_reach_auth_answers_503_not_200(
+    auth_server, make_auth, make_api
+):
+    pem = generate_signing_key_pem().decode()
+    auth_server.app = make_auth(token_signing_key=pem)
+    assert auth_server.app.test_client().post("/auth/signup", json=ATHLETE).status_code == 201
+    token = login(auth_server.app)
+    api = make_api()
+    assert list_tasks(api, token).status_code == 200
+
+    auth_server.app = _auth_down
+    _past_the_api_key_cache()
+    # Keys it can no longer confirm are not trusted: a dependency down, not a bad token.
+    refused = list_tasks(api, token)
+    assert refused.status_code == 503, refused.get_data(as_text=True)
+    assert refused.get_json()["error"]["code"] == "unavailable"
+
+    auth_server.app = make_auth(token_signing_key=pem)
+    assert list_tasks(api, token).status_code == 200

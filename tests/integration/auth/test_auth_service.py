@@ -1,13 +1,14 @@
 """The auth service against a real PostgreSQL: sign-up, login, keys, and bad input."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import jwt
 import pytest
 from jwt.algorithms import OKPAlgorithm
 from sqlalchemy import text
 
-from services.auth import create_app
+from services.auth import create_app, passwords, routes
 from shared.tokens import TokenVerifier
 
 GOOD = {
@@ -80,7 +81,7 @@ def test_the_jwks_verifies_the_token_with_pyjwt(app, client):
     with app.extensions["engine"].connect() as conn:
         user_id = conn.execute(text("SELECT id FROM users")).scalar_one()
     assert claims["sub"] == str(user_id)
-    assert claims["exp"] - claims["iat"] == 3600
+    assert claims["exp"] - int(claims["iat"]) == 3600
 
 
 @pytest.mark.parametrize("cache_seconds", [300, 17])
@@ -164,28 +165,78 @@ def test_bad_logins_are_4xx(client, body):
     _assert_error(response, response.status_code)
 
 
-def test_repeated_failed_logins_for_one_account_are_rate_limited(client):
-    client.post("/auth/signup", json=GOOD)
-    statuses = [
-        client.post(
-            "/auth/login",
-            json={"email": GOOD["email"], "password": "Wrong123"},
-            environ_base={"REMOTE_ADDR": f"10.1.0.{i}"},
-        ).status_code
-        for i in range(21)
-    ]
-    assert statuses[:20] == [401] * 20
-    assert statuses[20] == 429
-    limited = client.post(
-        "/auth/login",
-        json={"email": GOOD["email"], "password": "Admin123"},
-        environ_base={"REMOTE_ADDR": "10.1.1.1"},
+def _login(client, password, address, **who):
+    who = who or {"email": GOOD["email"]}
+    return client.post(
+        "/auth/login", json={**who, "password": password}, environ_base={"REMOTE_ADDR": address}
     )
-    _assert_error(limited, 429, "rate_limited")
-    assert 1 <= int(limited.headers["Retry-After"]) <= 60
 
 
-def test_repeated_failed_logins_from_one_client_are_rate_limited(client):
+def _fail_from_many_addresses(client, count, **who):
+    """``count`` wrong passwords for the account, each from an address of its own."""
+    return [_login(client, "Wrong123", f"10.1.0.{i}", **who).status_code for i in range(count)]
+
+
+def test_failures_on_an_account_slow_the_failing_clients_never_the_owner(client, fresh_minute):
+    client.post("/auth/signup", json=GOOD)
+    assert _fail_from_many_addresses(client, 20) == [401] * 20
+
+    # The account is past its limit: the owner, from an address that has not failed,
+    # still has the password checked and logs in; so does a first try from anyone.
+    assert _login(client, "Admin123", "10.1.1.1").status_code == 200
+    _assert_error(_login(client, "Wrong123", "10.1.2.2"), 401, "invalid_credentials")
+    # An address that already tried the account this minute is refused unchecked,
+    # even with the right password (Retry-After: the end of the minute).
+    for address, password in (("10.1.0.3", "Admin123"), ("10.1.2.2", "Wrong123")):
+        limited = _login(client, password, address)
+        _assert_error(limited, 429, "rate_limited")
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert "this account" in limited.get_json()["error"]["message"]
+
+
+def test_email_and_username_count_as_one_account(client, fresh_minute):
+    client.post("/auth/signup", json=GOOD)
+    by_email = [_login(client, "Wrong123", f"10.2.0.{i}").status_code for i in range(10)]
+    by_name = [_login(client, "Wrong123", f"10.3.0.{i}", username="RUNNER1").status_code for i in range(10)]
+    assert by_email + by_name == [401] * 20
+    # 21 attempts on the account, the second from this address: refused.
+    _assert_error(_login(client, "Wrong123", "10.2.0.0", username="runner1"), 429, "rate_limited")
+
+
+@pytest.mark.parametrize("who", [{"email": GOOD["email"]}, {"email": "nobody@league.org"}])
+def test_a_name_no_account_has_is_limited_exactly_like_an_account(client, fresh_minute, who):
+    client.post("/auth/signup", json=GOOD)
+    statuses = [_login(client, "Wrong123", f"10.4.0.{i}", **who).status_code for i in range(20)]
+    assert statuses == [401] * 20
+    assert _login(client, "Wrong123", "10.4.0.1", **who).status_code == 429
+    assert _login(client, "Wrong123", "10.4.9.9", **who).status_code == 401
+
+
+def test_refused_attempts_count_on_every_counter_and_a_checked_password_is_never_429(client, fresh_minute):
+    """The order (docs/api.md, "Login limits"): every attempt is counted on the client,
+    the account and the client-on-account counters before anything is decided; then the
+    client limit, then the account's; a password that was checked answers 200 or 401."""
+    client.post("/auth/signup", json=GOOD)
+    address = "192.0.2.50"
+    assert _login(client, "Wrong123", address).status_code == 401
+    assert _fail_from_many_addresses(client, 20) == [401] * 20
+    # The account's limit refuses this address's second try (not checked: 429, not 401)...
+    _assert_error(_login(client, "Wrong123", address), 429, "rate_limited")
+    # ...and that refused try still counted on the address: 2 of its 20 are spent.
+    others = [_login(client, "Wrong123", address, email=f"u{i}@league.org").status_code for i in range(19)]
+    assert others == [401] * 18 + [429]
+    assert "this address" in _login(client, "Admin123", address).get_json()["error"]["message"]
+
+
+def test_a_right_password_takes_its_attempt_back(client, fresh_minute):
+    client.post("/auth/signup", json=GOOD)
+    address = "192.0.2.60"
+    assert [_login(client, "Admin123", address).status_code for _ in range(25)] == [200] * 25
+    assert [_login(client, "Wrong123", address).status_code for _ in range(20)] == [401] * 20
+    assert _login(client, "Wrong123", address).status_code == 429
+
+
+def test_repeated_failed_logins_from_one_client_are_rate_limited(client, fresh_minute):
     statuses = [
         client.post(
             "/auth/login",
@@ -195,6 +246,37 @@ def test_repeated_failed_logins_from_one_client_are_rate_limited(client):
         for i in range(21)
     ]
     assert statuses[:20] == [401] * 20 and statuses[20] == 429
+
+
+def test_the_addresses_of_one_ipv6_64_are_one_client(client, fresh_minute):
+    statuses = [
+        _login(client, "Wrong123", f"2001:db8:1:2::{i:x}", email=f"u{i}@league.org").status_code
+        for i in range(21)
+    ]
+    assert statuses == [401] * 20 + [429]
+    assert _login(client, "Wrong123", "2001:db8:1:3::1").status_code == 401
+
+
+def test_a_parallel_burst_of_guesses_gets_no_more_than_the_limit_checked(app, fresh_minute, monkeypatch):
+    with app.test_client() as client:
+        client.post("/auth/signup", json=GOOD)
+    checked = []
+
+    def counting_verify(password_hash, password):
+        # The real check, recorded: how many passwords the burst got checked.
+        checked.append(password)
+        return passwords.verify_password(password_hash, password)
+
+    monkeypatch.setattr(routes, "verify_password", counting_verify)
+
+    def guess(number):
+        with app.test_client() as own:
+            return _login(own, f"Wrong{number:03d}", "198.51.100.9").status_code
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(guess, range(50)))
+    assert len(checked) == 20
+    assert statuses.count(401) == 20 and statuses.count(429) == 30
 
 
 def test_health_and_readiness(client):
