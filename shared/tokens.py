@@ -25,6 +25,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from flask import Response
 from jwt.algorithms import OKPAlgorithm
 
 from shared.config import Settings
@@ -186,7 +187,7 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
-def add_bearer_challenge(response):
+def add_bearer_challenge(response: Response) -> Response:
     """Every 401 of a route that takes a bearer token tells the client which scheme to
     use (RFC 6750)."""
     if response.status_code == 401:

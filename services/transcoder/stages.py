@@ -58,6 +58,7 @@ class AttemptStages:
             max_seconds=settings.max_source_seconds,
             max_width=settings.max_source_width,
             max_height=settings.max_source_height,
+            max_memory_bytes=settings.ffmpeg_memory_limit_bytes,
         )
         self.logo = Path(settings.logo_path) if settings.logo_path else DEFAULT_LOGO
 
