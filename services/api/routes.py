@@ -34,6 +34,7 @@ from services.api.objects import (
 )
 from services.api.outbox import publish_committed
 from services.api.tasks import IdempotencyKeyTaken, NewTask, Task, UnknownOwner
+from services.api.tus_tasks import SubmitFinishedUpload, submit_finished_upload
 from services.api.uploads import receive_upload
 from shared import ratelimit, storage
 from shared.config import Settings
@@ -47,7 +48,7 @@ from shared.errors import (
     UnsupportedMediaType,
 )
 from shared.urlpolicy import check_source_url
-from shared.web import error_response, json_body
+from shared.web import error_response, json_object, validated
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +237,10 @@ def submit():
         return _submit_upload(settings, owner, key)
     if request.mimetype != "application/json":
         raise UnsupportedMediaType('send JSON {"url": ...} or multipart/form-data with a "file" field')
-    body = json_body(SubmitByUrl, max_bytes=settings.max_request_json_bytes)
+    fields = json_object(max_bytes=settings.max_request_json_bytes)
+    if "upload" in fields:
+        return _submit_finished_upload(settings, owner, fields)
+    body = validated(SubmitByUrl, fields)
     check_source_url(
         body.url, allow_loopback=settings.allow_loopback_sources, max_length=settings.max_url_length
     )
@@ -279,6 +283,14 @@ def _submit_upload(settings: Settings, owner: uuid.UUID, key: str | None) -> Res
     finally:
         if not created:
             _discard(upload.uri)
+
+
+def _submit_finished_upload(settings: Settings, owner: uuid.UUID, fields: dict) -> Response:
+    """``{"upload": id}``: a complete resumable upload (``/uploads``) becomes the task."""
+    task_id, status = submit_finished_upload(settings, owner, validated(SubmitFinishedUpload, fields))
+    with _engine().connect() as conn:
+        task = task_store.find_owned(conn, task_id, owner)
+    return _task_response(task, status, **({"Idempotent-Replayed": "true"} if status == 200 else {}))
 
 
 def _discard(uri: str) -> None:
