@@ -165,6 +165,8 @@ def _check_version() -> None:
     if request.method == "OPTIONS":
         return
     version = request.headers.get("Tus-Resumable")
+    if version is None:
+        raise BadRequest(f"send Tus-Resumable: {TUS_VERSION} (tus 1.0.0)", code="missing_tus_resumable")
     if version != TUS_VERSION:
         raise PreconditionFailed(
             f"this server speaks tus {TUS_VERSION}: send Tus-Resumable: {TUS_VERSION}",

@@ -150,7 +150,9 @@ class SessionWriter:
             self._send(self.chunk_bytes)
 
     def _send(self, count: int) -> None:
-        held = put_chunk(self.session_url, self.sent, bytes(self.buffer[:count]), None)
+        with memoryview(self.buffer) as view:  # one copy of the chunk, not two
+            chunk = bytes(view[:count])
+        held = put_chunk(self.session_url, self.sent, chunk, None)
         taken = held - self.sent
         if not 0 < taken <= count:
             raise SessionError(f"the session took {taken} of {count} bytes")

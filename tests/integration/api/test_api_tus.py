@@ -165,7 +165,7 @@ def _partial(client, user, content: bytes) -> tuple[str, int]:
         ({"Upload-Offset": "-1"}, b"x", 400, "invalid_upload_offset"),
         ({"Content-Type": "application/octet-stream"}, b"x", 415, "invalid_content_type"),
         ({"Tus-Resumable": "0.2.2"}, b"x", 412, "tus_version_unsupported"),
-        ({"Tus-Resumable": None}, b"x", 412, "tus_version_unsupported"),
+        ({"Tus-Resumable": None}, b"x", 400, "missing_tus_resumable"),
         ({}, b"x" * 2_000_000, 413, "past_upload_length"),
     ],
     ids=[
