@@ -69,8 +69,7 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
 
 def close_app(app: Flask) -> None:
     """Stop what ``create_app`` started: the outbox relay and upload sweep threads and the
-    connection pool
-    (for an app that ends before its process does, as in tests)."""
+    connection pool (for an app that ends before its process does, as in tests)."""
     app.extensions["outbox_relay"].stop()
     app.extensions["upload_sweep"].stop()
     app.extensions["engine"].dispose()

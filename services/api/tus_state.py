@@ -52,6 +52,10 @@ _INSERT = text(
 _TRY_LOCK = text("SELECT pg_try_advisory_lock(:key)")
 _TRY_XACT_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
 _UNLOCK = text("SELECT pg_advisory_unlock(:key)")
+# Progress commits do not wait for the WAL flush: a PostgreSQL crash may lose the last
+# few, leaving an older offset and tail that still match each other, and the next PATCH
+# learns from the session itself what it already holds.
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
 _SAVE_PROGRESS = text(
     "UPDATE tus_uploads SET upload_offset = :offset, tail = :tail, updated_at = now() WHERE id = :id"
 )
@@ -179,6 +183,7 @@ def unlock(conn: Connection, upload: TusUpload) -> None:
 
 def save_progress(conn: Connection, upload_id: uuid.UUID, offset: int, tail: bytes) -> None:
     """Record the durable offset and tail (the caller commits)."""
+    conn.execute(_ASYNC_COMMIT)
     conn.execute(_SAVE_PROGRESS, {"id": upload_id, "offset": offset, "tail": tail})
 
 
