@@ -12,6 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from services.api.openapi import DOCUMENT_PATH
+from tests.support.tus import sweep_every_upload
 
 # A schema cannot say everything a server checks: a well-formed source URL may point at a
 # private address (422), random bytes in the "file" part are not a video (415), two
@@ -72,6 +73,14 @@ def gateway_token(local_stack) -> str:
 
 # A tus PATCH body is raw bytes, like application/octet-stream.
 schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_upload_left(local_stack):
+    """The resumable uploads the generated requests created are swept afterwards."""
+    yield
+    sweep_every_upload(local_stack.settings.database_url)
+
 
 # The file the api serves; the test below checks the gateway serves exactly this.
 schema = schemathesis.openapi.from_path(DOCUMENT_PATH, config=CONFIG)
