@@ -192,3 +192,48 @@ def test_an_upload_whose_api_process_dies_halfway_resumes_through_another_and_is
     finished = athlete.wait_for(task["id"], timeout=300)
     assert finished["status"] == "processed", finished
     assert finished["clips"]
+
+
+def test_a_patch_the_client_cuts_midway_keeps_what_arrived_and_resumes(local_stack, athlete):
+    import http.client
+    from urllib.parse import urlsplit
+
+    base = local_stack.base_url
+    content = os.urandom(3 * 1024 * 1024 + 4321)
+    created = athlete.session.post(
+        f"{base}/uploads", headers=TUS | {"Upload-Length": str(len(content))}, timeout=30
+    )
+    upload_id = created.headers["Location"].rsplit("/", 1)[-1]
+    parts = urlsplit(base)
+    sent = 1024 * 1024 + 999  # ends inside a 256 KiB chunk
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.putrequest("PATCH", f"/uploads/{upload_id}")
+    headers = {"Authorization": athlete.session.headers["Authorization"]} | patch_headers(0)
+    for name, value in (headers | {"Content-Length": str(len(content))}).items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    conn.send(content[:sent])
+    time.sleep(1)
+    conn.sock.close()  # the phone lost its network
+
+    # The cut PATCH ends on the server side: then the offset is what arrived, never more.
+    deadline = time.monotonic() + 30
+    while True:
+        offset = int(_head(base, athlete, upload_id).headers["Upload-Offset"])
+        probe = athlete.session.patch(
+            f"{base}/uploads/{upload_id}", data=b"", headers=patch_headers(offset), timeout=30
+        )
+        if probe.status_code != 409 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert probe.status_code == 204, probe.text
+    assert 0 < offset <= sent
+    rest = athlete.session.patch(
+        f"{base}/uploads/{upload_id}", data=content[offset:], headers=patch_headers(offset), timeout=60
+    )
+    assert rest.status_code == 204, rest.text
+    assert int(rest.headers["Upload-Offset"]) == len(content)
+    assert (
+        _sha256_stored(local_stack.settings.uploads_bucket, upload_id) == hashlib.sha256(content).hexdigest()
+    )
+    athlete.session.delete(f"{base}/uploads/{upload_id}", headers=TUS, timeout=30)
