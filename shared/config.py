@@ -214,6 +214,21 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     """Lowest level logged."""
 
+    @field_validator("tus_upload_expiry_hours", "tus_max_uploads_in_progress")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+    @field_validator("tus_cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in filter(None, (o.strip() for o in value.split(","))):
+            if origin == "*" or not origin.startswith(("https://", "http://")) or origin.count("/") > 2:
+                raise ValueError(f"{origin!r}: list origins as scheme://host[:port], never '*'")
+        return value
+
     @field_validator("upload_chunk_bytes")
     @classmethod
     def _chunk_is_resumable_multiple(cls, value: int) -> int:

@@ -36,3 +36,22 @@ def test_the_readme_lists_every_setting_as_the_code_defines_it():
     listed = readme.split("<!-- settings -->\n", 1)[1].split("\n<!-- /settings -->", 1)[0]
     assert listed == settings_table()
     assert listed.count("\n| `") == len(Settings.model_fields)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"tus_upload_expiry_hours": 0},
+        {"tus_max_uploads_in_progress": 0},
+        {"tus_cors_origins": "*"},
+        {"tus_cors_origins": "https://app.league.example/uploads"},
+        {"tus_cors_origins": "app.league.example"},
+    ],
+)
+def test_resumable_upload_settings_that_would_break_the_protocol_are_refused(values):
+    with pytest.raises(ValueError):
+        Settings(**values)
+
+
+def test_cors_origins_take_a_list():
+    Settings(tus_cors_origins="https://app.league.example, http://localhost:3000")
