@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import logging
 import re
 import uuid
@@ -221,6 +220,8 @@ def create_upload():
     with_body = request.mimetype == OFFSET_STREAM
     if not with_body and (request.content_length or 0) > 0:
         raise UnsupportedMediaType(f"bytes sent with the creation need Content-Type: {OFFSET_STREAM}")
+    if with_body and (request.content_length or 0) > length:
+        raise PayloadTooLarge("the body runs past the Upload-Length", code="past_upload_length")
     upload_id = uuid.uuid4()
     uri = storage.gs_uri(settings.uploads_bucket, upload_object_name(upload_id))
     with engine.begin() as conn:
@@ -449,7 +450,6 @@ def remove_upload_bytes(upload: tus_state.TusUpload) -> None:
     """End the upload's session, or delete its object once complete. Raises one of
     :data:`STORAGE_ERRORS` when the object cannot be deleted."""
     if upload.complete:
-        with contextlib.suppress(ValueError):
-            storage.delete_uri(upload.object_uri)
+        storage.delete_uri(upload.object_uri)
     else:
         end_session(upload.session_url, upload.object_uri)

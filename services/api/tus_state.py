@@ -122,7 +122,9 @@ def _owner_lock_key(owner_id: uuid.UUID) -> int:
     return int.from_bytes(owner_id.bytes[8:], "big", signed=True)
 
 
-def find_owned(conn: Connection, upload_id: uuid.UUID, owner_id: uuid.UUID, *, for_update: bool = False):
+def find_owned(
+    conn: Connection, upload_id: uuid.UUID, owner_id: uuid.UUID, *, for_update: bool = False
+) -> TusUpload | None:
     """The owner's upload unless it expired; None otherwise."""
     query = _FIND_OWNED_FOR_UPDATE if for_update else _FIND_OWNED
     row = conn.execute(query, {"id": upload_id, "owner": owner_id}).first()

@@ -150,6 +150,17 @@ def test_creation_with_upload_takes_the_first_bytes_in_the_post(tus_client, alic
     assert _stored(api_settings, upload_id) == content
 
 
+def test_creation_with_a_body_past_its_length_gets_413_and_creates_nothing(tus_client, tus_app, alice):
+    response = tus_client.post(
+        "/uploads",
+        data=b"x" * 1001,
+        headers=TUS | alice.headers | {"Upload-Length": "1000", "Content-Type": OFFSET_STREAM},
+    )
+    assert_error(response, 413, "past_upload_length")
+    with tus_app.extensions["engine"].connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM tus_uploads")).scalar_one() == 0
+
+
 def _partial(client, user, content: bytes) -> tuple[str, int]:
     """An upload holding its first 300 000 bytes (some in Cloud Storage, some in the tail)."""
     upload_id = _create(client, user, len(content), filename="run.mp4")
