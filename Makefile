@@ -27,7 +27,10 @@ LOCK_STAMP := $(VENV)/.installed-$(LOCK)
 SCAN_VENV := .venv-scan
 SCAN_LOCK := requirements-scan.lock
 SCAN_STAMP := $(SCAN_VENV)/.installed-$(SCAN_LOCK)
-APT_PACKAGES := python3-venv ffmpeg nginx postgresql golang-go golang-google-cloud-dev
+# The tus-js-client the resumable-upload tests drive with node (tests/js).
+JS_DIR := tests/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed-package-lock.json
+APT_PACKAGES := python3-venv ffmpeg nginx postgresql golang-go golang-google-cloud-dev nodejs npm
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PYTEST_ARGS ?=
 LOCK_ARGS ?=
@@ -37,7 +40,7 @@ LOCK_ARGS ?=
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-install: system-packages $(LOCK_STAMP) $(SCAN_STAMP) ## apt packages and the locked virtualenvs (quick when done)
+install: system-packages $(LOCK_STAMP) $(SCAN_STAMP) $(JS_STAMP) ## apt packages and the locked virtualenvs (quick when done)
 
 system-packages:
 	@missing=""; \
@@ -56,6 +59,10 @@ $(PYTHON):
 
 $(LOCK_STAMP): $(LOCK) | $(PYTHON)
 	$(PIP) install -q --disable-pip-version-check --no-deps --require-hashes -r $(LOCK)
+	touch $@
+
+$(JS_STAMP): $(JS_DIR)/package-lock.json | system-packages
+	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # checkov lives in its own virtualenv: its many pins never constrain the services'.

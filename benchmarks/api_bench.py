@@ -1,4 +1,5 @@
-"""``make bench-api``: the api's memory while it streams a large upload, and the time
+"""``make bench-api``: the api's memory while it streams a large upload (multipart and
+resumable), the resumable upload's throughput and resume time, and the time
 ``GET /tasks`` takes with a full table.
 
     .venv/bin/python benchmarks/api_bench.py [--upload-mb 500] [--calls 200]
@@ -10,7 +11,14 @@ a chunked multipart stream. The api worker's resident memory (psutil, sampled ev
 20 ms) is compared with its value after a small warm-up upload; the growth must stay
 under 100 MB (exit status 1 if not).
 
-Part 2, list latency: 10,000 tasks in the table, 1,000 of them the caller's; ``--calls``
+Part 2, resumable upload: the same ``--upload-mb`` MB through the gateway with the tus
+protocol (``/uploads``: one POST, then one PATCH streamed like the multipart body),
+timed against Part 1's multipart upload of the same run (goal: at least 0.9 times its
+throughput) with the same RSS sampling (growth under 100 MB). Then a 64 MB upload is cut
+by the client halfway (the socket closed mid-body) and resumed: the time from the
+client's HEAD to the next 256 KiB accepted (204) is the resume time (goal: at most 1 s).
+
+Part 3, list latency: 10,000 tasks in the table, 1,000 of them the caller's; ``--calls``
 in-process ``GET /tasks`` calls (Flask test client: routing, token check, query,
 JSON) for the default page (20) and the largest (100). p95 of the default page must
 stay under 20 ms (exit status 1 if not). The query's plan (EXPLAIN ANALYZE) shows the
@@ -132,7 +140,7 @@ def api_worker(stack: LocalStack) -> psutil.Process:
     return worker
 
 
-def bench_upload(stack: LocalStack, workdir: Path, upload_mb: int) -> int:
+def bench_upload(stack: LocalStack, workdir: Path, upload_mb: int) -> tuple[int, float]:
     say(f"\n== Part 1: a {upload_mb} MB upload through the gateway ==")
     head = tiny_mp4(workdir)
     base_url = stack.base_url
@@ -157,11 +165,152 @@ def bench_upload(stack: LocalStack, workdir: Path, upload_mb: int) -> int:
     )
     say(f"  api worker RSS:       {baseline / MB:.1f} MB before, {sampler.peak / MB:.1f} MB peak")
     say(f"  RSS growth:           {growth_mb:.1f} MB (budget < {RSS_BUDGET_MB} MB)")
-    return 0 if blob.size == upload_mb * MB and growth_mb < RSS_BUDGET_MB else 1
+    return (0 if blob.size == upload_mb * MB and growth_mb < RSS_BUDGET_MB else 1), elapsed
+
+
+TUS = {"Tus-Resumable": "1.0.0"}
+TUS_RATIO_GOAL = 0.9
+RESUME_GOAL_SECONDS = 1.0
+
+
+def padded_stream(head: bytes, total_bytes: int, start: int = 0) -> Iterator[bytes]:
+    """``head`` padded to ``total_bytes`` with random bytes, from ``start`` on, generated as
+    it is sent. The padding repeats one random MiB, so any slice can be produced again."""
+    block = os.urandom(MB)
+    data_at = start
+    if data_at < len(head):
+        yield head[data_at:]
+        data_at = len(head)
+    while data_at < total_bytes:
+        offset = (data_at - len(head)) % MB
+        piece = block[offset : offset + min(MB - offset, total_bytes - data_at)]
+        data_at += len(piece)
+        yield piece
+
+
+def create_upload(base_url: str, headers: dict[str, str], size: int) -> str:
+    response = requests.post(
+        f"{base_url}/uploads", headers=headers | TUS | {"Upload-Length": str(size)}, timeout=60
+    )
+    if response.status_code != 201:
+        raise SystemExit(f"POST /uploads answered {response.status_code}: {response.text[:500]}")
+    return f"{base_url}{response.headers['Location']}"
+
+
+def tus_upload(base_url: str, headers: dict[str, str], head: bytes, size: int) -> tuple[str, float]:
+    started = time.monotonic()
+    url = create_upload(base_url, headers, size)
+    # Sent as it is generated (chunked), like the multipart body of Part 1.
+    response = requests.patch(
+        url,
+        data=padded_stream(head, size),
+        timeout=HTTP_TIMEOUT,
+        headers=headers | TUS | {"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+    )
+    elapsed = time.monotonic() - started
+    if response.status_code != 204 or int(response.headers["Upload-Offset"]) != size:
+        raise SystemExit(f"PATCH answered {response.status_code}: {response.text[:500]}")
+    return url, elapsed
+
+
+def cut_halfway(url: str, headers: dict[str, str], head: bytes, size: int) -> None:
+    """Send half the body of a PATCH for the whole file, then close the socket."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn.putrequest("PATCH", parts.path)
+    for name, value in (
+        headers
+        | TUS
+        | {
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+            "Content-Length": str(size),
+        }
+    ).items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    sent = 0
+    for piece in padded_stream(head, size):
+        conn.send(piece)
+        sent += len(piece)
+        if sent >= size // 2:
+            break
+    time.sleep(1)  # the api has taken what was sent
+    conn.sock.close()
+
+
+def resume_time(base_url: str, headers: dict[str, str], head: bytes) -> tuple[float, int, int]:
+    """Cut a 64 MB upload halfway, then time HEAD -> the next 256 KiB accepted. Returns
+    the seconds, the offset resumed from, and the 409s met while the cut PATCH ended."""
+    size = 64 * MB
+    url = create_upload(base_url, headers, size)
+    cut_halfway(url, headers, head, size)
+    started = time.monotonic()
+    conflicts = 0
+    while True:
+        offset = int(requests.head(url, headers=headers | TUS, timeout=60).headers["Upload-Offset"])
+        piece = b"".join(padded_stream(head, offset + 256 * 1024, start=offset))
+        response = requests.patch(
+            url,
+            data=piece,
+            timeout=60,
+            headers=headers
+            | TUS
+            | {"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
+        )
+        if response.status_code == 204:
+            return time.monotonic() - started, offset, conflicts
+        if response.status_code != 409:
+            raise SystemExit(f"resuming PATCH answered {response.status_code}: {response.text[:500]}")
+        conflicts += 1
+
+
+def bench_tus(stack: LocalStack, workdir: Path, upload_mb: int, multipart_seconds: float) -> int:
+    say(f"\n== Part 2: a {upload_mb} MB resumable (tus) upload through the gateway ==")
+    head = (workdir / "head.mp4").read_bytes()  # made by Part 1
+    base_url = stack.base_url
+    headers = sign_up(base_url)
+    worker = api_worker(stack)
+    tus_upload(base_url, headers, head, 4 * MB)  # warm-up
+    baseline = worker.memory_info().rss
+    with RssSampler(worker) as sampler:
+        url, elapsed = tus_upload(base_url, headers, head, upload_mb * MB)
+    from shared.storage import storage_client
+
+    settings = Settings(**stack.settings_values)
+    upload_id = url.rsplit("/", 1)[-1]
+    blob = storage_client().bucket(settings.uploads_bucket).blob(f"uploads/{upload_id}/source")
+    blob.reload()
+    growth_mb = (sampler.peak - baseline) / MB
+    ratio = multipart_seconds / elapsed
+    say(f"  stored object:        {blob.size / MB:.1f} MB (uploads/{upload_id}/source)")
+    say(f"  tus upload time:      {elapsed:.1f} s ({upload_mb / elapsed:.0f} MB/s)")
+    say(
+        f"  against multipart:    {multipart_seconds:.1f} s ({upload_mb / multipart_seconds:.0f} MB/s): "
+        f"tus throughput {ratio:.2f}x (goal >= {TUS_RATIO_GOAL})"
+    )
+    say(f"  api worker RSS:       {baseline / MB:.1f} MB before, {sampler.peak / MB:.1f} MB peak")
+    say(f"  RSS growth:           {growth_mb:.1f} MB (budget < {RSS_BUDGET_MB} MB)")
+    seconds, offset, conflicts = resume_time(base_url, headers, head)
+    say(
+        f"  resume after a cut:   {seconds * 1000:.0f} ms from HEAD to the next 256 KiB accepted "
+        f"(offset {offset / MB:.1f} MB of 64; {conflicts} x 409 while the cut PATCH ended; "
+        f"goal <= {RESUME_GOAL_SECONDS:.0f} s)"
+    )
+    within = (
+        blob.size == upload_mb * MB
+        and growth_mb < RSS_BUDGET_MB
+        and ratio >= TUS_RATIO_GOAL
+        and seconds <= RESUME_GOAL_SECONDS
+    )
+    return 0 if within else 1
 
 
 def bench_list(stack: LocalStack, calls: int) -> int:
-    say(f"\n== Part 2: GET /tasks, 1,000 of 10,000 more tasks the caller's, {calls} in-process calls ==")
+    say(f"\n== Part 3: GET /tasks, 1,000 of 10,000 more tasks the caller's, {calls} in-process calls ==")
     settings = Settings(**stack.settings_values).model_copy(update={"outbox_relay_enabled": False})
     caller = fill_tasks(settings.database_url)
 
@@ -293,7 +442,8 @@ def main() -> int:
             # The client libraries of this process talk to the same emulators.
             os.environ["PUBSUB_EMULATOR_HOST"] = stack.pubsub_emulator_host or ""
             os.environ["STORAGE_EMULATOR_HOST"] = stack.storage_emulator_host or ""
-            status = bench_upload(stack, workdir, args.upload_mb)
+            status, multipart_seconds = bench_upload(stack, workdir, args.upload_mb)
+            status |= bench_tus(stack, workdir, args.upload_mb, multipart_seconds)
             status |= bench_list(stack, args.calls)
     say("\nresult: " + ("within budget" if status == 0 else "OVER BUDGET"))
     return status

@@ -167,6 +167,16 @@ class Settings(BaseSettings):
     """A task still queued, or processing without news, this long after its message was
     published gets it published again (a message lost after Pub/Sub accepted it); 0 turns
     this off."""
+    tus_upload_expiry_hours: float = 24.0
+    """How long a resumable (tus) upload at `/uploads` lives: an incomplete one, or a complete
+    one not yet submitted as a task, is removed by the sweep after this (`Upload-Expires`)."""
+    tus_max_uploads_in_progress: int = 5
+    """Incomplete resumable uploads one user may hold at once (429 past it)."""
+    tus_sweep_interval_seconds: float = 60.0
+    """How often each api process removes expired resumable uploads; 0 turns the sweep off."""
+    tus_cors_origins: str = ""
+    """Browser origins (comma-separated, e.g. `https://app.league.example`) allowed to call
+    `/uploads` from another origin; empty: none."""
     fault_crash_after_commit: bool = False
     """Test-only fault: the api exits right after committing a task, before publishing it.
     Ignored in production."""
@@ -235,6 +245,21 @@ class Settings(BaseSettings):
     # --- logging ------------------------------------------------------------------------
     log_level: str = "INFO"
     """Lowest level logged."""
+
+    @field_validator("tus_upload_expiry_hours", "tus_max_uploads_in_progress")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+    @field_validator("tus_cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in filter(None, (o.strip() for o in value.split(","))):
+            if origin == "*" or not origin.startswith(("https://", "http://")) or origin.count("/") > 2:
+                raise ValueError(f"{origin!r}: list origins as scheme://host[:port], never '*'")
+        return value
 
     @field_validator("upload_chunk_bytes")
     @classmethod

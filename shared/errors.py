@@ -39,6 +39,10 @@ class Conflict(DomainError):
     status, code = 409, "conflict"
 
 
+class PreconditionFailed(DomainError):
+    status, code = 412, "precondition_failed"
+
+
 class PayloadTooLarge(DomainError):
     status, code = 413, "payload_too_large"
 

@@ -184,3 +184,36 @@ rate_limits = Table(
     Column("hits", Integer, nullable=False),
     PrimaryKeyConstraint("key", "window_start", name="rate_limits_pkey"),
 )
+
+# Resumable uploads (tus) in progress (0004).
+tus_uploads = Table(
+    "tus_uploads",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column(
+        "owner_id",
+        Uuid,
+        ForeignKey("users.id", name="tus_uploads_owner_id_fkey", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # The key of the advisory lock a PATCH holds while it streams.
+    Column("lock_key", BigInteger, nullable=False),
+    Column("upload_length", BigInteger, nullable=False),
+    # Bytes received and durable: those Cloud Storage holds plus the tail.
+    Column("upload_offset", BigInteger, nullable=False, server_default=text("0")),
+    # The last bytes received, fewer than 256 KiB, that Cloud Storage cannot take yet.
+    Column("tail", LargeBinary, nullable=False, server_default=text("'\\x'::bytea")),
+    Column("session_url", Text, nullable=False),
+    Column("object_uri", Text, nullable=False),
+    Column("metadata", Text, nullable=False, server_default=text("''")),
+    Column("filename", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("completed_at", DateTime(timezone=True)),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("upload_length > 0", name="tus_uploads_upload_length_check"),
+    CheckConstraint("upload_offset BETWEEN 0 AND upload_length", name="tus_uploads_check"),
+    CheckConstraint("length(tail) < 262144 AND length(tail) <= upload_offset", name="tus_uploads_check1"),
+)
+Index("tus_uploads_owner_idx", tus_uploads.c.owner_id, postgresql_where=text("completed_at IS NULL"))
+Index("tus_uploads_expires_idx", tus_uploads.c.expires_at)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy.exc
 from flask import Blueprint, Flask, Response, jsonify, request
@@ -111,6 +111,12 @@ def json_body(model: type[Model], *, max_bytes: int) -> Model:
     JSON, a non-object, missing fields or wrong types; 422 for values that break a rule,
     text PostgreSQL cannot store, or fields the client may not send.
     """
+    return validated(model, json_object(max_bytes=max_bytes))
+
+
+def json_object(*, max_bytes: int) -> dict[str, Any]:
+    """The request's JSON body as a dict, checked as :func:`json_body` does but not yet
+    validated (for a route that picks the model by the body's fields)."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("send a JSON body with Content-Type: application/json")
     if request.content_length is not None and request.content_length > max_bytes:
@@ -128,6 +134,11 @@ def json_body(model: type[Model], *, max_bytes: int) -> Model:
         raise Unprocessable(
             "strings may not contain NUL characters or unpaired surrogates", code="invalid_text"
         )
+    return body
+
+
+def validated(model: type[Model], body: dict[str, Any]) -> Model:
+    """``body`` (from :func:`json_object`) validated into ``model``: 400 or 422."""
     try:
         return model.model_validate(body, strict=True)
     except ValidationError as exc:

@@ -43,9 +43,12 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     from services.api.openapi import document
     from services.api.outbox import OutboxRelay
     from services.api.routes import tasks
+    from services.api.tus import tus
+    from services.api.tus_sweep import UploadSweep
 
     identity.init_app(app, settings)
     app.register_blueprint(tasks)
+    app.register_blueprint(tus)
     app.register_blueprint(document)
     app.register_blueprint(
         web.health_blueprint({"database": lambda: db.ping(engine), "storage": lambda: ping_storage(settings)})
@@ -55,11 +58,15 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     app.extensions["outbox_relay"] = relay
     if settings.outbox_relay_enabled:
         relay.start()
+    sweep = UploadSweep(engine, settings.tus_sweep_interval_seconds)
+    app.extensions["upload_sweep"] = sweep
+    sweep.start()
     return app
 
 
 def close_app(app: Flask) -> None:
-    """Stop what ``create_app`` started: the outbox relay thread and the connection pool
-    (for an app that ends before its process does, as in tests)."""
+    """Stop what ``create_app`` started: the outbox relay and upload sweep threads and the
+    connection pool (for an app that ends before its process does, as in tests)."""
     app.extensions["outbox_relay"].stop()
+    app.extensions["upload_sweep"].stop()
     app.extensions["engine"].dispose()

@@ -33,6 +33,7 @@ from services.api.objects import (
 )
 from services.api.outbox import publish_committed
 from services.api.tasks import IdempotencyKeyTaken, NewTask, StorageQuotaExceeded, Task, UnknownOwner
+from services.api.tus_tasks import SubmitFinishedUpload, submit_finished_upload
 from services.api.uploads import MULTIPART_OVERHEAD_BYTES, receive_upload
 from shared import layout, ratelimit, storage
 from shared.config import Settings
@@ -46,7 +47,7 @@ from shared.errors import (
     UnsupportedMediaType,
 )
 from shared.urlpolicy import check_source_url
-from shared.web import error_response, json_body
+from shared.web import error_response, json_object, validated
 
 log = logging.getLogger(__name__)
 
@@ -198,15 +199,6 @@ def _replay(existing: Task, fingerprint: str | None) -> Response:
     raise Conflict("the task created with this Idempotency-Key was deleted", code="idempotency_key_used")
 
 
-def _quota_exceeded(exc: StorageQuotaExceeded) -> Conflict:
-    return Conflict(
-        f"your stored files take {exc.stored} of your {exc.quota} bytes"
-        + (f" and this upload adds {exc.adding}" if exc.adding else "")
-        + "; delete tasks to make room",
-        code="storage_quota_exceeded",
-    )
-
-
 def _check_room(settings: Settings, owner: uuid.UUID, declared: int | None) -> None:
     """Refuse an upload before reading it when the owner has no room left, or when the
     declared body alone (less its multipart framing) cannot fit."""
@@ -216,7 +208,7 @@ def _check_room(settings: Settings, owner: uuid.UUID, declared: int | None) -> N
     try:
         task_store.check_quota(stored, least, settings.max_stored_bytes_per_user)
     except StorageQuotaExceeded as exc:
-        raise _quota_exceeded(exc) from None
+        raise task_store.quota_exceeded(exc) from None
 
 
 def _store(new: NewTask) -> tuple[Response, bool]:
@@ -231,7 +223,7 @@ def _store(new: NewTask) -> tuple[Response, bool]:
         existing = _find_by_key(new.owner_id, new.idempotency_key)
         if existing is not None:
             return _replay(existing, new.request_fingerprint), False
-        raise _quota_exceeded(exc) from None
+        raise task_store.quota_exceeded(exc) from None
     except IdempotencyKeyTaken:
         existing = _find_by_key(new.owner_id, new.idempotency_key)
         if existing is None:
@@ -275,7 +267,10 @@ def submit():
         return _submit_upload(settings, owner, key)
     if request.mimetype != "application/json":
         raise UnsupportedMediaType('send JSON {"url": ...} or multipart/form-data with a "file" field')
-    body = json_body(SubmitByUrl, max_bytes=settings.max_request_json_bytes)
+    fields = json_object(max_bytes=settings.max_request_json_bytes)
+    if "upload" in fields:
+        return _submit_finished_upload(settings, owner, fields)
+    body = validated(SubmitByUrl, fields)
     check_source_url(
         body.url, allow_loopback=settings.allow_loopback_sources, max_length=settings.max_url_length
     )
@@ -321,6 +316,14 @@ def _submit_upload(settings: Settings, owner: uuid.UUID, key: str | None) -> Res
     finally:
         if not created:
             _discard(upload.uri)
+
+
+def _submit_finished_upload(settings: Settings, owner: uuid.UUID, fields: dict) -> Response:
+    """``{"upload": id}``: a complete resumable upload (``/uploads``) becomes the task."""
+    task_id, status = submit_finished_upload(settings, owner, validated(SubmitFinishedUpload, fields))
+    with _engine().connect() as conn:
+        task = task_store.find_owned(conn, task_id, owner)
+    return _task_response(task, status, **({"Idempotent-Replayed": "true"} if status == 200 else {}))
 
 
 def _discard(uri: str) -> None:

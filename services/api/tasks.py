@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from services.api.outbox import OutboxMessage, enqueue, in_flight, lock_owner, withdraw_submitted
 from shared.config import Settings
+from shared.errors import Conflict
 from shared.events import ClipSpec, TaskStatusChanged, TaskSubmitted
 from shared.lifecycle import ACTIVE_STATUSES, TaskStatus
 
@@ -188,6 +189,16 @@ class StorageQuotaExceeded(Exception):
     def __init__(self, stored: int, adding: int, quota: int) -> None:
         super().__init__(f"{stored} bytes stored + {adding} > {quota}")
         self.stored, self.adding, self.quota = stored, adding, quota
+
+
+def quota_exceeded(exc: StorageQuotaExceeded) -> Conflict:
+    """The answer to a submission or an upload past the owner's stored-bytes quota."""
+    return Conflict(
+        f"your stored files take {exc.stored} of your {exc.quota} bytes"
+        + (f" and this upload adds {exc.adding}" if exc.adding else "")
+        + "; delete tasks to make room",
+        code="storage_quota_exceeded",
+    )
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:

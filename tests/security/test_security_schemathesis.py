@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 
 from services.api.openapi import DOCUMENT_PATH
 from tests.support.security import SCANNED, leaks_in
+from tests.support.tus import sweep_every_upload
 
 pytestmark = pytest.mark.security
 
@@ -32,6 +33,17 @@ CONFIG = schemathesis.Config.from_dict(
         },
     }
 )
+
+# A tus PATCH body is raw bytes, like application/octet-stream.
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_upload_left(local_stack):
+    """The resumable uploads the generated requests created are swept afterwards."""
+    yield
+    sweep_every_upload(local_stack.settings.database_url)
+
 
 schema = schemathesis.openapi.from_path(DOCUMENT_PATH, config=CONFIG)
 

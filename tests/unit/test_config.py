@@ -87,3 +87,22 @@ def test_the_readme_lists_every_setting_as_the_code_defines_it():
 def test_the_per_user_limits_must_be_positive(field):
     with pytest.raises(ValidationError, match=field):
         Settings(**{field: 0})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"tus_upload_expiry_hours": 0},
+        {"tus_max_uploads_in_progress": 0},
+        {"tus_cors_origins": "*"},
+        {"tus_cors_origins": "https://app.league.example/uploads"},
+        {"tus_cors_origins": "app.league.example"},
+    ],
+)
+def test_resumable_upload_settings_that_would_break_the_protocol_are_refused(values):
+    with pytest.raises(ValueError):
+        Settings(**values)
+
+
+def test_cors_origins_take_a_list():
+    Settings(tus_cors_origins="https://app.league.example, http://localhost:3000")

@@ -1,0 +1,204 @@
+"""Resumable (tus) uploads in the database: every query is scoped to the upload's owner.
+
+A row holds all an api replica needs to continue an upload another one began: the
+length, the durable offset, the Cloud Storage session and the tail (the last bytes
+received, fewer than 256 KiB, that Cloud Storage cannot take until more follow).
+
+A PATCH holds the upload's advisory lock (``pg_try_advisory_lock(lock_key)``) on its own
+connection while it streams: a second PATCH, a DELETE or the expiry sweep that finds it
+taken answers 409 or skips the row. The lock is the connection's, so a process that
+dies lets go of it at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Row
+
+_COLUMNS = """
+    id, owner_id, lock_key, upload_length, upload_offset, tail, session_url, object_uri,
+    metadata, filename, created_at, completed_at, expires_at
+"""
+_FIND_OWNED = text(
+    f"SELECT {_COLUMNS} FROM tus_uploads WHERE id = :id AND owner_id = :owner AND expires_at > now()"
+)
+_FIND_OWNED_FOR_UPDATE = text(
+    f"""
+    SELECT {_COLUMNS} FROM tus_uploads WHERE id = :id AND owner_id = :owner AND expires_at > now()
+    FOR UPDATE
+    """
+)
+# Serializes one owner's creations so the in-progress cap holds under concurrent POSTs.
+_LOCK_OWNER = text("SELECT pg_advisory_xact_lock(:key)")
+_IN_PROGRESS = text(
+    """
+    SELECT count(*) FROM tus_uploads
+    WHERE owner_id = :owner AND completed_at IS NULL AND expires_at > now()
+    """
+)
+_INSERT = text(
+    """
+    INSERT INTO tus_uploads (id, owner_id, lock_key, upload_length, session_url, object_uri,
+                             metadata, filename, expires_at)
+    VALUES (:id, :owner, :lock_key, :length, :session_url, :object_uri, :metadata, :filename,
+            now() + make_interval(secs => :expiry))
+    RETURNING created_at, expires_at
+    """
+)
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:key)")
+_TRY_XACT_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
+_UNLOCK = text("SELECT pg_advisory_unlock(:key)")
+# Progress commits do not wait for the WAL flush: a PostgreSQL crash may lose the last
+# few, leaving an older offset and tail that still match each other, and the next PATCH
+# learns from the session itself what it already holds.
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
+_SAVE_PROGRESS = text(
+    "UPDATE tus_uploads SET upload_offset = :offset, tail = :tail, updated_at = now() WHERE id = :id"
+)
+# A complete upload waits for its POST /tasks as long again as the expiry setting.
+_COMPLETE = text(
+    """
+    UPDATE tus_uploads
+    SET upload_offset = upload_length, tail = ''::bytea, completed_at = now(), updated_at = now(),
+        expires_at = now() + make_interval(secs => :expiry)
+    WHERE id = :id
+    RETURNING expires_at
+    """
+)
+_DELETE = text("DELETE FROM tus_uploads WHERE id = :id")
+# One expired row no PATCH is streaming into: a row another sweep holds is skipped, and
+# so is one whose advisory lock a PATCH holds (the PATCH's own expiry check ends it).
+_CLAIM_EXPIRED = text(
+    f"""
+    SELECT {_COLUMNS} FROM tus_uploads
+    WHERE expires_at <= now() AND pg_try_advisory_xact_lock(lock_key)
+    ORDER BY expires_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+
+@dataclass(frozen=True)
+class TusUpload:
+    """A resumable upload as its owner's requests see it."""
+
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    lock_key: int
+    upload_length: int
+    upload_offset: int
+    tail: bytes
+    session_url: str
+    object_uri: str
+    metadata: str
+    filename: str | None
+    created_at: datetime
+    completed_at: datetime | None
+    expires_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> TusUpload:
+        values = row._asdict()
+        values["tail"] = bytes(values["tail"])
+        return cls(**values)
+
+    @property
+    def complete(self) -> bool:
+        return self.completed_at is not None
+
+
+def lock_key(upload_id: uuid.UUID) -> int:
+    """The advisory lock key of an upload: the first 64 bits of its id."""
+    return int.from_bytes(upload_id.bytes[:8], "big", signed=True)
+
+
+def _owner_lock_key(owner_id: uuid.UUID) -> int:
+    # The id's last 64 bits, so an owner's key never equals one of its uploads' keys.
+    return int.from_bytes(owner_id.bytes[8:], "big", signed=True)
+
+
+def find_owned(
+    conn: Connection, upload_id: uuid.UUID, owner_id: uuid.UUID, *, for_update: bool = False
+) -> TusUpload | None:
+    """The owner's upload unless it expired; None otherwise."""
+    query = _FIND_OWNED_FOR_UPDATE if for_update else _FIND_OWNED
+    row = conn.execute(query, {"id": upload_id, "owner": owner_id}).first()
+    return TusUpload.from_row(row) if row else None
+
+
+def uploads_in_progress(conn: Connection, owner_id: uuid.UUID) -> int:
+    """How many incomplete uploads the owner holds, with the owner's creation lock taken
+    for the rest of the caller's transaction."""
+    conn.execute(_LOCK_OWNER, {"key": _owner_lock_key(owner_id)})
+    return conn.execute(_IN_PROGRESS, {"owner": owner_id}).scalar_one()
+
+
+@dataclass(frozen=True)
+class NewUpload:
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    upload_length: int
+    session_url: str
+    object_uri: str
+    metadata: str
+    filename: str | None
+
+
+def create(conn: Connection, new: NewUpload, expiry: timedelta) -> tuple[datetime, datetime]:
+    """Store a new upload at offset 0; returns its creation and expiry times."""
+    row = conn.execute(
+        _INSERT,
+        {
+            "id": new.id,
+            "owner": new.owner_id,
+            "lock_key": lock_key(new.id),
+            "length": new.upload_length,
+            "session_url": new.session_url,
+            "object_uri": new.object_uri,
+            "metadata": new.metadata,
+            "filename": new.filename,
+            "expiry": expiry.total_seconds(),
+        },
+    ).one()
+    return row.created_at, row.expires_at
+
+
+def try_lock(conn: Connection, upload: TusUpload) -> bool:
+    """Take the upload's streaming lock on ``conn`` (held until :func:`unlock` or the
+    connection ends); False when another request holds it."""
+    return bool(conn.execute(_TRY_LOCK, {"key": upload.lock_key}).scalar_one())
+
+
+def try_xact_lock(conn: Connection, upload: TusUpload) -> bool:
+    """The same lock for the rest of the caller's transaction (DELETE, submission)."""
+    return bool(conn.execute(_TRY_XACT_LOCK, {"key": upload.lock_key}).scalar_one())
+
+
+def unlock(conn: Connection, upload: TusUpload) -> None:
+    conn.execute(_UNLOCK, {"key": upload.lock_key})
+
+
+def save_progress(conn: Connection, upload_id: uuid.UUID, offset: int, tail: bytes) -> None:
+    """Record the durable offset and tail (the caller commits)."""
+    conn.execute(_ASYNC_COMMIT)
+    conn.execute(_SAVE_PROGRESS, {"id": upload_id, "offset": offset, "tail": tail})
+
+
+def mark_complete(conn: Connection, upload_id: uuid.UUID, expiry: timedelta) -> datetime:
+    """Record that Cloud Storage holds the whole object; returns the new expiry."""
+    return conn.execute(_COMPLETE, {"id": upload_id, "expiry": expiry.total_seconds()}).scalar_one()
+
+
+def delete(conn: Connection, upload_id: uuid.UUID) -> None:
+    conn.execute(_DELETE, {"id": upload_id})
+
+
+def claim_expired(conn: Connection) -> TusUpload | None:
+    """One expired upload, locked for the caller's transaction; None when none is due."""
+    row = conn.execute(_CLAIM_EXPIRED).first()
+    return TusUpload.from_row(row) if row else None
