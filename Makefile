@@ -30,7 +30,11 @@ SCAN_STAMP := $(SCAN_VENV)/.installed-$(SCAN_LOCK)
 # The tus-js-client the resumable-upload tests drive with node (tests/js).
 JS_DIR := tests/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed-package-lock.json
-APT_PACKAGES := python3-venv ffmpeg nginx postgresql golang-go golang-google-cloud-dev nodejs npm
+APT_PACKAGES := python3-venv ffmpeg nginx postgresql golang-go golang-google-cloud-dev
+# Node.js and npm come from Debian only where no node/npm is installed yet: a Node.js
+# from another repository (e.g. NodeSource's, which carries its own npm) conflicts with
+# Debian's npm package.
+NODE_PACKAGES := nodejs npm
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PYTEST_ARGS ?=
 LOCK_ARGS ?=
@@ -48,6 +52,7 @@ system-packages:
 	  dpkg-query -W -f='$${Status}' "$$package" 2>/dev/null | grep -q "install ok installed" \
 	    || missing="$$missing $$package"; \
 	done; \
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then missing="$$missing $(NODE_PACKAGES)"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  $(SUDO) apt-get update -q; \
