@@ -240,7 +240,7 @@ def test_a_paused_upload_continues_after_a_reload(web, local_stack, media_dir, c
             "no tus server answers at /uploads on this stack (OPTIONS /uploads sent no Tus-Version): "
             "the app uploads with a multipart POST /tasks until it does"
         )
-    # Over one 8 MiB tus chunk, sent at 2 MB/s: there is time to pause halfway.
+    # Some megabytes sent at 2 MB/s (the browser's upload throttled): time to pause midway.
     source = make_video(
         media_dir / "web-resumable.mp4", width=640, height=360, seconds=12, extra=("-b:v", "8M", "-shortest")
     )
