@@ -58,6 +58,11 @@ def test_the_gateway_serves_the_app_with_its_security_and_cache_headers(web_buil
     assert script.headers["X-Content-Type-Options"] == "nosniff"
     assert script.headers.get("Content-Encoding") == "gzip"
 
+    # A method the files do not take is the gateway's 405 in the error shape, as JSON.
+    refused = requests.delete(f"{local_stack.base_url}/", timeout=10)
+    assert refused.status_code == 405 and refused.headers["Content-Type"].startswith("application/json")
+    assert refused.json()["error"]["code"] == "method_not_allowed"
+
     # The api keeps every other path, with its own error shape.
     missing = requests.get(f"{local_stack.base_url}/assets/not-there.js", timeout=10)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
