@@ -183,6 +183,28 @@ def test_the_apis_messages_show_next_to_their_fields(web, local_stack):
     web.assert_nothing_ran()
 
 
+def test_a_rate_limited_submission_says_how_long_to_wait(web, local_stack, source_server, short_source):
+    page = web.page
+    web.sign_up()
+    token = web.token()
+    # Every submission counts, refused ones too: use up the minute with empty bodies.
+    limit = local_stack.settings.tasks_per_minute_per_user
+    with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {token}"
+        for _ in range(limit):
+            assert session.post(f"{web.base_url}/tasks", json={}, timeout=10).status_code == 400
+    web.go("/new")
+    url = page.get_by_label("Video URL")
+    url.fill(source_server.url(short_source))
+    page.get_by_role("button", name="Submit URL").click()
+    message = page.locator(f"#{url.get_attribute('id')}-error")
+    expect(message).to_contain_text(re.compile(r"Try again in \d+ s\."))
+    wait = int(re.search(r"Try again in (\d+) s", message.text_content()).group(1))
+    assert 1 <= wait <= 60
+    expect(page.get_by_role("heading", name="New task")).to_be_visible()
+    web.assert_nothing_ran()
+
+
 def test_injected_markup_in_a_file_name_and_a_url_shows_as_text_and_never_runs(
     web, source_server, short_source
 ):
