@@ -348,3 +348,34 @@ def test_polling_is_never_faster_than_2_s_and_stops_while_the_tab_is_hidden(web)
         "showing the tab did not refresh at once"
     )
     web.assert_nothing_ran()
+
+
+def _tab_to(web: WebPage, accessible_name: str, presses: int = 15) -> None:
+    for _ in range(presses):
+        web.page.keyboard.press("Tab")
+        focused = web.page.evaluate(
+            "() => { const e = document.activeElement;"
+            " return (e.labels && e.labels[0] ? e.labels[0].textContent : e.textContent || '').trim(); }"
+        )
+        if focused == accessible_name:
+            return
+    pytest.fail(f"Tab never reached {accessible_name!r}")
+
+
+def test_logging_in_and_reaching_a_new_task_work_by_keyboard(web, local_stack):
+    user = PlatformClient.sign_up(local_stack.base_url, "keys")
+    page = web.page
+    web.go("/login")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    _tab_to(web, "Email or username")
+    page.keyboard.type(user.email)
+    _tab_to(web, "Password", presses=1)
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="My tasks")).to_be_visible()
+    _tab_to(web, "New task")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="New task")).to_be_visible()
+    _tab_to(web, "Video file")
+    _tab_to(web, "Video URL")
+    web.assert_nothing_ran()
