@@ -30,16 +30,20 @@ SCAN_STAMP := $(SCAN_VENV)/.installed-$(SCAN_LOCK)
 # The tus-js-client the resumable-upload tests drive with node (tests/js).
 JS_DIR := tests/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed-package-lock.json
-APT_PACKAGES := python3-venv ffmpeg nginx postgresql golang-go golang-google-cloud-dev
+APT_PACKAGES := python3-venv ffmpeg nginx postgresql golang-go golang-google-cloud-dev chromium
 # Node.js and npm come from Debian only where no node/npm is installed yet: a Node.js
 # from another repository (e.g. NodeSource's, which carries its own npm) conflicts with
 # Debian's npm package.
 NODE_PACKAGES := nodejs npm
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# The web app (web/): npm packages from its lock file, then its build (served at /).
+WEB_INSTALL_STAMP := web/node_modules/.installed-package-lock.json
+WEB_BUILD_STAMP := web/dist/.built
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.js web/package-lock.json
 PYTEST_ARGS ?=
 LOCK_ARGS ?=
 
-.PHONY: help install system-packages pstest up down test fmt lock migrate clean scan bench bench-api bench-e2e load
+.PHONY: help install system-packages pstest web up down test fmt lock migrate clean scan bench bench-api bench-e2e load
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -81,13 +85,27 @@ $(SCAN_STAMP): $(SCAN_LOCK) | $(SCAN_VENV)/bin/python
 pstest: install ## build the Pub/Sub fake (.local/bin/pstest) if its source changed
 	$(PYTHON) -m infra.local build-pstest
 
-up: install pstest ## run the platform: emulators, PostgreSQL, services, gateway on :5050
+# vite 8 needs Node.js 20.19 or newer: Debian 12's own nodejs (18) is too old, so node
+# comes from the machine (NodeSource's nodejs package on the developers' images and CI).
+$(WEB_INSTALL_STAMP): web/package-lock.json | system-packages
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=19)?0:1)' \
+	  || { echo "make web needs Node.js >= 20.19 with npm (see docs/webapp.md)" >&2; exit 1; }
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+web: $(WEB_BUILD_STAMP) ## build the web app into web/dist (quick when done)
+
+$(WEB_BUILD_STAMP): $(WEB_INSTALL_STAMP) $(WEB_SOURCES)
+	cd web && npm run --silent build
+	touch $@
+
+up: install pstest web ## run the platform: emulators, PostgreSQL, services, gateway on :5050
 	$(PYTHON) -m infra.local up
 
 down: ## stop a stack started in the background (`make up &`)
 	@if [ -x $(PYTHON) ]; then $(PYTHON) -m infra.local down; else echo "nothing to stop"; fi
 
-test: install pstest ## the whole test suite (PYTEST_ARGS="-k auth" to narrow it)
+test: install pstest web ## the whole test suite (PYTEST_ARGS="-k auth" to narrow it)
 	@status=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "FAILED: pytest collected no tests (exit status 5)" >&2; fi; \
 	exit $$status

@@ -23,6 +23,7 @@ from types import FrameType
 import psutil
 
 from infra.local.emulators import build_pstest
+from infra.local.gateway import web_root
 from infra.local.postgres import postgres_fallback_dir
 from infra.local.process import StartupError, group_members, kill_group, port_accepts, wait_until
 from infra.local.stack import LocalStack
@@ -63,7 +64,16 @@ def _finished(process: psutil.Process) -> bool:
 def _banner(stack: LocalStack) -> str:
     config = stack.config
     services = config.service_names()
-    rows = [("gateway", f"{stack.base_url}   (/auth/* -> auth, everything else -> api)")]
+    rows = [
+        (
+            "gateway",
+            f"{stack.base_url}   (/auth/* -> auth, / and /assets/* -> web app, everything else -> api)",
+        )
+    ]
+    if (web_root(config) / "index.html").exists():
+        rows.insert(0, ("web app", f"{stack.base_url}/   (open it in a browser)"))
+    else:
+        rows.insert(0, ("web app", "not built: run `make web`"))
     for name in ("auth", "api"):
         if name in services:
             rows.append((name, f"http://{config.host}:{getattr(config, f'{name}_port')}"))

@@ -10,6 +10,26 @@ from pathlib import Path
 from infra.local.process import ManagedProcess, StartupError, port_bindable, tcp_probe
 from infra.local.stack_config import StackConfig
 
+# The web app's Content-Security-Policy: this origin only, no inline script or style, no
+# framing. infra/terraform/web.tf sends the same policy from the backend bucket.
+WEB_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+    "media-src 'self' blob:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+def web_root(config: StackConfig) -> Path:
+    """Where the gateway serves the web app from: the build of web/ (`make web`)."""
+    return config.project_root / "web" / "dist"
+
+
+def _mime_types() -> Path:
+    for candidate in (Path("/etc/nginx/mime.types"), Path("/usr/local/nginx/conf/mime.types")):
+        if candidate.exists():
+            return candidate
+    raise StartupError("nginx's mime.types not found: run `make install`")
+
 
 def render_gateway_config(config: StackConfig) -> Path:
     nginx_dir = config.state_dir / "nginx"
@@ -28,6 +48,9 @@ def render_gateway_config(config: StackConfig) -> Path:
         "auth_port": str(config.auth_port),
         "api_port": str(config.api_port),
         "listen_directives": "\n        ".join(listen),
+        "web_root": str(web_root(config)),
+        "web_csp": WEB_CSP,
+        "mime_types": str(_mime_types()),
     }
     text = (Path(__file__).parent / "nginx.conf.template").read_text()
     for name, value in values.items():

@@ -1,5 +1,6 @@
 # Global external Application Load Balancer: HTTPS only (HTTP answers with a redirect),
-# /auth/* to the auth group, everything else to the api group.
+# /auth/* to the auth group, the api's paths to the api group, everything else to the web
+# app's backend bucket (web.tf).
 
 resource "google_compute_global_address" "lb" {
   name = "idrl-lb"
@@ -60,7 +61,7 @@ resource "google_compute_backend_service" "services" {
 
 resource "google_compute_url_map" "https" {
   name            = "idrl"
-  default_service = google_compute_backend_service.services["api"].id
+  default_service = google_compute_backend_bucket.web.id
 
   host_rule {
     hosts        = ["*"]
@@ -69,7 +70,7 @@ resource "google_compute_url_map" "https" {
 
   path_matcher {
     name            = "services"
-    default_service = google_compute_backend_service.services["api"].id
+    default_service = google_compute_backend_bucket.web.id
 
     # Readiness is for the health checks, which ask each instance directly on port 8080;
     # from the internet /readyz would only tell the state of the dependencies and make
@@ -99,6 +100,64 @@ resource "google_compute_url_map" "https" {
       }
       match_rules {
         prefix_match = "/auth/"
+      }
+    }
+
+    # The api's paths (the OpenAPI document lists them; /uploads is the tus endpoint).
+    route_rules {
+      priority = 3
+      service  = google_compute_backend_service.services["api"].id
+      match_rules {
+        prefix_match = "/tasks"
+      }
+      match_rules {
+        prefix_match = "/uploads"
+      }
+      match_rules {
+        full_path_match = "/openapi.json"
+      }
+      match_rules {
+        full_path_match = "/healthz"
+      }
+    }
+
+    # The web app's page: / is its index.html, asked for again on every load.
+    route_rules {
+      priority = 4
+      service  = google_compute_backend_bucket.web.id
+      match_rules {
+        full_path_match = "/"
+      }
+      match_rules {
+        full_path_match = "/index.html"
+      }
+      route_action {
+        url_rewrite {
+          path_prefix_rewrite = "/index.html"
+        }
+      }
+      header_action {
+        response_headers_to_add {
+          header_name  = "Cache-Control"
+          header_value = local.web_cache.page
+          replace      = true
+        }
+      }
+    }
+
+    # Its hashed assets: kept for a year.
+    route_rules {
+      priority = 5
+      service  = google_compute_backend_bucket.web.id
+      match_rules {
+        prefix_match = "/assets/"
+      }
+      header_action {
+        response_headers_to_add {
+          header_name  = "Cache-Control"
+          header_value = local.web_cache.assets
+          replace      = true
+        }
       }
     }
   }

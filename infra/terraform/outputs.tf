@@ -8,6 +8,11 @@ output "base_url" {
   value       = "https://${var.domains[0]}"
 }
 
+output "web_bucket" {
+  description = "Bucket the web app's build is published to (cloudbuild.yaml, step web-publish)."
+  value       = google_storage_bucket.web.name
+}
+
 output "images" {
   description = "Image each service runs (this apply's image_tag)."
   value       = local.images

@@ -175,13 +175,21 @@ def test_pubsub_service_agent_may_dead_letter(queue_module):
 # --- load balancer and instance groups -----------------------------------------------------
 
 
-def test_load_balancer_routes_auth_and_defaults_to_api(root):
+def test_load_balancer_routes_auth_and_api_and_defaults_to_the_web_app(root):
     url_map = root.resource("google_compute_url_map", "https")
     api = '${google_compute_backend_service.services["api"].id}'
     auth = '${google_compute_backend_service.services["auth"].id}'
-    assert url_map["default_service"] == api
+    web = "${google_compute_backend_bucket.web.id}"
+    assert url_map["default_service"] == web
     matcher = only(url_map["path_matcher"])
-    assert matcher["default_service"] == api
+    assert matcher["default_service"] == web
+    to_api = [
+        rule for rule in matcher["route_rules"] if rule["service"] == api and "route_action" not in rule
+    ]
+    assert len(to_api) == 1
+    assert {"prefix_match": "/tasks"} in to_api[0]["match_rules"]
+    assert {"prefix_match": "/uploads"} in to_api[0]["match_rules"]
+    assert {"full_path_match": "/openapi.json"} in to_api[0]["match_rules"]
     to_auth = [rule for rule in matcher["route_rules"] if rule["service"] == auth]
     assert len(to_auth) == 1 and "route_action" not in to_auth[0]
     assert {"prefix_match": "/auth/"} in to_auth[0]["match_rules"]
@@ -191,6 +199,51 @@ def test_load_balancer_routes_auth_and_defaults_to_api(root):
     assert https["load_balancing_scheme"] == "EXTERNAL_MANAGED"
     proxy = root.resource("google_compute_target_https_proxy", "lb")
     assert proxy["ssl_policy"] == "${google_compute_ssl_policy.modern.id}"
+
+
+def _cache_control(rule: dict, root) -> str:
+    added = only(only(rule["header_action"])["response_headers_to_add"])
+    assert added["header_name"] == "Cache-Control" and added["replace"] is True
+    return (
+        added["header_value"]
+        .replace("${local.web_cache.page}", root.locals["web_cache"]["page"])
+        .replace("${local.web_cache.assets}", root.locals["web_cache"]["assets"])
+    )
+
+
+def test_the_web_app_is_a_private_backend_bucket_with_its_cache_and_security_headers(root):
+    from infra.local.gateway import WEB_CSP
+
+    web = "${google_compute_backend_bucket.web.id}"
+    matcher = only(root.resource("google_compute_url_map", "https")["path_matcher"])
+    to_web = {
+        tuple(next(iter(m.values())) for m in rule["match_rules"]): rule
+        for rule in matcher["route_rules"]
+        if rule["service"] == web
+    }
+    page = to_web[("/", "/index.html")]
+    assert only(only(page["route_action"])["url_rewrite"])["path_prefix_rewrite"] == "/index.html"
+    assert _cache_control(page, root) == "no-cache"
+    assert _cache_control(to_web[("/assets/",)], root) == "public, max-age=31536000, immutable"
+
+    backend = root.resource("google_compute_backend_bucket", "web")
+    assert backend["bucket_name"] == "${google_storage_bucket.web.name}"
+    headers = dict(header.split(": ", 1) for header in backend["custom_response_headers"])
+    # The same policy as the local gateway's: one origin, no inline script, no framing.
+    assert headers["Content-Security-Policy"] == "${local.web_csp}"
+    directives = re.findall(r'"([^"]+)"', root.locals["web_csp"].removeprefix('${join("; ", '))
+    assert "; ".join(directives) == WEB_CSP
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "same-origin"
+    assert headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    web_tf = (TERRAFORM / "web.tf").read_text()
+
+    bucket = root.resource("google_storage_bucket", "web")
+    assert bucket["public_access_prevention"] == "enforced"
+    reader = root.resource("google_storage_bucket_iam_member", "web_reader")
+    assert reader["role"] == "roles/storage.objectViewer"
+    assert reader["member"] == "${local.web_reader}"
+    assert "allUsers" not in web_tf and "allAuthenticatedUsers" not in web_tf
 
 
 def test_load_balancer_health_checks_ask_readyz(root):
