@@ -12,10 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import Connection, Engine
 
 from shared.config import Settings, get_settings
+
+# SQLAlchemy Core has no SET TRANSACTION statement, so it stays SQL text: the first
+# statement of a transaction that must not write (Core's ``postgresql_readonly`` would
+# change the whole session instead, and the connection goes back to the pool).
+SET_READ_ONLY = text("SET TRANSACTION READ ONLY")
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -92,11 +97,11 @@ def dispose_engine() -> None:
 def read_only(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction: the path through which the transcoder reads task state."""
     with engine.connect() as conn, conn.begin():
-        conn.execute(text("SET TRANSACTION READ ONLY"))
+        conn.execute(SET_READ_ONLY)
         yield conn
 
 
 def ping(engine: Engine) -> None:
     """Raise if the database does not answer a trivial query."""
     with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+        conn.execute(select(1))

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from flask import Blueprint, current_app, request
 from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
-from sqlalchemy import text
+from sqlalchemy import BindParameter, bindparam, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -18,6 +18,7 @@ from services.auth import throttle
 from services.auth.passwords import hash_password, verify_password
 from shared import ratelimit, sessions
 from shared.errors import Conflict, Unauthorized
+from shared.tables import users
 from shared.tokens import InvalidToken, add_bearer_challenge, bearer_token, issue_token
 from shared.web import json_body
 
@@ -98,29 +99,23 @@ class LoginRequest(BaseModel):
         return (self.email or self.username or "").lower()
 
 
-_INSERT_USER = text(
-    """
-    INSERT INTO users (username, email, password_hash)
-    VALUES (:username, :email, :password_hash)
-    RETURNING id, username, email, created_at
-    """
+_INSERT_USER = insert(users).returning(users.c.id, users.c.username, users.c.email, users.c.created_at)
+# Usernames and emails are unique regardless of case (the lower() indexes of users).
+_IDENTIFIER: BindParameter[str] = bindparam("identifier")
+_EMAIL_MATCHES = func.lower(users.c.email) == _IDENTIFIER
+_FIND_USER = (
+    select(users.c.id, users.c.password_hash)
+    .where(_EMAIL_MATCHES | (func.lower(users.c.username) == _IDENTIFIER))
+    .order_by(_EMAIL_MATCHES.desc())
+    .limit(1)
 )
-_FIND_USER = text(
-    """
-    SELECT id, password_hash FROM users
-    WHERE lower(email) = :identifier OR lower(username) = :identifier
-    ORDER BY (lower(email) = :identifier) DESC
-    LIMIT 1
-    """
-)
-_PASSWORD_HASH = text("SELECT password_hash FROM users WHERE id = :id")
-_SET_PASSWORD = text("UPDATE users SET password_hash = :password_hash WHERE id = :id")
-_EXISTING = text(
-    """
-    SELECT lower(username) = lower(:username) AS same_username
-    FROM users WHERE lower(username) = lower(:username) OR lower(email) = lower(:email)
-    LIMIT 1
-    """
+_PASSWORD_HASH = select(users.c.password_hash).where(users.c.id == bindparam("id"))
+_SET_PASSWORD = update(users).where(users.c.id == bindparam("user_id"))
+_SAME_USERNAME = func.lower(users.c.username) == func.lower(bindparam("username"))
+_EXISTING = (
+    select(_SAME_USERNAME.label("same_username"))
+    .where(_SAME_USERNAME | (func.lower(users.c.email) == func.lower(bindparam("email"))))
+    .limit(1)
 )
 
 
@@ -139,8 +134,7 @@ def signup():
     try:
         with engine.begin() as conn:
             row = conn.execute(
-                _INSERT_USER,
-                {"username": body.username, "email": body.email, "password_hash": password_hash},
+                _INSERT_USER.values(username=body.username, email=body.email, password_hash=password_hash)
             ).one()
     except IntegrityError:
         with engine.connect() as conn:
@@ -227,7 +221,7 @@ def change_password():
     throttle.succeeded(engine, attempt)
     new_hash = hash_password(body.new_password)
     with engine.begin() as conn:
-        conn.execute(_SET_PASSWORD, {"id": user_id, "password_hash": new_hash})
+        conn.execute(_SET_PASSWORD.values(password_hash=new_hash), {"user_id": user_id})
         sessions.end_sessions(conn, user_id, datetime.now(UTC))
     return "", 204
 

@@ -7,7 +7,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
 from services.notifier.changes import (
@@ -21,6 +22,7 @@ from services.notifier.changes import (
 from shared import storage
 from shared.events import MalformedEvent, TaskStatusChanged
 from shared.lifecycle import TaskStatus
+from shared.tables import applied_events, clips, task_history, tasks
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +75,10 @@ def apply_status_change(
         event = event.model_copy(update={"outputs": outputs})
     with engine.begin() as conn:
         first_time = conn.execute(
-            text(
-                "INSERT INTO applied_events (event_id, task_id) VALUES (:event_id, :task_id) "
-                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-            ),
-            {"event_id": event.event_id, "task_id": event.task_id},
+            insert(applied_events)
+            .values(event_id=event.event_id, task_id=event.task_id)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(applied_events.c.event_id)
         ).first()
         if first_time is None:
             return Result(Outcome.DUPLICATE)
@@ -95,11 +96,14 @@ def apply_status_change(
 
 def _lock_task(conn: Connection, event: TaskStatusChanged) -> TaskState:
     row = conn.execute(
-        text(
-            "SELECT status, progress, attempt, deleted_at IS NOT NULL AS deleted "
-            "FROM tasks WHERE id = :task_id FOR UPDATE"
-        ),
-        {"task_id": event.task_id},
+        select(
+            tasks.c.status,
+            tasks.c.progress,
+            tasks.c.attempt,
+            tasks.c.deleted_at.is_not(None).label("deleted"),
+        )
+        .where(tasks.c.id == event.task_id)
+        .with_for_update()
     ).first()
     if row is None:
         # Raising rolls back the applied_events row: nothing is written for it.
@@ -113,10 +117,7 @@ def _lock_task(conn: Connection, event: TaskStatusChanged) -> TaskState:
 
 
 def _recorded_objects(conn: Connection, event: TaskStatusChanged) -> set[str]:
-    rows = conn.execute(
-        text("SELECT uri, poster_uri FROM clips WHERE task_id = :task_id"),
-        {"task_id": event.task_id},
-    )
+    rows = conn.execute(select(clips.c.uri, clips.c.poster_uri).where(clips.c.task_id == event.task_id))
     return {uri for row in rows for uri in row if uri}
 
 
@@ -150,56 +151,35 @@ def _delete_orphans(
 
 
 def _write_change(conn: Connection, event: TaskStatusChanged, change: Change) -> None:
-    conn.execute(
-        text(
-            """
-            UPDATE tasks SET
-                status = :status,
-                progress = :progress,
-                attempt = :attempt,
-                failure_reason = coalesce(:failure_reason, failure_reason),
-                worker_id = coalesce(:worker_id, worker_id),
-                status_changed_at = CASE WHEN :status_changed
-                    THEN CAST(:occurred_at AS timestamptz) ELSE status_changed_at END,
-                updated_at = now()
-            WHERE id = :task_id
-            """
-        ),
-        {
-            "task_id": event.task_id,
-            "status": str(change.status),
-            "progress": change.progress,
-            "attempt": change.attempt,
-            "failure_reason": change.failure_reason,
-            "worker_id": change.worker_id,
-            "status_changed": change.status_changed,
-            "occurred_at": change.occurred_at,
-        },
-    )
+    values: dict[str, object] = {
+        "status": str(change.status),
+        "progress": change.progress,
+        "attempt": change.attempt,
+        "updated_at": func.now(),
+    }
+    # A change without a failure reason or a worker keeps the ones the row has.
+    if change.failure_reason is not None:
+        values["failure_reason"] = change.failure_reason
+    if change.worker_id is not None:
+        values["worker_id"] = change.worker_id
+    if change.status_changed:
+        values["status_changed_at"] = change.occurred_at
+    conn.execute(update(tasks).where(tasks.c.id == event.task_id).values(values))
     if change.status is TaskStatus.PROCESSED:
-        conn.execute(text("DELETE FROM clips WHERE task_id = :task_id"), {"task_id": event.task_id})
+        conn.execute(delete(clips).where(clips.c.task_id == event.task_id))
         if event.outputs:
             conn.execute(
-                text(
-                    "INSERT INTO clips (task_id, index, uri, poster_uri, duration_seconds, "
-                    "size_bytes) VALUES (:task_id, :index, :uri, :poster_uri, "
-                    ":duration_seconds, :size_bytes)"
-                ),
-                [{"task_id": event.task_id, **clip.model_dump()} for clip in event.outputs],
+                insert(clips), [{"task_id": event.task_id, **clip.model_dump()} for clip in event.outputs]
             )
     conn.execute(
-        text(
-            "INSERT INTO task_history (task_id, status, progress, attempt, event_id, occurred_at) "
-            "VALUES (:task_id, :status, :progress, :attempt, :event_id, :occurred_at)"
-        ),
-        {
-            "task_id": event.task_id,
-            "status": str(change.status),
-            "progress": change.progress,
-            "attempt": change.attempt,
-            "event_id": event.event_id,
-            "occurred_at": change.occurred_at,
-        },
+        insert(task_history).values(
+            task_id=event.task_id,
+            status=str(change.status),
+            progress=change.progress,
+            attempt=change.attempt,
+            event_id=event.event_id,
+            occurred_at=change.occurred_at,
+        )
     )
     logger.info(
         "applied %s",
