@@ -25,7 +25,6 @@ after it was published is unmarked and goes out again with the next round.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -41,9 +40,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from shared.config import Settings
 from shared.events import Event, Publisher, encode
 from shared.lifecycle import TaskStatus
+from shared.logging import about_task, task_logger
 from shared.tables import outbox, tasks, users
 
-log = logging.getLogger(__name__)
+log = task_logger(__name__)
 
 # Published rows are kept a while for inspection, then pruned.
 _KEEP_PUBLISHED = timedelta(days=1)
@@ -214,7 +214,8 @@ def release_held(engine: Engine, publisher: Publisher, settings: Settings) -> in
                 continue
             messages = [_message(row) for row in conn.execute(_SUBMITTED_ROWS, {"task_ids": task_ids})]
         for task_id in task_ids:
-            log.info("task dispatched: its owner has a free slot again", extra={"task_id": task_id})
+            with about_task(task_id):
+                log.info("task dispatched: its owner has a free slot again")
         dispatched += len(task_ids)
         publish_committed(engine, publisher, settings, messages)
     return dispatched
@@ -236,11 +237,8 @@ def publish_committed(
             )
             published.append(message.id)
         except _PUBLISH_ERRORS as exc:
-            log.warning(
-                "publish deferred to the outbox relay: %s",
-                exc,
-                extra={"task_id": message.attributes.get("task_id"), "outbox_id": message.id},
-            )
+            with about_task(message.attributes.get("task_id")):
+                log.warning("publish deferred to the outbox relay: %s", exc, extra={"outbox_id": message.id})
     if published:
         try:
             with engine.begin() as conn:
@@ -270,21 +268,13 @@ def relay_once(engine: Engine, publisher: Publisher, settings: Settings) -> int:
             )
         published = []
         for row_id, attributes, future in pending:
-            try:
-                future.result(timeout=settings.outbox_publish_timeout_seconds)
-                published.append(row_id)
-                log.info(
-                    "outbox row %s published by the relay",
-                    row_id,
-                    extra={"task_id": attributes.get("task_id")},
-                )
-            except _PUBLISH_ERRORS as exc:
-                log.warning(
-                    "outbox row %s not published, will retry: %s",
-                    row_id,
-                    exc,
-                    extra={"task_id": attributes.get("task_id")},
-                )
+            with about_task(attributes.get("task_id")):
+                try:
+                    future.result(timeout=settings.outbox_publish_timeout_seconds)
+                    published.append(row_id)
+                    log.info("outbox row %s published by the relay", row_id)
+                except _PUBLISH_ERRORS as exc:
+                    log.warning("outbox row %s not published, will retry: %s", row_id, exc)
         if published:
             conn.execute(_MARK, {"ids": published})
     return len(published)
@@ -299,12 +289,13 @@ def requeue_stalled(engine: Engine, settings: Settings) -> int:
             _REQUEUE_STALLED, {"after": timedelta(seconds=settings.outbox_requeue_after_seconds)}
         ).all()
     for row in rows:
-        log.warning(
-            "task still %s %.0f s after its TaskSubmitted was published; publishing it again",
-            row.status,
-            settings.outbox_requeue_after_seconds,
-            extra={"task_id": str(row.task_id), "outbox_id": row.id},
-        )
+        with about_task(row.task_id):
+            log.warning(
+                "task still %s %.0f s after its TaskSubmitted was published; publishing it again",
+                row.status,
+                settings.outbox_requeue_after_seconds,
+                extra={"outbox_id": row.id},
+            )
     return len(rows)
 
 

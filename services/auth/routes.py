@@ -14,7 +14,7 @@ from sqlalchemy import BindParameter, bindparam, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from services.auth import throttle
+from services.auth import deps, throttle
 from services.auth.passwords import hash_password, verify_password
 from shared import ratelimit, sessions
 from shared.errors import Conflict, Unauthorized
@@ -121,8 +121,8 @@ _EXISTING = (
 
 @auth.post("/signup")
 def signup():
-    settings = current_app.extensions["settings"]
-    engine = current_app.extensions["engine"]
+    settings = deps.settings()
+    engine = deps.engine()
     ratelimit.hit(
         engine,
         f"signup:client:{request.remote_addr}",
@@ -151,8 +151,8 @@ def signup():
 
 @auth.post("/login")
 def login():
-    settings = current_app.extensions["settings"]
-    engine = current_app.extensions["engine"]
+    settings = deps.settings()
+    engine = deps.engine()
     body = json_body(LoginRequest, max_bytes=settings.max_request_json_bytes)
     with engine.connect() as conn:
         user = conn.execute(_FIND_USER, {"identifier": body.identifier}).first()
@@ -162,12 +162,14 @@ def login():
     attempt = throttle.begin(
         engine, account=account, address=request.remote_addr, limit=settings.login_failures_per_minute
     )
-    if not verify_password(user.password_hash if user else None, body.password):
+    # The password is checked (or a dummy hash computed) whether the account exists or not.
+    verified = verify_password(user.password_hash if user else None, body.password)
+    if user is None or not verified:
         # The same answer for an unknown account and a wrong password.
         raise Unauthorized("wrong credentials", code="invalid_credentials")
     throttle.succeeded(engine, attempt)
 
-    token = issue_token(current_app.extensions["signing_key"], settings, str(user.id))
+    token = issue_token(deps.signing_key(), settings, str(user.id))
     return {"token": token, "token_type": "Bearer", "expires_in": settings.token_ttl_seconds}
 
 
@@ -181,10 +183,8 @@ def _bearer_challenge(response):
 
 def _token_user() -> tuple[uuid.UUID, Engine]:
     """The user whose live token the request carries (401 otherwise)."""
-    engine = current_app.extensions["engine"]
-    claims = current_app.extensions["token_verifier"].verify(
-        bearer_token(request.headers.get("Authorization"))
-    )
+    engine = deps.engine()
+    claims = deps.token_verifier().verify(bearer_token(request.headers.get("Authorization")))
     try:
         user_id = uuid.UUID(str(claims["sub"]))
     except ValueError:
@@ -207,7 +207,7 @@ def logout():
 def change_password():
     """Replace the caller's password (the current one proves it is the owner) and end
     every token issued before now."""
-    settings = current_app.extensions["settings"]
+    settings = deps.settings()
     user_id, engine = _token_user()
     body = json_body(PasswordChange, max_bytes=settings.max_request_json_bytes)
     # A stolen token must not become a way around the login limits.
@@ -228,8 +228,8 @@ def change_password():
 
 @auth.get("/.well-known/jwks.json")
 def jwks():
-    settings = current_app.extensions["settings"]
-    response = current_app.json.response(current_app.extensions["jwks"])
+    settings = deps.settings()
+    response = current_app.json.response(deps.jwks())
     # The api's own cache time, so a client that honours the header keeps a dropped key
     # no longer than the api does (docs/deploy.md, "A leaked key").
     response.headers["Cache-Control"] = f"public, max-age={settings.jwks_cache_seconds}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,9 +21,10 @@ from services.notifier.changes import (
 from shared import storage
 from shared.events import MalformedEvent, TaskStatusChanged
 from shared.lifecycle import TaskStatus
+from shared.logging import about_task, task_logger
 from shared.tables import applied_events, clips, task_history, tasks
 
-logger = logging.getLogger(__name__)
+logger = task_logger(__name__)
 
 
 class UnknownTask(MalformedEvent):
@@ -49,7 +49,7 @@ def apply_status_change(
     event: TaskStatusChanged,
     *,
     clips_bucket: str,
-    delete_object: Callable[[str], bool] = storage.delete_uri,
+    delete_object: Callable[[str], bool] | None = None,
 ) -> Result:
     """Apply ``event`` to its task if it moves the task forward.
 
@@ -62,15 +62,26 @@ def apply_status_change(
     Outputs outside the task's own folder in ``clips_bucket`` are dropped and logged
     first: they are neither recorded nor ever deleted.
 
+    ``delete_object`` deletes one ``gs://`` object (by default through the notifier's
+    storage client, made once per instance).
+
     Raises :class:`MalformedEvent` (or :class:`UnknownTask`) for an event that can
-    never be applied; database and storage errors propagate.
+    never be applied; database and storage errors propagate. Every line logged on the
+    way names the event's task.
     """
+    with about_task(event.task_id):
+        return _apply(engine, event, clips_bucket, delete_object or _delete_uri)
+
+
+def _apply(
+    engine: Engine, event: TaskStatusChanged, clips_bucket: str, delete_object: Callable[[str], bool]
+) -> Result:
     check_event(event)
     outputs, refused = own_outputs(event, clips_bucket)
     if refused:
         logger.error(
             "dropped outputs outside the task's folder in the clips bucket",
-            extra={"task_id": str(event.task_id), "event_id": event.event_id, "uris": refused},
+            extra={"event_id": event.event_id, "uris": refused},
         )
         event = event.model_copy(update={"outputs": outputs})
     with engine.begin() as conn:
@@ -116,6 +127,10 @@ def _lock_task(conn: Connection, event: TaskStatusChanged) -> TaskState:
     )
 
 
+def _delete_uri(uri: str) -> bool:
+    return storage.delete_uri(storage.storage_client(), uri)
+
+
 def _recorded_objects(conn: Connection, event: TaskStatusChanged) -> set[str]:
     rows = conn.execute(select(clips.c.uri, clips.c.poster_uri).where(clips.c.task_id == event.task_id))
     return {uri for row in rows for uri in row if uri}
@@ -133,7 +148,7 @@ def _delete_orphans(
             # The notifier may delete only clips; anything else is left for an operator.
             logger.warning(
                 "left an object outside the clips bucket",
-                extra={"task_id": str(event.task_id), "event_id": event.event_id, "uri": uri},
+                extra={"event_id": event.event_id, "uri": uri},
             )
             continue
         delete_object(uri)
@@ -142,7 +157,6 @@ def _delete_orphans(
         logger.info(
             "deleted the outputs of a late processed event",
             extra={
-                "task_id": str(event.task_id),
                 "event_id": event.event_id,
                 "uris": deleted,
             },
@@ -185,7 +199,6 @@ def _write_change(conn: Connection, event: TaskStatusChanged, change: Change) ->
         "applied %s",
         change.status,
         extra={
-            "task_id": str(event.task_id),
             "event_id": event.event_id,
             "progress": change.progress,
             "attempt": change.attempt,

@@ -23,9 +23,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.transcoder.decisions import StopReason, was_canceled
 from services.transcoder.runner import StopSignal
-from services.transcoder.tasklog import task_logger
 from shared.db import SET_READ_ONLY, read_only
 from shared.lifecycle import TaskStatus
+from shared.logging import task_logger
 from shared.tables import tasks
 
 log = task_logger(__name__)
