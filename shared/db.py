@@ -1,31 +1,59 @@
-"""The database engine: one SQLAlchemy engine (and its pool) per process.
+"""The database engine: one SQLAlchemy engine (and its pool) per process and database.
 
 A host/port database is reached with pg8000 directly (``DATABASE_URL``); when
 ``INSTANCE_CONNECTION_NAME`` is set, connections are opened by the Cloud SQL Python
 Connector (IAM-authorized, TLS, private IP by default), as in Google's Cloud SQL samples.
+Each such engine has its own connector, closed with the engine by :func:`close_engine`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import sqlalchemy
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import Connection, Engine
 
 from shared.config import Settings, get_settings
 
-_lock = threading.Lock()
-_engine: Engine | None = None
-_connector = None  # google.cloud.sql.connector.Connector, created only on Google Cloud
+# SQLAlchemy Core has no SET TRANSACTION statement, so it stays SQL text: the first
+# statement of a transaction that must not write (Core's ``postgresql_readonly`` would
+# change the whole session instead, and the connection goes back to the pool).
+SET_READ_ONLY = text("SET TRANSACTION READ ONLY")
+
+_lock = threading.RLock()
+# The engines get_engine made, by the settings they were made from.
+_engines: dict[tuple[object, ...], Engine] = {}
+# The Cloud SQL connector (google.cloud.sql.connector.Connector) of each engine that has one.
+_connectors: dict[Engine, Any] = {}
+
+
+def engine_key(settings: Settings) -> tuple[object, ...]:
+    """Every field :func:`create_engine` reads: settings that agree on all of them get
+    the same engine from :func:`get_engine`, and settings that differ in any get another."""
+    return (
+        settings.database_url,
+        settings.instance_connection_name,
+        settings.db_ip_type,
+        settings.db_user,
+        settings.db_password,
+        settings.db_name,
+        settings.db_statement_timeout_ms,
+        settings.db_pool_size,
+        settings.db_max_overflow,
+        settings.db_pool_timeout_seconds,
+        settings.db_pool_recycle_seconds,
+        settings.service_name,
+    )
 
 
 def create_engine(settings: Settings) -> Engine:
-    """Build a new engine for ``settings`` (callers normally use :func:`get_engine`)."""
+    """Build a new engine for ``settings``; the caller closes it with :func:`close_engine`."""
     startup = {"statement_timeout": str(settings.db_statement_timeout_ms)}
-    pool = dict(
+    pool: dict[str, Any] = dict(
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
@@ -33,9 +61,15 @@ def create_engine(settings: Settings) -> Engine:
         pool_pre_ping=True,
     )
     if settings.instance_connection_name:
-        return sqlalchemy.create_engine(
-            "postgresql+pg8000://", creator=_connector_creator(settings, startup), **pool
+        from google.cloud.sql.connector import Connector, IPTypes
+
+        connector = Connector(ip_type=IPTypes[settings.db_ip_type.upper()], refresh_strategy="lazy")
+        engine = sqlalchemy.create_engine(
+            "postgresql+pg8000://", creator=_connect_through(connector, settings, startup), **pool
         )
+        with _lock:
+            _connectors[engine] = connector
+        return engine
     if not settings.database_url:
         raise SystemExit("set DATABASE_URL or INSTANCE_CONNECTION_NAME")
     return sqlalchemy.create_engine(
@@ -45,15 +79,8 @@ def create_engine(settings: Settings) -> Engine:
     )
 
 
-def _connector_creator(settings: Settings, startup: dict[str, str]):
-    global _connector
-    from google.cloud.sql.connector import Connector, IPTypes
-
-    if _connector is None:
-        _connector = Connector(ip_type=IPTypes[settings.db_ip_type.upper()], refresh_strategy="lazy")
-    connector = _connector
-
-    def connect():
+def _connect_through(connector: Any, settings: Settings, startup: dict[str, str]) -> Callable[[], Any]:
+    def connect() -> Any:
         return connector.connect(
             settings.instance_connection_name,
             "pg8000",
@@ -68,35 +95,48 @@ def _connector_creator(settings: Settings, startup: dict[str, str]):
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
-    """The process's engine, created on first use from ``settings`` (or the environment)."""
-    global _engine
+    """The process's engine for ``settings`` (or the environment's), created on first use.
+
+    A later call with settings that name another database, or pool it differently, gets
+    an engine of its own: settings are never silently ignored.
+    """
+    settings = settings or get_settings()
+    key = engine_key(settings)
     with _lock:
-        if _engine is None:
-            _engine = create_engine(settings or get_settings())
-        return _engine
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = create_engine(settings)
+        return engine
+
+
+def close_engine(engine: Engine) -> None:
+    """Close every pooled connection of ``engine`` and its Cloud SQL connector, if any."""
+    engine.dispose()
+    with _lock:
+        connector = _connectors.pop(engine, None)
+        for key in [key for key, cached in _engines.items() if cached is engine]:
+            del _engines[key]
+    if connector is not None:
+        connector.close()
 
 
 def dispose_engine() -> None:
-    """Close every pooled connection (on shutdown, and after fork)."""
-    global _engine, _connector
+    """Close every engine :func:`get_engine` made, with its connector (on shutdown)."""
     with _lock:
-        if _engine is not None:
-            _engine.dispose()
-            _engine = None
-        if _connector is not None:
-            _connector.close()
-            _connector = None
+        engines = list(_engines.values())
+    for engine in engines:
+        close_engine(engine)
 
 
 @contextmanager
 def read_only(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction: the path through which the transcoder reads task state."""
     with engine.connect() as conn, conn.begin():
-        conn.execute(text("SET TRANSACTION READ ONLY"))
+        conn.execute(SET_READ_ONLY)
         yield conn
 
 
 def ping(engine: Engine) -> None:
     """Raise if the database does not answer a trivial query."""
     with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+        conn.execute(select(1))

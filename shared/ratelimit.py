@@ -6,36 +6,38 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import text
+from sqlalchemy import ColumnElement, Text, bindparam, delete, func, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY, Insert, insert
 from sqlalchemy.engine import Engine
 
 from shared.errors import RateLimited
+from shared.tables import rate_limits
 
-_HIT = text(
-    """
-    INSERT INTO rate_limits (key, window_start, hits) VALUES (:key, :window, 1)
-    ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + 1
-    RETURNING hits
-    """
+_KEYS = func.unnest(bindparam("keys", type_=ARRAY(Text))).column_valued("key")
+
+
+def _upsert(hits: int, on_conflict: ColumnElement[int]) -> Insert:
+    """One row per key of ``:keys`` in ``:window``, starting at ``hits``; a row already
+    there gets ``on_conflict`` instead. Rows are taken in key order, so two requests
+    never wait on each other's rows crosswise (no deadlock)."""
+    rows = select(_KEYS, bindparam("window", type_=rate_limits.c.window_start.type), literal(hits))
+    return (
+        insert(rate_limits)
+        .from_select(["key", "window_start", "hits"], rows.order_by(_KEYS))
+        .on_conflict_do_update(index_elements=["key", "window_start"], set_={"hits": on_conflict})
+    )
+
+
+_HIT = (
+    insert(rate_limits)
+    .values(key=bindparam("key"), window_start=bindparam("window"), hits=1)
+    .on_conflict_do_update(index_elements=["key", "window_start"], set_={"hits": rate_limits.c.hits + 1})
+    .returning(rate_limits.c.hits)
 )
-# Several counters in one statement, each row taken in key order, so two requests never
-# wait on each other's rows crosswise (no deadlock) and no request sees a partial count.
-_HIT_MANY = text(
-    """
-    INSERT INTO rate_limits (key, window_start, hits)
-    SELECT key, :window, 1 FROM unnest(CAST(:keys AS text[])) AS key ORDER BY key
-    ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + 1
-    RETURNING key, hits
-    """
-)
-_UNDO_MANY = text(
-    """
-    INSERT INTO rate_limits (key, window_start, hits)
-    SELECT key, :window, 0 FROM unnest(CAST(:keys AS text[])) AS key ORDER BY key
-    ON CONFLICT (key, window_start) DO UPDATE SET hits = greatest(rate_limits.hits - 1, 0)
-    """
-)
-_PRUNE = text("DELETE FROM rate_limits WHERE window_start < :before")
+# Several counters in one statement, so no request sees a partial count.
+_HIT_MANY = _upsert(1, rate_limits.c.hits + 1).returning(rate_limits.c.key, rate_limits.c.hits)
+_UNDO_MANY = _upsert(0, func.greatest(rate_limits.c.hits - 1, 0))
+_PRUNE = delete(rate_limits).where(rate_limits.c.window_start < bindparam("before"))
 
 
 def _window(window_seconds: int, now: datetime) -> tuple[datetime, int]:

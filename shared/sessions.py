@@ -14,19 +14,20 @@ import time
 import uuid
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from shared.errors import Unauthorized
+from shared.tables import users
 from shared.tokens import InvalidToken
 
-_CUTOFF = text("SELECT tokens_valid_after FROM users WHERE id = :id")
+_CUTOFF = select(users.c.tokens_valid_after).where(users.c.id == bindparam("id"))
 # Never moved back: two replicas whose clocks differ slightly keep the later cutoff.
-_END = text(
-    """
-    UPDATE users SET tokens_valid_after = greatest(coalesce(tokens_valid_after, :at), :at)
-    WHERE id = :id
-    """
+_AT = bindparam("at", type_=users.c.tokens_valid_after.type)
+_END = (
+    update(users)
+    .where(users.c.id == bindparam("user_id"))
+    .values(tokens_valid_after=func.greatest(func.coalesce(users.c.tokens_valid_after, _AT), _AT))
 )
 # Stands for "no such user" in the cache.
 _NO_USER = object()
@@ -34,7 +35,7 @@ _NO_USER = object()
 
 def end_sessions(conn: Connection, user_id: uuid.UUID, at: datetime) -> None:
     """Refuse from now on every token of ``user_id`` issued before ``at``."""
-    conn.execute(_END, {"id": user_id, "at": at})
+    conn.execute(_END, {"user_id": user_id, "at": at})
 
 
 def ended(claims: dict, cutoff: datetime | None) -> bool:

@@ -16,15 +16,22 @@ from google.cloud import storage
 from shared.config import Settings
 
 
-@lru_cache(maxsize=1)
-def storage_client() -> storage.Client:
-    """The process's storage client (anonymous against the emulator)."""
+def create_client() -> storage.Client:
+    """A new storage client (anonymous against the emulator). The api's app factory
+    makes one for its app; the transcoder's entry point makes one for its worker."""
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         return storage.Client(
             project=os.environ.get("GOOGLE_CLOUD_PROJECT", "idrl-local"),
             credentials=AnonymousCredentials(),
         )
     return storage.Client()
+
+
+@lru_cache(maxsize=1)
+def storage_client() -> storage.Client:
+    """A client shared by the callers that have no app to hold one: the notifier's
+    function (one per instance, made at its first deletion), tools and tests."""
+    return create_client()
 
 
 def gs_uri(bucket: str, name: str) -> str:
@@ -41,15 +48,15 @@ def parse_gs_uri(uri: str) -> tuple[str, str]:
     return bucket, name
 
 
-def blob(uri: str) -> storage.Blob:
+def blob(client: storage.Client, uri: str) -> storage.Blob:
     bucket, name = parse_gs_uri(uri)
-    return storage_client().bucket(bucket).blob(name)
+    return client.bucket(bucket).blob(name)
 
 
-def delete_prefix(bucket: str, prefix: str) -> int:
+def delete_prefix(client: storage.Client, bucket: str, prefix: str) -> int:
     """Delete every object under ``prefix`` in ``bucket``; returns how many went."""
     deleted = 0
-    for item in storage_client().list_blobs(bucket, prefix=prefix):
+    for item in client.list_blobs(bucket, prefix=prefix):
         try:
             item.delete()
             deleted += 1
@@ -58,27 +65,27 @@ def delete_prefix(bucket: str, prefix: str) -> int:
     return deleted
 
 
-def delete_uri(uri: str) -> bool:
+def delete_uri(client: storage.Client, uri: str) -> bool:
     """Delete one object; False if it was already gone."""
     try:
-        blob(uri).delete()
+        blob(client, uri).delete()
         return True
     except NotFound:
         return False
 
 
-def ensure_buckets(settings: Settings) -> None:
+def ensure_buckets(settings: Settings, client: storage.Client | None = None) -> None:
     """Create the uploads and clips buckets if missing (local stack and tests)."""
-    client = storage_client()
+    client = client or storage_client()
     for name in (settings.uploads_bucket, settings.clips_bucket):
         with contextlib.suppress(Conflict):
             client.create_bucket(name)
 
 
-def delete_buckets(settings: Settings) -> None:
+def delete_buckets(settings: Settings, client: storage.Client | None = None) -> None:
     """Empty and delete the buckets :func:`ensure_buckets` creates (tests and throwaway
     stacks); missing ones are skipped."""
-    client = storage_client()
+    client = client or storage_client()
     for name in (settings.uploads_bucket, settings.clips_bucket):
         try:
             for item in client.list_blobs(name):

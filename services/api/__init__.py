@@ -10,7 +10,8 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shared import db, web
+from services.api import deps
+from shared import db, storage, web
 from shared.config import Settings, get_settings
 from shared.events import Publisher
 from shared.tokens import TokenVerifier
@@ -30,12 +31,14 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     # The default for every route; POST /tasks raises it for multipart uploads only.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_json_bytes
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
-    app.extensions["settings"] = settings
-    app.extensions["engine"] = engine = db.create_engine(settings)
-    app.extensions["token_verifier"] = token_verifier or TokenVerifier(
+    # Everything a handler uses, made once here and reached through services.api.deps.
+    app.extensions[deps.SETTINGS] = settings
+    app.extensions[deps.ENGINE] = engine = db.create_engine(settings)
+    app.extensions[deps.TOKEN_VERIFIER] = token_verifier or TokenVerifier(
         settings, jwks_url=settings.auth_jwks_url
     )
-    app.extensions["publisher"] = publisher = Publisher(settings)
+    app.extensions[deps.PUBLISHER] = publisher = Publisher(settings)
+    app.extensions[deps.STORAGE] = storage_client = storage.create_client()
 
     web.init_app(app)
     from services.api import identity
@@ -51,22 +54,25 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     app.register_blueprint(tus)
     app.register_blueprint(document)
     app.register_blueprint(
-        web.health_blueprint({"database": lambda: db.ping(engine), "storage": lambda: ping_storage(settings)})
+        web.health_blueprint(
+            {"database": lambda: db.ping(engine), "storage": lambda: ping_storage(storage_client, settings)}
+        )
     )
 
     relay = OutboxRelay(engine, publisher, settings)
-    app.extensions["outbox_relay"] = relay
+    app.extensions[deps.OUTBOX_RELAY] = relay
     if settings.outbox_relay_enabled:
         relay.start()
-    sweep = UploadSweep(engine, settings.tus_sweep_interval_seconds)
-    app.extensions["upload_sweep"] = sweep
+    sweep = UploadSweep(engine, storage_client, settings.tus_sweep_interval_seconds)
+    app.extensions[deps.UPLOAD_SWEEP] = sweep
     sweep.start()
     return app
 
 
 def close_app(app: Flask) -> None:
-    """Stop what ``create_app`` started: the outbox relay and upload sweep threads and the
-    connection pool (for an app that ends before its process does, as in tests)."""
-    app.extensions["outbox_relay"].stop()
-    app.extensions["upload_sweep"].stop()
-    app.extensions["engine"].dispose()
+    """Stop what ``create_app`` started: the outbox relay and upload sweep threads, the
+    connection pool and the Cloud SQL connector, if the engine has one (for an app that
+    ends before its process does, as in tests)."""
+    app.extensions[deps.OUTBOX_RELAY].stop()
+    app.extensions[deps.UPLOAD_SWEEP].stop()
+    db.close_engine(app.extensions[deps.ENGINE])

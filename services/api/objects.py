@@ -40,22 +40,22 @@ def storage_unavailable(exc: Exception) -> DependencyUnavailable:
     return DependencyUnavailable("storage is unavailable, try again")
 
 
-def delete_task_objects(settings: Settings, task_id: uuid.UUID) -> int:
+def delete_task_objects(settings: Settings, task_id: uuid.UUID, client: gcs.Client) -> int:
     """Delete everything stored for a task in both buckets; returns how many objects went.
 
     Raises one of :data:`STORAGE_ERRORS` when storage is unreachable (the caller may retry:
     deleting what is already gone is not an error).
     """
     return storage.delete_prefix(
-        settings.uploads_bucket, layout.upload_folder(task_id)
-    ) + storage.delete_prefix(settings.clips_bucket, layout.task_folder(task_id))
+        client, settings.uploads_bucket, layout.upload_folder(task_id)
+    ) + storage.delete_prefix(client, settings.clips_bucket, layout.task_folder(task_id))
 
 
-def ping_storage(settings: Settings) -> None:
+def ping_storage(client: gcs.Client, settings: Settings) -> None:
     """Raise unless the uploads bucket can be listed (the readiness check)."""
     # No retry: a readiness probe must answer within the load balancer's timeout, and a
     # storage outage is exactly what it reports.
-    list(storage.storage_client().list_blobs(settings.uploads_bucket, max_results=1, timeout=5, retry=None))
+    list(client.list_blobs(settings.uploads_bucket, max_results=1, timeout=5, retry=None))
 
 
 def signed_url(blob: gcs.Blob, minutes: int) -> str:
@@ -138,13 +138,13 @@ def if_range_matches(header: str | None, etag: str | None) -> bool:
     return etag is not None and header.startswith('"') and parse_if_range_header(header).etag == etag
 
 
-def stored_object(uri: str) -> gcs.Blob | None:
+def stored_object(client: gcs.Client, uri: str) -> gcs.Blob | None:
     """The object's metadata (size, content type, generation); None if it does not exist.
 
     The blob keeps the generation it was read at, so the reads of :func:`stream_bytes`
     ask Cloud Storage for that generation and never mix two versions of the object.
     """
-    blob = storage.blob(uri)
+    blob = storage.blob(client, uri)
     try:
         blob.reload()
     except NotFound:

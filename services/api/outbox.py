@@ -25,7 +25,6 @@ after it was published is unmarked and goes out again with the next round.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -33,103 +32,114 @@ from datetime import timedelta
 from typing import Any
 
 from google.api_core.exceptions import GoogleAPIError
-from sqlalchemy import bindparam, text
+from sqlalchemy import Interval, Text, Uuid, and_, bindparam, cast, delete, exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared.config import Settings
 from shared.events import Event, Publisher, encode
+from shared.lifecycle import TaskStatus
+from shared.logging import about_task, task_logger
+from shared.tables import outbox, tasks, users
 
-log = logging.getLogger(__name__)
+log = task_logger(__name__)
 
 # Published rows are kept a while for inspection, then pruned.
 _KEEP_PUBLISHED = timedelta(days=1)
 _PRUNE_EVERY = timedelta(hours=1)
 
-_INSERT = text(
-    """
-    INSERT INTO outbox (topic, data, attributes)
-    VALUES (:topic, :data, CAST(:attributes AS jsonb))
-    RETURNING id
-    """
+_INSERT = insert(outbox).returning(outbox.c.id)
+# The task a TaskSubmitted row submits (rows of other events name no task to dispatch).
+_IS_SUBMITTED = outbox.c.attributes["event_type"].astext == "TaskSubmitted"
+_ROW_TASK_ID = outbox.c.attributes["task_id"].astext
+_CLAIM = (
+    select(outbox.c.id, outbox.c.topic, outbox.c.data, outbox.c.attributes)
+    .where(
+        outbox.c.published_at.is_(None),
+        outbox.c.created_at < func.now() - bindparam("after", type_=Interval),
+        ~exists().where(
+            _IS_SUBMITTED,
+            tasks.c.id == cast(_ROW_TASK_ID, Uuid),
+            tasks.c.dispatched_at.is_(None),
+        ),
+    )
+    .order_by(outbox.c.id)
+    .limit(bindparam("batch"))
+    .with_for_update(skip_locked=True)
 )
-_CLAIM = text(
-    """
-    SELECT id, topic, data, attributes FROM outbox AS o
-    WHERE published_at IS NULL
-      AND created_at < now() - make_interval(secs => :after)
-      AND NOT EXISTS (
-          SELECT 1 FROM tasks AS t
-          WHERE o.attributes->>'event_type' = 'TaskSubmitted'
-            AND t.id = CAST(o.attributes->>'task_id' AS uuid)
-            AND t.dispatched_at IS NULL)
-    ORDER BY id
-    LIMIT :batch
-    FOR UPDATE SKIP LOCKED
-    """
+_MARK = (
+    update(outbox)
+    .where(outbox.c.id.in_(bindparam("ids", expanding=True)), outbox.c.published_at.is_(None))
+    .values(published_at=func.now())
 )
-_MARK = text("UPDATE outbox SET published_at = now() WHERE id IN :ids AND published_at IS NULL").bindparams(
-    bindparam("ids", expanding=True)
-)
-_PRUNE = text("DELETE FROM outbox WHERE published_at < now() - make_interval(secs => :keep)")
+_PRUNE = delete(outbox).where(outbox.c.published_at < func.now() - bindparam("keep", type_=Interval))
 # A task's status changes (and its updated_at moves) with every event the notifier
 # applies: a queued task, or a processing one with no event, this long after its
 # TaskSubmitted went out has most likely lost its message. Republishing it is safe: a
 # worker acks a copy of a task already settled, and hands back one another worker holds.
-_REQUEUE_STALLED = text(
-    """
-    UPDATE outbox AS o SET published_at = NULL
-    FROM tasks AS t
-    WHERE o.published_at < now() - make_interval(secs => :after)
-      AND o.attributes->>'event_type' = 'TaskSubmitted'
-      AND t.id = CAST(o.attributes->>'task_id' AS uuid)
-      AND t.deleted_at IS NULL
-      AND (t.status = 'queued'
-           OR (t.status = 'processing' AND t.updated_at < now() - make_interval(secs => :after)))
-    RETURNING o.id, t.id AS task_id, t.status
-    """
+_STALLED_SINCE = func.now() - bindparam("after", type_=Interval)
+_REQUEUE_STALLED = (
+    update(outbox)
+    .where(
+        outbox.c.published_at < _STALLED_SINCE,
+        _IS_SUBMITTED,
+        tasks.c.id == cast(_ROW_TASK_ID, Uuid),
+        tasks.c.deleted_at.is_(None),
+        (tasks.c.status == TaskStatus.QUEUED)
+        | ((tasks.c.status == TaskStatus.PROCESSING) & (tasks.c.updated_at < _STALLED_SINCE)),
+    )
+    .values(published_at=None)
+    .returning(outbox.c.id, tasks.c.id.label("task_id"), tasks.c.status)
 )
 # Serialises every decision about one owner's slots (a submit, a release) across replicas.
-_LOCK_OWNER = text("SELECT id FROM users WHERE id = :owner FOR NO KEY UPDATE")
-# A task in flight holds one of its owner's slots; a held task waits for one.
-_IN_FLIGHT_TASK = "dispatched_at IS NOT NULL AND deleted_at IS NULL AND status IN ('queued', 'processing')"
-_HELD_TASK = "dispatched_at IS NULL AND deleted_at IS NULL AND status = 'queued'"
-_IN_FLIGHT = text(f"SELECT count(*) FROM tasks WHERE owner_id = :owner AND {_IN_FLIGHT_TASK}")
+_LOCK_OWNER = select(users.c.id).where(users.c.id == bindparam("owner")).with_for_update(key_share=True)
+# A task in flight holds one of its owner's slots; a held task waits for one. Both are
+# the predicates of partial indexes (shared/tables.py), which the planner uses only for
+# a query that repeats them.
+_IN_FLIGHT_TASK = and_(
+    tasks.c.dispatched_at.is_not(None),
+    tasks.c.deleted_at.is_(None),
+    tasks.c.status.in_([TaskStatus.QUEUED, TaskStatus.PROCESSING]),
+)
+_HELD_TASK = and_(
+    tasks.c.dispatched_at.is_(None), tasks.c.deleted_at.is_(None), tasks.c.status == TaskStatus.QUEUED
+)
+_IN_FLIGHT = select(func.count()).where(tasks.c.owner_id == bindparam("owner"), _IN_FLIGHT_TASK)
 # Owners with held tasks and a free slot (owners still full are not even looked at, so
 # a crowd of them never starves the others out of a batch).
-_OWNERS_WITH_ROOM = text(
-    f"""
-    SELECT held.owner_id FROM (SELECT DISTINCT owner_id FROM tasks WHERE {_HELD_TASK}) AS held
-    WHERE (SELECT count(*) FROM tasks WHERE owner_id = held.owner_id AND {_IN_FLIGHT_TASK}) < :cap
-    LIMIT :batch
-    """
+_HELD = select(tasks.c.owner_id).where(_HELD_TASK).distinct().subquery("held")
+_OWNERS_WITH_ROOM = (
+    select(_HELD.c.owner_id)
+    .where(
+        select(func.count()).where(tasks.c.owner_id == _HELD.c.owner_id, _IN_FLIGHT_TASK).scalar_subquery()
+        < bindparam("cap")
+    )
+    .limit(bindparam("batch"))
 )
-_DISPATCH_OLDEST_HELD = text(
-    f"""
-    UPDATE tasks SET dispatched_at = now()
-    WHERE id IN (
-        SELECT id FROM tasks WHERE owner_id = :owner AND {_HELD_TASK}
-        ORDER BY created_at, id
-        LIMIT :free
-        FOR UPDATE)
-    RETURNING CAST(id AS text) AS task_id
-    """
+_OLDEST_HELD = (
+    select(tasks.c.id)
+    .where(tasks.c.owner_id == bindparam("owner"), _HELD_TASK)
+    .order_by(tasks.c.created_at, tasks.c.id)
+    .limit(bindparam("free"))
+    .with_for_update()
 )
-_SUBMITTED_ROWS = text(
-    """
-    SELECT id, topic, data, attributes FROM outbox
-    WHERE published_at IS NULL AND attributes->>'event_type' = 'TaskSubmitted'
-      AND attributes->>'task_id' IN :task_ids
-    ORDER BY id
-    """
-).bindparams(bindparam("task_ids", expanding=True))
-_WITHDRAW_SUBMITTED = text(
-    """
-    DELETE FROM outbox
-    WHERE published_at IS NULL AND attributes->>'event_type' = 'TaskSubmitted'
-      AND attributes->>'task_id' = :task_id
-    """
+_DISPATCH_OLDEST_HELD = (
+    update(tasks)
+    .where(tasks.c.id.in_(_OLDEST_HELD.scalar_subquery()))
+    .values(dispatched_at=func.now())
+    .returning(cast(tasks.c.id, Text).label("task_id"))
 )
+# The unpublished TaskSubmitted rows of the tasks ``:task_ids``.
+_UNPUBLISHED_SUBMITTED = and_(
+    outbox.c.published_at.is_(None), _IS_SUBMITTED, _ROW_TASK_ID.in_(bindparam("task_ids", expanding=True))
+)
+_SUBMITTED_ROWS = (
+    select(outbox.c.id, outbox.c.topic, outbox.c.data, outbox.c.attributes)
+    .where(_UNPUBLISHED_SUBMITTED)
+    .order_by(outbox.c.id)
+)
+_WITHDRAW_SUBMITTED = delete(outbox).where(_UNPUBLISHED_SUBMITTED)
 
 # How often the relay sweeps at most: the query reads every published row of the day.
 _SWEEP_EVERY_MAX_SECONDS = 30.0
@@ -151,9 +161,7 @@ class OutboxMessage:
 def enqueue(conn: Connection, topic: str, event: Event) -> OutboxMessage:
     """Write ``event`` for ``topic`` in the caller's transaction."""
     data, attributes = encode(event)
-    row_id = conn.execute(
-        _INSERT, {"topic": topic, "data": data, "attributes": json.dumps(attributes)}
-    ).scalar_one()
+    row_id = conn.execute(_INSERT.values(topic=topic, data=data, attributes=attributes)).scalar_one()
     return OutboxMessage(row_id, topic, data, attributes)
 
 
@@ -171,10 +179,10 @@ def in_flight(conn: Connection, owner_id: object) -> int:
 def withdraw_submitted(conn: Connection, task_id: object) -> int:
     """Remove a canceled task's TaskSubmitted if it is not published yet (a held task's
     always is not), so no worker ever receives it; returns how many rows went."""
-    return conn.execute(_WITHDRAW_SUBMITTED, {"task_id": str(task_id)}).rowcount
+    return conn.execute(_WITHDRAW_SUBMITTED, {"task_ids": [str(task_id)]}).rowcount
 
 
-def _message(row: Row[Any]) -> OutboxMessage:
+def _message(row: Row[*tuple[Any, ...]]) -> OutboxMessage:
     attributes = row.attributes if isinstance(row.attributes, dict) else json.loads(row.attributes)
     return OutboxMessage(row.id, row.topic, bytes(row.data), attributes)
 
@@ -206,7 +214,8 @@ def release_held(engine: Engine, publisher: Publisher, settings: Settings) -> in
                 continue
             messages = [_message(row) for row in conn.execute(_SUBMITTED_ROWS, {"task_ids": task_ids})]
         for task_id in task_ids:
-            log.info("task dispatched: its owner has a free slot again", extra={"task_id": task_id})
+            with about_task(task_id):
+                log.info("task dispatched: its owner has a free slot again")
         dispatched += len(task_ids)
         publish_committed(engine, publisher, settings, messages)
     return dispatched
@@ -228,11 +237,8 @@ def publish_committed(
             )
             published.append(message.id)
         except _PUBLISH_ERRORS as exc:
-            log.warning(
-                "publish deferred to the outbox relay: %s",
-                exc,
-                extra={"task_id": message.attributes.get("task_id"), "outbox_id": message.id},
-            )
+            with about_task(message.attributes.get("task_id")):
+                log.warning("publish deferred to the outbox relay: %s", exc, extra={"outbox_id": message.id})
     if published:
         try:
             with engine.begin() as conn:
@@ -249,7 +255,10 @@ def relay_once(engine: Engine, publisher: Publisher, settings: Settings) -> int:
     with engine.begin() as conn:
         rows = conn.execute(
             _CLAIM,
-            {"after": settings.outbox_republish_after_seconds, "batch": settings.outbox_relay_batch},
+            {
+                "after": timedelta(seconds=settings.outbox_republish_after_seconds),
+                "batch": settings.outbox_relay_batch,
+            },
         ).all()
         pending = []
         for row in rows:
@@ -259,21 +268,13 @@ def relay_once(engine: Engine, publisher: Publisher, settings: Settings) -> int:
             )
         published = []
         for row_id, attributes, future in pending:
-            try:
-                future.result(timeout=settings.outbox_publish_timeout_seconds)
-                published.append(row_id)
-                log.info(
-                    "outbox row %s published by the relay",
-                    row_id,
-                    extra={"task_id": attributes.get("task_id")},
-                )
-            except _PUBLISH_ERRORS as exc:
-                log.warning(
-                    "outbox row %s not published, will retry: %s",
-                    row_id,
-                    exc,
-                    extra={"task_id": attributes.get("task_id")},
-                )
+            with about_task(attributes.get("task_id")):
+                try:
+                    future.result(timeout=settings.outbox_publish_timeout_seconds)
+                    published.append(row_id)
+                    log.info("outbox row %s published by the relay", row_id)
+                except _PUBLISH_ERRORS as exc:
+                    log.warning("outbox row %s not published, will retry: %s", row_id, exc)
         if published:
             conn.execute(_MARK, {"ids": published})
     return len(published)
@@ -284,21 +285,24 @@ def requeue_stalled(engine: Engine, settings: Settings) -> int:
     ``outbox_requeue_after_seconds`` since, so the relay publishes it again; returns
     how many. A row pruned already (a day after its publication) is out of reach."""
     with engine.begin() as conn:
-        rows = conn.execute(_REQUEUE_STALLED, {"after": settings.outbox_requeue_after_seconds}).all()
+        rows = conn.execute(
+            _REQUEUE_STALLED, {"after": timedelta(seconds=settings.outbox_requeue_after_seconds)}
+        ).all()
     for row in rows:
-        log.warning(
-            "task still %s %.0f s after its TaskSubmitted was published; publishing it again",
-            row.status,
-            settings.outbox_requeue_after_seconds,
-            extra={"task_id": str(row.task_id), "outbox_id": row.id},
-        )
+        with about_task(row.task_id):
+            log.warning(
+                "task still %s %.0f s after its TaskSubmitted was published; publishing it again",
+                row.status,
+                settings.outbox_requeue_after_seconds,
+                extra={"outbox_id": row.id},
+            )
     return len(rows)
 
 
 def prune(engine: Engine) -> int:
     """Delete rows published more than a day ago; returns how many went."""
     with engine.begin() as conn:
-        return conn.execute(_PRUNE, {"keep": _KEEP_PUBLISHED.total_seconds()}).rowcount
+        return conn.execute(_PRUNE, {"keep": _KEEP_PUBLISHED}).rowcount
 
 
 class OutboxRelay:

@@ -6,16 +6,19 @@ is answered exactly like a missing one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import logging
 import os
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, request
+from flask import Blueprint, Response, jsonify, redirect, request
+from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict
 
+from services.api import deps
 from services.api import tasks as task_store
 from services.api.identity import current_owner
 from services.api.objects import (
@@ -46,10 +49,28 @@ from shared.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from shared.logging import about_task, task_logger
 from shared.urlpolicy import check_source_url
 from shared.web import error_response, json_object, validated
 
-log = logging.getLogger(__name__)
+log = task_logger(__name__)
+
+
+def _about_the_task(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
+    """Tag the lines a view of ``/tasks/<task_id>...`` logs with its task (a path that
+    names no task id leaves them untagged: the request ends in a 404)."""
+
+    @functools.wraps(view)
+    def tagged(task_id: str, **kwargs: str) -> ResponseReturnValue:
+        try:
+            named = uuid.UUID(task_id)
+        except ValueError:
+            named = None
+        with about_task(named):
+            return view(task_id, **kwargs)
+
+    return tagged
+
 
 tasks = Blueprint("tasks", __name__, url_prefix="/tasks")
 
@@ -65,14 +86,6 @@ class SubmitByUrl(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str
-
-
-def _settings() -> Settings:
-    return current_app.extensions["settings"]
-
-
-def _engine():
-    return current_app.extensions["engine"]
 
 
 def _not_found() -> NotFound:
@@ -91,16 +104,16 @@ def _reader() -> uuid.UUID:
     """The caller of a read route, counted against the per-user read limit (429 past it)."""
     owner = current_owner()
     ratelimit.hit(
-        _engine(),
+        deps.engine(),
         f"tasks:read:{owner}",
-        _settings().reads_per_minute_per_user,
+        deps.settings().reads_per_minute_per_user,
         message="too many reads, slow down",
     )
     return owner
 
 
 def _owned_task(raw_id: str, owner: uuid.UUID) -> Task:
-    with _engine().connect() as conn:
+    with deps.engine().connect() as conn:
         task = task_store.find_owned(conn, _task_id(raw_id), owner)
     if task is None or task.deleted_at is not None:
         raise _not_found()
@@ -152,9 +165,9 @@ def task_view(task: Task, settings: Settings) -> dict:
 
 
 def _task_response(task: Task, status: int, **headers: str) -> Response:
-    response = jsonify(task_view(task, _settings()))
+    response = jsonify(task_view(task, deps.settings()))
     response.status_code = status
-    response.headers["Location"] = _link(_settings(), f"/tasks/{task.id}")
+    response.headers["Location"] = _link(deps.settings(), f"/tasks/{task.id}")
     response.headers.update(headers)
     return response
 
@@ -180,8 +193,8 @@ def _fingerprint(*parts: bytes) -> str:
 def _find_by_key(owner: uuid.UUID, key: str | None) -> Task | None:
     if key is None:
         return None
-    with _engine().connect() as conn:
-        return task_store.find_by_idempotency_key(conn, owner, key, _settings().idempotency_window_hours)
+    with deps.engine().connect() as conn:
+        return task_store.find_by_idempotency_key(conn, owner, key, deps.settings().idempotency_window_hours)
 
 
 def _replay(existing: Task, fingerprint: str | None) -> Response:
@@ -191,7 +204,7 @@ def _replay(existing: Task, fingerprint: str | None) -> Response:
             "this Idempotency-Key was used with a different request", code="idempotency_key_mismatch"
         )
     if existing.deleted_at is None:
-        with _engine().connect() as conn:
+        with deps.engine().connect() as conn:
             task = task_store.find_owned(conn, existing.id, existing.owner_id)
         # The task may have been deleted since the key was looked up: the same answer.
         if task is not None and task.deleted_at is None:
@@ -202,7 +215,7 @@ def _replay(existing: Task, fingerprint: str | None) -> Response:
 def _check_room(settings: Settings, owner: uuid.UUID, declared: int | None) -> None:
     """Refuse an upload before reading it when the owner has no room left, or when the
     declared body alone (less its multipart framing) cannot fit."""
-    with _engine().connect() as conn:
+    with deps.engine().connect() as conn:
         stored = task_store.stored_bytes(conn, owner)
     least = max(0, (declared or 0) - MULTIPART_OVERHEAD_BYTES)
     try:
@@ -213,8 +226,14 @@ def _check_room(settings: Settings, owner: uuid.UUID, declared: int | None) -> N
 
 def _store(new: NewTask) -> tuple[Response, bool]:
     """Create the task and publish its TaskSubmitted; returns the response and whether
-    a task was created (False: a concurrent request with the same key won)."""
-    settings, engine = _settings(), _engine()
+    a task was created (False: a concurrent request with the same key won). The lines
+    logged on the way name the new task."""
+    with about_task(new.id):
+        return _store_new(new)
+
+
+def _store_new(new: NewTask) -> tuple[Response, bool]:
+    settings, engine = deps.settings(), deps.engine()
     try:
         with engine.begin() as conn:
             created = task_store.create(conn, new, settings)
@@ -235,18 +254,16 @@ def _store(new: NewTask) -> tuple[Response, bool]:
         raise Unauthorized("the token's user does not exist", code="unknown_user") from None
     log.info(
         "task queued" if created.dispatched else "task queued, held until a task of its owner ends",
-        extra={"task_id": str(new.id), "source_kind": new.source_kind},
+        extra={"source_kind": new.source_kind},
     )
 
     if settings.fault_crash_after_commit and not settings.is_production:
         # Fault drill: die between the commit and the publish, as a killed process would.
-        log.critical(
-            "fault injection: exiting after the commit, before the publish", extra={"task_id": str(new.id)}
-        )
+        log.critical("fault injection: exiting after the commit, before the publish")
         os._exit(_CRASH_EXIT_CODE)
 
     if created.dispatched:
-        publish_committed(engine, current_app.extensions["publisher"], settings, [created.message])
+        publish_committed(engine, deps.publisher(), settings, [created.message])
     with engine.connect() as conn:
         task = task_store.find_owned(conn, new.id, new.owner_id)
     return _task_response(task, 202), True
@@ -254,11 +271,11 @@ def _store(new: NewTask) -> tuple[Response, bool]:
 
 @tasks.post("")
 def submit():
-    settings = _settings()
+    settings = deps.settings()
     owner = current_owner()
     key = _idempotency_key()
     ratelimit.hit(
-        _engine(),
+        deps.engine(),
         f"tasks:submit:{owner}",
         settings.tasks_per_minute_per_user,
         message="too many submissions, slow down",
@@ -296,7 +313,7 @@ def _submit_upload(settings: Settings, owner: uuid.UUID, key: str | None) -> Res
     if existing is None:
         _check_room(settings, owner, request.content_length)
     task_id = uuid.uuid4()
-    upload = receive_upload(settings, task_id, store=existing is None)
+    upload = receive_upload(settings, task_id, store=existing is None, client=deps.storage())
     if existing is not None:
         return _replay(existing, upload.fingerprint)
     new = NewTask(
@@ -321,14 +338,14 @@ def _submit_upload(settings: Settings, owner: uuid.UUID, key: str | None) -> Res
 def _submit_finished_upload(settings: Settings, owner: uuid.UUID, fields: dict) -> Response:
     """``{"upload": id}``: a complete resumable upload (``/uploads``) becomes the task."""
     task_id, status = submit_finished_upload(settings, owner, validated(SubmitFinishedUpload, fields))
-    with _engine().connect() as conn:
+    with deps.engine().connect() as conn:
         task = task_store.find_owned(conn, task_id, owner)
     return _task_response(task, status, **({"Idempotent-Replayed": "true"} if status == 200 else {}))
 
 
 def _discard(uri: str) -> None:
     try:
-        storage.delete_uri(uri)
+        storage.delete_uri(deps.storage(), uri)
     except STORAGE_ERRORS as exc:
         log.warning("could not delete an unused upload %s: %s", uri, exc)
 
@@ -352,7 +369,7 @@ _LIST_PARAMETERS = frozenset({"max", "order"})
 
 @tasks.get("")
 def list_tasks():
-    settings = _settings()
+    settings = deps.settings()
     owner = _reader()
     unknown = sorted(set(request.args) - _LIST_PARAMETERS)
     if unknown:
@@ -368,7 +385,7 @@ def list_tasks():
     order = _int_arg("order", 1)
     if order not in (0, 1):
         raise BadRequest("order must be 0 (oldest first) or 1 (newest first)", code="invalid_parameter")
-    with _engine().connect() as conn:
+    with deps.engine().connect() as conn:
         items = task_store.list_owned(conn, owner, limit, newest_first=order == 1)
     return {
         "tasks": [
@@ -391,31 +408,33 @@ def list_tasks():
 
 
 @tasks.get("/<task_id>")
+@_about_the_task
 def get_task(task_id: str):
     owner = _reader()
-    return task_view(_owned_task(task_id, owner), _settings())
+    return task_view(_owned_task(task_id, owner), deps.settings())
 
 
 @tasks.delete("/<task_id>")
+@_about_the_task
 def delete_task(task_id: str):
-    settings, engine = _settings(), _engine()
+    settings, engine = deps.settings(), deps.engine()
     owner = current_owner()
     with engine.begin() as conn:
         task, messages = task_store.delete(conn, _task_id(task_id), owner, settings)
     if task is None:
         raise _not_found()
     if messages:
-        log.info("task canceled by its owner", extra={"task_id": str(task.id)})
-        publish_committed(engine, current_app.extensions["publisher"], settings, messages)
+        log.info("task canceled by its owner")
+        publish_committed(engine, deps.publisher(), settings, messages)
     # Also on a repeated DELETE: it finishes a cleanup an earlier call could not.
     try:
-        deleted = delete_task_objects(settings, task.id)
+        deleted = delete_task_objects(settings, task.id, deps.storage())
     except STORAGE_ERRORS as exc:
-        log.warning("objects of a deleted task not removed yet: %s", exc, extra={"task_id": str(task.id)})
+        log.warning("objects of a deleted task not removed yet: %s", exc)
         raise DependencyUnavailable(
             "the task is deleted but its files could not be removed yet; repeat the DELETE"
         ) from None
-    log.info("task deleted", extra={"task_id": str(task.id), "objects_deleted": deleted})
+    log.info("task deleted", extra={"objects_deleted": deleted})
     return Response(status=204)
 
 
@@ -428,14 +447,14 @@ def _download(settings: Settings, uri: str, task_id: uuid.UUID, what: str) -> Re
     download (one signature per download, none per read of the task)."""
     if settings.signed_urls:
         try:
-            location = signed_url(storage.blob(uri), settings.signed_url_minutes)
+            location = signed_url(storage.blob(deps.storage(), uri), settings.signed_url_minutes)
         except STORAGE_ERRORS as exc:
             raise storage_unavailable(exc) from None
         response = redirect(location, code=302)
         response.headers["Cache-Control"] = "private, no-store"
         return response
     try:
-        blob = stored_object(uri)
+        blob = stored_object(deps.storage(), uri)
     except STORAGE_ERRORS as exc:
         raise storage_unavailable(exc) from None
     if blob is None:
@@ -472,8 +491,9 @@ def _file_not_found() -> NotFound:
 
 
 @tasks.get("/<task_id>/clips/<index>")
+@_about_the_task
 def download_clip(task_id: str, index: str):
-    settings = _settings()
+    settings = deps.settings()
     owner = _reader()
     task = _owned_task(task_id, owner)
     wanted = int(index) if _DIGITS.match(index) and len(index) <= 9 else None
@@ -482,18 +502,15 @@ def download_clip(task_id: str, index: str):
         raise NotFound("clip not found", code="clip_not_found")
     if not layout.is_task_output(clip.uri, settings.clips_bucket, task.id):
         # The notifier keeps such outputs out; a row that names one anyway is never served.
-        log.error(
-            "refusing to serve a clip outside the task's folder: %s",
-            clip.uri,
-            extra={"task_id": str(task.id)},
-        )
+        log.error("refusing to serve a clip outside the task's folder: %s", clip.uri)
         raise _file_not_found()
     return _download(settings, clip.uri, task.id, f"clip-{clip.index}")
 
 
 @tasks.get("/<task_id>/original")
+@_about_the_task
 def download_original(task_id: str):
-    settings = _settings()
+    settings = deps.settings()
     owner = _reader()
     task = _owned_task(task_id, owner)
     if task.source_kind != "upload":

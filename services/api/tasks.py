@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Interval, and_, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError
 
@@ -16,91 +17,75 @@ from shared.config import Settings
 from shared.errors import Conflict
 from shared.events import ClipSpec, TaskStatusChanged, TaskSubmitted
 from shared.lifecycle import ACTIVE_STATUSES, TaskStatus
+from shared.tables import applied_events, clips, task_history, tasks
 
-_TASK_COLUMNS = """
-    id, owner_id, status, source_kind, source, source_name, progress, attempt,
-    failure_reason, created_at, updated_at, status_changed_at, deleted_at,
-    idempotency_key, request_fingerprint
-"""
+_TASK_COLUMNS = (
+    tasks.c.id,
+    tasks.c.owner_id,
+    tasks.c.status,
+    tasks.c.source_kind,
+    tasks.c.source,
+    tasks.c.source_name,
+    tasks.c.progress,
+    tasks.c.attempt,
+    tasks.c.failure_reason,
+    tasks.c.created_at,
+    tasks.c.updated_at,
+    tasks.c.status_changed_at,
+    tasks.c.deleted_at,
+    tasks.c.idempotency_key,
+    tasks.c.request_fingerprint,
+)
+_OWNER = bindparam("owner", type_=tasks.c.owner_id.type)
 
-_FIND_OWNED = text(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = :id AND owner_id = :owner")
-_FIND_OWNED_FOR_UPDATE = text(
-    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = :id AND owner_id = :owner FOR UPDATE"
+_FIND_OWNED = select(*_TASK_COLUMNS).where(tasks.c.id == bindparam("id"), tasks.c.owner_id == _OWNER)
+_FIND_OWNED_FOR_UPDATE = _FIND_OWNED.with_for_update()
+_CLIPS = (
+    select(clips.c.index, clips.c.uri, clips.c.duration_seconds, clips.c.size_bytes)
+    .where(clips.c.task_id == bindparam("id"))
+    .order_by(clips.c.index)
 )
-_CLIPS = text(
-    """
-    SELECT index, uri, duration_seconds, size_bytes FROM clips
-    WHERE task_id = :id ORDER BY index
-    """
+# The owner's list reads the index tasks_owner_created_idx (owner, created_at, id) in
+# either direction.
+_LIST = (
+    select(tasks.c.id, tasks.c.status, tasks.c.progress, tasks.c.created_at, tasks.c.updated_at)
+    .where(tasks.c.owner_id == _OWNER, tasks.c.deleted_at.is_(None))
+    .limit(bindparam("limit"))
 )
-LIST_OLDEST_FIRST = text(
-    """
-    SELECT id, status, progress, created_at, updated_at FROM tasks
-    WHERE owner_id = :owner AND deleted_at IS NULL
-    ORDER BY created_at, id
-    LIMIT :limit
-    """
-)
-LIST_NEWEST_FIRST = text(
-    """
-    SELECT id, status, progress, created_at, updated_at FROM tasks
-    WHERE owner_id = :owner AND deleted_at IS NULL
-    ORDER BY created_at DESC, id DESC
-    LIMIT :limit
-    """
-)
-_BY_IDEMPOTENCY_KEY = text(
-    f"""
-    SELECT {_TASK_COLUMNS} FROM tasks
-    WHERE owner_id = :owner AND idempotency_key = :key
-      AND created_at > now() - make_interval(hours => :window)
-    """
-)
+LIST_OLDEST_FIRST = _LIST.order_by(tasks.c.created_at, tasks.c.id)
+LIST_NEWEST_FIRST = _LIST.order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
+_KEY_MATCHES = and_(tasks.c.owner_id == _OWNER, tasks.c.idempotency_key == bindparam("key"))
+# The idempotency window, as an interval.
+_WINDOW_START = func.now() - bindparam("window", type_=Interval)
+_BY_IDEMPOTENCY_KEY = select(*_TASK_COLUMNS).where(_KEY_MATCHES, tasks.c.created_at > _WINDOW_START)
 # A key is remembered for the window only; an older task gives its key up so the
 # unique index (owner, key) admits a new task under it.
-_RELEASE_EXPIRED_KEY = text(
-    """
-    UPDATE tasks SET idempotency_key = NULL
-    WHERE owner_id = :owner AND idempotency_key = :key
-      AND created_at <= now() - make_interval(hours => :window)
-    """
+_RELEASE_EXPIRED_KEY = (
+    update(tasks).where(_KEY_MATCHES, tasks.c.created_at <= _WINDOW_START).values(idempotency_key=None)
 )
-_INSERT = text(
-    """
-    INSERT INTO tasks (id, owner_id, status, source_kind, source, source_name, spec,
-                       idempotency_key, request_fingerprint, source_bytes, dispatched_at)
-    VALUES (:id, :owner, 'queued', :source_kind, :source, :source_name,
-            CAST(:spec AS jsonb), :key, :fingerprint, :source_bytes,
-            CASE WHEN :dispatch THEN now() END)
-    RETURNING created_at
-    """
-)
+_INSERT = insert(tasks).returning(tasks.c.created_at)
 # What the owner keeps in storage: the originals and the clips of tasks not deleted.
-_STORED_BYTES = text(
-    """
-    SELECT coalesce(sum(t.source_bytes), 0)
-         + coalesce((SELECT sum(c.size_bytes) FROM clips AS c JOIN tasks AS ct ON ct.id = c.task_id
-                     WHERE ct.owner_id = :owner AND ct.deleted_at IS NULL), 0)
-    FROM tasks AS t WHERE t.owner_id = :owner AND t.deleted_at IS NULL
-    """
+_clip_task = tasks.alias("ct")
+_CLIP_BYTES = (
+    select(func.sum(clips.c.size_bytes))
+    .join_from(clips, _clip_task, _clip_task.c.id == clips.c.task_id)
+    .where(_clip_task.c.owner_id == _OWNER, _clip_task.c.deleted_at.is_(None))
+    .scalar_subquery()
 )
-_HISTORY = text(
-    """
-    INSERT INTO task_history (task_id, status, progress, attempt, event_id, occurred_at)
-    VALUES (:id, :status, :progress, :attempt, :event_id, :occurred_at)
-    """
+_STORED_BYTES = select(
+    func.coalesce(func.sum(tasks.c.source_bytes), 0) + func.coalesce(_CLIP_BYTES, 0)
+).where(tasks.c.owner_id == _OWNER, tasks.c.deleted_at.is_(None))
+_HISTORY = insert(task_history)
+_CANCEL = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("task_id"))
+    .values(status=TaskStatus.CANCELED, updated_at=func.now(), status_changed_at=bindparam("occurred_at"))
 )
-_CANCEL = text(
-    """
-    UPDATE tasks SET status = 'canceled', updated_at = now(), status_changed_at = :occurred_at
-    WHERE id = :id
-    """
-)
-_APPLIED = text(
-    "INSERT INTO applied_events (event_id, task_id) VALUES (:event_id, :id) ON CONFLICT DO NOTHING"
-)
-_MARK_DELETED = text(
-    "UPDATE tasks SET deleted_at = now(), updated_at = now() WHERE id = :id AND deleted_at IS NULL"
+_APPLIED = insert(applied_events).on_conflict_do_nothing()
+_MARK_DELETED = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("task_id"), tasks.c.deleted_at.is_(None))
+    .values(deleted_at=func.now(), updated_at=func.now())
 )
 
 
@@ -134,7 +119,7 @@ class Task:
     clips: tuple[Clip, ...] = field(default=())
 
     @classmethod
-    def from_row(cls, row: Row[Any], clips: tuple[Clip, ...] = ()) -> Task:
+    def from_row(cls, row: Row[*tuple[Any, ...]], clips: tuple[Clip, ...] = ()) -> Task:
         values = row._asdict()
         values["status"] = TaskStatus(values["status"])
         return cls(**values, clips=clips)
@@ -231,7 +216,8 @@ def find_by_idempotency_key(
     conn: Connection, owner_id: uuid.UUID, key: str, window_hours: int
 ) -> Task | None:
     """The owner's task created under ``key`` within the idempotency window."""
-    row = conn.execute(_BY_IDEMPOTENCY_KEY, {"owner": owner_id, "key": key, "window": window_hours}).first()
+    window = timedelta(hours=window_hours)
+    row = conn.execute(_BY_IDEMPOTENCY_KEY, {"owner": owner_id, "key": key, "window": window}).first()
     return Task.from_row(row) if row else None
 
 
@@ -263,24 +249,28 @@ def create(conn: Connection, new: NewTask, settings: Settings) -> Created:
     if new.idempotency_key is not None:
         conn.execute(
             _RELEASE_EXPIRED_KEY,
-            {"owner": new.owner_id, "key": new.idempotency_key, "window": settings.idempotency_window_hours},
+            {
+                "owner": new.owner_id,
+                "key": new.idempotency_key,
+                "window": timedelta(hours=settings.idempotency_window_hours),
+            },
         )
     try:
         with conn.begin_nested():
             created_at = conn.execute(
-                _INSERT,
-                {
-                    "id": new.id,
-                    "owner": new.owner_id,
-                    "source_kind": new.source_kind,
-                    "source": new.source,
-                    "source_name": new.source_name,
-                    "spec": spec.model_dump_json(),
-                    "key": new.idempotency_key,
-                    "fingerprint": new.request_fingerprint,
-                    "source_bytes": new.source_bytes,
-                    "dispatch": dispatch,
-                },
+                _INSERT.values(
+                    id=new.id,
+                    owner_id=new.owner_id,
+                    status=TaskStatus.QUEUED,
+                    source_kind=new.source_kind,
+                    source=new.source,
+                    source_name=new.source_name,
+                    spec=spec.model_dump(mode="json"),
+                    idempotency_key=new.idempotency_key,
+                    request_fingerprint=new.request_fingerprint,
+                    source_bytes=new.source_bytes,
+                    dispatched_at=func.now() if dispatch else None,
+                )
             ).scalar_one()
     except DBAPIError as exc:
         if _sqlstate(exc) == "23503":  # foreign_key_violation: no such user
@@ -291,7 +281,7 @@ def create(conn: Connection, new: NewTask, settings: Settings) -> Created:
     conn.execute(
         _HISTORY,
         {
-            "id": new.id,
+            "task_id": new.id,
             "status": TaskStatus.QUEUED.value,
             "progress": 0,
             "attempt": 0,
@@ -326,11 +316,11 @@ def delete(
             progress=task.progress,
             worker_id="api",
         )
-        conn.execute(_CANCEL, {"id": task.id, "occurred_at": event.occurred_at})
+        conn.execute(_CANCEL, {"task_id": task.id, "occurred_at": event.occurred_at})
         conn.execute(
             _HISTORY,
             {
-                "id": task.id,
+                "task_id": task.id,
                 "status": event.status.value,
                 "progress": event.progress,
                 "attempt": event.attempt,
@@ -339,9 +329,9 @@ def delete(
             },
         )
         # The api applied this change itself: the notifier, receiving it, skips it.
-        conn.execute(_APPLIED, {"event_id": event.event_id, "id": task.id})
+        conn.execute(_APPLIED, {"event_id": event.event_id, "task_id": task.id})
         messages.append(enqueue(conn, settings.topic_task_events, event))
         # A held task was never published: now it never will be.
         withdraw_submitted(conn, task.id)
-    conn.execute(_MARK_DELETED, {"id": task.id})
+    conn.execute(_MARK_DELETED, {"task_id": task.id})
     return task, messages

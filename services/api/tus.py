@@ -19,14 +19,15 @@ import re
 import uuid
 from datetime import datetime, timedelta
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
+from google.cloud import storage as gcs
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import http_date
 
+from services.api import deps, tus_state
 from services.api import tasks as task_store
-from services.api import tus_state
 from services.api.identity import current_owner
 from services.api.objects import STORAGE_ERRORS, storage_unavailable
 from services.api.tus_session import SessionError, SessionWriter, session_status, start_session
@@ -71,11 +72,11 @@ _SQLSTATE_FOREIGN_KEY = "23503"
 
 
 def _settings() -> Settings:
-    return current_app.extensions["settings"]
+    return deps.settings()
 
 
 def _engine():
-    return current_app.extensions["engine"]
+    return deps.engine()
 
 
 def _expiry(settings: Settings) -> timedelta:
@@ -240,7 +241,7 @@ def create_upload():
                 code="too_many_uploads",
             )
         try:
-            session_url = start_session(uri)
+            session_url = start_session(deps.storage(), uri)
         except STORAGE_ERRORS as exc:
             raise storage_unavailable(exc) from None
         new = tus_state.NewUpload(
@@ -256,7 +257,7 @@ def create_upload():
             with conn.begin_nested():
                 _, expires_at = tus_state.create(conn, new, _expiry(settings))
         except DBAPIError as exc:
-            end_session(session_url, uri)
+            end_session(deps.storage(), session_url, uri)
             if _sqlstate(exc) == _SQLSTATE_FOREIGN_KEY:
                 raise Unauthorized("the token's user does not exist", code="unknown_user") from None
             raise
@@ -446,7 +447,7 @@ def terminate(upload_id: str):
             raise _not_found()
         upload = locked
         try:
-            remove_upload_bytes(upload)
+            remove_upload_bytes(deps.storage(), upload)
         except STORAGE_ERRORS as exc:
             raise storage_unavailable(exc) from None
         tus_state.delete(conn, upload.id)
@@ -454,10 +455,10 @@ def terminate(upload_id: str):
     return Response(status=204)
 
 
-def remove_upload_bytes(upload: tus_state.TusUpload) -> None:
+def remove_upload_bytes(client: gcs.Client, upload: tus_state.TusUpload) -> None:
     """End the upload's session, or delete its object once complete. Raises one of
     :data:`STORAGE_ERRORS` when the object cannot be deleted."""
     if upload.complete:
-        storage.delete_uri(upload.object_uri)
+        storage.delete_uri(client, upload.object_uri)
     else:
-        end_session(upload.session_url, upload.object_uri)
+        end_session(client, upload.session_url, upload.object_uri)

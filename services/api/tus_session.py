@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 
 import requests
+from google.cloud import storage as gcs
 
 from services.api.objects import STORAGE_ERRORS
 from shared import storage
@@ -34,10 +35,10 @@ class SessionError(Exception):
     """Cloud Storage answered a session request in a way that leaves the upload unchanged."""
 
 
-def start_session(object_uri: str) -> str:
+def start_session(client: gcs.Client, object_uri: str) -> str:
     """Open a resumable session for the object; returns its URL. The object exists only
     once the last byte arrives, and never replaces an existing one."""
-    return storage.blob(object_uri).create_resumable_upload_session(
+    return storage.blob(client, object_uri).create_resumable_upload_session(
         content_type="application/octet-stream", if_generation_match=0, timeout=_TIMEOUT
     )
 
@@ -77,7 +78,7 @@ def put_chunk(session_url: str, start: int, data: bytes, total: int | None) -> i
     raise SessionError(f"chunk at {start} answered {response.status_code}: {response.text[:200]}")
 
 
-def cancel_session(session_url: str, object_uri: str) -> None:
+def cancel_session(client: gcs.Client, session_url: str, object_uri: str) -> None:
     """End the session so it never becomes an object.
 
     Cloud Storage ends a session on DELETE (answering 499). Where that is not supported
@@ -92,7 +93,7 @@ def cancel_session(session_url: str, object_uri: str) -> None:
         held = session_status(session_url, -1)
         if held >= 0:
             put_chunk(session_url, held, b"", held)
-        storage.delete_uri(object_uri)
+        storage.delete_uri(client, object_uri)
     except (SessionError, *STORAGE_ERRORS) as exc:
         log.warning("could not end an upload session: %s", exc)
 

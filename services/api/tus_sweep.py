@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from google.cloud import storage as gcs
 from sqlalchemy.engine import Engine
 
 from services.api import tus_state
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 _BATCH = 100
 
 
-def sweep_expired(engine: Engine, batch: int = _BATCH) -> int:
+def sweep_expired(engine: Engine, client: gcs.Client, batch: int = _BATCH) -> int:
     """Remove up to ``batch`` expired uploads; returns how many went. An upload whose
     object storage would not delete stays for the next round."""
     removed = 0
@@ -28,7 +29,7 @@ def sweep_expired(engine: Engine, batch: int = _BATCH) -> int:
             if upload is None:
                 break
             try:
-                remove_upload_bytes(upload)
+                remove_upload_bytes(client, upload)
             except STORAGE_ERRORS as exc:
                 log.warning(
                     "expired upload kept for the next sweep: %s", exc, extra={"upload_id": str(upload.id)}
@@ -43,8 +44,9 @@ def sweep_expired(engine: Engine, batch: int = _BATCH) -> int:
 class UploadSweep:
     """Runs :func:`sweep_expired` every ``interval`` seconds until :meth:`stop`."""
 
-    def __init__(self, engine: Engine, interval: float) -> None:
+    def __init__(self, engine: Engine, client: gcs.Client, interval: float) -> None:
         self.engine = engine
+        self.client = client
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -63,7 +65,7 @@ class UploadSweep:
     def run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                while sweep_expired(self.engine) == _BATCH:
+                while sweep_expired(self.engine, self.client) == _BATCH:
                     pass
             except Exception:  # noqa: BLE001 - a sweep that stops would keep expired uploads forever
                 log.exception("upload sweep failed; retrying next round")

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import uuid
 
-from flask import current_app
 from pydantic import BaseModel, ConfigDict
 
+from services.api import deps, tus_state
 from services.api import tasks as task_store
-from services.api import tus_state
 from services.api.objects import STORAGE_ERRORS, storage_unavailable
 from services.api.outbox import publish_committed
 from services.api.tasks import NewTask, UnknownOwner
@@ -48,7 +47,7 @@ def submit_finished_upload(
         upload_id = uuid.UUID(body.upload)
     except ValueError:
         raise _not_found() from None
-    engine = current_app.extensions["engine"]
+    engine = deps.engine()
     with engine.begin() as conn:
         upload = tus_state.find_owned(conn, upload_id, owner, for_update=True)
         if upload is None:
@@ -61,7 +60,7 @@ def submit_finished_upload(
                 f"the upload holds {upload.upload_offset} of {upload.upload_length} bytes: finish it first",
                 code="upload_incomplete",
             )
-        blob = storage.blob(upload.object_uri)
+        blob = storage.blob(deps.storage(), upload.object_uri)
         try:
             head = blob.download_as_bytes(start=0, end=SNIFF_BYTES - 1, checksum=None)
         except STORAGE_ERRORS as exc:
@@ -94,5 +93,5 @@ def submit_finished_upload(
         extra={"task_id": str(new.id), "source_kind": "upload", "resumable": True},
     )
     if created.dispatched:
-        publish_committed(engine, current_app.extensions["publisher"], settings, [created.message])
+        publish_committed(engine, deps.publisher(), settings, [created.message])
     return new.id, 202

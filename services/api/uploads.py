@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import filetype
 from flask import request
+from google.cloud import storage as gcs
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
@@ -89,7 +90,9 @@ def check_declared_length(settings: Settings) -> None:
     request.max_content_length = limit
 
 
-def receive_upload(settings: Settings, task_id: uuid.UUID, *, store: bool) -> ReceivedUpload:
+def receive_upload(
+    settings: Settings, task_id: uuid.UUID, *, store: bool, client: gcs.Client
+) -> ReceivedUpload:
     """Stream the request's multipart body; with ``store`` write its ``file`` part to
     the uploads bucket as the task's original, else only fingerprint it (an idempotent
     retry whose task already exists)."""
@@ -97,7 +100,7 @@ def receive_upload(settings: Settings, task_id: uuid.UUID, *, store: bool) -> Re
     if not boundary or len(boundary) > 200:
         raise BadRequest("multipart body without a valid boundary", code="invalid_multipart")
     check_declared_length(settings)
-    receiver = _FileReceiver(settings, task_id, store=store)
+    receiver = _FileReceiver(settings, task_id, store=store, client=client)
     decoder = MultipartDecoder(
         boundary.encode("latin-1"), max_form_memory_size=4 * _READ_BYTES, max_parts=_MAX_PARTS
     )
@@ -172,8 +175,9 @@ def _drain(decoder: MultipartDecoder, receiver: _FileReceiver) -> None:
 class _FileReceiver:
     """The state of one upload: which part is streaming and where its bytes go."""
 
-    def __init__(self, settings: Settings, task_id: uuid.UUID, *, store: bool) -> None:
+    def __init__(self, settings: Settings, task_id: uuid.UUID, *, store: bool, client: gcs.Client) -> None:
         self.settings = settings
+        self.client = client
         self.uri = storage.gs_uri(settings.uploads_bucket, layout.upload_object(task_id)) if store else None
         self.filename: str | None = None
         self.in_file = False
@@ -214,7 +218,7 @@ class _FileReceiver:
         mime = video_container(bytes(self.head[:SNIFF_BYTES]))
         if self.uri is not None:
             try:
-                self.writer = storage.blob(self.uri).open(
+                self.writer = storage.blob(self.client, self.uri).open(
                     "wb",
                     chunk_size=self.settings.upload_chunk_bytes,
                     content_type=mime,

@@ -10,14 +10,15 @@ from typing import Annotated
 
 from flask import Blueprint, current_app, request
 from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
-from sqlalchemy import text
+from sqlalchemy import BindParameter, bindparam, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from services.auth import throttle
+from services.auth import deps, throttle
 from services.auth.passwords import hash_password, verify_password
 from shared import ratelimit, sessions
 from shared.errors import Conflict, Unauthorized
+from shared.tables import users
 from shared.tokens import InvalidToken, add_bearer_challenge, bearer_token, issue_token
 from shared.web import json_body
 
@@ -98,36 +99,30 @@ class LoginRequest(BaseModel):
         return (self.email or self.username or "").lower()
 
 
-_INSERT_USER = text(
-    """
-    INSERT INTO users (username, email, password_hash)
-    VALUES (:username, :email, :password_hash)
-    RETURNING id, username, email, created_at
-    """
+_INSERT_USER = insert(users).returning(users.c.id, users.c.username, users.c.email, users.c.created_at)
+# Usernames and emails are unique regardless of case (the lower() indexes of users).
+_IDENTIFIER: BindParameter[str] = bindparam("identifier")
+_EMAIL_MATCHES = func.lower(users.c.email) == _IDENTIFIER
+_FIND_USER = (
+    select(users.c.id, users.c.password_hash)
+    .where(_EMAIL_MATCHES | (func.lower(users.c.username) == _IDENTIFIER))
+    .order_by(_EMAIL_MATCHES.desc())
+    .limit(1)
 )
-_FIND_USER = text(
-    """
-    SELECT id, password_hash FROM users
-    WHERE lower(email) = :identifier OR lower(username) = :identifier
-    ORDER BY (lower(email) = :identifier) DESC
-    LIMIT 1
-    """
-)
-_PASSWORD_HASH = text("SELECT password_hash FROM users WHERE id = :id")
-_SET_PASSWORD = text("UPDATE users SET password_hash = :password_hash WHERE id = :id")
-_EXISTING = text(
-    """
-    SELECT lower(username) = lower(:username) AS same_username
-    FROM users WHERE lower(username) = lower(:username) OR lower(email) = lower(:email)
-    LIMIT 1
-    """
+_PASSWORD_HASH = select(users.c.password_hash).where(users.c.id == bindparam("id"))
+_SET_PASSWORD = update(users).where(users.c.id == bindparam("user_id"))
+_SAME_USERNAME = func.lower(users.c.username) == func.lower(bindparam("username"))
+_EXISTING = (
+    select(_SAME_USERNAME.label("same_username"))
+    .where(_SAME_USERNAME | (func.lower(users.c.email) == func.lower(bindparam("email"))))
+    .limit(1)
 )
 
 
 @auth.post("/signup")
 def signup():
-    settings = current_app.extensions["settings"]
-    engine = current_app.extensions["engine"]
+    settings = deps.settings()
+    engine = deps.engine()
     ratelimit.hit(
         engine,
         f"signup:client:{request.remote_addr}",
@@ -139,8 +134,7 @@ def signup():
     try:
         with engine.begin() as conn:
             row = conn.execute(
-                _INSERT_USER,
-                {"username": body.username, "email": body.email, "password_hash": password_hash},
+                _INSERT_USER.values(username=body.username, email=body.email, password_hash=password_hash)
             ).one()
     except IntegrityError:
         with engine.connect() as conn:
@@ -157,8 +151,8 @@ def signup():
 
 @auth.post("/login")
 def login():
-    settings = current_app.extensions["settings"]
-    engine = current_app.extensions["engine"]
+    settings = deps.settings()
+    engine = deps.engine()
     body = json_body(LoginRequest, max_bytes=settings.max_request_json_bytes)
     with engine.connect() as conn:
         user = conn.execute(_FIND_USER, {"identifier": body.identifier}).first()
@@ -168,12 +162,14 @@ def login():
     attempt = throttle.begin(
         engine, account=account, address=request.remote_addr, limit=settings.login_failures_per_minute
     )
-    if not verify_password(user.password_hash if user else None, body.password):
+    # The password is checked (or a dummy hash computed) whether the account exists or not.
+    verified = verify_password(user.password_hash if user else None, body.password)
+    if user is None or not verified:
         # The same answer for an unknown account and a wrong password.
         raise Unauthorized("wrong credentials", code="invalid_credentials")
     throttle.succeeded(engine, attempt)
 
-    token = issue_token(current_app.extensions["signing_key"], settings, str(user.id))
+    token = issue_token(deps.signing_key(), settings, str(user.id))
     return {"token": token, "token_type": "Bearer", "expires_in": settings.token_ttl_seconds}
 
 
@@ -187,10 +183,8 @@ def _bearer_challenge(response):
 
 def _token_user() -> tuple[uuid.UUID, Engine]:
     """The user whose live token the request carries (401 otherwise)."""
-    engine = current_app.extensions["engine"]
-    claims = current_app.extensions["token_verifier"].verify(
-        bearer_token(request.headers.get("Authorization"))
-    )
+    engine = deps.engine()
+    claims = deps.token_verifier().verify(bearer_token(request.headers.get("Authorization")))
     try:
         user_id = uuid.UUID(str(claims["sub"]))
     except ValueError:
@@ -213,7 +207,7 @@ def logout():
 def change_password():
     """Replace the caller's password (the current one proves it is the owner) and end
     every token issued before now."""
-    settings = current_app.extensions["settings"]
+    settings = deps.settings()
     user_id, engine = _token_user()
     body = json_body(PasswordChange, max_bytes=settings.max_request_json_bytes)
     # A stolen token must not become a way around the login limits.
@@ -227,15 +221,15 @@ def change_password():
     throttle.succeeded(engine, attempt)
     new_hash = hash_password(body.new_password)
     with engine.begin() as conn:
-        conn.execute(_SET_PASSWORD, {"id": user_id, "password_hash": new_hash})
+        conn.execute(_SET_PASSWORD.values(password_hash=new_hash), {"user_id": user_id})
         sessions.end_sessions(conn, user_id, datetime.now(UTC))
     return "", 204
 
 
 @auth.get("/.well-known/jwks.json")
 def jwks():
-    settings = current_app.extensions["settings"]
-    response = current_app.json.response(current_app.extensions["jwks"])
+    settings = deps.settings()
+    response = current_app.json.response(deps.jwks())
     # The api's own cache time, so a client that honours the header keeps a dropped key
     # no longer than the api does (docs/deploy.md, "A leaked key").
     response.headers["Cache-Control"] = f"public, max-age={settings.jwks_cache_seconds}"

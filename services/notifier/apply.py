@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
 from services.notifier.changes import (
@@ -21,8 +21,10 @@ from services.notifier.changes import (
 from shared import storage
 from shared.events import MalformedEvent, TaskStatusChanged
 from shared.lifecycle import TaskStatus
+from shared.logging import about_task, task_logger
+from shared.tables import applied_events, clips, task_history, tasks
 
-logger = logging.getLogger(__name__)
+logger = task_logger(__name__)
 
 
 class UnknownTask(MalformedEvent):
@@ -47,7 +49,7 @@ def apply_status_change(
     event: TaskStatusChanged,
     *,
     clips_bucket: str,
-    delete_object: Callable[[str], bool] = storage.delete_uri,
+    delete_object: Callable[[str], bool] | None = None,
 ) -> Result:
     """Apply ``event`` to its task if it moves the task forward.
 
@@ -60,24 +62,34 @@ def apply_status_change(
     Outputs outside the task's own folder in ``clips_bucket`` are dropped and logged
     first: they are neither recorded nor ever deleted.
 
+    ``delete_object`` deletes one ``gs://`` object (by default through the notifier's
+    storage client, made once per instance).
+
     Raises :class:`MalformedEvent` (or :class:`UnknownTask`) for an event that can
-    never be applied; database and storage errors propagate.
+    never be applied; database and storage errors propagate. Every line logged on the
+    way names the event's task.
     """
+    with about_task(event.task_id):
+        return _apply(engine, event, clips_bucket, delete_object or _delete_uri)
+
+
+def _apply(
+    engine: Engine, event: TaskStatusChanged, clips_bucket: str, delete_object: Callable[[str], bool]
+) -> Result:
     check_event(event)
     outputs, refused = own_outputs(event, clips_bucket)
     if refused:
         logger.error(
             "dropped outputs outside the task's folder in the clips bucket",
-            extra={"task_id": str(event.task_id), "event_id": event.event_id, "uris": refused},
+            extra={"event_id": event.event_id, "uris": refused},
         )
         event = event.model_copy(update={"outputs": outputs})
     with engine.begin() as conn:
         first_time = conn.execute(
-            text(
-                "INSERT INTO applied_events (event_id, task_id) VALUES (:event_id, :task_id) "
-                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-            ),
-            {"event_id": event.event_id, "task_id": event.task_id},
+            insert(applied_events)
+            .values(event_id=event.event_id, task_id=event.task_id)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(applied_events.c.event_id)
         ).first()
         if first_time is None:
             return Result(Outcome.DUPLICATE)
@@ -95,11 +107,14 @@ def apply_status_change(
 
 def _lock_task(conn: Connection, event: TaskStatusChanged) -> TaskState:
     row = conn.execute(
-        text(
-            "SELECT status, progress, attempt, deleted_at IS NOT NULL AS deleted "
-            "FROM tasks WHERE id = :task_id FOR UPDATE"
-        ),
-        {"task_id": event.task_id},
+        select(
+            tasks.c.status,
+            tasks.c.progress,
+            tasks.c.attempt,
+            tasks.c.deleted_at.is_not(None).label("deleted"),
+        )
+        .where(tasks.c.id == event.task_id)
+        .with_for_update()
     ).first()
     if row is None:
         # Raising rolls back the applied_events row: nothing is written for it.
@@ -112,11 +127,12 @@ def _lock_task(conn: Connection, event: TaskStatusChanged) -> TaskState:
     )
 
 
+def _delete_uri(uri: str) -> bool:
+    return storage.delete_uri(storage.storage_client(), uri)
+
+
 def _recorded_objects(conn: Connection, event: TaskStatusChanged) -> set[str]:
-    rows = conn.execute(
-        text("SELECT uri, poster_uri FROM clips WHERE task_id = :task_id"),
-        {"task_id": event.task_id},
-    )
+    rows = conn.execute(select(clips.c.uri, clips.c.poster_uri).where(clips.c.task_id == event.task_id))
     return {uri for row in rows for uri in row if uri}
 
 
@@ -132,7 +148,7 @@ def _delete_orphans(
             # The notifier may delete only clips; anything else is left for an operator.
             logger.warning(
                 "left an object outside the clips bucket",
-                extra={"task_id": str(event.task_id), "event_id": event.event_id, "uri": uri},
+                extra={"event_id": event.event_id, "uri": uri},
             )
             continue
         delete_object(uri)
@@ -141,7 +157,6 @@ def _delete_orphans(
         logger.info(
             "deleted the outputs of a late processed event",
             extra={
-                "task_id": str(event.task_id),
                 "event_id": event.event_id,
                 "uris": deleted,
             },
@@ -150,62 +165,40 @@ def _delete_orphans(
 
 
 def _write_change(conn: Connection, event: TaskStatusChanged, change: Change) -> None:
-    conn.execute(
-        text(
-            """
-            UPDATE tasks SET
-                status = :status,
-                progress = :progress,
-                attempt = :attempt,
-                failure_reason = coalesce(:failure_reason, failure_reason),
-                worker_id = coalesce(:worker_id, worker_id),
-                status_changed_at = CASE WHEN :status_changed
-                    THEN CAST(:occurred_at AS timestamptz) ELSE status_changed_at END,
-                updated_at = now()
-            WHERE id = :task_id
-            """
-        ),
-        {
-            "task_id": event.task_id,
-            "status": str(change.status),
-            "progress": change.progress,
-            "attempt": change.attempt,
-            "failure_reason": change.failure_reason,
-            "worker_id": change.worker_id,
-            "status_changed": change.status_changed,
-            "occurred_at": change.occurred_at,
-        },
-    )
+    values: dict[str, object] = {
+        "status": str(change.status),
+        "progress": change.progress,
+        "attempt": change.attempt,
+        "updated_at": func.now(),
+    }
+    # A change without a failure reason or a worker keeps the ones the row has.
+    if change.failure_reason is not None:
+        values["failure_reason"] = change.failure_reason
+    if change.worker_id is not None:
+        values["worker_id"] = change.worker_id
+    if change.status_changed:
+        values["status_changed_at"] = change.occurred_at
+    conn.execute(update(tasks).where(tasks.c.id == event.task_id).values(values))
     if change.status is TaskStatus.PROCESSED:
-        conn.execute(text("DELETE FROM clips WHERE task_id = :task_id"), {"task_id": event.task_id})
+        conn.execute(delete(clips).where(clips.c.task_id == event.task_id))
         if event.outputs:
             conn.execute(
-                text(
-                    "INSERT INTO clips (task_id, index, uri, poster_uri, duration_seconds, "
-                    "size_bytes) VALUES (:task_id, :index, :uri, :poster_uri, "
-                    ":duration_seconds, :size_bytes)"
-                ),
-                [{"task_id": event.task_id, **clip.model_dump()} for clip in event.outputs],
+                insert(clips), [{"task_id": event.task_id, **clip.model_dump()} for clip in event.outputs]
             )
     conn.execute(
-        text(
-            "INSERT INTO task_history (task_id, status, progress, attempt, event_id, occurred_at) "
-            "VALUES (:task_id, :status, :progress, :attempt, :event_id, :occurred_at)"
-        ),
-        {
-            "task_id": event.task_id,
-            "status": str(change.status),
-            "progress": change.progress,
-            "attempt": change.attempt,
-            "event_id": event.event_id,
-            "occurred_at": change.occurred_at,
-        },
+        insert(task_history).values(
+            task_id=event.task_id,
+            status=str(change.status),
+            progress=change.progress,
+            attempt=change.attempt,
+            event_id=event.event_id,
+            occurred_at=change.occurred_at,
+        )
     )
     logger.info(
         "applied %s",
         change.status,
         extra={
-            "task_id": str(event.task_id),
             "event_id": event.event_id,
             "progress": change.progress,
             "attempt": change.attempt,

@@ -20,7 +20,6 @@ if _PROJECT_ROOT not in sys.path:
 
 import base64
 import binascii
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +30,7 @@ from sqlalchemy.engine import Engine
 from services.notifier.apply import Result, apply_status_change
 from shared.db import get_engine
 from shared.events import MalformedEvent, TaskStatusChanged, decode
+from shared.logging import about_task, task_logger
 from shared.startup import start_process
 
 # A TaskStatusChanged is a few hundred bytes per clip; anything far larger is not one.
@@ -40,7 +40,7 @@ MAX_EVENT_BYTES = 256 * 1024
 # first. Without its settings the engine would aim at the local default and every event
 # would fail and come back forever: better not to start at all.
 settings = start_process("notifier")
-logger = logging.getLogger("services.notifier")
+logger = task_logger("services.notifier")
 
 
 @functions_framework.cloud_event
@@ -65,20 +65,18 @@ def handle_message(engine: Engine, message: Any, *, clips_bucket: str) -> Result
     try:
         event = decode_message(message)
     except MalformedEvent as exc:
-        logger.error(
-            "dropped a malformed event: %s",
-            exc,
-            extra={"message_id": message_id, **_task_of(message)},
-        )
+        with about_task(_claimed_task(message)):
+            logger.error("dropped a malformed event: %s", exc, extra={"message_id": message_id})
         return None
-    log_fields = {"task_id": str(event.task_id), "event_id": event.event_id, "message_id": message_id}
-    try:
-        result = apply_status_change(engine, event, clips_bucket=clips_bucket)
-    except MalformedEvent as exc:
-        logger.error("dropped an event that cannot apply: %s", exc, extra=log_fields)
-        return None
-    if result.change is None:
-        logger.info("%s %s event changed nothing", result.outcome, event.status, extra=log_fields)
+    log_fields = {"event_id": event.event_id, "message_id": message_id}
+    with about_task(event.task_id):
+        try:
+            result = apply_status_change(engine, event, clips_bucket=clips_bucket)
+        except MalformedEvent as exc:
+            logger.error("dropped an event that cannot apply: %s", exc, extra=log_fields)
+            return None
+        if result.change is None:
+            logger.info("%s %s event changed nothing", result.outcome, event.status, extra=log_fields)
     return result
 
 
@@ -104,10 +102,10 @@ def decode_message(message: Any) -> TaskStatusChanged:
     return event
 
 
-def _task_of(message: Any) -> dict[str, str]:
+def _claimed_task(message: Any) -> str | None:
     """The task id the attributes claim, so even a dropped event's line names its task."""
     if isinstance(message, Mapping) and isinstance(message.get("attributes"), Mapping):
         task_id = message["attributes"].get("task_id")
         if isinstance(task_id, str):
-            return {"task_id": task_id[:64]}
-    return {}
+            return task_id[:64]
+    return None

@@ -10,7 +10,6 @@ and the process exits 0; a pull that ends for good before that is opened again
 from __future__ import annotations
 
 import base64
-import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,8 +19,9 @@ from google.cloud import pubsub_v1
 
 from shared.config import Settings
 from shared.events import keep_pulling, stop_on_signals, subscription_path, topic_path
+from shared.logging import about_task, task_logger
 
-logger = logging.getLogger(__name__)
+logger = task_logger(__name__)
 
 PUBSUB_EVENT_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
 # Messages applied at once; each holds a database connection while it runs.
@@ -82,10 +82,11 @@ def make_callback(
             function(cloud_event_for(message, settings))
         except Exception:
             # The function raises exactly when the message must come back (database down).
-            logger.exception(
-                "the function raised; the message will be redelivered",
-                extra={"message_id": message.message_id, "task_id": message.attributes.get("task_id")},
-            )
+            with about_task(message.attributes.get("task_id")):
+                logger.exception(
+                    "the function raised; the message will be redelivered",
+                    extra={"message_id": message.message_id},
+                )
             threading.Event().wait(RETRY_DELAY_SECONDS)
             message.nack()
             return

@@ -10,7 +10,7 @@ from services.transcoder.worker import Worker
 from shared.db import dispose_engine, get_engine
 from shared.events import Publisher, stop_on_signals
 from shared.startup import start_process
-from shared.storage import storage_client
+from shared.storage import create_client
 
 
 def main() -> int:
@@ -19,7 +19,7 @@ def main() -> int:
     worker = Worker(
         settings,
         engine=get_engine(settings),
-        storage_client=storage_client(),
+        storage_client=create_client(),
         publisher=Publisher(settings),
     )
     try:

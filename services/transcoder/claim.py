@@ -17,19 +17,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import BigInteger, bindparam, func, literal, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.transcoder.decisions import StopReason, was_canceled
 from services.transcoder.runner import StopSignal
-from services.transcoder.tasklog import task_logger
-from shared.db import read_only
+from shared.db import SET_READ_ONLY, read_only
 from shared.lifecycle import TaskStatus
+from shared.logging import task_logger
+from shared.tables import tasks
 
 log = task_logger(__name__)
 
-_TASK_STATE = text("SELECT status, attempt, deleted_at IS NOT NULL FROM tasks WHERE id = :id")
+_TASK_STATE = select(tasks.c.status, tasks.c.attempt, tasks.c.deleted_at.is_not(None)).where(
+    tasks.c.id == bindparam("id")
+)
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,10 @@ class TaskClaim:
         conn = self._engine.connect()
         try:
             with conn.begin():
-                conn.execute(text("SET TRANSACTION READ ONLY"))
-                taken = conn.execute(
-                    text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}
-                ).scalar_one()
+                conn.execute(SET_READ_ONLY)
+                # The lock key is a bigint: pg_try_advisory_lock(bigint), the one-key form.
+                key = literal(self._key, BigInteger)
+                taken = conn.execute(select(func.pg_try_advisory_lock(key))).scalar_one()
         except BaseException:
             conn.close()
             raise
@@ -101,7 +104,7 @@ class TaskClaim:
         with self._lock:
             try:
                 with self._conn.begin():
-                    self._conn.execute(text("SET TRANSACTION READ ONLY"))
+                    self._conn.execute(SET_READ_ONLY)
                     return _read_state(self._conn, self.task_id)
             except (SQLAlchemyError, OSError) as exc:
                 # pg8000 lets a reset socket's OSError through unwrapped.

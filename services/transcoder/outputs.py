@@ -15,8 +15,8 @@ from google.cloud import storage
 from services.transcoder.errors import PermanentFailure, TransientFailure
 from services.transcoder.pipeline import LocalClip
 from services.transcoder.plan import clip_object_name, poster_object_name, task_prefix
-from services.transcoder.tasklog import task_logger
 from shared.events import ClipOutput
+from shared.logging import task_logger
 from shared.storage import gs_uri
 
 log = task_logger(__name__)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import Future
 
-from services.transcoder.tasklog import task_logger
 from shared.events import ClipOutput, Publisher, TaskStatusChanged
 from shared.lifecycle import TaskStatus
+from shared.logging import task_logger
 
 log = task_logger(__name__)
 

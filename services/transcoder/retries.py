@@ -18,8 +18,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from services.transcoder.errors import TransientFailure
 from services.transcoder.runner import StopSignal
-from services.transcoder.tasklog import task_logger
 from shared.config import Settings
+from shared.logging import task_logger
 
 log = task_logger(__name__)
 

@@ -58,7 +58,6 @@ from services.transcoder.reports import StatusReporter
 from services.transcoder.retries import RetryPolicy
 from services.transcoder.runner import StopSignal
 from services.transcoder.stages import AttemptStages
-from services.transcoder.tasklog import about_task, task_logger
 from shared.config import Settings
 from shared.events import (
     ClipOutput,
@@ -70,6 +69,7 @@ from shared.events import (
     subscription_path,
 )
 from shared.lifecycle import TaskStatus
+from shared.logging import about_task, task_logger
 
 log = task_logger(__name__)
 # What the pipeline logs while it works on a task (ffmpeg's errors) concerns the task too.

@@ -23,6 +23,7 @@ def sweep_every_upload(database_url: str) -> int:
     import sqlalchemy
 
     from services.api.tus_sweep import sweep_expired
+    from shared.storage import storage_client
 
     engine = sqlalchemy.create_engine(database_url)
     try:
@@ -30,7 +31,7 @@ def sweep_every_upload(database_url: str) -> int:
             conn.execute(sqlalchemy.text("UPDATE tus_uploads SET expires_at = now() - interval '1 second'"))
         removed = 0
         while True:
-            count = sweep_expired(engine)
+            count = sweep_expired(engine, storage_client())
             removed += count
             if count == 0:
                 return removed

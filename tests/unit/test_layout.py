@@ -42,13 +42,15 @@ def test_the_transcoder_names_its_outputs_through_the_layout():
 def test_the_api_deletes_the_two_folders_of_the_layout(monkeypatch):
     settings = Settings()
     deleted = []
+    client = object()  # the app's storage client, passed through
     monkeypatch.setattr(
-        "shared.storage.delete_prefix", lambda bucket, prefix: deleted.append((bucket, prefix)) or 1
+        "shared.storage.delete_prefix",
+        lambda through, bucket, prefix: deleted.append((through, bucket, prefix)) or 1,
     )
-    assert delete_task_objects(settings, TASK) == 2
+    assert delete_task_objects(settings, TASK, client) == 2
     assert deleted == [
-        (settings.uploads_bucket, layout.upload_folder(TASK)),
-        (settings.clips_bucket, layout.task_folder(TASK)),
+        (client, settings.uploads_bucket, layout.upload_folder(TASK)),
+        (client, settings.clips_bucket, layout.task_folder(TASK)),
     ]
 
 

@@ -14,8 +14,7 @@ from google.cloud import storage as gcs
 from google.oauth2 import service_account
 from sqlalchemy import text
 
-from shared import layout
-from shared.storage import storage_client
+from shared import layout, storage
 from tests.support.api import SOURCE, assert_error, insert_tasks, multipart, store_processed
 
 # A 30-minute source gives 90 clips of 20 s.
@@ -46,12 +45,22 @@ def service_account_credentials() -> service_account.Credentials:
 def signatures(monkeypatch, service_account_credentials, storage_emulator_host) -> list[str]:
     """The object names of every V4 signature the process makes, in order.
 
-    The emulator client cannot sign (anonymous credentials): here it signs with a service
-    account key, as the api does on Google Cloud, while its requests still go to the
+    The emulator client cannot sign (anonymous credentials): here the app's client signs
+    with a service account key, as the api does on Google Cloud, while its requests still go to the
     emulator. Each signature counted here would be one IAM ``signBlob`` call on Compute
     Engine.
     """
-    monkeypatch.setattr(storage_client(), "_credentials", service_account_credentials)
+    create_client = storage.create_client
+
+    def signing_client() -> gcs.Client:
+        client = create_client()
+        # Its requests keep the emulator's anonymous session, made before the swap.
+        assert client._http is not None
+        client._credentials = service_account_credentials
+        return client
+
+    # The app factory makes the app's client: from here on, one that can sign.
+    monkeypatch.setattr(storage, "create_client", signing_client)
     made: list[str] = []
     sign = gcs.Blob.generate_signed_url
 

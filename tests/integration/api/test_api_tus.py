@@ -38,7 +38,7 @@ def _sweep_everything_after(engine):
     yield
     with engine.begin() as conn:
         conn.execute(text("UPDATE tus_uploads SET expires_at = now() - interval '1 second'"))
-    sweep_expired(engine)
+    sweep_expired(engine, storage_client())
 
 
 @pytest.fixture
@@ -341,12 +341,12 @@ def test_an_expired_upload_is_gone_and_one_sweep_leaves_nothing(
         assert_error(_patch(tus_client, alice, upload_id, 0, b"x"), 404, "upload_not_found")
     assert_error(tus_client.post("/tasks", json={"upload": complete}, headers=alice.headers), 404)
 
-    assert sweep_expired(tus_app.extensions["engine"]) == 2
+    assert sweep_expired(tus_app.extensions["engine"], tus_app.extensions["storage"]) == 2
     with tus_app.extensions["engine"].connect() as conn:
         left = conn.execute(text("SELECT id FROM tus_uploads")).scalars().all()
     assert [str(i) for i in left] == [kept]
     assert object_names(api_settings.uploads_bucket, "uploads/") == []
-    assert sweep_expired(tus_app.extensions["engine"]) == 0
+    assert sweep_expired(tus_app.extensions["engine"], tus_app.extensions["storage"]) == 0
 
 
 def test_a_short_expiry_setting_shows_in_upload_expires(make_app, api_settings, alice):
