@@ -211,6 +211,37 @@ class Settings(BaseSettings):
     scratch_dir: str | None = None
     """Where workers keep a task's temporary files; empty: the system's temporary folder."""
 
+    # --- webhooks -----------------------------------------------------------------------
+    webhook_endpoints_per_user: int = 10
+    """Webhook endpoints one user may register (then 409)."""
+    webhook_secret_key: str | None = Field(default=None, repr=False)
+    """Key (base64 of 32 bytes) that encrypts the endpoints' signing secrets at rest
+    (api and dispatcher); empty outside production: a fixed local key."""
+    webhook_secret_overlap_hours: float = 24.0
+    """After a secret rotation, how long deliveries carry the old secret's signature too."""
+    webhook_attempt_timeout_seconds: float = 10.0
+    """Wall-clock limit of one delivery attempt (connect, send, answer)."""
+    webhook_retry_initial_seconds: float = 10.0
+    """Pause before the first retry of a delivery; each next pause is 3 times longer."""
+    webhook_retry_max_seconds: float = 4 * 3600.0
+    """Longest pause between two attempts (also the most a `Retry-After` is honoured)."""
+    webhook_retry_window_seconds: float = 24 * 3600.0
+    """How long a delivery is retried after it was created; the first attempt past it
+    that fails marks it failed."""
+    webhook_disable_after_seconds: float = 5 * 24 * 3600.0
+    """An endpoint whose attempts have all failed for this long is disabled."""
+    allow_loopback_webhooks: bool = False
+    """Let webhook endpoints be on loopback (the local stack only; private, link-local and
+    metadata addresses stay refused)."""
+    dispatcher_concurrency: int = 16
+    """Deliveries one dispatcher sends at once."""
+    dispatcher_poll_seconds: float = 0.2
+    """How often an idle dispatcher looks for due deliveries."""
+    dispatcher_lease_seconds: float = 60.0
+    """How long a dispatcher holds a delivery it took; one that dies lets it go after this."""
+    webhook_deliveries_listed: int = 50
+    """Most deliveries one `GET /webhooks/<id>/deliveries` answer holds."""
+
     # --- logging ------------------------------------------------------------------------
     log_level: str = "INFO"
     """Lowest level logged."""
@@ -285,6 +316,7 @@ PRODUCTION_SETTINGS: dict[str, tuple[str | tuple[str, ...], ...]] = {
     "auth": (DATABASE, ("token_signing_key", "token_signing_key_file", "token_signing_key_secret")),
     "transcoder": (DATABASE, "google_cloud_project", "uploads_bucket", "clips_bucket"),
     "notifier": (DATABASE, "clips_bucket"),
+    "dispatcher": (DATABASE, "webhook_secret_key"),
 }
 """What each service must be given in production (a tuple: any one of its names)."""
 

@@ -43,9 +43,11 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     from services.api.openapi import document
     from services.api.outbox import OutboxRelay
     from services.api.routes import tasks
+    from services.api.webhooks import webhooks
 
     app.after_request(add_bearer_challenge)
     app.register_blueprint(tasks)
+    app.register_blueprint(webhooks)
     app.register_blueprint(document)
     app.register_blueprint(
         web.health_blueprint({"database": lambda: db.ping(engine), "storage": lambda: ping_storage(settings)})

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError
 
 from services.api.outbox import OutboxMessage, enqueue
+from shared import webhooks
 from shared.config import Settings
 from shared.events import ClipSpec, TaskStatusChanged, TaskSubmitted
 from shared.lifecycle import ACTIVE_STATUSES, TaskStatus
@@ -236,6 +237,7 @@ def create(conn: Connection, new: NewTask, settings: Settings) -> tuple[OutboxMe
             "occurred_at": created_at,
         },
     )
+    webhooks.record_task_event(conn, settings.public_base_url, new.id, "task.queued", occurred_at=created_at)
     event = TaskSubmitted(
         task_id=new.id, owner_id=new.owner_id, source=new.source, spec=spec, submitted_at=created_at
     )
@@ -278,5 +280,10 @@ def delete(
         # The api applied this change itself: the notifier, receiving it, skips it.
         conn.execute(_APPLIED, {"event_id": event.event_id, "id": task.id})
         messages.append(enqueue(conn, settings.topic_task_events, event))
-    conn.execute(_MARK_DELETED, {"id": task.id})
+        webhooks.record_task_event(
+            conn, settings.public_base_url, task.id, "task.canceled", occurred_at=event.occurred_at
+        )
+    if task.deleted_at is None:
+        conn.execute(_MARK_DELETED, {"id": task.id})
+        webhooks.record_task_event(conn, settings.public_base_url, task.id, "task.deleted")
     return task, messages

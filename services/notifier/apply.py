@@ -18,7 +18,8 @@ from services.notifier.changes import (
     own_outputs,
     plan_change,
 )
-from shared import storage
+from shared import storage, webhooks
+from shared.config import get_settings
 from shared.events import MalformedEvent, TaskStatusChanged
 from shared.lifecycle import TaskStatus
 
@@ -48,6 +49,7 @@ def apply_status_change(
     *,
     clips_bucket: str,
     delete_object: Callable[[str], bool] = storage.delete_uri,
+    public_base_url: str | None = None,
 ) -> Result:
     """Apply ``event`` to its task if it moves the task forward.
 
@@ -59,6 +61,10 @@ def apply_status_change(
 
     Outputs outside the task's own folder in ``clips_bucket`` are dropped and logged
     first: they are neither recorded nor ever deleted.
+
+    A change of status writes its webhook deliveries (:mod:`shared.webhooks`) in the same
+    transaction, their links under ``public_base_url`` (default: PUBLIC_BASE_URL); a
+    redelivered event finds its event id recorded and writes none again.
 
     Raises :class:`MalformedEvent` (or :class:`UnknownTask`) for an event that can
     never be applied; database and storage errors propagate.
@@ -90,6 +96,11 @@ def apply_status_change(
             return Result(Outcome.STALE, orphans_deleted=deleted)
 
         _write_change(conn, event, change)
+        if change.status_changed and change.status is not TaskStatus.QUEUED:
+            base_url = get_settings().public_base_url if public_base_url is None else public_base_url
+            webhooks.record_task_event(
+                conn, base_url, event.task_id, f"task.{change.status}", occurred_at=change.occurred_at
+            )
         return Result(Outcome.APPLIED, change=change)
 
 
