@@ -32,7 +32,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PYTEST_ARGS ?=
 LOCK_ARGS ?=
 
-.PHONY: help install system-packages pstest up down test fmt lock migrate clean scan bench bench-api bench-e2e load
+.PHONY: help install system-packages pstest up down test fmt lock migrate clean scan bench bench-api bench-e2e bench-webhooks load
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -118,6 +118,9 @@ bench-api: install pstest ## upload memory and task-list latency of the api
 
 bench-e2e: install pstest ## POST to processed through the whole stack; tasks per minute
 	$(PYTHON) benchmarks/e2e_bench.py
+
+bench-webhooks: install pstest ## status change to webhook received (p50, p95); deliveries per second
+	$(PYTHON) benchmarks/webhooks_bench.py
 
 load: install pstest ## Locust against a fresh local stack through the gateway; writes docs/load.md
 	$(PYTHON) benchmarks/load.py

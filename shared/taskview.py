@@ -17,26 +17,39 @@ from shared.lifecycle import TaskStatus
 
 
 class ClipFacts(Protocol):
-    index: int
-    duration_seconds: float
-    size_bytes: int
+    @property
+    def index(self) -> int: ...
+    @property
+    def duration_seconds(self) -> float: ...
+    @property
+    def size_bytes(self) -> int: ...
 
 
 class TaskFacts(Protocol):
     """What rendering needs of a task (the api's ``Task`` and :class:`StoredTask` both have it)."""
 
-    id: uuid.UUID
-    status: TaskStatus
-    progress: int
-    attempt: int
-    failure_reason: str | None
-    source_kind: str
-    source: str
-    source_name: str | None
-    created_at: datetime
-    updated_at: datetime
-    status_changed_at: datetime
-
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def status(self) -> TaskStatus: ...
+    @property
+    def progress(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def failure_reason(self) -> str | None: ...
+    @property
+    def source_kind(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def source_name(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def status_changed_at(self) -> datetime: ...
     @property
     def clips(self) -> Sequence[ClipFacts]: ...
 
@@ -131,7 +144,7 @@ def load_task(conn: Connection, task_id: uuid.UUID) -> StoredTask | None:
     if row is None:
         return None
     clips = tuple(
-        StoredClip(r.index, r.duration_seconds, r.size_bytes)
+        StoredClip(**r._asdict())
         for r in conn.execute(
             select(c.index, c.duration_seconds, c.size_bytes).where(c.task_id == task_id).order_by(c.index)
         )

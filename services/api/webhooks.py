@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Engine
 
 from services.api.identity import current_owner
 from shared import tables
@@ -142,7 +142,7 @@ def _checked_description(description: str) -> str:
     return description
 
 
-def endpoint_view(row: Row[Any]) -> dict[str, Any]:
+def endpoint_view(row: Any) -> dict[str, Any]:
     return {
         "id": str(row.id),
         "url": row.url,
@@ -159,7 +159,7 @@ def endpoint_view(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def delivery_view(row: Row[Any]) -> dict[str, Any]:
+def delivery_view(row: Any) -> dict[str, Any]:
     return {
         "id": str(row.id),
         "webhook_id": row.message_id,
@@ -177,7 +177,7 @@ def delivery_view(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def _owned(conn: Connection, endpoint_id: uuid.UUID, owner: uuid.UUID, *, lock: bool = False) -> Row[Any]:
+def _owned(conn: Connection, endpoint_id: uuid.UUID, owner: uuid.UUID, *, lock: bool = False) -> Any:
     query = select(*_ENDPOINT_COLUMNS).where(E.id == endpoint_id, E.owner_id == owner)
     row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None:
