@@ -106,7 +106,8 @@ scan: install ## checkov over infra/terraform and the four Dockerfiles
 	$(SCAN_VENV)/bin/checkov --skip-download --compact --quiet --framework terraform -d infra/terraform
 	$(SCAN_VENV)/bin/checkov --skip-download --compact --quiet --framework dockerfile \
 	  -f services/auth/Dockerfile -f services/api/Dockerfile \
-	  -f services/transcoder/Dockerfile -f services/notifier/Dockerfile
+	  -f services/transcoder/Dockerfile -f services/notifier/Dockerfile \
+	  -f services/dispatcher/Dockerfile
 
 # --- benchmarks and load tests (figures printed, and recorded in docs/) ------------------
 

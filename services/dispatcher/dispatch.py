@@ -122,6 +122,7 @@ class Dispatcher:
         )
         self.stop_event = threading.Event()
         self._slots = threading.Semaphore(settings.dispatcher_concurrency)
+        self._slot_freed = threading.Event()
         self._backlog_logged = 0.0
 
     def run(self) -> None:
@@ -131,12 +132,17 @@ class Dispatcher:
             while not self.stop_event.is_set():
                 self._log_backlog()
                 free = self._free_slots(concurrency)
-                taken = self.take(free) if free else []
+                if not free:
+                    # Every slot is busy: take more as soon as one is released.
+                    self._slot_freed.wait(self.settings.dispatcher_poll_seconds)
+                    self._slot_freed.clear()
+                    continue
+                taken = self.take(free)
                 for _ in range(free - len(taken)):
                     self._slots.release()
                 for delivery in taken:
                     pool.submit(self._deliver_and_release, delivery)
-                if len(taken) < free or not free:
+                if len(taken) < free:
                     self.stop_event.wait(self.settings.dispatcher_poll_seconds)
 
     def stop(self) -> None:
@@ -155,6 +161,7 @@ class Dispatcher:
             log.exception("a delivery attempt could not be recorded", extra={"delivery_id": str(delivery.id)})
         finally:
             self._slots.release()
+            self._slot_freed.set()
 
     def take(self, limit: int) -> list[Taken]:
         """Lease up to ``limit`` due deliveries of enabled endpoints."""
