@@ -138,7 +138,8 @@ class Settings(BaseSettings):
     signed_url_minutes: int = 15
     """Lifetime of a signed download URL."""
     public_base_url: str = ""
-    """Prefix of the links in answers; empty for relative links."""
+    """Prefix of the links in answers and webhook payloads; empty for relative links
+    (required in production by the api and the notifier: receivers need absolute links)."""
     outbox_relay_enabled: bool = True
     """Whether each api process runs the outbox relay thread."""
     outbox_relay_interval_seconds: float = 2.0
@@ -312,10 +313,18 @@ class Settings(BaseSettings):
 DATABASE = ("instance_connection_name", "database_url")
 
 PRODUCTION_SETTINGS: dict[str, tuple[str | tuple[str, ...], ...]] = {
-    "api": (DATABASE, "google_cloud_project", "uploads_bucket", "clips_bucket", "auth_jwks_url"),
+    "api": (
+        DATABASE,
+        "google_cloud_project",
+        "uploads_bucket",
+        "clips_bucket",
+        "auth_jwks_url",
+        "public_base_url",
+        "webhook_secret_key",
+    ),
     "auth": (DATABASE, ("token_signing_key", "token_signing_key_file", "token_signing_key_secret")),
     "transcoder": (DATABASE, "google_cloud_project", "uploads_bucket", "clips_bucket"),
-    "notifier": (DATABASE, "clips_bucket"),
+    "notifier": (DATABASE, "clips_bucket", "public_base_url"),
     "dispatcher": (DATABASE, "webhook_secret_key"),
 }
 """What each service must be given in production (a tuple: any one of its names)."""

@@ -61,6 +61,8 @@ class SecretBox:
     not decrypt there)."""
 
     def __init__(self, settings: Settings) -> None:
+        if settings.is_production and not settings.webhook_secret_key:
+            raise ValueError("WEBHOOK_SECRET_KEY is required in production")
         key = base64.b64decode(settings.webhook_secret_key) if settings.webhook_secret_key else _LOCAL_KEY
         if len(key) != 32:
             raise ValueError("WEBHOOK_SECRET_KEY must be the base64 of 32 bytes")
