@@ -395,3 +395,41 @@ def test_a_dispatcher_killed_mid_delivery_lets_another_deliver_it(
     assert len(receiver.received) == 2  # the lost attempt and its one duplicate
     assert receiver.received[0].webhook_id == receiver.received[1].webhook_id
     assert all(r.verified for r in receiver.received)
+
+
+def _written(engine, endpoint_id: str) -> list[dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT event_type, body FROM webhook_deliveries WHERE endpoint_id = :e ORDER BY created_at"
+            ),
+            {"e": endpoint_id},
+        ).all()
+    return [json.loads(row.body) for row in rows]
+
+
+def test_cancel_delete_and_failure_write_their_events_with_the_change(api, alice, bob, engine, hook_settings):
+    mine = register(
+        api, alice, "https://hooks.example/a", events=["task.canceled", "task.deleted", "task.failed"]
+    )
+    others = register(api, bob, "https://hooks.example/b")
+    canceled = submit(api, alice)
+    assert api.delete(f"/tasks/{canceled}", headers=alice.headers).status_code in (204, 503)
+    api.delete(f"/tasks/{canceled}", headers=alice.headers)  # a repeated DELETE writes nothing more
+    failed = submit(api, alice)
+    event = TaskStatusChanged(
+        task_id=uuid.UUID(failed),
+        status=TaskStatus.FAILED,
+        attempt=3,
+        failure_reason="the source answered HTTP 404",
+    )
+    apply_status_change(engine, event, clips_bucket=hook_settings.clips_bucket, public_base_url="")
+    written = _written(engine, mine["id"])
+    assert [(e["type"], e["data"]["id"]) for e in written] == [
+        ("task.canceled", canceled),
+        ("task.deleted", canceled),
+        ("task.failed", failed),
+    ]
+    assert written[0]["data"]["status"] == "canceled"
+    assert written[2]["data"]["failure_reason"] == "the source answered HTTP 404"
+    assert _written(engine, others["id"]) == []  # another user's endpoint hears nothing of alice's tasks
