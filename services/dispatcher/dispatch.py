@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import sqlalchemy.exc
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -28,6 +29,11 @@ from shared import webhooks
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
+
+# The database is unreachable or the connection broke (an outage, a restart, a failover):
+# the dispatcher waits and asks again rather than exiting.
+_DATABASE_DOWN = (sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError)
+_DATABASE_RETRY_SECONDS = 2.0
 
 _CLAIM = text(
     """
@@ -130,20 +136,35 @@ class Dispatcher:
         concurrency = self.settings.dispatcher_concurrency
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="delivery") as pool:
             while not self.stop_event.is_set():
-                self._log_backlog()
-                free = self._free_slots(concurrency)
-                if not free:
-                    # Every slot is busy: take more as soon as one is released.
-                    self._slot_freed.wait(self.settings.dispatcher_poll_seconds)
-                    self._slot_freed.clear()
-                    continue
-                taken = self.take(free)
-                for _ in range(free - len(taken)):
-                    self._slots.release()
-                for delivery in taken:
-                    pool.submit(self._deliver_and_release, delivery)
-                if len(taken) < free:
-                    self.stop_event.wait(self.settings.dispatcher_poll_seconds)
+                try:
+                    self._round(pool, concurrency)
+                except _DATABASE_DOWN as exc:
+                    log.warning(
+                        "database unavailable, retrying: %s", str(exc).splitlines()[0] if str(exc) else exc
+                    )
+                    self.stop_event.wait(_DATABASE_RETRY_SECONDS)
+
+    def _round(self, pool: ThreadPoolExecutor, concurrency: int) -> None:
+        """Take as many due deliveries as there are free slots and start sending them."""
+        self._log_backlog()
+        free = self._free_slots(concurrency)
+        if not free:
+            # Every slot is busy: take more as soon as one is released.
+            self._slot_freed.wait(self.settings.dispatcher_poll_seconds)
+            self._slot_freed.clear()
+            return
+        try:
+            taken = self.take(free)
+        except BaseException:
+            for _ in range(free):
+                self._slots.release()
+            raise
+        for _ in range(free - len(taken)):
+            self._slots.release()
+        for delivery in taken:
+            pool.submit(self._deliver_and_release, delivery)
+        if len(taken) < free:
+            self.stop_event.wait(self.settings.dispatcher_poll_seconds)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -81,6 +81,23 @@ def submit(api, user) -> str:
     return response.get_json()["id"]
 
 
+def settled_log(api, user, endpoint_id: str, done, timeout: float = 30) -> list[dict]:
+    """The endpoint's delivery log once ``done(deliveries)`` holds (the dispatcher records an
+    attempt just after the receiver answered it), or as it is at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        deliveries = api.get(f"/webhooks/{endpoint_id}/deliveries", headers=user.headers).get_json()[
+            "deliveries"
+        ]
+        if done(deliveries) or time.monotonic() > deadline:
+            return deliveries
+        time.sleep(0.1)
+
+
+def all_delivered(deliveries: list[dict]) -> bool:
+    return bool(deliveries) and all(d["status"] == "delivered" for d in deliveries)
+
+
 def events(receiver) -> list[dict]:
     return [json.loads(r.body) for r in receiver.received]
 
@@ -228,9 +245,7 @@ def test_a_receiver_that_refuses_at_first_gets_everything_once_it_accepts(api, a
         assert receiver.wait_for(
             lambda got: {json.loads(r.body)["data"]["id"] for r in got[6:]} == set(tasks), timeout=60
         )
-        deliveries = api.get(f"/webhooks/{created['id']}/deliveries", headers=alice.headers).get_json()[
-            "deliveries"
-        ]
+        deliveries = settled_log(api, alice, created["id"], all_delivered)
     assert all(r.verified for r in receiver.received)
     by_id: dict[str, set[bytes]] = {}
     for r in receiver.received:
@@ -258,10 +273,7 @@ def test_a_slow_receiver_times_out_and_is_retried(api, alice, start_dispatcher):
         start_dispatcher(webhook_attempt_timeout_seconds=0.5)
         submit(api, alice)
         assert receiver.wait_for(lambda got: len(got) == 2, timeout=30)
-        time.sleep(0.5)
-        deliveries = api.get(f"/webhooks/{created['id']}/deliveries", headers=alice.headers).get_json()[
-            "deliveries"
-        ]
+        deliveries = settled_log(api, alice, created["id"], all_delivered)
     assert [d["status"] for d in deliveries] == ["delivered"] and deliveries[0]["attempts"] == 2
 
 
@@ -291,13 +303,7 @@ def test_a_name_resolving_to_a_private_address_is_refused_at_delivery(
     )
     start_dispatcher(sender)
     submit(api, alice)
-    path = f"/webhooks/{created['id']}/deliveries"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        (delivery,) = api.get(path, headers=alice.headers).get_json()["deliveries"]
-        if delivery["attempts"]:
-            break
-        time.sleep(0.1)
+    (delivery,) = settled_log(api, alice, created["id"], lambda found: found and found[0]["last_attempt_at"])
     assert delivery["last_status_code"] is None
     assert "private address" in delivery["last_error"]
 
@@ -388,9 +394,7 @@ def test_a_dispatcher_killed_mid_delivery_lets_another_deliver_it(
         time.sleep(hook_settings.dispatcher_lease_seconds + 0.5)
         release.set()
         doomed_thread.join(30)
-        deliveries = api.get(f"/webhooks/{created['id']}/deliveries", headers=alice.headers).get_json()[
-            "deliveries"
-        ]
+        deliveries = settled_log(api, alice, created["id"], all_delivered)
     assert [(d["status"], d["attempts"]) for d in deliveries] == [("delivered", 2)]
     assert len(receiver.received) == 2  # the lost attempt and its one duplicate
     assert receiver.received[0].webhook_id == receiver.received[1].webhook_id
@@ -433,3 +437,22 @@ def test_cancel_delete_and_failure_write_their_events_with_the_change(api, alice
     assert written[0]["data"]["status"] == "canceled"
     assert written[2]["data"]["failure_reason"] == "the source answered HTTP 404"
     assert _written(engine, others["id"]) == []  # another user's endpoint hears nothing of alice's tasks
+
+
+def test_a_dispatcher_outlives_a_database_it_cannot_reach(hook_settings, caplog):
+    import sqlalchemy
+
+    from infra.local import free_port
+
+    unreachable = sqlalchemy.create_engine(f"postgresql+pg8000://idrl@127.0.0.1:{free_port()}/idrl")
+    dispatcher = Dispatcher(unreachable, hook_settings)
+    thread = threading.Thread(target=dispatcher.run, daemon=True)
+    with caplog.at_level("WARNING", logger="services.dispatcher"):
+        thread.start()
+        thread.join(timeout=3)
+        assert thread.is_alive()  # still asking, not exited
+        dispatcher.stop()
+        thread.join(timeout=30)
+    unreachable.dispose()
+    assert not thread.is_alive()
+    assert any("database unavailable" in record.message for record in caplog.records)
