@@ -20,7 +20,7 @@ from services.api.identity import current_owner
 from shared import tables
 from shared import webhooks as hooks
 from shared.config import Settings
-from shared.errors import BadRequest, Conflict, NotFound, Unprocessable
+from shared.errors import BadRequest, Conflict, NotFound, Unauthorized, Unprocessable
 from shared.urlpolicy import SourceUrlRejected, check_source_url
 from shared.web import json_body
 
@@ -203,7 +203,7 @@ def create_endpoint():
             ).first()
             is None
         ):
-            raise BadRequest("the token's user does not exist", code="unknown_user")
+            raise Unauthorized("the token's user does not exist", code="unknown_user")
         count = conn.execute(select(func.count()).where(E.owner_id == owner)).scalar_one()
         if count >= settings.webhook_endpoints_per_user:
             raise Conflict(
