@@ -43,7 +43,7 @@ WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite
 PYTEST_ARGS ?=
 LOCK_ARGS ?=
 
-.PHONY: help install system-packages pstest web up down test fmt lock migrate clean scan bench bench-api bench-e2e load
+.PHONY: help install system-packages pstest web up down test fmt lock migrate clean scan bench bench-api bench-e2e bench-webhooks load
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -136,7 +136,8 @@ scan: install ## checkov over infra/terraform and the four Dockerfiles
 	$(SCAN_VENV)/bin/checkov --skip-download --compact --quiet --framework terraform -d infra/terraform
 	$(SCAN_VENV)/bin/checkov --skip-download --compact --quiet --framework dockerfile \
 	  -f services/auth/Dockerfile -f services/api/Dockerfile \
-	  -f services/transcoder/Dockerfile -f services/notifier/Dockerfile
+	  -f services/transcoder/Dockerfile -f services/notifier/Dockerfile \
+	  -f services/dispatcher/Dockerfile
 
 # --- benchmarks and load tests (figures printed, and recorded in docs/) ------------------
 
@@ -148,6 +149,9 @@ bench-api: install pstest ## upload memory and task-list latency of the api
 
 bench-e2e: install pstest ## POST to processed through the whole stack; tasks per minute
 	$(PYTHON) benchmarks/e2e_bench.py
+
+bench-webhooks: install pstest ## status change to webhook received (p50, p95); deliveries per second
+	$(PYTHON) benchmarks/webhooks_bench.py
 
 load: install pstest ## Locust against a fresh local stack through the gateway; writes docs/load.md
 	$(PYTHON) benchmarks/load.py

@@ -152,7 +152,8 @@ class Settings(BaseSettings):
     signed_url_minutes: int = 15
     """Lifetime of a signed download URL."""
     public_base_url: str = ""
-    """Prefix of the links in answers; empty for relative links."""
+    """Prefix of the links in answers and webhook payloads; empty for relative links
+    (required in production by the api and the notifier: receivers need absolute links)."""
     outbox_relay_enabled: bool = True
     """Whether each api process runs the outbox relay thread."""
     outbox_relay_interval_seconds: float = 2.0
@@ -242,6 +243,37 @@ class Settings(BaseSettings):
     scratch_dir: str | None = None
     """Where workers keep a task's temporary files; empty: the system's temporary folder."""
 
+    # --- webhooks -----------------------------------------------------------------------
+    webhook_endpoints_per_user: int = 10
+    """Webhook endpoints one user may register (then 409)."""
+    webhook_secret_key: str | None = Field(default=None, repr=False)
+    """Key (base64 of 32 bytes) that encrypts the endpoints' signing secrets at rest
+    (api and dispatcher); empty outside production: a fixed local key."""
+    webhook_secret_overlap_hours: float = 24.0
+    """After a secret rotation, how long deliveries carry the old secret's signature too."""
+    webhook_attempt_timeout_seconds: float = 10.0
+    """Wall-clock limit of one delivery attempt (connect, send, answer)."""
+    webhook_retry_initial_seconds: float = 10.0
+    """Pause before the first retry of a delivery; each next pause is 3 times longer."""
+    webhook_retry_max_seconds: float = 4 * 3600.0
+    """Longest pause between two attempts (also the most a `Retry-After` is honoured)."""
+    webhook_retry_window_seconds: float = 24 * 3600.0
+    """How long a delivery is retried after it was created; the first attempt past it
+    that fails marks it failed."""
+    webhook_disable_after_seconds: float = 5 * 24 * 3600.0
+    """An endpoint whose attempts have all failed for this long is disabled."""
+    allow_loopback_webhooks: bool = False
+    """Let webhook endpoints be on loopback (the local stack only; private, link-local and
+    metadata addresses stay refused)."""
+    dispatcher_concurrency: int = 16
+    """Deliveries one dispatcher sends at once."""
+    dispatcher_poll_seconds: float = 0.2
+    """How often an idle dispatcher looks for due deliveries."""
+    dispatcher_lease_seconds: float = 60.0
+    """How long a dispatcher holds a delivery it took; one that dies lets it go after this."""
+    webhook_deliveries_listed: int = 50
+    """Most deliveries one `GET /webhooks/<id>/deliveries` answer holds."""
+
     # --- logging ------------------------------------------------------------------------
     log_level: str = "INFO"
     """Lowest level logged."""
@@ -327,10 +359,19 @@ class Settings(BaseSettings):
 DATABASE = ("instance_connection_name", "database_url")
 
 PRODUCTION_SETTINGS: dict[str, tuple[str | tuple[str, ...], ...]] = {
-    "api": (DATABASE, "google_cloud_project", "uploads_bucket", "clips_bucket", "auth_jwks_url"),
+    "api": (
+        DATABASE,
+        "google_cloud_project",
+        "uploads_bucket",
+        "clips_bucket",
+        "auth_jwks_url",
+        "public_base_url",
+        "webhook_secret_key",
+    ),
     "auth": (DATABASE, ("token_signing_key", "token_signing_key_file", "token_signing_key_secret")),
     "transcoder": (DATABASE, "google_cloud_project", "uploads_bucket", "clips_bucket"),
-    "notifier": (DATABASE, "clips_bucket"),
+    "notifier": (DATABASE, "clips_bucket", "public_base_url"),
+    "dispatcher": (DATABASE, "webhook_secret_key"),
 }
 """What each service must be given in production (a tuple: any one of its names)."""
 

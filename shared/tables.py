@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -30,7 +31,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from shared.lifecycle import TaskStatus
 
@@ -217,3 +218,62 @@ tus_uploads = Table(
 )
 Index("tus_uploads_owner_idx", tus_uploads.c.owner_id, postgresql_where=text("completed_at IS NULL"))
 Index("tus_uploads_expires_idx", tus_uploads.c.expires_at)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", Uuid, primary_key=True, server_default=text("gen_random_uuid()")),
+    Column(
+        "owner_id",
+        Uuid,
+        ForeignKey("users.id", name="webhook_endpoints_owner_id_fkey", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("url", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=text("''::text")),
+    Column("events", ARRAY(Text), nullable=False),
+    # Secrets are stored encrypted (shared.webhooks.SecretBox), never in the clear.
+    Column("secret", LargeBinary, nullable=False),
+    Column("previous_secret", LargeBinary),
+    Column("previous_secret_until", DateTime(timezone=True)),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("disabled_reason", Text),
+    Column("failing_since", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+Index("webhook_endpoints_owner_idx", webhook_endpoints.c.owner_id, webhook_endpoints.c.created_at)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Uuid, primary_key=True, server_default=text("gen_random_uuid()")),
+    Column(
+        "endpoint_id",
+        Uuid,
+        ForeignKey("webhook_endpoints.id", name="webhook_deliveries_endpoint_id_fkey", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("message_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'pending'::text")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("last_response", Text),
+    Column("last_latency_ms", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("completed_at", DateTime(timezone=True)),
+    CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="webhook_deliveries_status_check"),
+)
+# What the dispatchers still have to send, soonest first.
+Index(
+    "webhook_deliveries_due_idx",
+    webhook_deliveries.c.next_attempt_at,
+    postgresql_where=webhook_deliveries.c.status == "pending",
+)
+# An endpoint's delivery log, newest first.
+Index("webhook_deliveries_endpoint_idx", webhook_deliveries.c.endpoint_id, webhook_deliveries.c.created_at)

@@ -68,6 +68,7 @@ class LocalStack:
             "token_signing_key_file": str(config.signing_key_path),
             "auth_jwks_url": f"http://{config.host}:{config.auth_port}/auth/.well-known/jwks.json",
             "allow_loopback_sources": "true",
+            "allow_loopback_webhooks": "true",
         }
         return values | config.settings
 
@@ -271,13 +272,13 @@ class LocalStack:
                             stop_timeout=75,
                         ).start(),
                     )
-            elif name == "notifier":
+            elif name in ("notifier", "dispatcher"):
                 self._add(
                     TIER_SERVICES,
                     ManagedProcess(
-                        "notifier",
-                        [config.python, "-m", "services.notifier"],
-                        log_path=config.logs_dir / "notifier.log",
+                        name,
+                        [config.python, "-m", f"services.{name}"],
+                        log_path=config.logs_dir / f"{name}.log",
                         env=env,
                         cwd=config.project_root,
                         stop_timeout=15,

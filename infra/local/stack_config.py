@@ -15,7 +15,7 @@ from pathlib import Path
 from infra.local.process import StartupError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("auth", "api", "transcoder", "notifier")
+SERVICES = ("auth", "api", "transcoder", "notifier", "dispatcher")
 PUBSUB_EMULATORS = ("auto", "pstest", "gcloud")
 SIGNING_KEY_NAME = "token-signing-key.pem"
 # Local throwaway cluster only: trust authentication on loopback, not a secret.

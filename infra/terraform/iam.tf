@@ -8,8 +8,9 @@ locals {
     auth       = "Sign-up, login and token keys"
     transcoder = "Video worker (ffmpeg)"
     notifier   = "Task status notifier (Cloud Function)"
+    dispatcher = "Webhook dispatcher"
   }
-  vm_services = ["api", "auth", "transcoder"]
+  vm_services = ["api", "auth", "transcoder", "dispatcher"]
 }
 
 resource "google_service_account" "runtime" {
@@ -30,7 +31,7 @@ resource "google_service_account" "notifier_trigger" {
 # Cloud SQL has no per-instance IAM: cloudsql.client lets the connector fetch the
 # instance's certificate; database privileges are still the PostgreSQL roles'.
 resource "google_project_iam_member" "cloudsql_client" {
-  for_each = toset(["api", "auth", "transcoder", "notifier"])
+  for_each = toset(["api", "auth", "transcoder", "notifier", "dispatcher"])
 
   project = var.project_id
   role    = "roles/cloudsql.client"
@@ -80,6 +81,9 @@ locals {
     "auth/token_signing_key"            = { account = "auth", secret = "token_signing_key" }
     "notifier/db_password_app"          = { account = "notifier", secret = "db_password_app" }
     "transcoder/db_password_transcoder" = { account = "transcoder", secret = "db_password_transcoder" }
+    "dispatcher/db_password_app"        = { account = "dispatcher", secret = "db_password_app" }
+    "dispatcher/webhook_secret_key"     = { account = "dispatcher", secret = "webhook_secret_key" }
+    "api/webhook_secret_key"            = { account = "api", secret = "webhook_secret_key" }
   }
 }
 

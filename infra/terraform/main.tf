@@ -10,7 +10,7 @@ locals {
 
   image_base = "${var.region}-docker.pkg.dev/${var.project_id}/${var.artifact_repository}"
   images = {
-    for service in ["api", "auth", "transcoder", "notifier"] :
+    for service in ["api", "auth", "transcoder", "notifier", "dispatcher"] :
     service => "${local.image_base}/${service}:${var.image_tag}"
   }
 
@@ -67,7 +67,7 @@ resource "google_artifact_registry_repository" "images" {
   repository_id = var.artifact_repository
   location      = var.region
   format        = "DOCKER"
-  description   = "Images of auth, api, transcoder and notifier, tagged with the commit they were built from."
+  description   = "Images of auth, api, transcoder, notifier and dispatcher, tagged with the commit they were built from."
   kms_key_name  = google_kms_crypto_key.keys["artifacts"].id
   labels        = local.labels
 

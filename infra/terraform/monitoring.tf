@@ -408,3 +408,132 @@ resource "google_monitoring_dashboard" "operations" {
     }
   })
 }
+
+# --- webhooks (docs/webhooks.md) -------------------------------------------------------------
+
+# A delivery failed for good: its last attempt failed and no retry follows.
+resource "google_logging_metric" "webhook_deliveries_failed" {
+  name   = "idrl/webhook_deliveries_failed"
+  filter = "jsonPayload.service = \"dispatcher\" AND jsonPayload.delivery_failed = true"
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "INT64"
+    unit         = "1"
+    display_name = "idrl webhook deliveries failed"
+  }
+}
+
+# Each dispatcher logs the age of the oldest pending delivery every minute.
+resource "google_logging_metric" "webhook_oldest_pending" {
+  name            = "idrl/webhook_oldest_pending_seconds"
+  filter          = "jsonPayload.service = \"dispatcher\" AND jsonPayload.oldest_pending_seconds >= 0"
+  value_extractor = "EXTRACT(jsonPayload.oldest_pending_seconds)"
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "DISTRIBUTION"
+    unit         = "s"
+    display_name = "idrl oldest pending webhook delivery"
+  }
+
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 20
+      growth_factor      = 2
+      scale              = 1
+    }
+  }
+}
+
+resource "google_monitoring_alert_policy" "webhook_deliveries_failing" {
+  display_name          = "webhooks - more than ${var.webhook_failures_alert_count} deliveries failed for good in 15 min"
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "webhook deliveries failed"
+    condition_threshold {
+      filter          = "resource.type = \"gce_instance\" AND metric.type = \"logging.googleapis.com/user/${google_logging_metric.webhook_deliveries_failed.name}\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.webhook_failures_alert_count
+      duration        = "0s"
+
+      aggregations {
+        alignment_period     = "900s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  documentation {
+    content   = "Webhook deliveries are failing after a day of retries, or at once on a 4xx. Check the dispatcher logs (webhook delivery failed) for the endpoints and answers; an endpoint that fails for 5 days is disabled by the dispatcher."
+    mime_type = "text/markdown"
+  }
+}
+
+resource "google_monitoring_alert_policy" "webhook_backlog" {
+  display_name          = "webhooks - oldest pending delivery older than ${var.webhook_backlog_alert_seconds} s"
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "oldest pending webhook delivery"
+    condition_threshold {
+      filter          = "resource.type = \"gce_instance\" AND metric.type = \"logging.googleapis.com/user/${google_logging_metric.webhook_oldest_pending.name}\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.webhook_backlog_alert_seconds
+      duration        = "600s"
+
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_PERCENTILE_99"
+        cross_series_reducer = "REDUCE_MAX"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+
+  }
+
+  documentation {
+    content   = "A webhook delivery has waited too long: the dispatchers are down, stuck on the database, or an endpoint keeps failing with retries due. Check that the dispatcher group has running instances and the dispatcher logs (webhook backlog, webhook attempt failed)."
+    mime_type = "text/markdown"
+  }
+}
+
+# The dispatcher group's instances: alert when none runs (no backlog lines arrive either).
+resource "google_monitoring_alert_policy" "webhook_dispatcher_absent" {
+  display_name          = "webhooks - no dispatcher reported for 15 min"
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "no webhook backlog line"
+    condition_absent {
+      filter   = "resource.type = \"gce_instance\" AND metric.type = \"logging.googleapis.com/user/${google_logging_metric.webhook_oldest_pending.name}\""
+      duration = "900s"
+
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_COUNT"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+    }
+  }
+
+  documentation {
+    content   = "No dispatcher has logged its backlog line for 15 minutes: the dispatcher group has no running instance, so no webhook is delivered."
+    mime_type = "text/markdown"
+  }
+}

@@ -80,6 +80,23 @@ resource "google_compute_firewall" "health_checks_to_transcoder" {
   }
 }
 
+resource "google_compute_firewall" "health_checks_to_dispatcher" {
+  name          = "idrl-allow-health-checks-to-dispatcher"
+  network       = google_compute_network.main.id
+  direction     = "INGRESS"
+  source_ranges = local.health_check_ranges
+  target_tags   = ["idrl-dispatcher"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["8082"]
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
 # Explicit and logged, although the VPC denies ingress by default: anything not allowed
 # above shows up in the firewall logs.
 resource "google_compute_firewall" "deny_all_ingress" {

@@ -78,6 +78,8 @@ resource "google_cloudfunctions2_function" "notifier" {
     environment_variables = merge(local.common_env, {
       SERVICE_NAME = "notifier"
       DB_USER      = google_sql_user.app.name
+      # Links in the webhook payloads the notifier writes.
+      PUBLIC_BASE_URL = "https://${var.domains[0]}"
       # Up to max_instance_count instances, one connection each, within Cloud SQL's limit.
       DB_POOL_SIZE    = "1"
       DB_MAX_OVERFLOW = "1"

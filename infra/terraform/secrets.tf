@@ -8,6 +8,7 @@ locals {
     db_password_app        = "db-password-app"
     db_password_transcoder = "db-password-transcoder"
     token_signing_key      = "token-signing-key"
+    webhook_secret_key     = "webhook-secret-key"
   }
 }
 
@@ -39,4 +40,15 @@ resource "google_secret_manager_secret_version" "db_password_app" {
 resource "google_secret_manager_secret_version" "db_password_transcoder" {
   secret      = google_secret_manager_secret.secrets["db_password_transcoder"].id
   secret_data = random_password.db_transcoder.result
+}
+
+# The key that encrypts the webhook endpoints' signing secrets in the database (api and
+# dispatcher only): 32 random bytes, base64, generated here like the database passwords.
+resource "random_id" "webhook_secret_key" {
+  byte_length = 32
+}
+
+resource "google_secret_manager_secret_version" "webhook_secret_key" {
+  secret      = google_secret_manager_secret.secrets["webhook_secret_key"].id
+  secret_data = random_id.webhook_secret_key.b64_std
 }

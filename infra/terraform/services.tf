@@ -60,7 +60,8 @@ module "api" {
     PUBLIC_BASE_URL    = "https://${var.domains[0]}"
   })
   secret_env = {
-    DB_PASSWORD = local.secret_version["db_password_app"]
+    DB_PASSWORD        = local.secret_version["db_password_app"]
+    WEBHOOK_SECRET_KEY = local.secret_version["webhook_secret_key"]
   }
 }
 
@@ -92,6 +93,48 @@ module "transcoder" {
   })
   secret_env = {
     DB_PASSWORD = local.secret_version["db_password_transcoder"]
+  }
+}
+
+# The webhook dispatcher: a fixed number of replicas sharing the deliveries table
+# (docs/webhooks.md). It serves no port: the process probe answers the health check
+# while the dispatcher process runs.
+module "dispatcher" {
+  source = "./modules/container_mig"
+
+  name                  = "dispatcher"
+  region                = var.region
+  image                 = local.images["dispatcher"]
+  service_account_email = google_service_account.runtime["dispatcher"].email
+  subnetwork            = google_compute_subnetwork.main.self_link
+  machine_type          = var.dispatcher_machine_type
+  network_tags          = ["idrl-dispatcher"]
+  health_check_port     = 8082
+  health_check_path     = "/healthz"
+  process_probe         = "services.dispatcher"
+  # Attempts under way finish within the 10 s attempt timeout.
+  stop_timeout_seconds = 30
+  labels               = local.labels
+
+  env = merge(local.common_env, {
+    SERVICE_NAME = "dispatcher"
+    DB_USER      = google_sql_user.app.name
+  })
+  secret_env = {
+    DB_PASSWORD        = local.secret_version["db_password_app"]
+    WEBHOOK_SECRET_KEY = local.secret_version["webhook_secret_key"]
+  }
+}
+
+resource "google_compute_region_autoscaler" "dispatcher" {
+  name   = "idrl-dispatcher"
+  region = var.region
+  target = module.dispatcher.instance_group_manager_id
+
+  autoscaling_policy {
+    min_replicas    = var.dispatcher_replicas
+    max_replicas    = var.dispatcher_replicas
+    cooldown_period = 60
   }
 }
 

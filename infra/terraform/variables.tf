@@ -264,3 +264,27 @@ variable "instance_group_size_alert" {
   type        = number
   default     = 4
 }
+
+variable "dispatcher_machine_type" {
+  description = "Machine type of the webhook dispatcher instances."
+  type        = string
+  default     = "e2-small"
+}
+
+variable "dispatcher_replicas" {
+  description = "Webhook dispatcher instances (each sends up to DISPATCHER_CONCURRENCY deliveries at once)."
+  type        = number
+  default     = 2
+}
+
+variable "webhook_backlog_alert_seconds" {
+  description = "Alert when the oldest pending webhook delivery of an enabled endpoint is older than this."
+  type        = number
+  default     = 900
+}
+
+variable "webhook_failures_alert_count" {
+  description = "Alert when more webhook deliveries than this fail for good within 15 minutes."
+  type        = number
+  default     = 10
+}

@@ -15,6 +15,7 @@ from shared import db, storage, web
 from shared.config import Settings, get_settings
 from shared.events import Publisher
 from shared.tokens import TokenVerifier
+from shared.webhooks import SecretBox
 
 
 def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifier | None = None) -> Flask:
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     )
     app.extensions[deps.PUBLISHER] = publisher = Publisher(settings)
     app.extensions[deps.STORAGE] = storage_client = storage.create_client()
+    app.extensions[deps.WEBHOOK_SECRETS] = SecretBox(settings)
 
     web.init_app(app)
     from services.api import identity
@@ -48,10 +50,12 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     from services.api.routes import tasks
     from services.api.tus import tus
     from services.api.tus_sweep import UploadSweep
+    from services.api.webhooks import webhooks
 
     identity.init_app(app, settings)
     app.register_blueprint(tasks)
     app.register_blueprint(tus)
+    app.register_blueprint(webhooks)
     app.register_blueprint(document)
     app.register_blueprint(
         web.health_blueprint(

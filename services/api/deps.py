@@ -18,6 +18,7 @@ from shared.config import Settings
 from shared.events import Publisher
 from shared.sessions import SessionCutoffs
 from shared.tokens import TokenVerifier
+from shared.webhooks import SecretBox
 
 SETTINGS = "settings"
 ENGINE = "engine"
@@ -27,6 +28,7 @@ TOKEN_VERIFIER = "token_verifier"
 SESSION_CUTOFFS = "session_cutoffs"
 OUTBOX_RELAY = "outbox_relay"
 UPLOAD_SWEEP = "upload_sweep"
+WEBHOOK_SECRETS = "webhook_secrets"
 
 
 def settings() -> Settings:
@@ -51,3 +53,7 @@ def token_verifier() -> TokenVerifier:
 
 def session_cutoffs() -> SessionCutoffs:
     return cast(SessionCutoffs, current_app.extensions[SESSION_CUTOFFS])
+
+
+def webhook_secrets() -> SecretBox:
+    return cast(SecretBox, current_app.extensions[WEBHOOK_SECRETS])

@@ -38,7 +38,7 @@ from services.api.outbox import publish_committed
 from services.api.tasks import IdempotencyKeyTaken, NewTask, StorageQuotaExceeded, Task, UnknownOwner
 from services.api.tus_tasks import SubmitFinishedUpload, submit_finished_upload
 from services.api.uploads import MULTIPART_OVERHEAD_BYTES, receive_upload
-from shared import layout, ratelimit, storage
+from shared import layout, ratelimit, storage, taskview
 from shared.config import Settings
 from shared.errors import (
     BadRequest,
@@ -129,39 +129,8 @@ def _link(settings: Settings, path: str) -> str:
 
 
 def task_view(task: Task, settings: Settings) -> dict:
-    """The task in full, as its owner sees it.
-
-    Download links are always this api's routes, even with signed URLs on: a read costs
-    no storage call, and a URL is signed only when one file is downloaded.
-    """
-    self_path = f"/tasks/{task.id}"
-    links = {"self": _link(settings, self_path)}
-    if task.source_kind == "upload":
-        source = {"kind": "upload", "filename": task.source_name}
-        links["original"] = _link(settings, f"{self_path}/original")
-    else:
-        source = {"kind": "url", "url": task.source}
-    return {
-        "id": str(task.id),
-        "status": task.status.value,
-        "progress": task.progress,
-        "attempts": task.attempt,
-        "failure_reason": task.failure_reason,
-        "source": source,
-        "clips": [
-            {
-                "index": clip.index,
-                "duration_seconds": clip.duration_seconds,
-                "size_bytes": clip.size_bytes,
-                "links": {"download": _link(settings, f"{self_path}/clips/{clip.index}")},
-            }
-            for clip in task.clips
-        ],
-        "created_at": _iso(task.created_at),
-        "updated_at": _iso(task.updated_at),
-        "status_changed_at": _iso(task.status_changed_at),
-        "links": links,
-    }
+    """The task in full, as its owner sees it (:func:`shared.taskview.render_task`)."""
+    return taskview.render_task(task, settings.public_base_url)
 
 
 def _task_response(task: Task, status: int, **headers: str) -> Response:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError
 
 from services.api.outbox import OutboxMessage, enqueue, in_flight, lock_owner, withdraw_submitted
+from shared import webhooks
 from shared.config import Settings
 from shared.errors import Conflict
 from shared.events import ClipSpec, TaskStatusChanged, TaskSubmitted
@@ -289,6 +290,7 @@ def create(conn: Connection, new: NewTask, settings: Settings) -> Created:
             "occurred_at": created_at,
         },
     )
+    webhooks.record_task_event(conn, settings.public_base_url, new.id, "task.queued", occurred_at=created_at)
     event = TaskSubmitted(
         task_id=new.id, owner_id=new.owner_id, source=new.source, spec=spec, submitted_at=created_at
     )
@@ -333,5 +335,10 @@ def delete(
         messages.append(enqueue(conn, settings.topic_task_events, event))
         # A held task was never published: now it never will be.
         withdraw_submitted(conn, task.id)
-    conn.execute(_MARK_DELETED, {"task_id": task.id})
+        webhooks.record_task_event(
+            conn, settings.public_base_url, task.id, "task.canceled", occurred_at=event.occurred_at
+        )
+    if task.deleted_at is None:
+        conn.execute(_MARK_DELETED, {"task_id": task.id})
+        webhooks.record_task_event(conn, settings.public_base_url, task.id, "task.deleted")
     return task, messages

@@ -18,7 +18,8 @@ from services.notifier.changes import (
     own_outputs,
     plan_change,
 )
-from shared import storage
+from shared import storage, webhooks
+from shared.config import get_settings
 from shared.events import MalformedEvent, TaskStatusChanged
 from shared.lifecycle import TaskStatus
 from shared.logging import about_task, task_logger
@@ -50,6 +51,7 @@ def apply_status_change(
     *,
     clips_bucket: str,
     delete_object: Callable[[str], bool] | None = None,
+    public_base_url: str | None = None,
 ) -> Result:
     """Apply ``event`` to its task if it moves the task forward.
 
@@ -65,16 +67,24 @@ def apply_status_change(
     ``delete_object`` deletes one ``gs://`` object (by default through the notifier's
     storage client, made once per instance).
 
+    A change of status writes its webhook deliveries (:mod:`shared.webhooks`) in the same
+    transaction, their links under ``public_base_url`` (default: PUBLIC_BASE_URL); a
+    redelivered event finds its event id recorded and writes none again.
+
     Raises :class:`MalformedEvent` (or :class:`UnknownTask`) for an event that can
     never be applied; database and storage errors propagate. Every line logged on the
     way names the event's task.
     """
     with about_task(event.task_id):
-        return _apply(engine, event, clips_bucket, delete_object or _delete_uri)
+        return _apply(engine, event, clips_bucket, delete_object or _delete_uri, public_base_url)
 
 
 def _apply(
-    engine: Engine, event: TaskStatusChanged, clips_bucket: str, delete_object: Callable[[str], bool]
+    engine: Engine,
+    event: TaskStatusChanged,
+    clips_bucket: str,
+    delete_object: Callable[[str], bool],
+    public_base_url: str | None,
 ) -> Result:
     check_event(event)
     outputs, refused = own_outputs(event, clips_bucket)
@@ -102,6 +112,11 @@ def _apply(
             return Result(Outcome.STALE, orphans_deleted=deleted)
 
         _write_change(conn, event, change)
+        if change.status_changed and change.status is not TaskStatus.QUEUED:
+            base_url = get_settings().public_base_url if public_base_url is None else public_base_url
+            webhooks.record_task_event(
+                conn, base_url, event.task_id, f"task.{change.status}", occurred_at=change.occurred_at
+            )
         return Result(Outcome.APPLIED, change=change)
 
 

@@ -207,7 +207,7 @@ def test_pipeline_tests_and_scans_before_anything_is_pushed_or_deployed(cloudbui
     steps = cloudbuild["steps"]
     ancestors = _ancestors(steps)
     pushes = [step["id"] for step in steps if step.get("args", [None])[0] == "push"]
-    assert len(pushes) == 4
+    assert len(pushes) == len(SERVICES)
     assert "make test" in next(step for step in steps if step["id"] == "test")["args"][-1]
     for step_id in pushes + ["migrate", "db-roles", "rollout", "smoke"]:
         assert {"test", "scan"} <= ancestors[step_id], step_id

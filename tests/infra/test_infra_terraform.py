@@ -348,7 +348,7 @@ def test_preconfigured_waf_rules_deny_but_spare_the_submission_bodies(root):
         assert expression.endswith("&& !(request.method == 'POST' && request.path == '/tasks')"), name
 
 
-@pytest.mark.parametrize("service", ["auth", "api", "transcoder"])
+@pytest.mark.parametrize("service", ["auth", "api", "transcoder", "dispatcher"])
 def test_each_vm_service_is_a_group_of_its_own_image_and_account(root, service):
     module = root.modules[service]
     assert module["source"] == "./modules/container_mig"
@@ -455,7 +455,7 @@ def _terraform_env_names(root, service: str) -> set[str]:
     return set(root.locals["common_env"]) | own | secrets
 
 
-@pytest.mark.parametrize("service", ["api", "auth", "transcoder", "notifier"])
+@pytest.mark.parametrize("service", ["api", "auth", "transcoder", "notifier", "dispatcher"])
 def test_terraform_gives_each_service_every_setting_its_production_guard_requires(root, service, monkeypatch):
     from shared.config import PRODUCTION_SETTINGS, Settings
 
@@ -476,7 +476,7 @@ def test_terraform_gives_each_service_every_setting_its_production_guard_require
 
 
 def test_one_service_account_per_service(root):
-    assert set(root.locals["runtime_accounts"]) == {"api", "auth", "transcoder", "notifier"}
+    assert set(root.locals["runtime_accounts"]) == {"api", "auth", "transcoder", "notifier", "dispatcher"}
     assert root.resource("google_service_account", "runtime")["account_id"] == "idrl-${each.key}"
 
 
@@ -514,7 +514,14 @@ def test_every_granted_role_is_explained_in_the_iam_doc(root):
     assert roles
     for role in sorted(roles):
         assert role in doc, f"docs/iam.md does not explain {role}"
-    for account in ("idrl-api", "idrl-auth", "idrl-transcoder", "idrl-notifier", "idrl-deployer"):
+    for account in (
+        "idrl-api",
+        "idrl-auth",
+        "idrl-transcoder",
+        "idrl-notifier",
+        "idrl-dispatcher",
+        "idrl-deployer",
+    ):
         assert account in doc
 
 
@@ -595,3 +602,38 @@ def test_dashboard_shows_backlog_instances_processing_time_and_errors(root):
     assert "instance_group/size" in filters
     assert "ack_latencies" in filters
     assert "response_code_class = 500" in filters
+
+
+# --- webhooks (docs/webhooks.md) ------------------------------------------------------------
+
+
+def test_failing_webhook_deliveries_alert(root):
+    metric = root.resource("google_logging_metric", "webhook_deliveries_failed")
+    assert "jsonPayload.delivery_failed = true" in metric["filter"]
+    policy = root.resource("google_monitoring_alert_policy", "webhook_deliveries_failing")
+    threshold = _threshold(policy)
+    assert "google_logging_metric.webhook_deliveries_failed.name" in threshold["filter"]
+    assert threshold["comparison"] == "COMPARISON_GT"
+    assert threshold["threshold_value"] == "${var.webhook_failures_alert_count}"
+
+
+def test_the_oldest_pending_webhook_delivery_alerts(root):
+    metric = root.resource("google_logging_metric", "webhook_oldest_pending")
+    assert metric["value_extractor"] == "EXTRACT(jsonPayload.oldest_pending_seconds)"
+    policy = root.resource("google_monitoring_alert_policy", "webhook_backlog")
+    threshold = _threshold(policy)
+    assert "google_logging_metric.webhook_oldest_pending.name" in threshold["filter"]
+    assert threshold["threshold_value"] == "${var.webhook_backlog_alert_seconds}"
+    absent = root.resource("google_monitoring_alert_policy", "webhook_dispatcher_absent")
+    assert "condition_absent" in only(absent["conditions"])
+
+
+def test_the_dispatcher_reads_only_its_own_secrets_and_no_bucket_or_topic(root):
+    readers = root.locals["secret_readers"]
+    assert {key for key in readers if key.startswith("dispatcher/")} == {
+        "dispatcher/db_password_app",
+        "dispatcher/webhook_secret_key",
+    }
+    assert not any(key.startswith("dispatcher/") for key in root.locals["bucket_grants"])
+    for name, grant in root.of_type("google_pubsub_topic_iam_member").items():
+        assert "dispatcher" not in str(grant), name

@@ -62,6 +62,8 @@ PRODUCTION = {
     "CLIPS_BUCKET": "idrl-prod-clips",
     "AUTH_JWKS_URL": "https://videos.example/auth/.well-known/jwks.json",
     "TOKEN_SIGNING_KEY_SECRET": "projects/idrl-prod/secrets/token-signing-key/versions/latest",
+    "PUBLIC_BASE_URL": "https://videos.example",
+    "WEBHOOK_SECRET_KEY": "from-secret-manager",
 }
 
 
@@ -80,6 +82,10 @@ PRODUCTION = {
         ("transcoder", "UPLOADS_BUCKET", "UPLOADS_BUCKET"),
         ("notifier", "INSTANCE_CONNECTION_NAME", "INSTANCE_CONNECTION_NAME or DATABASE_URL"),
         ("notifier", "CLIPS_BUCKET", "CLIPS_BUCKET"),
+        ("api", "WEBHOOK_SECRET_KEY", "WEBHOOK_SECRET_KEY"),
+        ("notifier", "PUBLIC_BASE_URL", "PUBLIC_BASE_URL"),
+        ("dispatcher", "INSTANCE_CONNECTION_NAME", "INSTANCE_CONNECTION_NAME or DATABASE_URL"),
+        ("dispatcher", "WEBHOOK_SECRET_KEY", "WEBHOOK_SECRET_KEY"),
     ],
 )
 def test_a_production_entry_point_missing_a_setting_stops_at_start_naming_it(service, left_out, named):
@@ -101,7 +107,7 @@ def test_a_production_entry_point_missing_a_setting_stops_at_start_naming_it(ser
     assert "Booting worker" not in output
 
 
-@pytest.mark.parametrize("service", ["api", "auth", "transcoder", "notifier"])
+@pytest.mark.parametrize("service", ["api", "auth", "transcoder", "notifier", "dispatcher"])
 def test_local_defaults_do_not_count_as_production_settings(service):
     """Every default is the local stack's (127.0.0.1, idrl-local...): production with only
     ENVIRONMENT set names everything its service needs."""
@@ -137,6 +143,7 @@ def production_environment(
         DATABASE_URL=settings.database_url,
         PUBSUB_EMULATOR_HOST=pubsub_emulator_host,
         STORAGE_EMULATOR_HOST=storage_emulator_host,
+        PUBLIC_BASE_URL="https://videos.example",
         **variables,
         **extra,
     )

@@ -12,7 +12,7 @@ from hcl2.utils import SerializationOptions
 
 REPO = Path(__file__).resolve().parents[2]
 TERRAFORM = REPO / "infra" / "terraform"
-SERVICES = ("auth", "api", "transcoder", "notifier")
+SERVICES = ("auth", "api", "transcoder", "notifier", "dispatcher")
 DOCKERFILES = {service: REPO / "services" / service / "Dockerfile" for service in SERVICES}
 
 _OPTIONS = SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)

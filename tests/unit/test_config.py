@@ -52,7 +52,12 @@ def test_production_on_local_defaults_stops_naming_the_database(service, no_sett
 
 
 def test_a_setting_given_empty_is_missing(no_settings_in_the_environment):
-    settings = Settings(environment="production", database_url="", clips_bucket="idrl-prod-clips")
+    settings = Settings(
+        environment="production",
+        database_url="",
+        clips_bucket="idrl-prod-clips",
+        public_base_url="https://videos.example",
+    )
     assert settings.missing_production_settings("notifier") == ["INSTANCE_CONNECTION_NAME or DATABASE_URL"]
 
 
@@ -68,6 +73,7 @@ def test_one_of_a_group_is_enough(no_settings_in_the_environment):
 def test_the_environment_counts_as_given(monkeypatch, no_settings_in_the_environment):
     monkeypatch.setenv("INSTANCE_CONNECTION_NAME", "p:r:i")
     monkeypatch.setenv("CLIPS_BUCKET", "idrl-prod-clips")
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://videos.example")
     Settings(environment="production").require_production("notifier")
 
 

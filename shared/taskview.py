@@ -1,0 +1,154 @@
+"""A task as its owner sees it: the JSON of ``GET /tasks/<id>``, rendered in one place
+for the api's answers and the webhooks' payloads."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from shared import tables
+from shared.lifecycle import TaskStatus
+
+
+class ClipFacts(Protocol):
+    @property
+    def index(self) -> int: ...
+    @property
+    def duration_seconds(self) -> float: ...
+    @property
+    def size_bytes(self) -> int: ...
+
+
+class TaskFacts(Protocol):
+    """What rendering needs of a task (the api's ``Task`` and :class:`StoredTask` both have it)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def status(self) -> TaskStatus: ...
+    @property
+    def progress(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def failure_reason(self) -> str | None: ...
+    @property
+    def source_kind(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def source_name(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def status_changed_at(self) -> datetime: ...
+    @property
+    def clips(self) -> Sequence[ClipFacts]: ...
+
+
+@dataclass(frozen=True)
+class StoredClip:
+    index: int
+    duration_seconds: float
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class StoredTask:
+    """A task row and its clips, read for rendering outside the api."""
+
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    status: TaskStatus
+    progress: int
+    attempt: int
+    failure_reason: str | None
+    source_kind: str
+    source: str
+    source_name: str | None
+    created_at: datetime
+    updated_at: datetime
+    status_changed_at: datetime
+    clips: tuple[StoredClip, ...] = field(default=())
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def render_task(task: TaskFacts, base_url: str) -> dict[str, Any]:
+    """The task in full, its links prefixed with ``base_url`` (empty: relative links).
+
+    Download links are always the api's routes, even with signed URLs on: a read costs
+    no storage call, and a URL is signed only when one file is downloaded.
+    """
+    prefix = base_url.rstrip("/")
+    self_path = f"/tasks/{task.id}"
+    links = {"self": prefix + self_path}
+    source: dict[str, Any]
+    if task.source_kind == "upload":
+        source = {"kind": "upload", "filename": task.source_name}
+        links["original"] = f"{prefix}{self_path}/original"
+    else:
+        source = {"kind": "url", "url": task.source}
+    return {
+        "id": str(task.id),
+        "status": task.status.value,
+        "progress": task.progress,
+        "attempts": task.attempt,
+        "failure_reason": task.failure_reason,
+        "source": source,
+        "clips": [
+            {
+                "index": clip.index,
+                "duration_seconds": clip.duration_seconds,
+                "size_bytes": clip.size_bytes,
+                "links": {"download": f"{prefix}{self_path}/clips/{clip.index}"},
+            }
+            for clip in task.clips
+        ],
+        "created_at": _iso(task.created_at),
+        "updated_at": _iso(task.updated_at),
+        "status_changed_at": _iso(task.status_changed_at),
+        "links": links,
+    }
+
+
+def load_task(conn: Connection, task_id: uuid.UUID) -> StoredTask | None:
+    """The task and its clips as the caller's transaction sees them (deleted ones too)."""
+    t, c = tables.tasks.c, tables.clips.c
+    row = conn.execute(
+        select(
+            t.id,
+            t.owner_id,
+            t.status,
+            t.progress,
+            t.attempt,
+            t.failure_reason,
+            t.source_kind,
+            t.source,
+            t.source_name,
+            t.created_at,
+            t.updated_at,
+            t.status_changed_at,
+        ).where(t.id == task_id)
+    ).first()
+    if row is None:
+        return None
+    clips = tuple(
+        StoredClip(**r._asdict())
+        for r in conn.execute(
+            select(c.index, c.duration_seconds, c.size_bytes).where(c.task_id == task_id).order_by(c.index)
+        )
+    )
+    values = row._asdict()
+    values["status"] = TaskStatus(values["status"])
+    return StoredTask(**values, clips=clips)
