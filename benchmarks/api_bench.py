@@ -53,11 +53,11 @@ from infra.local.process import RssSampler  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.tables import tasks, users  # noqa: E402
 from shared.tokens import TokenVerifier, generate_signing_key_pem, issue_token, signing_key_from_pem  # noqa: E402
+from tests.support.client import PlatformClient  # noqa: E402
 
 MB = 1024 * 1024
 RSS_BUDGET_MB = 100
 P95_BUDGET_MS = 20
-PASSWORD = "Benchmark123"
 HTTP_TIMEOUT = 600
 BOUNDARY = "idrl-bench-boundary"
 
@@ -107,19 +107,6 @@ def multipart_stream(head: bytes, total_bytes: int) -> Iterator[bytes]:
     yield f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-def sign_up(base_url: str) -> dict[str, str]:
-    name = f"bench{uuid.uuid4().hex[:8]}"
-    email = f"{name}@league.example"
-    requests.post(
-        f"{base_url}/auth/signup",
-        timeout=60,
-        json={"username": name, "email": email, "password": PASSWORD, "password_2": PASSWORD},
-    ).raise_for_status()
-    login = requests.post(f"{base_url}/auth/login", timeout=60, json={"email": email, "password": PASSWORD})
-    login.raise_for_status()
-    return {"Authorization": f"Bearer {login.json()['token']}"}
-
-
 def upload(base_url: str, headers: dict[str, str], head: bytes, size: int) -> tuple[dict, float]:
     started = time.monotonic()
     response = requests.post(
@@ -144,7 +131,7 @@ def bench_upload(stack: LocalStack, workdir: Path, upload_mb: int) -> tuple[int,
     say(f"\n== Part 1: a {upload_mb} MB upload through the gateway ==")
     head = tiny_mp4(workdir)
     base_url = stack.base_url
-    headers = sign_up(base_url)
+    headers = PlatformClient.sign_up(base_url, "bench", timeout=60).headers
     worker = api_worker(stack)
     # Warm-up: modules, clients and pools are loaded by a first small upload.
     upload(base_url, headers, head, 4 * MB)
@@ -272,7 +259,7 @@ def bench_tus(stack: LocalStack, workdir: Path, upload_mb: int, multipart_second
     say(f"\n== Part 2: a {upload_mb} MB resumable (tus) upload through the gateway ==")
     head = (workdir / "head.mp4").read_bytes()  # made by Part 1
     base_url = stack.base_url
-    headers = sign_up(base_url)
+    headers = PlatformClient.sign_up(base_url, "bench", timeout=60).headers
     worker = api_worker(stack)
     tus_upload(base_url, headers, head, 4 * MB)  # warm-up
     baseline = worker.memory_info().rss
@@ -381,6 +368,7 @@ def fill_tasks(database_url: str) -> uuid.UUID:
             ),
             {"users": [str(u) for u in owners]},
         )
+        # Planner statistics for the new rows: a maintenance statement, not a query.
         conn.execute(text("ANALYZE tasks"))
         counts = conn.execute(
             select(func.count(), func.count().filter(tasks.c.owner_id == owners[0])).select_from(tasks)
@@ -395,13 +383,11 @@ def explain(database_url: str, caller: uuid.UUID) -> list[str]:
 
     engine = sqlalchemy.create_engine(database_url)
     with engine.connect() as conn:
-        rows = (
-            conn.execute(
-                text("EXPLAIN (ANALYZE, BUFFERS) " + LIST_NEWEST_FIRST.text), {"owner": caller, "limit": 20}
-            )
-            .scalars()
-            .all()
-        )
+        # EXPLAIN wraps the service's own statement, compiled as the service runs it.
+        compiled = LIST_NEWEST_FIRST.compile(dialect=conn.dialect)
+        params = compiled.construct_params({"owner": caller, "limit": 20})
+        args = tuple(params[name] for name in compiled.positiontup or ()) if compiled.positional else params
+        rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + compiled.string, args).scalars().all()
     engine.dispose()
     return rows
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -60,11 +59,12 @@ from services.transcoder.probe import SourceLimits, probe_source  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.events import ClipSpec  # noqa: E402
 from shared.tables import task_history, tasks  # noqa: E402
+from tests.support.client import PlatformClient  # noqa: E402
+from tests.support.media import make_source  # noqa: E402
 
 POLL_SECONDS = 0.1
 WATCH_SECONDS = 0.02
 BURST_POLL_SECONDS = 0.5
-PASSWORD = "Bench1234"
 HTTP_TIMEOUT = 30
 TASK_TIMEOUT = 900
 
@@ -72,40 +72,20 @@ TASK_TIMEOUT = 900
 # --- sources and where they are served ------------------------------------------------------
 
 
-def make_source(path: Path, seconds: float, width: int, height: int) -> Path:
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc2=s={width}x{height}:r=30:d={seconds}",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "60",
-            "-c:a",
-            "aac",
-            "-shortest",
-            str(path),
-        ],
-        check=True,
+def make_bench_source(path: Path, seconds: float, width: int, height: int) -> Path:
+    """The benchmark's sources: 30 fps, a keyframe every 2 s, x264 ``veryfast``, a
+    48 kHz tone."""
+    return make_source(
+        path,
+        seconds=seconds,
+        width=width,
+        height=height,
+        fps=30,
+        preset="veryfast",
+        keyframe_every=60,
+        sample_rate=48000,
         timeout=600,
     )
-    return path
 
 
 # --- stacks and clients ------------------------------------------------------------------------
@@ -145,28 +125,6 @@ def stack_with(workdir: Path, workers: int) -> Iterator[LocalStack]:
                 "stack processes died:\n"
                 + "\n".join(f"{process.name}\n{process.log_excerpt()}" for process in dead)
             )
-
-
-def sign_up(base_url: str) -> requests.Session:
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    email = f"{name}@league.example"
-    requests.post(
-        f"{base_url}/auth/signup",
-        timeout=HTTP_TIMEOUT,
-        json={
-            "username": name,
-            "email": email,
-            "password": PASSWORD,
-            "password_2": PASSWORD,
-        },
-    ).raise_for_status()
-    login = requests.post(
-        f"{base_url}/auth/login", timeout=HTTP_TIMEOUT, json={"email": email, "password": PASSWORD}
-    )
-    login.raise_for_status()
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {login.json()['token']}"
-    return session
 
 
 def submit(session: requests.Session, base_url: str, source_url: str) -> str:
@@ -361,7 +319,7 @@ class Burst:
 
 def burst(stack: LocalStack, source_url: str, tasks: int, workers: int) -> Burst:
     """Submit ``tasks`` at once and wait until all are processed."""
-    session = sign_up(stack.base_url)
+    session = PlatformClient.sign_up(stack.base_url, "bench").session
     started = time.perf_counter()
     with ThreadPoolExecutor(min(tasks, 10)) as pool:
         ids = set(pool.map(lambda _: submit(session, stack.base_url, source_url), range(tasks)))
@@ -457,13 +415,13 @@ def main(argv: list[str] | None = None) -> int:
         media = workdir / "media"
         media.mkdir()
         say("making the sources ...")
-        big = make_source(media / "run-1080p-20s.mp4", 20, 1920, 1080)
-        small = make_source(media / "run-360p-10s.mp4", 10, 640, 360)
+        big = make_bench_source(media / "run-1080p-20s.mp4", 20, 1920, 1080)
+        small = make_bench_source(media / "run-360p-10s.mp4", 10, 640, 360)
         with serve_folder(media) as served:
             say(f"part 1: {args.runs} latency runs, 20 s 1080p source, one worker")
             with stack_with(workdir, 1) as stack:
                 engine = sqlalchemy.create_engine(stack.database_url, poolclass=NullPool)
-                session = sign_up(stack.base_url)
+                session = PlatformClient.sign_up(stack.base_url, "bench").session
                 runs = []
                 for number in range(1, args.runs + 1):
                     run = latency_run(stack, session, engine, big, served.url(big))

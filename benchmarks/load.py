@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from infra.local import LocalStack, StackConfig  # noqa: E402
 from infra.local.fileserver import serve_folder  # noqa: E402
 from infra.local.process import tree_rss  # noqa: E402
+from tests.support.media import make_source  # noqa: E402
 
 READ_TARGET_MS = 100
 POST_TARGET_MS = 200
@@ -48,37 +49,6 @@ RUNS = (
     Run("reads, transcoder workers stopped", ("auth", "api", "notifier"), 0),
     Run("transcoder worker running", ("auth", "api", "transcoder", "notifier"), 1),
 )
-
-
-def make_source(directory: Path) -> Path:
-    """A 2 s 320x240 video with sound, the file every submission points at."""
-    path = directory / "source.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=30:duration=2",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:duration=2",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-            "-shortest",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
 
 
 def run_locust(base_url: str, source_url: str, prefix: Path, users: int, ramp: int, seconds: int) -> None:
@@ -207,7 +177,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="idrl-load-") as scratch:
         scratch_dir = Path(scratch)
         with serve_folder(scratch_dir) as served:
-            source_url = served.url(make_source(scratch_dir))
+            # A 2 s 320x240 video with sound, the file every submission points at (x264's
+            # default keyframe interval, 250).
+            source_url = served.url(make_source(scratch_dir / "source.mp4", seconds=2, keyframe_every=250))
             for run in RUNS:
                 config = replace(base, services=list(run.services), transcoder_workers=run.transcoder_workers)
                 print(f"== {run.name}: starting a fresh stack", flush=True)

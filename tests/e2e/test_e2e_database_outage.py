@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.support.client import STATUS_RANK, PlatformClient, assert_error
-from tests.support.stack import E2EStack, EventTap, applied_events, database_answers, history, running_stack
+from tests.support.db import applied_events, history
+from tests.support.stack import E2EStack, EventTap, database_answers, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

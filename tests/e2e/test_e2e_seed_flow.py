@@ -16,7 +16,7 @@ from tests.support.client import Observed, PlatformClient, assert_error
 from tests.support.media import (
     CARD_MAX_DIFF,
     NOT_CARD_MIN_DIFF,
-    gray_frame,
+    frame_pixels,
     mean_abs_diff,
     probe_clip,
 )
@@ -38,9 +38,9 @@ def _check_clip(path: Path, part_seconds: float, logo: bytes) -> None:
     assert (facts.width, facts.height) == (1280, 720), facts
     assert (facts.video_streams, facts.audio_streams) == (1, 1), facts
     # The first and the last second are the logo card; the part in between is not.
-    assert mean_abs_diff(gray_frame(path, 0), logo) < CARD_MAX_DIFF
-    assert mean_abs_diff(gray_frame(path, facts.duration - 0.2), logo) < CARD_MAX_DIFF
-    assert mean_abs_diff(gray_frame(path, 1 + part_seconds / 2), logo) > NOT_CARD_MIN_DIFF
+    assert mean_abs_diff(frame_pixels(path, 0), logo) < CARD_MAX_DIFF
+    assert mean_abs_diff(frame_pixels(path, facts.duration - 0.2), logo) < CARD_MAX_DIFF
+    assert mean_abs_diff(frame_pixels(path, 1 + part_seconds / 2), logo) > NOT_CARD_MIN_DIFF
 
 
 def test_seed_flow_by_url_and_by_upload(local_stack, source_server, two_part_source, short_source, tmp_path):
@@ -72,7 +72,7 @@ def test_seed_flow_by_url_and_by_upload(local_stack, source_server, two_part_sou
     assert [item["id"] for item in listing.json()["tasks"]] == [by_upload["id"], by_url["id"]]
     assert all(item["status"] == "processed" for item in listing.json()["tasks"])
 
-    logo = gray_frame(DEFAULT_LOGO, 0)
+    logo = frame_pixels(DEFAULT_LOGO, 0)
     expected_parts = {by_url["id"]: [20.0, 3.0], by_upload["id"]: [3.0]}
     for task_id, parts in expected_parts.items():
         clips = finished[task_id]["clips"]

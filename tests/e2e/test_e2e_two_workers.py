@@ -13,7 +13,8 @@ import psutil
 import pytest
 
 from tests.support.client import FINAL_STATUSES, STATUS_RANK, Observed, PlatformClient
-from tests.support.stack import E2EStack, EventTap, applied_event_ids, clip_rows, history, task_row
+from tests.support.db import applied_event_ids, clip_rows, history, task_row
+from tests.support.stack import E2EStack, EventTap
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.client import PlatformClient, assert_error
+from tests.support.db import task_row
 from tests.support.faults import (
     FaultStack,
     assert_final_state,
@@ -19,7 +20,6 @@ from tests.support.faults import (
     task_ids_of,
     wait_until_settled,
 )
-from tests.support.stack import task_row
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

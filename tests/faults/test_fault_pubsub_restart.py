@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select
 
 from infra.local.process import tcp_probe
 from tests.support.client import PlatformClient
@@ -72,7 +72,7 @@ def test_a_pubsub_restart_with_messages_in_flight_loses_no_task(
     pubsub = stack.process("pubsub-pstest")
     pubsub.stop()
     with stack.engine.connect() as conn:
-        lost_at = conn.execute(text("SELECT now()")).scalar_one()
+        lost_at = conn.execute(select(func.now())).scalar_one()
     # As far as the outbox knows, every TaskSubmitted went out; some tasks still wait.
     for task_id in task_ids:
         assert [row["published_at"] < lost_at for row in outbox_rows(stack.engine, task_id)] == [True]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.client import PlatformClient
+from tests.support.db import task_row
 from tests.support.faults import (
     FaultStack,
     TmpfsRefused,
@@ -22,7 +23,6 @@ from tests.support.faults import (
     tmpfs,
     wait_until_settled,
 )
-from tests.support.stack import task_row
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from tests.support.client import PlatformClient, assert_error
+from tests.support.db import task_row
 from tests.support.faults import (
     FaultStack,
     assert_final_state,
@@ -30,7 +31,6 @@ from tests.support.faults import (
     wait_for,
     wait_until_settled,
 )
-from tests.support.stack import task_row
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

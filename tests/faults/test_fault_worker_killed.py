@@ -13,6 +13,7 @@ import pytest
 
 from infra.local.process import wait_until
 from tests.support.client import PlatformClient
+from tests.support.db import clip_rows, history, task_row
 from tests.support.faults import (
     FaultStack,
     assert_final_state,
@@ -21,7 +22,6 @@ from tests.support.faults import (
     wait_for,
     wait_until_settled,
 )
-from tests.support.stack import clip_rows, history, task_row
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

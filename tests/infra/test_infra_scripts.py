@@ -1,6 +1,10 @@
 """The helpers the deployment runs: the transcoder's read-only role against the real
 PostgreSQL, the notifier's source archive as the function runtime loads it, and the VM
-probe for a worker without a port."""
+probe for a worker without a port.
+
+The SQL here stays text: role attributes, grants, passwords and role statements are
+catalogue and DDL work, and the role's own reads and writes are checked as plain
+statements."""
 
 from __future__ import annotations
 

@@ -49,7 +49,9 @@ from shared.tables import metadata
 
 CORE_SCHEMA = "core_tables"
 
-# One row per column, constraint and index of a schema, as PostgreSQL renders it.
+# One row per column, constraint and index of a schema, as PostgreSQL renders it (text:
+# it reads the system catalogues, which the Core tables do not describe; so do the
+# schema statements below).
 _CATALOG = text(
     """
     SELECT 'column', c.relname || '.' || a.attname,

@@ -14,7 +14,8 @@ from sqlalchemy.engine import Engine
 from services.api import close_app, create_app
 from shared.config import Settings
 from shared.tokens import SigningKey, TokenVerifier, generate_signing_key_pem, signing_key_from_pem
-from tests.support.security import SCANNED, Athlete, Gateway, SourceServer, mint_user, serve, sign_up
+from tests.support.client import PlatformClient
+from tests.support.security import SCANNED, Gateway, SourceServer, check_answer, mint_user, serve
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,18 +48,18 @@ def stack_key(local_stack) -> SigningKey:
 
 
 @pytest.fixture
-def athlete(gateway: Gateway) -> Athlete:
-    return sign_up(gateway)
+def athlete(gateway: Gateway) -> PlatformClient:
+    return PlatformClient.sign_up(gateway.base_url, check=check_answer)
 
 
 @pytest.fixture
-def rival(gateway: Gateway) -> Athlete:
-    return sign_up(gateway)
+def rival(gateway: Gateway) -> PlatformClient:
+    return PlatformClient.sign_up(gateway.base_url, check=check_answer)
 
 
 @pytest.fixture
-def minted_user(stack_engine: Engine, stack_key: SigningKey, local_stack) -> Callable[[], Athlete]:
-    return lambda: mint_user(stack_engine, stack_key, local_stack.settings)
+def minted_user(stack_engine: Engine, stack_key: SigningKey, local_stack) -> Callable[[], PlatformClient]:
+    return lambda: mint_user(stack_engine, stack_key, local_stack.settings, local_stack.base_url)
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from tests.support.security import Athlete, tiny_video, upload, wait_for_outcome
+from tests.support.client import PlatformClient
+from tests.support.security import tiny_video, upload, wait_for_outcome
 
 pytestmark = pytest.mark.security
 
@@ -120,7 +121,7 @@ def test_the_owner_reaches_the_task_by_its_other_spellings_and_a_deleted_one_is_
 
 @pytest.mark.parametrize("raw_id", GARBAGE_IDS)
 def test_garbage_ids_get_the_missing_task_answer(gateway, minted_user, raw_id):
-    user: Athlete = minted_user()
+    user: PlatformClient = minted_user()
     for method, suffix in (("GET", ""), ("GET", "/clips/0"), ("GET", "/original"), ("DELETE", "")):
         answer = gateway.request(method, f"/tasks/{raw_id}{suffix}", user=user)
         if method == "GET" and answer.headers.get("Content-Type", "").startswith("text/html"):

@@ -5,15 +5,15 @@ including a name whose DNS answer changes between the check and the connection."
 from __future__ import annotations
 
 import logging
-import uuid
 
 import pytest
-from sqlalchemy import text
 
 from services.transcoder import fetch as fetch_module
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.fetch import FetchPolicy, UrlFetcher
+from shared.tables import tasks
 from shared.tokens import issue_token
+from tests.support.db import count_rows, insert_user
 from tests.support.security import leaks_in, wait_for_outcome
 
 pytestmark = pytest.mark.security
@@ -105,12 +105,7 @@ LOOPBACK_FORMS = [
 
 
 def _user_token(app, key, settings) -> dict[str, str]:
-    user_id = uuid.uuid4()
-    with app.extensions["engine"].begin() as conn:
-        conn.execute(
-            text("INSERT INTO users (id, username, email, password_hash) VALUES (:id, :name, :email, 'x')"),
-            {"id": user_id, "name": f"u{user_id.hex[:10]}", "email": f"{user_id.hex[:10]}@l.example"},
-        )
+    user_id = insert_user(app.extensions["engine"])
     return {"Authorization": f"Bearer {issue_token(key, settings, str(user_id))}"}
 
 
@@ -131,8 +126,7 @@ def test_submit_refuses_every_hostile_form_under_production_rules(production_rul
     assert wrong == {}
     leaking = {url: leaks_in(r.get_data(as_text=True)) for url, r in answers.items()}
     assert {url: found for url, found in leaking.items() if found} == {}
-    with app.extensions["engine"].connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM tasks")).scalar_one() == 0
+    assert count_rows(app.extensions["engine"], tasks) == 0
 
 
 @pytest.mark.parametrize("url", FORBIDDEN_EVERYWHERE)

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import jwt
@@ -20,44 +18,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shared.tokens import SigningKey, generate_signing_key_pem, public_jwk, signing_key_from_pem
+from tests.support.client import PASSWORD
+from tests.support.tokens import b64, hmac_signer, raw, signed, token_claims
 
 pytestmark = pytest.mark.security
 
 ATTACKER = signing_key_from_pem(generate_signing_key_pem())
 # PyJWT's JWKS client refetches for an unknown kid at most once per 30 s.
 JWKS_REFETCH_COOLDOWN_SECONDS = 30
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _claims(settings, subject: str, **changes) -> dict:
-    now = int(datetime.now(UTC).timestamp())
-    claims = {
-        "sub": subject,
-        "iss": settings.token_issuer,
-        "aud": settings.token_audience,
-        "iat": now,
-        "nbf": now,
-        "exp": now + 3600,
-    }
-    claims.update(changes)
-    return {name: value for name, value in claims.items() if value is not None}
-
-
-def _signed(key: SigningKey, claims: dict, **header) -> str:
-    return jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid, **header})
-
-
-def _raw(header: dict, claims: dict, sign: Callable[[bytes], bytes] | None = None) -> str:
-    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
-    signature = _b64(sign(signing_input.encode())) if sign else ""
-    return f"{signing_input}.{signature}"
-
-
-def _hmac(secret: bytes, digest=hashlib.sha256) -> Callable[[bytes], bytes]:
-    return lambda data: hmac.new(secret, data, digest).digest()
 
 
 @pytest.fixture
@@ -69,73 +37,77 @@ def published_key(gateway) -> dict:
 
 
 def _forgeries(key: SigningKey, jwk: dict, settings, subject: str) -> dict[str, str]:
-    claims = _claims(settings, subject)
+    claims = token_claims(settings, subject)
     public_pem = key.public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     raw_public = base64.urlsafe_b64decode(jwk["x"] + "==")
-    real = _signed(key, claims)
-    other_real = _signed(key, _claims(settings, str(uuid.uuid4())))
+    real = signed(key, claims)
+    other_real = signed(key, token_claims(settings, str(uuid.uuid4())))
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ec_key = ec.generate_private_key(ec.SECP256R1())
     attacker_jwk = public_jwk(ATTACKER.public_key)
     now = int(datetime.now(UTC).timestamp())
     return {
         # alg none, however spelt, with the real kid
-        "alg none": _raw({"alg": "none", "typ": "JWT", "kid": key.kid}, claims),
-        "alg None": _raw({"alg": "None", "kid": key.kid}, claims),
-        "alg NONE with a signature": _raw({"alg": "NONE", "kid": key.kid}, claims, lambda d: b"x"),
-        "no alg": _raw({"kid": key.kid}, claims, lambda d: b"x"),
+        "alg none": raw({"alg": "none", "typ": "JWT", "kid": key.kid}, claims),
+        "alg None": raw({"alg": "None", "kid": key.kid}, claims),
+        "alg NONE with a signature": raw({"alg": "NONE", "kid": key.kid}, claims, lambda d: b"x"),
+        "no alg": raw({"kid": key.kid}, claims, lambda d: b"x"),
         # HMAC keyed with what is public
-        "HS256 keyed with the public PEM": _raw({"alg": "HS256", "kid": key.kid}, claims, _hmac(public_pem)),
-        "HS256 keyed with the raw public key": _raw(
-            {"alg": "HS256", "kid": key.kid}, claims, _hmac(raw_public)
+        "HS256 keyed with the public PEM": raw(
+            {"alg": "HS256", "kid": key.kid}, claims, hmac_signer(public_pem)
         ),
-        "HS256 keyed with the JWK text": _raw(
-            {"alg": "HS256", "kid": key.kid}, claims, _hmac(json.dumps(jwk).encode())
+        "HS256 keyed with the raw public key": raw(
+            {"alg": "HS256", "kid": key.kid}, claims, hmac_signer(raw_public)
         ),
-        "HS512 keyed with the public PEM": _raw(
-            {"alg": "HS512", "kid": key.kid}, claims, _hmac(public_pem, hashlib.sha512)
+        "HS256 keyed with the JWK text": raw(
+            {"alg": "HS256", "kid": key.kid}, claims, hmac_signer(json.dumps(jwk).encode())
+        ),
+        "HS512 keyed with the public PEM": raw(
+            {"alg": "HS512", "kid": key.kid}, claims, hmac_signer(public_pem, hashlib.sha512)
         ),
         # other asymmetric algorithms, the real kid
         "RS256 by another key": jwt.encode(claims, rsa_key, algorithm="RS256", headers={"kid": key.kid}),
         "ES256 by another key": jwt.encode(claims, ec_key, algorithm="ES256", headers={"kid": key.kid}),
         # the real key, claims the api must refuse
-        "expired": _signed(key, _claims(settings, subject, iat=now - 7200, nbf=now - 7200, exp=now - 60)),
-        "not yet valid": _signed(key, _claims(settings, subject, nbf=now + 300)),
-        "issued in the future": _signed(key, _claims(settings, subject, iat=now + 300)),
-        "wrong audience": _signed(key, _claims(settings, subject, aud="idrl-admin")),
-        "audience list without ours": _signed(key, _claims(settings, subject, aud=["idrl-admin", "other"])),
-        "wrong issuer": _signed(key, _claims(settings, subject, iss="https://evil.example")),
-        "no exp": _signed(key, _claims(settings, subject, exp=None)),
-        "no aud": _signed(key, _claims(settings, subject, aud=None)),
-        "no iss": _signed(key, _claims(settings, subject, iss=None)),
-        "no sub": _signed(key, _claims(settings, None)),
-        "sub not a user id": _signed(key, _claims(settings, "admin")),
-        "exp as text": _signed(key, _claims(settings, subject, exp="never")),
+        "expired": signed(key, token_claims(settings, subject, iat=now - 7200, nbf=now - 7200, exp=now - 60)),
+        "not yet valid": signed(key, token_claims(settings, subject, nbf=now + 300)),
+        "issued in the future": signed(key, token_claims(settings, subject, iat=now + 300)),
+        "wrong audience": signed(key, token_claims(settings, subject, aud="idrl-admin")),
+        "audience list without ours": signed(
+            key, token_claims(settings, subject, aud=["idrl-admin", "other"])
+        ),
+        "wrong issuer": signed(key, token_claims(settings, subject, iss="https://evil.example")),
+        "no exp": signed(key, token_claims(settings, subject, exp=None)),
+        "no aud": signed(key, token_claims(settings, subject, aud=None)),
+        "no iss": signed(key, token_claims(settings, subject, iss=None)),
+        "no sub": signed(key, token_claims(settings, None)),
+        "sub not a user id": signed(key, token_claims(settings, "admin")),
+        "exp as text": signed(key, token_claims(settings, subject, exp="never")),
         # signatures that are not the real key's over this token
         "tampered signature": real[:-2] + ("A" if real[-2] != "A" else "B") + real[-1],
         "spliced signature": real.rsplit(".", 1)[0] + "." + other_real.rsplit(".", 1)[1],
         "tampered payload": ".".join(
             [
                 real.split(".")[0],
-                _b64(json.dumps(_claims(settings, str(uuid.uuid4()))).encode()),
+                b64(json.dumps(token_claims(settings, str(uuid.uuid4()))).encode()),
                 real.split(".")[2],
             ]
         ),
         # keys the api does not have
-        "unknown kid": _signed(ATTACKER, claims),
+        "unknown kid": signed(ATTACKER, claims),
         "attacker key with the real kid": jwt.encode(
             claims, ATTACKER.private_key, algorithm="EdDSA", headers={"kid": key.kid}
         ),
-        "kid path traversal": _signed(ATTACKER, claims, kid="../../../../etc/passwd"),
-        "kid empty": _signed(ATTACKER, claims, kid=""),
-        "kid a number": _raw({"alg": "EdDSA", "kid": 7}, claims, lambda d: ATTACKER.private_key.sign(d)),
-        "kid null": _raw({"alg": "EdDSA", "kid": None}, claims, lambda d: ATTACKER.private_key.sign(d)),
-        "kid long": _signed(ATTACKER, claims, kid="k" * 2500),
-        "kid SQL": _signed(ATTACKER, claims, kid="' OR '1'='1"),
+        "kid path traversal": signed(ATTACKER, claims, kid="../../../../etc/passwd"),
+        "kid empty": signed(ATTACKER, claims, kid=""),
+        "kid a number": raw({"alg": "EdDSA", "kid": 7}, claims, lambda d: ATTACKER.private_key.sign(d)),
+        "kid null": raw({"alg": "EdDSA", "kid": None}, claims, lambda d: ATTACKER.private_key.sign(d)),
+        "kid long": signed(ATTACKER, claims, kid="k" * 2500),
+        "kid SQL": signed(ATTACKER, claims, kid="' OR '1'='1"),
         # the key inside the token
-        "embedded jwk": _signed(ATTACKER, claims, jwk=attacker_jwk),
+        "embedded jwk": signed(ATTACKER, claims, jwk=attacker_jwk),
         "embedded jwk, real kid": jwt.encode(
             claims, ATTACKER.private_key, algorithm="EdDSA", headers={"kid": key.kid, "jwk": attacker_jwk}
         ),
@@ -143,15 +115,15 @@ def _forgeries(key: SigningKey, jwk: dict, settings, subject: str) -> dict[str, 
         "two parts": real.rsplit(".", 1)[0],
         "four parts": real + ".e30",
         "not base64": "%%%.%%%.%%%",
-        "header not JSON": _b64(b"not json") + "." + real.split(".", 1)[1],
+        "header not JSON": b64(b"not json") + "." + real.split(".", 1)[1],
     }
 
 
 def _header_injections(key: SigningKey, settings, subject: str, attacker_url: str) -> dict[str, str]:
-    claims = _claims(settings, subject)
+    claims = token_claims(settings, subject)
     return {
-        "jku to the attacker": _signed(ATTACKER, claims, jku=f"{attacker_url}/jwks.json"),
-        "x5u to the attacker": _signed(ATTACKER, claims, x5u=f"{attacker_url}/cert.pem"),
+        "jku to the attacker": signed(ATTACKER, claims, jku=f"{attacker_url}/jwks.json"),
+        "x5u to the attacker": signed(ATTACKER, claims, x5u=f"{attacker_url}/cert.pem"),
         "jku and x5u, real kid": jwt.encode(
             claims,
             ATTACKER.private_key,
@@ -187,7 +159,7 @@ def _refused(gateway, token: str, task_id: str) -> list[str]:
 
 def test_the_control_token_built_like_the_forgeries_is_accepted(gateway, stack_key, local_stack, athlete):
     # Without this, every refusal below could come from a broken forging harness.
-    token = _signed(stack_key, _claims(local_stack.settings, athlete.id))
+    token = signed(stack_key, token_claims(local_stack.settings, athlete.id))
     assert gateway.get("/tasks", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
@@ -237,7 +209,7 @@ def _jwks_fetches(local_stack) -> int:
 def test_a_flood_of_unknown_kids_refetches_the_keys_at_most_once_per_api_process(
     gateway, local_stack, athlete
 ):
-    claims = _claims(local_stack.settings, athlete.id)
+    claims = token_claims(local_stack.settings, athlete.id)
     # Past the cooldown of any earlier fetch, so the first unknown kid may refetch.
     time.sleep(JWKS_REFETCH_COOLDOWN_SECONDS + 1)
     before = _jwks_fetches(local_stack)
@@ -245,7 +217,7 @@ def test_a_flood_of_unknown_kids_refetches_the_keys_at_most_once_per_api_process
     statuses = []
     for _ in range(40):
         stranger = signing_key_from_pem(generate_signing_key_pem())
-        response = gateway.get("/tasks", headers={"Authorization": f"Bearer {_signed(stranger, claims)}"})
+        response = gateway.get("/tasks", headers={"Authorization": f"Bearer {signed(stranger, claims)}"})
         statuses.append((response.status_code, response.json()["error"]["code"]))
 
     fetched = _jwks_fetches(local_stack) - before
@@ -261,7 +233,7 @@ def test_a_flood_of_unknown_kids_refetches_the_keys_at_most_once_per_api_process
 def test_a_token_ended_by_logout_through_the_gateway_is_refused_by_every_api_process(
     gateway, local_stack, athlete
 ):
-    other_device = gateway.post("/auth/login", json={"email": athlete.email, "password": "Running123"})
+    other_device = gateway.post("/auth/login", json={"email": athlete.email, "password": PASSWORD})
     ended = [athlete.token, other_device.json()["token"]]
     # Each api process that answers now reads and keeps the user's cutoff (none yet).
     for _ in range(4):
@@ -279,7 +251,7 @@ def test_a_token_ended_by_logout_through_the_gateway_is_refused_by_every_api_pro
         (401, "session_ended")
     }
     assert all(answer.headers["WWW-Authenticate"].startswith("Bearer") for answer in answers)
-    relogin = gateway.post("/auth/login", json={"email": athlete.email, "password": "Running123"})
+    relogin = gateway.post("/auth/login", json={"email": athlete.email, "password": PASSWORD})
     assert (
         gateway.get("/tasks", headers={"Authorization": f"Bearer {relogin.json()['token']}"}).status_code
         == 200

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from google.api_core.exceptions import DeadlineExceeded
 from google.cloud import pubsub_v1
-from sqlalchemy import text
+from sqlalchemy import insert, update
 
 from infra.local.fileserver import serve_wsgi
 from infra.local.process import ManagedProcess, free_port
@@ -20,6 +20,7 @@ from shared import layout
 from shared.config import Settings
 from shared.events import Event, decode, subscription_path
 from shared.storage import storage_client
+from shared.tables import clips, tasks
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "https://videos.league.example/runs/run.mp4"
@@ -69,15 +70,13 @@ def insert_tasks(
     ids = [uuid.uuid4() for _ in range(count)]
     with engine.begin() as conn:
         conn.execute(
-            text(
-                "INSERT INTO tasks (id, owner_id, source_kind, source, spec, created_at, deleted_at) "
-                "VALUES (:id, :owner, :kind, :source, '{}', :created_at, :deleted_at)"
-            ),
+            insert(tasks),
             [
                 {
                     "id": task_id,
-                    "owner": owner_id,
-                    "kind": source_kind,
+                    "owner_id": owner_id,
+                    "source_kind": source_kind,
+                    "spec": {},
                     "source": SOURCE
                     if source_kind == "url"
                     else f"gs://uploads/{layout.upload_object(task_id)}",
@@ -90,29 +89,25 @@ def insert_tasks(
     return ids
 
 
-def store_processed(engine, settings, task_id: uuid.UUID, clips: list[bytes]) -> None:
+def store_processed(engine, settings, task_id: uuid.UUID, contents: list[bytes]) -> None:
     """What the transcoder and the notifier leave for a processed task: its clips stored
     under the layout's names (indexes from 0) and their rows."""
     bucket = storage_client().bucket(settings.clips_bucket)
     with engine.begin() as conn:
         conn.execute(
-            text("UPDATE tasks SET status = 'processed', progress = 100, attempt = 1 WHERE id = :id"),
-            {"id": task_id},
+            update(tasks).where(tasks.c.id == task_id).values(status="processed", progress=100, attempt=1)
         )
-        for index, content in enumerate(clips):
+        for index, content in enumerate(contents):
             name = layout.clip_object(task_id, index)
             bucket.blob(name).upload_from_string(content, content_type="video/mp4")
             conn.execute(
-                text(
-                    "INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
-                    "VALUES (:id, :index, :uri, 22.0, :size)"
-                ),
-                {
-                    "id": task_id,
-                    "index": index,
-                    "uri": f"gs://{settings.clips_bucket}/{name}",
-                    "size": len(content),
-                },
+                insert(clips).values(
+                    task_id=task_id,
+                    index=index,
+                    uri=f"gs://{settings.clips_bucket}/{name}",
+                    duration_seconds=22.0,
+                    size_bytes=len(content),
+                )
             )
 
 

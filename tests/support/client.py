@@ -45,38 +45,50 @@ class Observed:
 
 
 class PlatformClient:
-    """One signed-up, logged-in user of the platform."""
+    """One user of the platform with a token: signed up and logged in through the
+    gateway (:meth:`sign_up`), or given a token the test signed itself."""
 
-    def __init__(self, base_url: str, token: str, email: str) -> None:
+    def __init__(self, base_url: str, token: str, email: str, user_id: str = "") -> None:
         self.base_url = base_url
+        self.id = user_id
         self.email = email
+        self.token = token
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers.update(self.headers)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
     @classmethod
-    def sign_up(cls, base_url: str, name: str = "athlete") -> PlatformClient:
-        """Sign a new user up and log in, as the README's curl calls do."""
+    def sign_up(
+        cls,
+        base_url: str,
+        name: str = "athlete",
+        *,
+        check: Callable[..., None] | None = None,
+        timeout: float = HTTP_TIMEOUT,
+    ) -> PlatformClient:
+        """Sign a new user up and log in, as the README's curl calls do. ``check``, when
+        given, sees both answers first (the signup's with ``echoed``: the name and email
+        the client sent)."""
         username = f"{name}-{uuid.uuid4().hex[:8]}"
         email = f"{username}@league.example"
-        signup = requests.post(
-            f"{base_url}/auth/signup",
-            timeout=HTTP_TIMEOUT,
-            json={
-                "username": username,
-                "email": email,
-                "password": PASSWORD,
-                "password_2": PASSWORD,
-            },
-        )
+        account = {"username": username, "email": email, "password": PASSWORD, "password_2": PASSWORD}
+        signup = requests.post(f"{base_url}/auth/signup", timeout=timeout, json=account)
+        if check is not None:
+            check(signup, echoed=[username, email])
         assert signup.status_code == 201, signup.text
         assert "password" not in signup.text and "hash" not in signup.text
         login = requests.post(
-            f"{base_url}/auth/login", timeout=HTTP_TIMEOUT, json={"email": email, "password": PASSWORD}
+            f"{base_url}/auth/login", timeout=timeout, json={"email": email, "password": PASSWORD}
         )
+        if check is not None:
+            check(login)
         assert login.status_code == 200, login.text
         body = login.json()
         assert body["token_type"] == "Bearer" and body["expires_in"] > 0
-        return cls(base_url, body["token"], email)
+        return cls(base_url, body["token"], email, signup.json()["id"])
 
     def url(self, path: str) -> str:
         return path if path.startswith("http") else f"{self.base_url}{path}"

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import requests
 import sqlalchemy
-from sqlalchemy import text
+from sqlalchemy import func, select
 from sqlalchemy.pool import NullPool
 
 from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
@@ -31,6 +31,7 @@ from infra.local.process import group_members, http_probe, wait_until
 from infra.local.stack import run_step
 from shared.config import Settings
 from shared.storage import delete_buckets, parse_gs_uri, storage_client
+from shared.tables import clips, outbox, task_history, tasks
 from tests.support.names import isolated_names
 from tests.support.stack import PORT_FIELDS, E2EStack, assert_alive
 from tests.support.storage_proxy import StorageFaultProxy
@@ -291,9 +292,9 @@ def active_tasks(engine: sqlalchemy.Engine) -> list[tuple[str, str]]:
         return [
             (str(task_id), status)
             for task_id, status in conn.execute(
-                text(
-                    "SELECT id, status FROM tasks WHERE status IN ('queued', 'processing') ORDER BY created_at"
-                )
+                select(tasks.c.id, tasks.c.status)
+                .where(tasks.c.status.in_(("queued", "processing")))
+                .order_by(tasks.c.created_at)
             )
         ]
 
@@ -337,32 +338,35 @@ def assert_final_state(stack: FaultStack, accepted: Iterable[str]) -> FinalState
     ``processed`` line; and every object under ``tasks/`` in the clips bucket is a
     recorded clip or poster of a processed task (nothing orphaned)."""
     with stack.engine.connect() as conn:
-        tasks = {
+        rows = {
             str(row.id): row
-            for row in conn.execute(text("SELECT id, status, failure_reason, deleted_at FROM tasks"))
+            for row in conn.execute(
+                select(tasks.c.id, tasks.c.status, tasks.c.failure_reason, tasks.c.deleted_at)
+            )
         }
+        processed_lines = func.count().filter(task_history.c.status == "processed")
         lines = {
             str(task_id): count
             for task_id, count in conn.execute(
-                text(
-                    "SELECT task_id, count(*) FILTER (WHERE status = 'processed') FROM task_history GROUP BY task_id"
-                )
+                select(task_history.c.task_id, processed_lines).group_by(task_history.c.task_id)
             )
         }
         canceled_lines = {
             str(task_id)
             for (task_id,) in conn.execute(
-                text("SELECT DISTINCT task_id FROM task_history WHERE status = 'canceled'")
+                select(task_history.c.task_id).distinct().where(task_history.c.status == "canceled")
             )
         }
         recorded: dict[str, set[str]] = {}
-        for task_id, uri, poster_uri in conn.execute(text("SELECT task_id, uri, poster_uri FROM clips")):
+        for task_id, uri, poster_uri in conn.execute(
+            select(clips.c.task_id, clips.c.uri, clips.c.poster_uri)
+        ):
             recorded.setdefault(str(task_id), set()).update(u for u in (uri, poster_uri) if u)
 
-    missing = [task_id for task_id in accepted if task_id not in tasks]
+    missing = [task_id for task_id in accepted if task_id not in rows]
     assert not missing, f"tasks answered 202 but absent from the database: {missing}"
     problems = []
-    for task_id, row in tasks.items():
+    for task_id, row in rows.items():
         processed = lines.get(task_id, 0)
         if row.status == "processed":
             if processed != 1:
@@ -387,7 +391,7 @@ def assert_final_state(stack: FaultStack, accepted: Iterable[str]) -> FinalState
     live = {
         parse_gs_uri(uri)[1]
         for task_id, uris in recorded.items()
-        if tasks[task_id].status == "processed" and tasks[task_id].deleted_at is None
+        if rows[task_id].status == "processed" and rows[task_id].deleted_at is None
         for uri in uris
     }
     stored = {blob.name for blob in storage_client().list_blobs(bucket)}
@@ -396,14 +400,14 @@ def assert_final_state(stack: FaultStack, accepted: Iterable[str]) -> FinalState
     lost = sorted(live - stored)
     assert not lost, f"clips recorded but absent from gs://{bucket}: {lost}"
     return FinalState(
-        statuses={task_id: row.status for task_id, row in tasks.items()},
-        failure_reasons={task_id: row.failure_reason for task_id, row in tasks.items()},
+        statuses={task_id: row.status for task_id, row in rows.items()},
+        failure_reasons={task_id: row.failure_reason for task_id, row in rows.items()},
     )
 
 
 def task_ids_of(engine: sqlalchemy.Engine) -> set[str]:
     with engine.connect() as conn:
-        return {str(task_id) for (task_id,) in conn.execute(text("SELECT id FROM tasks"))}
+        return {str(task_id) for (task_id,) in conn.execute(select(tasks.c.id))}
 
 
 def outbox_rows(engine: sqlalchemy.Engine, task_id: str) -> list[dict]:
@@ -412,11 +416,11 @@ def outbox_rows(engine: sqlalchemy.Engine, task_id: str) -> list[dict]:
         return [
             dict(row)
             for row in conn.execute(
-                text(
-                    "SELECT id, created_at, published_at FROM outbox "
-                    "WHERE attributes->>'task_id' = :task_id AND attributes->>'event_type' = 'TaskSubmitted' "
-                    "ORDER BY id"
-                ),
-                {"task_id": task_id},
+                select(outbox.c.id, outbox.c.created_at, outbox.c.published_at)
+                .where(
+                    outbox.c.attributes["task_id"].astext == task_id,
+                    outbox.c.attributes["event_type"].astext == "TaskSubmitted",
+                )
+                .order_by(outbox.c.id)
             ).mappings()
         ]

@@ -27,9 +27,10 @@ def ffmpeg(*args: str, timeout: float = 300) -> None:
     )
 
 
-def make_source(path: Path, *, seconds: float, width: int = 320, height: int = 240, fps: int = 30) -> Path:
-    """An H.264/AAC mp4 of a moving test pattern with a tone."""
-    return make_video(path, seconds=seconds, width=width, height=height, fps=fps, extra=("-shortest",))
+def make_source(path: Path, *, seconds: float, width: int = 320, height: int = 240, **encoding) -> Path:
+    """An H.264/AAC mp4 of a moving test pattern with a tone (``encoding``: the other
+    parameters of :func:`make_video`)."""
+    return make_video(path, seconds=seconds, width=width, height=height, extra=("-shortest",), **encoding)
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,12 @@ def probe_clip(path: Path) -> ClipFacts:
     )
 
 
-def gray_frame(path: Path, at: float, width: int = COMPARE_WIDTH, height: int = COMPARE_HEIGHT) -> bytes:
+def frame_pixels(
+    path: Path, at: float, width: int = COMPARE_WIDTH, height: int = COMPARE_HEIGHT, *, pix_fmt: str = "gray"
+) -> bytes:
     """The frame shown at ``at`` seconds (a still image: its only frame), scaled to
-    ``width`` x ``height``, one byte a pixel."""
+    ``width`` x ``height``, as raw ``pix_fmt`` pixels (``gray``: one byte a pixel;
+    ``rgb24``: three)."""
     seek = ["-ss", f"{at:.3f}"] if at > 0 else []
     return subprocess.run(
         [
@@ -83,7 +87,7 @@ def gray_frame(path: Path, at: float, width: int = COMPARE_WIDTH, height: int = 
             "-f",
             "rawvideo",
             "-pix_fmt",
-            "gray",
+            pix_fmt,
             "-",
         ],
         check=True,
@@ -111,8 +115,15 @@ def make_video(
     audio: bool = True,
     disc: tuple[int, int, int] | None = None,
     extra: tuple[str, ...] = (),
+    preset: str = "ultrafast",
+    keyframe_every: int | None = None,
+    sample_rate: int = 44100,
+    timeout: float = 300,
 ) -> Path:
-    """An H.264/AAC mp4: a moving test pattern, or a still white disc (cx, cy, r) on grey."""
+    """An H.264/AAC mp4: a moving test pattern, or a still white disc (cx, cy, r) on grey.
+
+    A keyframe every ``keyframe_every`` frames (by default every second); the tone is
+    mono at ``sample_rate``. The benchmarks pass their own encoding (``preset``...)."""
     if disc is None:
         video = f"testsrc2=s={width}x{height}:r={fps}:d={seconds}"
     else:
@@ -122,11 +133,11 @@ def make_video(
         )
     args = ["-f", "lavfi", "-i", video]
     if audio:
-        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}"]
-    args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", str(fps)]
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={sample_rate}:duration={seconds}"]
+    args += ["-c:v", "libx264", "-preset", preset, "-pix_fmt", "yuv420p", "-g", str(keyframe_every or fps)]
     if audio:
         args += ["-c:a", "aac", "-ac", "1"]
-    ffmpeg(*args, *extra, str(path))
+    ffmpeg(*args, *extra, str(path), timeout=timeout)
     return path
 
 

@@ -1,5 +1,5 @@
 """What the hostile-input tests share: a gateway client that scans every answer for
-leaks, users, waiting for a task's outcome, a FIFO canary, crafted media, and a small
+leaks, users with a token of the stack's own key, waiting for a task's outcome, a FIFO canary, crafted media, and a small
 HTTP server on loopback that serves sources and redirects."""
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import requests
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from shared.config import Settings
 from shared.tokens import SigningKey, issue_token
+from tests.support.api import multipart
 from tests.support.bombs import png_frames_mkv
+from tests.support.client import PlatformClient
+from tests.support.db import insert_user
 from tests.support.media import ffmpeg
 
 TIMEOUT = 30
@@ -111,7 +113,7 @@ class Gateway:
         method: str,
         path: str,
         *,
-        user: Athlete | None = None,
+        user: PlatformClient | None = None,
         foreign: Iterable[str] = (),
         echoed: Iterable[str] = (),
         **kwargs,
@@ -141,49 +143,20 @@ class Gateway:
 # --- users -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Athlete:
-    id: str
-    email: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-def sign_up(gateway: Gateway) -> Athlete:
-    """A user made the way a client makes one: signup, then login, through the gateway."""
-    name = f"athlete{uuid.uuid4().hex[:8]}"
-    email = f"{name}@league.example"
-    account = {"username": name, "email": email, "password": "Running123", "password_2": "Running123"}
-    created = gateway.post("/auth/signup", json=account, echoed=[name, email])
-    assert created.status_code == 201, created.text
-    login = gateway.post("/auth/login", json={"email": email, "password": "Running123"})
-    assert login.status_code == 200, login.text
-    return Athlete(created.json()["id"], email, login.json()["token"])
-
-
-def mint_user(engine: Engine, key: SigningKey, settings: Settings) -> Athlete:
+def mint_user(engine: Engine, key: SigningKey, settings: Settings, base_url: str) -> PlatformClient:
     """A user row and a token signed with the stack's own key: cheap, for bulk tests
     (no password hashing); the api still verifies the token against auth's JWKS."""
     user_id = uuid.uuid4()
-    email = f"{user_id.hex[:12]}@league.example"
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO users (id, username, email, password_hash) "
-                "VALUES (:id, :username, :email, 'not-a-real-hash')"
-            ),
-            {"id": user_id, "username": f"bulk-{user_id.hex[:12]}", "email": email},
-        )
-    return Athlete(str(user_id), email, issue_token(key, settings, str(user_id)))
+    insert_user(engine, user_id, username=f"bulk-{user_id.hex[:12]}")
+    return PlatformClient(
+        base_url, issue_token(key, settings, str(user_id)), f"{user_id.hex[:12]}@league.example", str(user_id)
+    )
 
 
 # --- tasks -------------------------------------------------------------------------------
 
 
-def wait_for_outcome(gateway: Gateway, user: Athlete, task_id: str, *, timeout: float = 240) -> dict:
+def wait_for_outcome(gateway: Gateway, user: PlatformClient, task_id: str, *, timeout: float = 240) -> dict:
     """The task once it is processed, failed or canceled (polled through the gateway)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -194,17 +167,10 @@ def wait_for_outcome(gateway: Gateway, user: Athlete, task_id: str, *, timeout: 
         time.sleep(0.5)
 
 
-def multipart(filename: str, content: bytes, boundary: str = "security-test-boundary") -> tuple[bytes, str]:
-    """A one-file multipart/form-data body (field ``file``) and its content type."""
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    return head + content + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-def upload(gateway: Gateway, user: Athlete, filename: str, content: bytes, **kwargs) -> requests.Response:
-    body, content_type = multipart(filename, content)
+def upload(
+    gateway: Gateway, user: PlatformClient, filename: str, content: bytes, **kwargs
+) -> requests.Response:
+    body, content_type = multipart(("file", filename, content))
     headers = {"Content-Type": content_type, **kwargs.pop("headers", {})}
     return gateway.post("/tasks", user=user, data=body, headers=headers, echoed=[filename], **kwargs)
 

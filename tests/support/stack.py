@@ -1,6 +1,7 @@
 """Stacks the end-to-end tests start themselves, and what the tests read behind the
-gateway to check the properties a client cannot see: the status history the notifier
-recorded, the events on `task-events`, the objects in the clips bucket.
+gateway to check the properties a client cannot see: the events on `task-events`, the
+objects in the clips bucket (the rows the notifier recorded are read with
+``tests/support/db.py``).
 
 A stack started here has its own PostgreSQL cluster (the launcher's, in a folder of its
 own), so a test may stop that database without touching any other test's; it shares
@@ -19,12 +20,10 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy
 from google.cloud import pubsub_v1
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
@@ -135,38 +134,7 @@ def running_stack(
             delete_buckets(Settings(**stack.settings_values))
 
 
-# --- what the notifier recorded ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HistoryLine:
-    status: str
-    progress: int
-    attempt: int
-    event_id: str | None
-
-
-def history(engine: Engine, task_id: str) -> list[HistoryLine]:
-    """The task's ``task_history``, in the order the changes were applied."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT status, progress, attempt, event_id FROM task_history "
-                "WHERE task_id = :task_id ORDER BY id"
-            ),
-            {"task_id": task_id},
-        ).all()
-    return [HistoryLine(*row) for row in rows]
-
-
-def applied_events(engine: Engine) -> dict[str, datetime]:
-    """Every event id the notifier handled (applied or found stale), and when."""
-    with engine.connect() as conn:
-        return dict(conn.execute(text("SELECT event_id, applied_at FROM applied_events")).all())
-
-
-def applied_event_ids(engine: Engine) -> set[str]:
-    return set(applied_events(engine))
+# --- the database ------------------------------------------------------------------------
 
 
 def database_answers(engine: Engine) -> bool:
@@ -176,29 +144,6 @@ def database_answers(engine: Engine) -> bool:
     except sqlalchemy.exc.DBAPIError:
         return False
     return True
-
-
-def task_row(engine: Engine, task_id: str) -> dict:
-    with engine.connect() as conn:
-        return dict(
-            conn.execute(text("SELECT * FROM tasks WHERE id = :task_id"), {"task_id": task_id})
-            .mappings()
-            .one()
-        )
-
-
-def clip_rows(engine: Engine, task_id: str) -> list[dict]:
-    with engine.connect() as conn:
-        return [
-            dict(row)
-            for row in conn.execute(
-                text(
-                    "SELECT index, uri, duration_seconds, size_bytes FROM clips "
-                    "WHERE task_id = :task_id ORDER BY index"
-                ),
-                {"task_id": task_id},
-            ).mappings()
-        ]
 
 
 # --- what went over task-events ------------------------------------------------------------------

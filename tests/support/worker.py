@@ -1,5 +1,6 @@
-"""What the worker tests share: task rows, the notifier applying the worker's events to
-the database as it does in the stack, and workers run in a thread or as processes."""
+"""What the worker tests share: task rows (read back with ``tests/support/db.py``), the
+notifier applying the worker's events to the database as it does in the stack, and
+workers run in a thread or as processes."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import psutil
 import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1, storage
-from sqlalchemy import text
+from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 
 from services.notifier.apply import apply_status_change
@@ -29,6 +30,8 @@ from shared.config import Settings
 from shared.events import ClipSpec, Publisher, TaskStatusChanged, TaskSubmitted, decode, subscription_path
 from shared.lifecycle import TaskStatus
 from shared.storage import gs_uri, storage_client
+from shared.tables import tasks
+from tests.support.db import insert_user, task_row
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,56 +48,34 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
         time.sleep(interval)
 
 
+def wait_status(engine: Engine, task_id: uuid.UUID, *statuses: str, timeout: float = 120) -> dict:
+    """The task's row (with its clips) once its status is one of ``statuses``."""
+    wanted = {str(status) for status in statuses}
+    return wait_for(
+        lambda: (row := task_row(engine, task_id, with_clips=True))["status"] in wanted and row,
+        timeout,
+        f"task {task_id} to become {'/'.join(sorted(wanted))}",
+    )
+
+
 # --- the database, as the api leaves it -----------------------------------------------------
 
 
 def insert_task(engine: Engine, source: str, spec: ClipSpec = ClipSpec()) -> TaskSubmitted:
     """A queued task row (and its owner), and the TaskSubmitted the api would publish."""
-    owner = uuid.uuid4()
+    owner = insert_user(engine)
     task = TaskSubmitted(task_id=uuid.uuid4(), owner_id=owner, source=source, spec=spec)
     with engine.begin() as conn:
         conn.execute(
-            text("INSERT INTO users (id, username, email, password_hash) VALUES (:id, :name, :email, 'x')"),
-            {"id": owner, "name": f"u{owner.hex[:12]}", "email": f"{owner.hex[:12]}@example.com"},
-        )
-        conn.execute(
-            text(
-                "INSERT INTO tasks (id, owner_id, source_kind, source, spec) "
-                "VALUES (:id, :owner, :kind, :source, CAST(:spec AS jsonb))"
-            ),
-            {
-                "id": task.task_id,
-                "owner": owner,
-                "source": source,
-                "spec": spec.model_dump_json(),
-                "kind": "upload" if source.startswith("gs://") else "url",
-            },
+            insert(tasks).values(
+                id=task.task_id,
+                owner_id=owner,
+                source_kind="upload" if source.startswith("gs://") else "url",
+                source=source,
+                spec=spec.model_dump(mode="json"),
+            )
         )
     return task
-
-
-def cancel_task(engine: Engine, task_id: uuid.UUID) -> None:
-    """What DELETE /tasks/<id> does to the row (the api's side of a cancellation)."""
-    with engine.begin() as conn:
-        conn.execute(
-            text("UPDATE tasks SET status = 'canceled', deleted_at = now() WHERE id = :id"), {"id": task_id}
-        )
-
-
-def task_row(engine: Engine, task_id: uuid.UUID) -> dict:
-    with engine.connect() as conn:
-        row = (
-            conn.execute(
-                text("SELECT status, attempt, progress, failure_reason FROM tasks WHERE id = :id"),
-                {"id": task_id},
-            )
-            .mappings()
-            .one()
-        )
-        clips = conn.execute(
-            text("SELECT index, uri FROM clips WHERE task_id = :id ORDER BY index"), {"id": task_id}
-        ).all()
-    return dict(row) | {"clips": [tuple(clip) for clip in clips]}
 
 
 def upload_source(settings, path: Path) -> str:
@@ -117,10 +98,7 @@ def mark_interrupted(engine: Engine, task_id: uuid.UUID, attempts: int) -> None:
     """What the notifier records of ``attempts`` runs that each announced themselves
     (``processing``) and then died."""
     with engine.begin() as conn:
-        conn.execute(
-            text("UPDATE tasks SET status = 'processing', attempt = :attempts WHERE id = :id"),
-            {"id": task_id, "attempts": attempts},
-        )
+        conn.execute(update(tasks).where(tasks.c.id == task_id).values(status="processing", attempt=attempts))
 
 
 def store_partial_outputs(settings, task_id: uuid.UUID) -> list[str]:

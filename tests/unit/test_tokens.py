@@ -2,7 +2,6 @@
 
 import base64
 import hashlib
-import hmac
 import json
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from shared.tokens import (
     public_keys_from_pem,
     signing_key_from_pem,
 )
+from tests.support.tokens import b64, hmac_signer, raw, signed, token_claims
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = Settings(token_issuer="idrl-auth", token_audience="idrl-api", token_ttl_seconds=3600)
@@ -44,28 +44,6 @@ def verifier(key):
     return TokenVerifier(SETTINGS, public_keys=[key.public_key])
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _claims(**overrides):
-    now = datetime.now(UTC)
-    claims = {
-        "sub": "user-1",
-        "iss": SETTINGS.token_issuer,
-        "aud": SETTINGS.token_audience,
-        "iat": int(now.timestamp()),
-        "nbf": int(now.timestamp()),
-        "exp": int((now + timedelta(hours=1)).timestamp()),
-    }
-    claims.update(overrides)
-    return claims
-
-
-def _unsigned(header: dict, claims: dict) -> str:
-    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
-
-
 def test_a_fresh_token_verifies_and_names_its_user(key, verifier):
     token = issue_token(key, SETTINGS, "user-42")
     claims = verifier.verify(token)
@@ -77,7 +55,7 @@ def test_a_fresh_token_verifies_and_names_its_user(key, verifier):
 def test_the_kid_is_the_rfc7638_thumbprint(key):
     jwk = public_jwk(key.public_key)
     canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": jwk["x"]}, separators=(",", ":"))
-    assert jwk["kid"] == _b64(hashlib.sha256(canonical.encode()).digest())
+    assert jwk["kid"] == b64(hashlib.sha256(canonical.encode()).digest())
     assert jwk["alg"] == "EdDSA" and "d" not in jwk
 
 
@@ -88,7 +66,7 @@ def test_garbage_is_refused(verifier, token):
 
 
 def test_alg_none_is_refused(key, verifier):
-    token = _unsigned({"alg": "none", "typ": "JWT", "kid": key.kid}, _claims()) + "."
+    token = raw({"alg": "none", "typ": "JWT", "kid": key.kid}, token_claims(SETTINGS))
     with pytest.raises(InvalidToken):
         verifier.verify(token)
 
@@ -98,10 +76,11 @@ def test_hs256_signed_with_the_public_key_is_refused(key, verifier):
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     for secret in (public_pem, base64.urlsafe_b64decode(public_jwk(key.public_key)["x"] + "==")):
-        signing_input = _unsigned({"alg": "HS256", "typ": "JWT", "kid": key.kid}, _claims())
-        signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+        token = raw(
+            {"alg": "HS256", "typ": "JWT", "kid": key.kid}, token_claims(SETTINGS), hmac_signer(secret)
+        )
         with pytest.raises(InvalidToken):
-            verifier.verify(f"{signing_input}.{_b64(signature)}")
+            verifier.verify(token)
 
 
 def _from_now(**delta) -> int:
@@ -121,8 +100,7 @@ def _from_now(**delta) -> int:
     ids=["expired", "not-yet-valid", "wrong-audience", "wrong-issuer", "no-subject"],
 )
 def test_claims_are_checked(key, verifier, overrides, code):
-    claims = {k: v for k, v in _claims(**overrides()).items() if v is not None}
-    token = jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
+    token = signed(key, token_claims(SETTINGS, **overrides()))
     with pytest.raises(InvalidToken) as caught:
         verifier.verify(token)
     assert caught.value.code == code
@@ -137,18 +115,15 @@ def test_a_token_from_another_key_is_refused(verifier):
 
 def test_jku_and_x5u_headers_cannot_bring_their_own_key(verifier):
     attacker = signing_key_from_pem(generate_signing_key_pem())
-    token = jwt.encode(
-        _claims(),
-        attacker.private_key,
-        algorithm="EdDSA",
-        headers={"kid": attacker.kid, "jku": "http://127.0.0.1:1/jwks.json", "x5u": "http://127.0.0.1:1/x"},
+    token = signed(
+        attacker, token_claims(SETTINGS), jku="http://127.0.0.1:1/jwks.json", x5u="http://127.0.0.1:1/x"
     )
     with pytest.raises(InvalidToken):
         verifier.verify(token)
 
 
 def test_a_token_signed_by_the_right_key_but_a_lying_kid_is_refused(key, verifier):
-    token = jwt.encode(_claims(), key.private_key, algorithm="EdDSA", headers={"kid": "other"})
+    token = signed(key, token_claims(SETTINGS), kid="other")
     with pytest.raises(InvalidToken):
         verifier.verify(token)
 

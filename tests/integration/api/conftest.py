@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from services.api import close_app, create_app
@@ -25,6 +24,7 @@ from shared.tokens import (
     signing_key_from_pem,
 )
 from tests.support.api import JwksServer
+from tests.support.db import insert_user
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
@@ -92,19 +92,7 @@ class User:
 @pytest.fixture
 def make_user(engine: Engine, api_settings: Settings, api_key: SigningKey) -> Callable[[], User]:
     def make() -> User:
-        user_id = uuid.uuid4()
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO users (id, username, email, password_hash) "
-                    "VALUES (:id, :username, :email, 'not-a-real-hash')"
-                ),
-                {
-                    "id": user_id,
-                    "username": f"athlete-{user_id.hex[:8]}",
-                    "email": f"{user_id.hex[:8]}@league.example",
-                },
-            )
+        user_id = insert_user(engine)
         return User(user_id, issue_token(api_key, api_settings, str(user_id)))
 
     return make

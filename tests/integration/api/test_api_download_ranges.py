@@ -10,14 +10,15 @@ import uuid
 
 import pytest
 import requests
-from sqlalchemy import text
 from werkzeug.datastructures import ContentRange
 from werkzeug.http import parse_range_header
 
 from services.api.objects import RangeNotSatisfiable, if_range_matches, requested_part
 from services.api.openapi import SPEC
+from shared import layout
 from shared.storage import storage_client
-from tests.support.api import assert_error, multipart
+from tests.support.api import assert_error, insert_tasks, multipart, store_processed
+from tests.support.client import PlatformClient
 
 MIB = 1024 * 1024
 # Past two read chunks, so ranges cross the 1 MiB boundaries the route reads at.
@@ -27,28 +28,9 @@ CLIP_SIZE = 2 * MIB + 12345
 def _processed_task(engine, settings, owner_id: uuid.UUID, content: bytes) -> tuple[uuid.UUID, str]:
     """A processed task with one clip (what the transcoder and the notifier leave); returns
     its id and the clip's object name."""
-    task_id = uuid.uuid4()
-    name = f"tasks/{task_id}/part-00.mp4"
-    storage_client().bucket(settings.clips_bucket).blob(name).upload_from_string(
-        content, content_type="video/mp4"
-    )
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO tasks (id, owner_id, source_kind, source, spec, status, progress, attempt) "
-                "VALUES (:id, :owner, 'url', 'https://videos.league.example/run.mp4', '{}', "
-                "'processed', 100, 1)"
-            ),
-            {"id": task_id, "owner": owner_id},
-        )
-        conn.execute(
-            text(
-                "INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
-                "VALUES (:id, 0, :uri, 22.0, :size)"
-            ),
-            {"id": task_id, "uri": f"gs://{settings.clips_bucket}/{name}", "size": len(content)},
-        )
-    return task_id, name
+    [task_id] = insert_tasks(engine, owner_id, 1)
+    store_processed(engine, settings, task_id, [content])
+    return task_id, layout.clip_object(task_id, 0)
 
 
 @pytest.fixture
@@ -261,18 +243,7 @@ def test_another_users_clip_with_a_range_is_answered_like_a_missing_task(
 
 def test_a_range_passes_through_the_gateway(local_stack, video_bytes):
     base = local_stack.base_url
-    name = f"ranger{uuid.uuid4().hex[:8]}"
-    account = {
-        "username": name,
-        "email": f"{name}@league.example",
-        "password": "Running123",
-        "password_2": "Running123",
-    }
-    assert requests.post(f"{base}/auth/signup", json=account, timeout=30).status_code == 201
-    token = requests.post(
-        f"{base}/auth/login", json={"email": account["email"], "password": "Running123"}, timeout=30
-    ).json()["token"]
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = PlatformClient.sign_up(base, "ranger").headers
     stored = video_bytes + os.urandom(MIB)
     body, content_type = multipart(("file", "run.mp4", stored))
     created = requests.post(

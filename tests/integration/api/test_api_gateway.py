@@ -10,54 +10,29 @@ import http.client
 import os
 import threading
 import uuid
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 import sqlalchemy
-from sqlalchemy import text
+from sqlalchemy import insert, update
 
 from shared.storage import storage_client
+from shared.tables import clips, tasks
 from tests.support.api import multipart
+from tests.support.client import PASSWORD, PlatformClient, assert_error
 
 TIMEOUT = 30
 
 
-@dataclass(frozen=True)
-class Athlete:
-    id: str
-    headers: dict[str, str]
-    email: str = ""
-
-
-def _signup_and_login(base_url: str) -> Athlete:
-    name = f"athlete{uuid.uuid4().hex[:8]}"
-    account = {
-        "username": name,
-        "email": f"{name}@league.example",
-        "password": "Running123",
-        "password_2": "Running123",
-    }
-    created = requests.post(f"{base_url}/auth/signup", json=account, timeout=TIMEOUT)
-    assert created.status_code == 201, created.text
-    login = requests.post(
-        f"{base_url}/auth/login", json={"email": account["email"], "password": "Running123"}, timeout=TIMEOUT
-    )
-    assert login.status_code == 200, login.text
-    return Athlete(
-        created.json()["id"], {"Authorization": f"Bearer {login.json()['token']}"}, account["email"]
-    )
+@pytest.fixture
+def athlete(local_stack) -> PlatformClient:
+    return PlatformClient.sign_up(local_stack.base_url)
 
 
 @pytest.fixture
-def athlete(local_stack) -> Athlete:
-    return _signup_and_login(local_stack.base_url)
-
-
-@pytest.fixture
-def rival(local_stack) -> Athlete:
-    return _signup_and_login(local_stack.base_url)
+def rival(local_stack) -> PlatformClient:
+    return PlatformClient.sign_up(local_stack.base_url)
 
 
 @pytest.fixture
@@ -65,16 +40,6 @@ def stack_engine(local_stack):
     engine = sqlalchemy.create_engine(local_stack.settings.database_url)
     yield engine
     engine.dispose()
-
-
-def _error(response: requests.Response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
-    if code:
-        assert body["error"]["code"] == code, body
-    return body
 
 
 def test_the_readme_flow_submit_list_get_delete(local_stack, athlete):
@@ -99,7 +64,7 @@ def test_the_readme_flow_submit_list_get_delete(local_stack, athlete):
 
     deleted = requests.delete(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT)
     assert deleted.status_code == 204
-    _error(
+    assert_error(
         requests.get(f"{base}/tasks/{task_id}", headers=athlete.headers, timeout=TIMEOUT),
         404,
         "task_not_found",
@@ -153,20 +118,28 @@ def test_every_status_code_of_the_table_through_the_gateway(local_stack, athlete
     def post(**kwargs):
         return requests.post(f"{base}/tasks", timeout=TIMEOUT, **kwargs)
 
-    _error(requests.get(f"{base}/tasks?max=0", headers=auth, timeout=TIMEOUT), 400, "invalid_parameter")
-    _error(post(data="{broken", headers=auth | {"Content-Type": "application/json"}), 400, "invalid_json")
-    _error(requests.get(f"{base}/tasks", timeout=TIMEOUT), 401, "missing_token")
-    _error(requests.get(f"{base}/tasks", headers={"Authorization": "Bearer x.y.z"}, timeout=TIMEOUT), 401)
-    _error(requests.get(f"{base}/tasks/{uuid.uuid4()}", headers=auth, timeout=TIMEOUT), 404, "task_not_found")
-    _error(post(data=b"hello", headers=auth | {"Content-Type": "text/plain"}), 415, "unsupported_media_type")
+    assert_error(requests.get(f"{base}/tasks?max=0", headers=auth, timeout=TIMEOUT), 400, "invalid_parameter")
+    assert_error(
+        post(data="{broken", headers=auth | {"Content-Type": "application/json"}), 400, "invalid_json"
+    )
+    assert_error(requests.get(f"{base}/tasks", timeout=TIMEOUT), 401, "missing_token")
+    assert_error(
+        requests.get(f"{base}/tasks", headers={"Authorization": "Bearer x.y.z"}, timeout=TIMEOUT), 401
+    )
+    assert_error(
+        requests.get(f"{base}/tasks/{uuid.uuid4()}", headers=auth, timeout=TIMEOUT), 404, "task_not_found"
+    )
+    assert_error(
+        post(data=b"hello", headers=auth | {"Content-Type": "text/plain"}), 415, "unsupported_media_type"
+    )
     body, content_type = multipart(("file", "notes.mp4", b"just some text, not a video"))
-    _error(post(data=body, headers=auth | {"Content-Type": content_type}), 415, "not_a_video")
-    _error(
+    assert_error(post(data=body, headers=auth | {"Content-Type": content_type}), 415, "not_a_video")
+    assert_error(
         post(json={"url": "http://169.254.169.254/latest/meta-data/"}, headers=auth),
         422,
         "source_url_rejected",
     )
-    _error(
+    assert_error(
         post(json={"url": "https://a.example/x.mp4", "status": "processed"}, headers=auth),
         422,
         "invalid_field",
@@ -177,14 +150,16 @@ def test_every_status_code_of_the_table_through_the_gateway(local_stack, athlete
     assert first.status_code == 202
     again = post(json={"url": "https://a.example/x.mp4"}, headers=keyed)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
-    _error(post(json={"url": "https://a.example/y.mp4"}, headers=keyed), 422, "idempotency_key_mismatch")
+    assert_error(
+        post(json={"url": "https://a.example/y.mp4"}, headers=keyed), 422, "idempotency_key_mismatch"
+    )
     assert (
         requests.delete(f"{base}{first.headers['Location']}", headers=auth, timeout=TIMEOUT).status_code
         == 204
     )
-    _error(post(json={"url": "https://a.example/x.mp4"}, headers=keyed), 409, "idempotency_key_used")
+    assert_error(post(json={"url": "https://a.example/x.mp4"}, headers=keyed), 409, "idempotency_key_used")
 
-    _error(
+    assert_error(
         post(data="{}" + " " * 70_000, headers=auth | {"Content-Type": "application/json"}),
         413,
         "payload_too_large",
@@ -194,7 +169,7 @@ def test_every_status_code_of_the_table_through_the_gateway(local_stack, athlete
     statuses = [post(data=b"x", headers=auth | {"Content-Type": "text/plain"}).status_code for _ in range(31)]
     assert statuses[-1] == 429 and set(statuses) <= {415, 429}
     limited = post(json={"url": "https://a.example/x.mp4"}, headers=auth)
-    _error(limited, 429, "rate_limited")
+    assert_error(limited, 429, "rate_limited")
     assert int(limited.headers["Retry-After"]) >= 1
 
     assert requests.get(f"{base}/healthz", timeout=TIMEOUT).json() == {"status": "ok"}
@@ -217,26 +192,26 @@ def test_user_b_can_neither_see_get_download_nor_delete_user_as_task(
         b"clip bytes", content_type="video/mp4"
     )
     with stack_engine.begin() as conn:
+        conn.execute(update(tasks).where(tasks.c.id == task_id).values(status="processed", progress=100))
         conn.execute(
-            text("UPDATE tasks SET status = 'processed', progress = 100 WHERE id = :id"), {"id": task_id}
-        )
-        conn.execute(
-            text(
-                "INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
-                "VALUES (:id, 0, :uri, 22.0, 10)"
-            ),
-            {"id": task_id, "uri": f"gs://{settings.clips_bucket}/{clip_name}"},
+            insert(clips).values(
+                task_id=task_id,
+                index=0,
+                uri=f"gs://{settings.clips_bucket}/{clip_name}",
+                duration_seconds=22.0,
+                size_bytes=10,
+            )
         )
 
     missing = f"{base}/tasks/{uuid.uuid4()}"
     for suffix in ("", "/clips/0"):
         theirs = requests.get(f"{base}/tasks/{task_id}{suffix}", headers=rival.headers, timeout=TIMEOUT)
         assert (
-            _error(theirs, 404, "task_not_found")
+            assert_error(theirs, 404, "task_not_found")
             == requests.get(f"{missing}{suffix}", headers=rival.headers, timeout=TIMEOUT).json()
         )
     assert (
-        _error(requests.delete(f"{base}/tasks/{task_id}", headers=rival.headers, timeout=TIMEOUT), 404)
+        assert_error(requests.delete(f"{base}/tasks/{task_id}", headers=rival.headers, timeout=TIMEOUT), 404)
         == requests.delete(missing, headers=rival.headers, timeout=TIMEOUT).json()
     )
     listed = requests.get(f"{base}/tasks?max=100", headers=rival.headers, timeout=TIMEOUT).json()
@@ -257,7 +232,7 @@ BURST_REQUESTS = 2000
 BURST_CONCURRENCY = 32
 
 
-def _burst_request(base: str, session: requests.Session, athletes: list[Athlete], index: int):
+def _burst_request(base: str, session: requests.Session, athletes: list[PlatformClient], index: int):
     """One request of the burst's mix: reads, submits, logins and bad input."""
     athlete = athletes[index % len(athletes)]
     auth = athlete.headers
@@ -293,7 +268,7 @@ def _burst_request(base: str, session: requests.Session, athletes: list[Athlete]
     if kind == 17 and index % 60 == 17:
         # A login costs a memory-hard hash: one in sixty requests.
         return session.post(
-            f"{base}/auth/login", json={"email": athlete.email, "password": "Running123"}, timeout=60
+            f"{base}/auth/login", json={"email": athlete.email, "password": PASSWORD}, timeout=60
         )
     if kind == 17:
         return session.post(f"{base}/auth/login", json={"email": "x"}, timeout=60)
@@ -305,7 +280,7 @@ def _burst_request(base: str, session: requests.Session, athletes: list[Athlete]
 
 def test_a_burst_of_mixed_requests_through_the_gateway_gets_no_5xx(local_stack):
     base = local_stack.base_url
-    athletes = [_signup_and_login(base) for _ in range(8)]
+    athletes = [PlatformClient.sign_up(base) for _ in range(8)]
     sessions = threading.local()
 
     def one(index: int) -> tuple[int, str]:

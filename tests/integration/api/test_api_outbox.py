@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, update
 
 from services.api import tasks as task_store
 from services.api.outbox import OutboxRelay, relay_once, requeue_stalled
 from services.api.tasks import IdempotencyKeyTaken, NewTask
 from shared.events import ensure_subscription, ensure_topic
+from shared.tables import outbox, tasks
 from tests.support.api import pull_events
+from tests.support.db import cancel_task, count_rows
 
 SOURCE = "https://videos.league.example/runs/run.mp4"
 
 
 def _unpublished(engine) -> int:
-    with engine.connect() as conn:
-        return conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one()
+    return count_rows(engine, outbox, outbox.c.published_at.is_(None))
 
 
 def _queue_rows(engine, settings, owner_id: uuid.UUID, count: int) -> list[uuid.UUID]:
@@ -73,7 +75,7 @@ def test_replicas_never_claim_the_same_rows(app, engine, api_settings, alice):
 
     # Another replica is publishing the first row right now (it holds the row lock).
     with engine.connect() as other_replica, other_replica.begin():
-        other_replica.execute(text("SELECT id FROM outbox ORDER BY id LIMIT 1 FOR UPDATE"))
+        other_replica.execute(select(outbox.c.id).order_by(outbox.c.id).limit(1).with_for_update())
         assert relay_once(engine, publisher, due) == 1
         events = pull_events(api_settings, api_settings.subscription_transcoder, want=1)
         assert [e.task_id for e in events] == [second]
@@ -127,8 +129,7 @@ def test_the_same_key_sent_at_once_makes_one_task(make_app, api_settings, alice)
     assert sorted(r.status_code for r in answers).count(202) == 1
     assert {r.status_code for r in answers} <= {200, 202}
     assert len({r.get_json()["id"] for r in answers}) == 1
-    with app.extensions["engine"].connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM tasks")).scalar_one() == 1
+    assert count_rows(app.extensions["engine"], tasks) == 1
 
 
 def test_a_key_already_taken_is_reported_by_the_store(engine, api_settings, alice):
@@ -138,29 +139,23 @@ def test_a_key_already_taken_is_reported_by_the_store(engine, api_settings, alic
     again = NewTask(uuid.uuid4(), alice.id, "url", SOURCE, None, "taken", "fingerprint")
     with pytest.raises(IdempotencyKeyTaken), engine.begin() as conn:
         task_store.create(conn, again, api_settings)
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM tasks")).scalar_one() == 1
+    assert count_rows(engine, tasks) == 1
 
 
 def test_the_sweep_republishes_tasks_whose_message_was_lost_and_only_those(app, engine, api_settings, alice):
     queued, stale, busy, done, deleted = _queue_rows(engine, api_settings, alice.id, 5)
     with engine.begin() as conn:
         # Every TaskSubmitted went out an hour ago, and Pub/Sub then lost them all.
-        conn.execute(text("UPDATE outbox SET published_at = now() - interval '1 hour'"))
+        an_hour_ago = func.now() - timedelta(hours=1)
+        conn.execute(update(outbox).values(published_at=an_hour_ago))
         conn.execute(
-            text(
-                "UPDATE tasks SET status = 'processing', updated_at = now() - interval '1 hour' "
-                "WHERE id = :id"
-            ),
-            {"id": stale},
+            update(tasks).where(tasks.c.id == stale).values(status="processing", updated_at=an_hour_ago)
         )
         conn.execute(
-            text("UPDATE tasks SET status = 'processing', updated_at = now() WHERE id = :id"), {"id": busy}
+            update(tasks).where(tasks.c.id == busy).values(status="processing", updated_at=func.now())
         )
-        conn.execute(text("UPDATE tasks SET status = 'processed' WHERE id = :id"), {"id": done})
-        conn.execute(
-            text("UPDATE tasks SET status = 'canceled', deleted_at = now() WHERE id = :id"), {"id": deleted}
-        )
+        conn.execute(update(tasks).where(tasks.c.id == done).values(status="processed"))
+    cancel_task(engine, deleted)
     sweep = api_settings.model_copy(
         update={"outbox_requeue_after_seconds": 600, "outbox_republish_after_seconds": 0}
     )

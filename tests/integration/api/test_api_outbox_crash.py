@@ -7,9 +7,10 @@ import uuid
 
 import pytest
 import requests
-from sqlalchemy import text
+from sqlalchemy import select
 
 from infra.local.process import http_probe
+from shared.tables import outbox, tasks
 from shared.tokens import issue_token
 from tests.support.api import api_process, pull_events
 
@@ -43,9 +44,9 @@ def test_a_crash_between_commit_and_publish_loses_no_task(
 
     # The task was committed, its message was not published.
     with engine.connect() as conn:
-        task = conn.execute(text("SELECT id, status FROM tasks")).one()
-        outbox = conn.execute(text("SELECT published_at FROM outbox")).one()
-    assert task.status == "queued" and outbox.published_at is None
+        task = conn.execute(select(tasks.c.id, tasks.c.status)).one()
+        published_at = conn.execute(select(outbox.c.published_at)).scalar_one()
+    assert task.status == "queued" and published_at is None
     assert pull_events(api_settings, api_settings.subscription_transcoder, timeout=3) == []
 
     # A new api process starts; its relay publishes what the dead one could not.
@@ -66,4 +67,4 @@ def test_a_crash_between_commit_and_publish_loses_no_task(
     assert [e.event_type for e in events] == ["TaskSubmitted"]
     assert events[0].owner_id == alice.id and events[0].task_id == uuid.UUID(str(task.id))
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT published_at FROM outbox")).scalar_one() is not None
+        assert conn.execute(select(outbox.c.published_at)).scalar_one() is not None

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import delete, func, update
 
 from services.api import routes
 from services.api import tasks as task_store
 from shared.storage import storage_client
+from shared.tables import outbox, tasks
 from tests.support.api import (
     SOURCE,
     assert_error,
@@ -19,6 +21,7 @@ from tests.support.api import (
     pull_events,
     store_processed,
 )
+from tests.support.db import count_rows, history, task_row
 
 # --- list ----------------------------------------------------------------------------------
 
@@ -112,11 +115,9 @@ def test_a_failed_task_shows_its_reason(client, engine, alice):
     [task_id] = insert_tasks(engine, alice.id, 1)
     with engine.begin() as conn:
         conn.execute(
-            text(
-                "UPDATE tasks SET status = 'failed', attempt = 3, "
-                "failure_reason = 'source has no video stream' WHERE id = :id"
-            ),
-            {"id": task_id},
+            update(tasks)
+            .where(tasks.c.id == task_id)
+            .values(status="failed", attempt=3, failure_reason="source has no video stream")
         )
     body = client.get(f"/tasks/{task_id}", headers=alice.headers).get_json()
     assert (body["status"], body["attempts"], body["failure_reason"]) == (
@@ -166,17 +167,9 @@ def test_deleting_a_queued_task_cancels_it_and_removes_its_objects(
     response = client.delete(f"/tasks/{task_id}", headers=alice.headers)
 
     assert response.status_code == 204 and response.data == b""
-    with engine.connect() as conn:
-        row = conn.execute(text("SELECT status, deleted_at FROM tasks WHERE id = :id"), {"id": task_id}).one()
-        history = (
-            conn.execute(
-                text("SELECT status FROM task_history WHERE task_id = :id ORDER BY id"), {"id": task_id}
-            )
-            .scalars()
-            .all()
-        )
-    assert row.status == "canceled" and row.deleted_at is not None
-    assert history == ["queued", "canceled"]
+    row = task_row(engine, task_id)
+    assert row["status"] == "canceled" and row["deleted_at"] is not None
+    assert [line.status for line in history(engine, task_id)] == ["queued", "canceled"]
     [event] = pull_events(api_settings, api_settings.subscription_notifier, task_id=task_id)
     assert event.event_type == "TaskStatusChanged" and event.status == "canceled"
     assert object_names(api_settings.uploads_bucket, f"uploads/{task_id}/") == []
@@ -197,11 +190,9 @@ def test_deleting_a_processed_task_keeps_its_status_and_publishes_nothing(
 
     assert client.delete(f"/tasks/{task_id}", headers=alice.headers).status_code == 204
 
-    with engine.connect() as conn:
-        row = conn.execute(text("SELECT status, deleted_at FROM tasks WHERE id = :id"), {"id": task_id}).one()
-        outbox = conn.execute(text("SELECT count(*) FROM outbox")).scalar_one()
-    assert row.status == "processed" and row.deleted_at is not None
-    assert outbox == 0
+    row = task_row(engine, task_id)
+    assert row["status"] == "processed" and row["deleted_at"] is not None
+    assert count_rows(engine, outbox) == 0
     assert object_names(api_settings.clips_bucket, f"tasks/{task_id}/") == []
 
 
@@ -228,7 +219,7 @@ def test_a_task_deleted_between_the_key_lookup_and_the_replay_gets_409(
             if deletion == "by its owner":
                 task_store.delete(other, task_id, alice.id, api_settings)
             else:
-                other.execute(text("DELETE FROM tasks WHERE id = :id"), {"id": task_id})
+                other.execute(delete(tasks).where(tasks.c.id == task_id))
         return found
 
     monkeypatch.setattr(routes.task_store, "find_by_idempotency_key", then_delete)
@@ -247,11 +238,10 @@ def test_idempotency_keys_expire_after_the_window(client, engine, alice):
     assert_error(changed, 422, "idempotency_key_mismatch")
 
     with engine.begin() as conn:
-        conn.execute(text("UPDATE tasks SET created_at = now() - interval '25 hours'"))
+        conn.execute(update(tasks).values(created_at=func.now() - timedelta(hours=25)))
     later = client.post("/tasks", json={"url": SOURCE}, headers=headers)
     assert later.status_code == 202 and later.get_json()["id"] != first.get_json()["id"]
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM tasks")).scalar_one() == 2
+    assert count_rows(engine, tasks) == 2
 
 
 def test_the_same_key_from_two_users_makes_two_tasks(client, alice, bob):
@@ -291,8 +281,7 @@ def test_storage_that_does_not_answer_gets_503_and_no_task(
     body, content_type = multipart(("file", "run.mp4", video_bytes))
     response = client.post("/tasks", data=body, content_type=content_type, headers=alice.headers)
     assert_error(response, 503, "unavailable")
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM tasks")).scalar_one() == 0
+    assert count_rows(engine, tasks) == 0
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["checks"] == {
         "database": "ok",

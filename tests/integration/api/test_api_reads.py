@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.cloud import storage as gcs
 from google.oauth2 import service_account
-from sqlalchemy import text
+from sqlalchemy import insert, update
 
 from shared import layout, storage
+from shared.tables import clips, tasks
 from tests.support.api import SOURCE, assert_error, insert_tasks, multipart, store_processed
 
 # A 30-minute source gives 90 clips of 20 s.
@@ -76,19 +77,17 @@ def _with_many_clips(engine, settings, owner_id: uuid.UUID) -> uuid.UUID:
     [task_id] = insert_tasks(engine, owner_id, 1, source_kind="upload")
     with engine.begin() as conn:
         conn.execute(
-            text("UPDATE tasks SET status = 'processed', progress = 100, attempt = 1 WHERE id = :id"),
-            {"id": task_id},
+            update(tasks).where(tasks.c.id == task_id).values(status="processed", progress=100, attempt=1)
         )
         conn.execute(
-            text(
-                "INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
-                "VALUES (:id, :index, :uri, 22.0, 1000)"
-            ),
+            insert(clips),
             [
                 {
-                    "id": task_id,
+                    "task_id": task_id,
                     "index": index,
                     "uri": f"gs://{settings.clips_bucket}/{layout.clip_object(task_id, index)}",
+                    "duration_seconds": 22.0,
+                    "size_bytes": 1000,
                 }
                 for index in range(1, MANY_CLIPS + 1)
             ],
@@ -209,13 +208,13 @@ def test_a_clip_row_naming_an_object_outside_the_tasks_folder_is_never_served(
         f"gs://{api_settings.clips_bucket}/{layout.task_folder(task_id)}../{other}/part-00.mp4",
     ]
     with engine.begin() as conn:
-        conn.execute(text("UPDATE tasks SET status = 'processed' WHERE id = :id"), {"id": task_id})
+        conn.execute(update(tasks).where(tasks.c.id == task_id).values(status="processed"))
         conn.execute(
-            text(
-                "INSERT INTO clips (task_id, index, uri, duration_seconds, size_bytes) "
-                "VALUES (:id, :index, :uri, 22.0, 10)"
-            ),
-            [{"id": task_id, "index": index, "uri": uri} for index, uri in enumerate(foreign)],
+            insert(clips),
+            [
+                {"task_id": task_id, "index": index, "uri": uri, "duration_seconds": 22.0, "size_bytes": 10}
+                for index, uri in enumerate(foreign)
+            ],
         )
 
     for signed in (False, True):
@@ -236,8 +235,9 @@ def test_the_original_route_serves_only_the_tasks_own_upload(
     [task_id] = insert_tasks(engine, alice.id, 1, source_kind="upload")
     with engine.begin() as conn:
         conn.execute(
-            text("UPDATE tasks SET source = :uri WHERE id = :id"),
-            {"uri": f"gs://{api_settings.uploads_bucket}/{layout.upload_object(mine['id'])}", "id": task_id},
+            update(tasks)
+            .where(tasks.c.id == task_id)
+            .values(source=f"gs://{api_settings.uploads_bucket}/{layout.upload_object(mine['id'])}")
         )
     assert client.get(f"/tasks/{mine['id']}/original", headers=alice.headers).data == video_bytes
     assert_error(client.get(f"/tasks/{task_id}/original", headers=alice.headers), 404, "file_not_found")

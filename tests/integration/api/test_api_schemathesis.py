@@ -4,7 +4,6 @@ from /openapi.json, no answer is a 500 and every answer matches the document."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 import requests
@@ -12,6 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from services.api.openapi import DOCUMENT_PATH
+from tests.support.client import PlatformClient
 from tests.support.tus import sweep_every_upload
 
 # A schema cannot say everything a server checks: a well-formed source URL may point at a
@@ -52,22 +52,6 @@ CONFIG = schemathesis.Config.from_dict(
 )
 
 
-def _signed_up_token(base_url: str) -> str:
-    """A user signed up and logged in through the gateway, as a client would."""
-    name = f"fuzz{uuid.uuid4().hex[:8]}"
-    account = {
-        "username": name,
-        "email": f"{name}@league.example",
-        "password": "Fuzzing123",
-        "password_2": "Fuzzing123",
-    }
-    assert requests.post(f"{base_url}/auth/signup", json=account, timeout=30).status_code == 201
-    login = requests.post(
-        f"{base_url}/auth/login", json={"email": account["email"], "password": "Fuzzing123"}, timeout=30
-    )
-    return login.json()["token"]
-
-
 # Logging out or changing the password ends every session of the user that does it: those
 # operations run as a user of their own, so the others keep a live token.
 SESSION_ENDING_PATHS = {"/auth/logout", "/auth/password"}
@@ -79,8 +63,8 @@ def gateway_tokens(local_stack) -> dict[str, str]:
     against the gateway address's login limit): one for the session-ending operations,
     one for the rest."""
     return {
-        "sessions": _signed_up_token(local_stack.base_url),
-        "rest": _signed_up_token(local_stack.base_url),
+        "sessions": PlatformClient.sign_up(local_stack.base_url, "fuzz").token,
+        "rest": PlatformClient.sign_up(local_stack.base_url, "fuzz").token,
     }
 
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import text
 
+from shared.tables import outbox, tasks
 from tests.support.api import assert_error, pull_events
+from tests.support.db import count_rows, task_row
 
 SOURCE = "https://videos.league.example/runs/run-1.mp4"
-
-
-def _task_count(engine) -> int:
-    with engine.connect() as conn:
-        return conn.execute(text("SELECT count(*) FROM tasks")).scalar_one()
 
 
 def test_submit_by_url_queues_the_task_and_publishes_it(client, engine, alice, api_settings):
@@ -27,15 +23,9 @@ def test_submit_by_url_queues_the_task_and_publishes_it(client, engine, alice, a
     assert body["status"] == "queued" and body["progress"] == 0 and body["attempts"] == 0
     assert body["source"] == {"kind": "url", "url": SOURCE}
     assert body["clips"] == [] and body["links"] == {"self": f"/tasks/{task_id}"}
-    with engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT owner_id, status, source FROM tasks WHERE id = :id"), {"id": task_id}
-        ).one()
-        unpublished = conn.execute(
-            text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        ).scalar_one()
-    assert (row.owner_id, row.status, row.source) == (alice.id, "queued", SOURCE)
-    assert unpublished == 0
+    row = task_row(engine, task_id)
+    assert (row["owner_id"], row["status"], row["source"]) == (alice.id, "queued", SOURCE)
+    assert count_rows(engine, outbox, outbox.c.published_at.is_(None)) == 0
 
     [event] = pull_events(api_settings, api_settings.subscription_transcoder, task_id=task_id)
     assert event.event_type == "TaskSubmitted"
@@ -64,7 +54,7 @@ def test_submit_by_url_queues_the_task_and_publishes_it(client, engine, alice, a
 def test_unsafe_or_malformed_urls_are_refused_with_422(client, engine, alice, url):
     response = client.post("/tasks", json={"url": url}, headers=alice.headers)
     assert_error(response, 422, "source_url_rejected")
-    assert _task_count(engine) == 0
+    assert count_rows(engine, tasks) == 0
 
 
 def test_loopback_is_accepted_only_when_the_local_stack_allows_it(make_app, api_settings, alice):
@@ -80,7 +70,7 @@ def test_fields_a_client_may_not_set_are_refused_and_never_stored(client, engine
     response = client.post("/tasks", json={"url": SOURCE, field: "processed"}, headers=alice.headers)
     body = assert_error(response, 422, "invalid_field")
     assert field in body["error"]["message"]
-    assert _task_count(engine) == 0
+    assert count_rows(engine, tasks) == 0
 
 
 @pytest.mark.parametrize(
@@ -107,7 +97,7 @@ def test_fields_a_client_may_not_set_are_refused_and_never_stored(client, engine
 def test_bad_bodies_get_clear_4xx(client, engine, alice, kwargs, status, code):
     response = client.post("/tasks", headers=alice.headers, **kwargs)
     assert_error(response, status, code)
-    assert _task_count(engine) == 0
+    assert count_rows(engine, tasks) == 0
 
 
 def test_submissions_past_the_per_user_limit_get_429_with_retry_after(make_app, api_settings, alice, bob):
@@ -133,4 +123,4 @@ def test_text_that_cannot_be_stored_is_refused_not_a_500(client, engine, alice, 
     # (shared.web.json_body refuses them for every service).
     response = client.post("/tasks", data=body, content_type="application/json", headers=alice.headers)
     assert_error(response, 422, "invalid_text")
-    assert _task_count(engine) == 0
+    assert count_rows(engine, tasks) == 0

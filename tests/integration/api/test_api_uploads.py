@@ -11,11 +11,12 @@ import uuid
 import pytest
 import requests
 from google.api_core.exceptions import Conflict
-from sqlalchemy import text
 
 from infra.local.process import http_probe
 from shared.storage import storage_client
+from shared.tables import tasks
 from tests.support.api import api_process, assert_error, multipart, object_names, pull_events
+from tests.support.db import count_rows
 
 CHUNK = 256 * 1024
 
@@ -23,11 +24,6 @@ CHUNK = 256 * 1024
 def _upload(client, user, content: bytes, filename: str = "run.mp4", *extra, headers=None):
     body, content_type = multipart(("file", filename, content), *extra)
     return client.post("/tasks", data=body, content_type=content_type, headers=user.headers | (headers or {}))
-
-
-def _task_count(engine) -> int:
-    with engine.connect() as conn:
-        return conn.execute(text("SELECT count(*) FROM tasks")).scalar_one()
 
 
 def test_an_upload_is_stored_as_the_tasks_original_and_published(client, alice, video_bytes, api_settings):
@@ -74,7 +70,7 @@ def test_a_file_larger_than_one_chunk_goes_up_in_resumable_chunks(make_app, api_
 def test_content_that_is_not_a_video_container_gets_415(client, engine, alice, api_settings, content):
     response = _upload(client, alice, content, filename="run.mp4")
     assert_error(response, 415, "not_a_video")
-    assert _task_count(engine) == 0
+    assert count_rows(engine, tasks) == 0
     assert object_names(api_settings.uploads_bucket) == []
 
 
@@ -104,7 +100,7 @@ def test_a_streamed_file_past_the_limit_gets_413_and_leaves_no_object(
     content = video_bytes + os.urandom(limit + 1 - len(video_bytes))
     response = _upload(client, alice, content)
     assert_error(response, 413, "payload_too_large")
-    assert _task_count(engine) == 0
+    assert count_rows(engine, tasks) == 0
     assert object_names(pending_uploads_bucket) == []
 
     exactly = video_bytes + os.urandom(limit - len(video_bytes))
@@ -137,7 +133,7 @@ def test_other_multipart_fields_are_refused_and_nothing_is_kept(
 ):
     response = _upload(client, alice, video_bytes, "run.mp4", extra)
     assert_error(response, status, code)
-    assert _task_count(engine) == 0
+    assert count_rows(engine, tasks) == 0
     assert object_names(api_settings.uploads_bucket) == []
 
 
@@ -166,7 +162,7 @@ def test_other_multipart_fields_are_refused_and_nothing_is_kept(
 def test_malformed_multipart_bodies_get_400(client, engine, alice, body, content_type, code):
     response = client.post("/tasks", data=body, content_type=content_type, headers=alice.headers)
     assert_error(response, 400, code)
-    assert _task_count(engine) == 0
+    assert count_rows(engine, tasks) == 0
 
 
 def test_an_upload_retried_with_its_idempotency_key_gives_the_same_task(
@@ -181,7 +177,7 @@ def test_an_upload_retried_with_its_idempotency_key_gives_the_same_task(
     assert again.get_json()["id"] == first.get_json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
     assert_error(other, 422, "idempotency_key_mismatch")
-    assert _task_count(engine) == 1
+    assert count_rows(engine, tasks) == 1
     assert object_names(api_settings.uploads_bucket) == [f"uploads/{first.get_json()['id']}/source"]
 
 
@@ -229,5 +225,5 @@ def test_an_upload_trickled_past_its_time_limit_is_cut_off_with_408(
         assert requests.get(f"{base_url}/tasks", headers=alice.headers, timeout=10).status_code == 200
     finally:
         process.stop()
-    assert _task_count(engine) == 0
+    assert count_rows(engine, tasks) == 0
     assert object_names(api_settings.uploads_bucket) == []

@@ -6,13 +6,15 @@ from __future__ import annotations
 import io
 import uuid
 
-from sqlalchemy import text
+from sqlalchemy import func, select
 
 from services.api.outbox import OutboxRelay, relay_once, release_held
 from services.notifier.apply import apply_status_change
 from shared.events import TaskStatusChanged
 from shared.lifecycle import TaskStatus
+from shared.tables import outbox, tasks
 from tests.support.api import SOURCE, assert_error, multipart, object_names, pull_events, store_processed
+from tests.support.db import count_rows
 
 
 def _submit(client, user, count: int) -> list[uuid.UUID]:
@@ -80,8 +82,7 @@ def test_past_the_cap_submissions_wait_and_go_out_as_earlier_ones_end(make_app, 
 
     assert release_held(engine, publisher, settings) == 0
     assert relay_once(engine, publisher, settings) == 0
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one() == 0
+    assert count_rows(engine, outbox, outbox.c.published_at.is_(None)) == 0
 
 
 def test_the_relay_thread_publishes_held_tasks_and_never_a_deleted_one(make_app, api_settings, alice):
@@ -111,10 +112,9 @@ def test_the_relay_thread_publishes_held_tasks_and_never_a_deleted_one(make_app,
         relay.stop()
     with engine.connect() as conn:
         rows = conn.execute(
-            text(
-                "SELECT published_at IS NOT NULL AS published FROM outbox WHERE attributes->>'task_id' = :id"
-            ),
-            {"id": str(deleted)},
+            select(outbox.c.published_at.is_not(None).label("published")).where(
+                outbox.c.attributes["task_id"].astext == str(deleted)
+            )
         ).all()
     # Only its cancellation remains, on task-events: its TaskSubmitted went with it.
     assert [row.published for row in rows] == [True]
@@ -151,7 +151,9 @@ def test_a_submission_past_the_storage_quota_gets_409_and_stores_nothing(
     assert _upload(client, bob, video_bytes).status_code == 202
     with engine.connect() as conn:
         counts = conn.execute(
-            text("SELECT owner_id, count(*) FROM tasks GROUP BY owner_id ORDER BY count(*)")
+            select(tasks.c.owner_id, func.count().label("count"))
+            .group_by(tasks.c.owner_id)
+            .order_by(func.count())
         ).all()
     assert [(row.owner_id, row.count) for row in counts] == [(bob.id, 1), (alice.id, 2)]
 

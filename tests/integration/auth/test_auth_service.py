@@ -6,10 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 import jwt
 import pytest
 from jwt.algorithms import OKPAlgorithm
-from sqlalchemy import text
+from sqlalchemy import select
 
 from services.auth import create_app, passwords, routes
+from shared.tables import users
 from shared.tokens import TokenVerifier
+from tests.support.db import count_rows
 
 GOOD = {
     "username": "runner1",
@@ -29,11 +31,6 @@ def app(settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def _user_count(app) -> int:
-    with app.extensions["engine"].connect() as conn:
-        return conn.execute(text("SELECT count(*) FROM users")).scalar_one()
 
 
 def _assert_error(response, status, code=None):
@@ -79,7 +76,7 @@ def test_the_jwks_verifies_the_token_with_pyjwt(app, client):
         token, OKPAlgorithm.from_jwk(keys[0]), algorithms=["EdDSA"], audience="idrl-api", issuer="idrl-auth"
     )
     with app.extensions["engine"].connect() as conn:
-        user_id = conn.execute(text("SELECT id FROM users")).scalar_one()
+        user_id = conn.execute(select(users.c.id)).scalar_one()
     assert claims["sub"] == str(user_id)
     assert claims["exp"] - int(claims["iat"]) == 3600
 
@@ -126,7 +123,7 @@ def test_the_jwks_answer_may_be_cached_as_long_as_the_api_caches_the_keys(settin
 )
 def test_bad_signups_get_a_clear_4xx_and_store_nothing(app, client, kwargs, status, code):
     _assert_error(client.post("/auth/signup", **kwargs), status, code)
-    assert _user_count(app) == 0
+    assert count_rows(app.extensions["engine"], users) == 0
 
 
 def test_duplicate_username_and_email_in_other_case_conflict(app, client):
@@ -139,7 +136,7 @@ def test_duplicate_username_and_email_in_other_case_conflict(app, client):
         409,
         "email_taken",
     )
-    assert _user_count(app) == 1
+    assert count_rows(app.extensions["engine"], users) == 1
 
 
 def test_unknown_user_and_wrong_password_get_the_same_401(client):
@@ -318,4 +315,4 @@ def test_text_postgresql_cannot_store_is_refused_not_a_500(app, client, route, f
     body = {**GOOD, field: text} if route == "/auth/signup" else {field: text, "password": "Admin123"}
     raw = json.dumps(body)  # escapes NUL and lone surrogates as \\u sequences
     _assert_error(client.post(route, data=raw, content_type="application/json"), 422, "invalid_text")
-    assert _user_count(app) == 0
+    assert count_rows(app.extensions["engine"], users) == 0

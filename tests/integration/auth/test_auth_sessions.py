@@ -10,8 +10,9 @@ from datetime import timedelta
 
 import jwt
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select
 
+from shared.tables import users
 from shared.tokens import issue_token
 from tests.support.auth import ATHLETE, list_tasks, login
 
@@ -70,7 +71,7 @@ def _past_the_api_cutoff_cache() -> None:
 def _cutoff(auth):
     with auth.extensions["engine"].connect() as conn:
         return conn.execute(
-            text("SELECT tokens_valid_after FROM users WHERE email = :email"), {"email": ATHLETE["email"]}
+            select(users.c.tokens_valid_after).where(users.c.email == ATHLETE["email"])
         ).scalar_one()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
 import socket
 import threading
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from sqlalchemy import text
+from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
 from infra.local import ManagedProcess, free_port
@@ -24,6 +23,8 @@ from services.notifier.main import handle_message
 from shared import db
 from shared.config import Settings
 from shared.events import TaskStatusChanged, encode
+from shared.tables import tasks
+from tests.support.db import insert_user
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
@@ -37,20 +38,7 @@ def engine(settings: Settings):
 
 @pytest.fixture
 def owner_id(engine: Engine) -> uuid.UUID:
-    user_id = uuid.uuid4()
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO users (id, username, email, password_hash) "
-                "VALUES (:id, :username, :email, 'not-a-real-hash')"
-            ),
-            {
-                "id": user_id,
-                "username": f"athlete-{user_id.hex[:8]}",
-                "email": f"{user_id.hex[:8]}@league.example",
-            },
-        )
-    return user_id
+    return insert_user(engine)
 
 
 @pytest.fixture
@@ -64,22 +52,14 @@ def make_task(engine: Engine, owner_id: uuid.UUID) -> Callable[..., uuid.UUID]:
             "status": "queued",
             "source_kind": "url",
             "source": "https://videos.league.example/run.mp4",
-            "spec": json.dumps({}),
+            "spec": {},
             "progress": 0,
             "attempt": 0,
             "deleted_at": None,
         }
         row.update(columns)
         with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO tasks (id, owner_id, status, source_kind, source, spec, "
-                    "progress, attempt, deleted_at) VALUES (:id, :owner_id, :status, "
-                    ":source_kind, :source, CAST(:spec AS jsonb), :progress, :attempt, "
-                    ":deleted_at)"
-                ),
-                row,
-            )
+            conn.execute(insert(tasks).values(row))
         return row["id"]
 
     return make

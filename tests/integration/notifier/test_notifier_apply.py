@@ -16,6 +16,8 @@ from services.notifier.apply import Outcome
 from shared import db, layout
 from shared.events import ClipOutput, TaskStatusChanged
 from shared.lifecycle import TaskStatus
+from shared.tables import applied_events
+from tests.support.db import clip_rows, count_rows, history, task_row
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 RANK = {"queued": 0, "processing": 1, "processed": 2, "failed": 2, "canceled": 2}
@@ -44,43 +46,6 @@ def outputs(bucket, task_id, parts=2):
     )
 
 
-def task_row(engine, task_id):
-    with engine.connect() as conn:
-        return conn.execute(
-            text(
-                "SELECT status, progress, attempt, failure_reason, worker_id, "
-                "status_changed_at, updated_at FROM tasks WHERE id = :id"
-            ),
-            {"id": task_id},
-        ).one()
-
-
-def history(engine, task_id):
-    with engine.connect() as conn:
-        return conn.execute(
-            text(
-                "SELECT status, progress, attempt, event_id FROM task_history WHERE task_id = :id ORDER BY id"
-            ),
-            {"id": task_id},
-        ).all()
-
-
-def clip_rows(engine, task_id):
-    with engine.connect() as conn:
-        return conn.execute(
-            text(
-                "SELECT index, uri, duration_seconds, size_bytes FROM clips "
-                "WHERE task_id = :id ORDER BY index"
-            ),
-            {"id": task_id},
-        ).all()
-
-
-def applied_count(engine):
-    with engine.connect() as conn:
-        return conn.execute(text("SELECT count(*) FROM applied_events")).scalar_one()
-
-
 def assert_only_moved_forward(lines):
     for before, after in zip(lines, lines[1:]):
         assert RANK[after.status] >= RANK[before.status], lines
@@ -99,9 +64,9 @@ def test_a_run_is_recorded_with_its_clips_and_history(engine, settings, make_tas
         assert deliver(event).outcome is Outcome.APPLIED
 
     row = task_row(engine, task_id)
-    assert (row.status, row.progress, row.attempt, row.worker_id) == ("processed", 100, 1, "w-1")
-    assert row.status_changed_at == T0 + timedelta(seconds=3)
-    assert [(c.index, c.uri, c.duration_seconds, c.size_bytes) for c in clip_rows(engine, task_id)] == [
+    assert (row["status"], row["progress"], row["attempt"], row["worker_id"]) == ("processed", 100, 1, "w-1")
+    assert row["status_changed_at"] == T0 + timedelta(seconds=3)
+    assert [tuple(c.values()) for c in clip_rows(engine, task_id)] == [
         (c.index, c.uri, c.duration_seconds, c.size_bytes) for c in clips
     ]
     assert [(h.status, h.progress) for h in history(engine, task_id)] == [
@@ -147,7 +112,7 @@ def test_a_stale_event_changes_nothing(engine, make_task, deliver, first, late):
 
     assert deliver(status_event(task_id, **late)).outcome is Outcome.STALE
     assert (task_row(engine, task_id), history(engine, task_id)) == before
-    assert applied_count(engine) == 2  # the stale one is recorded: its redelivery is a duplicate
+    assert count_rows(engine, applied_events) == 2  # the stale one is recorded: its redelivery is a duplicate
 
 
 def test_progress_only_rises_even_across_attempts(engine, make_task, deliver):
@@ -158,9 +123,9 @@ def test_progress_only_rises_even_across_attempts(engine, make_task, deliver):
         is Outcome.APPLIED
     )
     row = task_row(engine, task_id)
-    assert (row.attempt, row.progress) == (2, 70)
+    assert (row["attempt"], row["progress"]) == (2, 70)
     deliver(status_event(task_id, TaskStatus.PROCESSING, attempt=2, progress=85))
-    assert task_row(engine, task_id).progress == 85
+    assert task_row(engine, task_id)["progress"] == 85
 
 
 def test_out_of_order_deliveries_end_in_the_same_state(engine, settings, make_task, deliver):
@@ -175,7 +140,7 @@ def test_out_of_order_deliveries_end_in_the_same_state(engine, settings, make_ta
             deliver(event)
 
         row = task_row(engine, task_id)
-        assert (row.status, row.progress) == ("processed", 100)
+        assert (row["status"], row["progress"]) == ("processed", 100)
         assert len(clip_rows(engine, task_id)) == 3
         lines = history(engine, task_id)
         assert_only_moved_forward(lines)
@@ -217,10 +182,10 @@ def test_concurrent_deliveries_apply_each_event_once(engine, settings, make_task
         thread.join()
 
     assert errors == []
-    assert applied_count(engine) == len(tasks) * events_per_task
+    assert count_rows(engine, applied_events) == len(tasks) * events_per_task
     for task_id in tasks:
         row = task_row(engine, task_id)
-        assert (row.status, row.progress) == ("processed", 100)
+        assert (row["status"], row["progress"]) == ("processed", 100)
         assert len(clip_rows(engine, task_id)) == 2
         lines = history(engine, task_id)
         assert_only_moved_forward(lines)
@@ -237,17 +202,18 @@ def test_processed_and_its_clips_commit_together_or_not_at_all(settings, make_ta
     )
     try:
         with impatient.connect() as blocker, blocker.begin():
+            # Session settings and a table lock: SQL the Core tables do not build.
             blocker.execute(text("SET LOCAL statement_timeout = 0"))
             blocker.execute(text("LOCK TABLE clips IN ACCESS EXCLUSIVE MODE"))
             with pytest.raises(DBAPIError, match="statement timeout"):
                 deliver(event, on=impatient)
         row = task_row(impatient, task_id)
-        assert (row.status, row.progress) == ("processing", 50)
+        assert (row["status"], row["progress"]) == ("processing", 50)
         assert clip_rows(impatient, task_id) == [] and history(impatient, task_id) == []
-        assert applied_count(impatient) == 0  # so the redelivery is not taken for a duplicate
+        assert count_rows(impatient, applied_events) == 0  # so the redelivery is not taken for a duplicate
 
         assert deliver(event, on=impatient).outcome is Outcome.APPLIED
-        assert task_row(impatient, task_id).status == "processed"
+        assert task_row(impatient, task_id)["status"] == "processed"
         assert len(clip_rows(impatient, task_id)) == 2
     finally:
         impatient.dispose()
@@ -268,7 +234,7 @@ def test_a_later_processed_event_replaces_nothing_but_its_orphans(engine, settin
     )
     assert result.outcome is Outcome.STALE
     assert deleted == [second[2].uri]
-    assert [c.uri for c in clip_rows(engine, task_id)] == [c.uri for c in first]
+    assert [c["uri"] for c in clip_rows(engine, task_id)] == [c.uri for c in first]
 
 
 @pytest.mark.parametrize(
@@ -287,7 +253,7 @@ def test_a_malformed_message_is_logged_and_acknowledged(engine, deliver, caplog,
     dropped = [r for r in caplog.records if r.getMessage().startswith("dropped")]
     assert len(dropped) == 1 and reason in dropped[0].getMessage()
     assert dropped[0].levelno == logging.ERROR
-    assert applied_count(engine) == 0
+    assert count_rows(engine, applied_events) == 0
 
 
 def test_an_event_for_an_unknown_task_is_logged_and_acknowledged(engine, deliver, caplog):
@@ -297,7 +263,7 @@ def test_an_event_for_an_unknown_task_is_logged_and_acknowledged(engine, deliver
     dropped = [r for r in caplog.records if r.getMessage().startswith("dropped")]
     assert len(dropped) == 1 and f"no task {stranger}" in dropped[0].getMessage()
     assert dropped[0].task_id == str(stranger)
-    assert applied_count(engine) == 0
+    assert count_rows(engine, applied_events) == 0
 
 
 def test_an_unreachable_database_raises_so_pubsub_redelivers(settings, make_task, deliver):
@@ -389,12 +355,9 @@ def test_outputs_outside_the_tasks_folder_are_dropped_and_logged(
     with caplog.at_level(logging.INFO, logger="services.notifier"):
         assert deliver(event).outcome is Outcome.APPLIED
 
-    assert task_row(engine, task_id).status == "processed"
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT index, uri, poster_uri FROM clips WHERE task_id = :id"), {"id": task_id}
-        ).all()
-    assert [tuple(row) for row in rows] == [(1, own.uri, None)]
+    assert task_row(engine, task_id)["status"] == "processed"
+    rows = clip_rows(engine, task_id, "index", "uri", "poster_uri")
+    assert [tuple(row.values()) for row in rows] == [(1, own.uri, None)]
     [line] = [r for r in caplog.records if r.getMessage().startswith("dropped outputs outside")]
     assert line.levelno == logging.ERROR and line.task_id == str(task_id)
     assert line.uris == [own.poster_uri, *foreign]

@@ -15,28 +15,26 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 from google.api_core.exceptions import DeadlineExceeded
 from google.cloud import pubsub_v1
-from sqlalchemy import text
 
 from infra.local import free_port
 from infra.local.process import http_probe, wait_until
 from shared import layout
 from shared.events import ClipOutput, Publisher, TaskStatusChanged, encode, subscription_path
 from shared.lifecycle import TaskStatus
+from shared.tables import task_history
+from tests.support.db import clip_rows, count_rows, task_row
 
 PYTHON = sys.executable
 FUNCTIONS_FRAMEWORK = str(Path(sys.executable).parent / "functions-framework")
 
 
-def task_status(engine, task_id):
-    with engine.connect() as conn:
-        return conn.execute(text("SELECT status, progress FROM tasks WHERE id = :id"), {"id": task_id}).one()
+def status_and_progress(engine, task_id) -> tuple[str, int]:
+    row = task_row(engine, task_id)
+    return row["status"], row["progress"]
 
 
-def history_count(engine, task_id):
-    with engine.connect() as conn:
-        return conn.execute(
-            text("SELECT count(*) FROM task_history WHERE task_id = :id"), {"id": task_id}
-        ).scalar_one()
+def history_count(engine, task_id) -> int:
+    return count_rows(engine, task_history, task_history.c.task_id == task_id)
 
 
 def log_lines(process, fragment):
@@ -85,16 +83,13 @@ def test_the_runner_applies_events_published_to_the_emulator(
     ):
         publisher.publish(settings.topic_task_events, event).result()
 
-    assert wait_until(lambda: task_status(engine, task_id).status == "processed", timeout=60), (
+    assert wait_until(lambda: task_row(engine, task_id)["status"] == "processed", timeout=60), (
         runner.log_excerpt()
     )
     assert stop_and_wait(runner) == 0, runner.log_excerpt()
 
-    assert task_status(engine, task_id).progress == 100
-    with engine.connect() as conn:
-        assert conn.execute(
-            text("SELECT uri FROM clips WHERE task_id = :id"), {"id": task_id}
-        ).scalars().all() == [clip.uri]
+    assert task_row(engine, task_id)["progress"] == 100
+    assert [row["uri"] for row in clip_rows(engine, task_id, "uri")] == [clip.uri]
     dropped = log_lines(runner, "dropped a malformed event")
     assert len(dropped) == 1 and json.loads(dropped[0])["task_id"] == str(task_id)
     assert log_lines(runner, "stopping on SIGTERM")
@@ -115,10 +110,10 @@ def test_the_runner_redelivers_while_the_database_is_down_and_loses_nothing(
     assert wait_until(lambda: len(log_lines(runner, "will be redelivered")) >= 2, timeout=60), (
         runner.log_excerpt()
     )
-    assert task_status(engine, task_id).status == "queued"
+    assert task_row(engine, task_id)["status"] == "queued"
 
     database_link.up()
-    assert wait_until(lambda: task_status(engine, task_id).status == "processing", timeout=60), (
+    assert wait_until(lambda: task_row(engine, task_id)["status"] == "processing", timeout=60), (
         runner.log_excerpt()
     )
     assert history_count(engine, task_id) == 1
@@ -192,7 +187,7 @@ def test_functions_framework_serves_the_function_over_http(
     processing = TaskStatusChanged(task_id=task_id, status=TaskStatus.PROCESSING, attempt=1, progress=25)
     response = post(url, eventarc_cloud_event(settings, *encode(processing)))
     assert response.status_code == 200, response.text
-    assert tuple(task_status(engine, task_id)) == ("processing", 25)
+    assert status_and_progress(engine, task_id) == ("processing", 25)
 
     # Malformed: acknowledged (2xx), so Eventarc does not retry it; nothing changes.
     response = post(url, eventarc_cloud_event(settings, b'{"schema_version": 1', {}))
@@ -204,9 +199,9 @@ def test_functions_framework_serves_the_function_over_http(
     later = TaskStatusChanged(task_id=task_id, status=TaskStatus.PROCESSING, attempt=1, progress=70)
     response = post(url, eventarc_cloud_event(settings, *encode(later)))
     assert response.status_code >= 500
-    assert tuple(task_status(engine, task_id)) == ("processing", 25)
+    assert status_and_progress(engine, task_id) == ("processing", 25)
 
     database_link.up()
     response = post(url, eventarc_cloud_event(settings, *encode(later)))  # the retry
     assert response.status_code == 200
-    assert tuple(task_status(engine, task_id)) == ("processing", 70)
+    assert status_and_progress(engine, task_id) == ("processing", 70)

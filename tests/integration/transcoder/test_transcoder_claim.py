@@ -8,13 +8,15 @@ import uuid
 
 import pytest
 import sqlalchemy
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from services.transcoder.claim import ClaimLost, TaskClaim, read_task_state
 from shared.lifecycle import TaskStatus
-from tests.support.worker import PROJECT_ROOT, cancel_task, insert_task
+from shared.tables import tasks
+from tests.support.db import cancel_task
+from tests.support.worker import PROJECT_ROOT, insert_task
 
 
 def _db_roles():
@@ -38,6 +40,7 @@ def admin(database_url):
     local throwaway cluster's superuser."""
     engine = sqlalchemy.create_engine(database_url, poolclass=NullPool)
     with engine.connect() as conn:
+        # A role attribute from the catalogue: not one of the platform's tables.
         allowed = conn.execute(
             text("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")
         ).scalar_one()
@@ -71,6 +74,7 @@ def test_a_claim_dies_with_its_session(engine, admin, task):
     first = TaskClaim(engine, task.task_id)
     assert first.try_acquire()
     with admin.begin() as conn:
+        # The server's lock catalogue and a backend signal: not the platform's tables.
         ended = (
             conn.execute(
                 text(
@@ -106,10 +110,11 @@ def test_the_claim_and_reads_work_under_the_read_only_role(database_url, engine,
         assert (state.status, state.deleted) == (TaskStatus.CANCELED, True)
         assert read_task_state(reader, task.task_id) == state
         with pytest.raises(DBAPIError, match="read-only|permission denied"), reader.begin() as conn:
-            conn.execute(text("UPDATE tasks SET status = 'queued'"))
+            conn.execute(update(tasks).values(status="queued"))
         claim.release()
     finally:
         reader.dispose()
         with admin.begin() as conn:
+            # Role statements: SQL the Core tables do not build.
             conn.execute(text(f'DROP OWNED BY "{role}"'))
             conn.execute(text(f'DROP ROLE "{role}"'))

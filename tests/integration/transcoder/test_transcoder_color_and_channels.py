@@ -22,7 +22,7 @@ import pytest
 from services.transcoder.pipeline import iter_clips
 from services.transcoder.probe import SourceInfo, SourceLimits, probe_source
 from shared.events import ClipSpec
-from tests.support.media import ffmpeg, ffprobe
+from tests.support.media import ffmpeg, ffprobe, frame_pixels
 
 LIMITS = SourceLimits(max_bytes=10**9, max_seconds=3600, max_width=7680, max_height=4320)
 SECONDS = 1
@@ -89,33 +89,6 @@ def hdr_source(path: Path, transfer: str) -> Path:
     )
 
 
-def rgb_frame(path: Path, at: float) -> bytes:
-    """The frame shown at ``at`` seconds (``at`` 0: a still image), 128x72, RGB24."""
-    seek = ["-ss", f"{at:.3f}"] if at > 0 else []
-    return subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            *seek,
-            "-i",
-            str(path),
-            "-frames:v",
-            "1",
-            "-vf",
-            "scale=128:72:flags=area",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-",
-        ],
-        check=True,
-        capture_output=True,
-    ).stdout
-
-
 def distance(a: bytes, b: bytes) -> float:
     """Mean absolute difference per RGB sample (0..255)."""
     assert len(a) == len(b) == 128 * 72 * 3
@@ -162,10 +135,10 @@ def test_an_hdr_source_is_tone_mapped_to_sdr_bt709(tmp_path, sdr_clip, transfer)
     )
     old = make_clip(source, tmp_path / "old", info=untreated)
 
-    reference = rgb_frame(sdr_clip.path, AT)
+    reference = frame_pixels(sdr_clip.path, AT, pix_fmt="rgb24")
     mapped, washed = (
-        distance(rgb_frame(clip.path, AT), reference),
-        distance(rgb_frame(old.path, AT), reference),
+        distance(frame_pixels(clip.path, AT, pix_fmt="rgb24"), reference),
+        distance(frame_pixels(old.path, AT, pix_fmt="rgb24"), reference),
     )
     # Measured (ffmpeg 5.1, libx264): tone-mapped about 10 (the pattern's white, at
     # 203 cd/m², lands at 92 %, not 100 %), untreated 50 (HLG) and 65 (PQ): greyed
@@ -174,9 +147,9 @@ def test_an_hdr_source_is_tone_mapped_to_sdr_bt709(tmp_path, sdr_clip, transfer)
     assert washed > 3 * mapped, (mapped, washed)
 
     # The poster branches off the tone-mapped body.
-    poster_reference = rgb_frame(sdr_clip.poster_path, 0)
-    poster = distance(rgb_frame(clip.poster_path, 0), poster_reference)
-    old_poster = distance(rgb_frame(old.poster_path, 0), poster_reference)
+    poster_reference = frame_pixels(sdr_clip.poster_path, 0, pix_fmt="rgb24")
+    poster = distance(frame_pixels(clip.poster_path, 0, pix_fmt="rgb24"), poster_reference)
+    old_poster = distance(frame_pixels(old.poster_path, 0, pix_fmt="rgb24"), poster_reference)
     assert poster < 15, (poster, old_poster)
     assert old_poster > 3 * poster, (poster, old_poster)
 
@@ -250,11 +223,11 @@ def test_an_rgb_source_comes_out_in_its_own_colours(tmp_path, codec, pix_fmt, na
     )
     assert video_stream(source)["pix_fmt"] == pix_fmt
 
-    shown = rgb_frame(source, 0.5)[:3]  # what a player shows (a palette is not exact)
+    shown = frame_pixels(source, 0.5, pix_fmt="rgb24")[:3]  # what a player shows (a palette is not exact)
     assert list(shown) == [pytest.approx(c, abs=8) for c in colour]
 
     clip = make_clip(source, tmp_path / "clips")
-    centre = rgb_frame(clip.path, AT)[(36 * 128 + 64) * 3 :][:3]
+    centre = frame_pixels(clip.path, AT, pix_fmt="rgb24")[(36 * 128 + 64) * 3 :][:3]
     assert list(centre) == [pytest.approx(c, abs=4) for c in shown]
     video = video_stream(clip.path)
     assert (video["pix_fmt"], video["color_space"], video["color_range"]) == ("yuv420p", "bt709", "tv")

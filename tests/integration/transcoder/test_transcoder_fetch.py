@@ -20,14 +20,15 @@ from services.transcoder.fetch import FetchPolicy, UrlFetcher, system_resolver
 from services.transcoder.runner import StopSignal
 from shared.db import create_engine
 from shared.events import ClipSpec
+from tests.support.client import FINAL_STATUSES
+from tests.support.db import cancel_task, task_row
 from tests.support.media import make_video
 from tests.support.worker import (
     Notifier,
-    cancel_task,
     insert_task,
     submit,
-    task_row,
     wait_for,
+    wait_status,
     worker_process,
     worker_thread,
 )
@@ -442,14 +443,6 @@ def video_url(slow_server, tmp_path_factory):
     return f"http://127.0.0.1:{slow_server.server_address[1]}/run.mp4"
 
 
-def settled(engine, task_id, timeout: float) -> dict:
-    return wait_for(
-        lambda: (row := task_row(engine, task_id))["status"] in ("processed", "failed", "canceled") and row,
-        timeout,
-        f"task {task_id} to end",
-    )
-
-
 def fetch_started(server, path: str) -> None:
     wait_for(lambda: path in server.requests, 60, f"the worker to request {path}")
 
@@ -467,8 +460,8 @@ def test_a_slow_source_fails_its_task_in_its_limit_and_the_worker_takes_the_next
         submit(fsettings, good)  # waits for the one slot
         # Judged after the 1 s grace; the bound is for a loaded machine, far under the
         # minute the server would go on for, or the in-place retries of a transient error.
-        failed = settled(engine, slow.task_id, timeout=20)
-        done = settled(engine, good.task_id, timeout=120)
+        failed = wait_status(engine, slow.task_id, *FINAL_STATUSES, timeout=20)
+        done = wait_status(engine, good.task_id, *FINAL_STATUSES, timeout=120)
     assert failed["status"] == "failed", failed
     assert failed["failure_reason"].startswith("the source sends too slowly (")
     assert failed["attempt"] == 1 and len(notifier.outcomes(slow.task_id)) == 1
@@ -499,7 +492,7 @@ def test_a_cancel_during_a_fetch_ends_it_and_the_worker_takes_the_next(
             "the worker to ack the canceled task",
         )
         submit(patient, good)
-        done = settled(engine, good.task_id, timeout=120)
+        done = wait_status(engine, good.task_id, *FINAL_STATUSES, timeout=120)
     assert done["status"] == "processed", done
     assert task_row(engine, task.task_id)["status"] == "canceled"
     assert notifier.outcomes(task.task_id) == []
@@ -523,7 +516,7 @@ def test_a_drain_during_a_fetch_hands_the_task_back_and_the_next_worker_finishes
     assert path in slow_server.cut
     assert task_row(engine, task.task_id)["status"] == "processing"
     with worker_thread(patient, engine):
-        row = settled(engine, task.task_id, timeout=120)
+        row = wait_status(engine, task.task_id, *FINAL_STATUSES, timeout=120)
     assert (row["status"], row["attempt"]) == ("processed", 2), row
     assert len(notifier.outcomes(task.task_id)) == 1
 
@@ -536,7 +529,7 @@ def test_a_refused_fetch_tells_the_owner_the_kind_of_address_and_the_log_the_add
     task = insert_task(engine, "http://intranet.videos.example/run.mp4", SMALL)  # 10.0.0.1
     with worker_thread(strict, engine, resolver=resolver):
         submit(strict, task)
-        row = settled(engine, task.task_id, timeout=60)
+        row = wait_status(engine, task.task_id, *FINAL_STATUSES, timeout=60)
     assert row["failure_reason"] == "the source host resolves to a private address, which is not allowed"
     assert row["attempt"] == 1
     assert any(

@@ -28,9 +28,9 @@ from tests.support.worker import (
     Notifier,
     insert_task,
     submit,
-    task_row,
     upload_source,
     wait_for,
+    wait_status,
     worker_process,
 )
 
@@ -235,11 +235,6 @@ def notifier(tsettings, engine):
         yield running
 
 
-def _finished(engine, task_id) -> dict | None:
-    row = task_row(engine, task_id)
-    return row if row["status"] in ("processed", "failed") else None
-
-
 def test_a_picture_growing_past_the_limit_after_the_probe_fails_its_task_alone(
     tsettings, engine, notifier, small_source, tmp_path
 ):
@@ -255,8 +250,8 @@ def test_a_picture_growing_past_the_limit_after_the_probe_fails_its_task_alone(
     with worker_process(tsettings, tmp_path / "worker.log") as worker:
         submit(tsettings, hostile)
         submit(tsettings, sibling)
-        failed = wait_for(lambda: _finished(engine, hostile.task_id), 240, "the bomb's outcome")
-        processed = wait_for(lambda: _finished(engine, sibling.task_id), 240, "the sibling's outcome")
+        failed = wait_status(engine, hostile.task_id, "processed", "failed", timeout=240)
+        processed = wait_status(engine, sibling.task_id, "processed", "failed", timeout=240)
         assert worker.process.poll() is None, worker.log()  # the worker lives on
         wait_for(lambda: not worker.ffmpeg_children(), 30, "no ffmpeg left running")
 

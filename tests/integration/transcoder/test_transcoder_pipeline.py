@@ -12,7 +12,7 @@ from shared.events import ClipSpec
 from tests.support.media import (
     bright_blob,
     ffprobe,
-    gray_frame,
+    frame_pixels,
     make_rotated_portrait,
     make_video,
     max_volume_db,
@@ -76,10 +76,10 @@ def test_moov_is_before_mdat(landscape_clip):
 
 def test_first_and_last_second_show_the_logo_card(landscape_clip, tmp_path):
     clip, _ = landscape_clip
-    logo = gray_frame(DEFAULT_LOGO, 0, 128, 72)
+    logo = frame_pixels(DEFAULT_LOGO, 0, 128, 72)
     for at in (0.1, 0.9, 4.1, 4.9):
-        assert mean_abs_diff(gray_frame(clip.path, at, 128, 72), logo) < 6, at
-    assert mean_abs_diff(gray_frame(clip.path, 2.5, 128, 72), logo) > 30
+        assert mean_abs_diff(frame_pixels(clip.path, at, 128, 72), logo) < 6, at
+    assert mean_abs_diff(frame_pixels(clip.path, 2.5, 128, 72), logo) > 30
 
 
 def test_cards_are_silent_and_the_part_keeps_its_sound(landscape_clip):
@@ -94,8 +94,8 @@ def test_poster_is_a_jpeg_frame_of_the_part(landscape_clip):
     assert clip.poster_path.read_bytes()[:3] == b"\xff\xd8\xff"
     poster = ffprobe(clip.poster_path)["streams"][0]
     assert (poster["codec_name"], poster["width"], poster["height"]) == ("mjpeg", 1280, 720)
-    logo = gray_frame(DEFAULT_LOGO, 0, 128, 72)
-    assert mean_abs_diff(gray_frame(clip.poster_path, 0, 128, 72), logo) > 30
+    logo = frame_pixels(DEFAULT_LOGO, 0, 128, 72)
+    assert mean_abs_diff(frame_pixels(clip.poster_path, 0, 128, 72), logo) > 30
 
 
 def test_progress_is_reported_and_grows(landscape_clip):
@@ -116,7 +116,7 @@ def test_silent_source_gets_one_silent_audio_stream(tmp_path):
 
 
 def _disc_in(clip_path: Path, at: float):
-    frame = gray_frame(clip_path, at, 1280, 720)
+    frame = frame_pixels(clip_path, at, 1280, 720)
     return frame, bright_blob(frame, 1280)
 
 
@@ -165,7 +165,7 @@ def test_45_seconds_make_three_clips_of_20_20_and_5(tmp_path):
         assert abs(float(probe["format"]["duration"]) - expected) <= FRAME
         assert clip.path.name == f"part-{clip.part.index:02d}.mp4"
     # The second clip starts where the first ended: its first content frame is 20 s in.
-    first_of_second = gray_frame(clips[1].path, 1 + FRAME / 2, 160, 90)
-    twenty_in = gray_frame(source, 20 + FRAME / 2, 160, 90)
-    ten_in = gray_frame(source, 10 + FRAME / 2, 160, 90)
+    first_of_second = frame_pixels(clips[1].path, 1 + FRAME / 2, 160, 90)
+    twenty_in = frame_pixels(source, 20 + FRAME / 2, 160, 90)
+    ten_in = frame_pixels(source, 10 + FRAME / 2, 160, 90)
     assert mean_abs_diff(first_of_second, twenty_in) < mean_abs_diff(first_of_second, ten_in)

@@ -15,11 +15,11 @@ import pytest
 from shared.db import create_engine
 from shared.events import ClipSpec
 from shared.lifecycle import TaskStatus
+from tests.support.db import cancel_task, task_row
 from tests.support.media import make_video
 from tests.support.worker import (
     FlakyStorageProxy,
     Notifier,
-    cancel_task,
     clip_objects,
     ffmpeg_under,
     insert_task,
@@ -27,9 +27,9 @@ from tests.support.worker import (
     mark_interrupted,
     store_partial_outputs,
     submit,
-    task_row,
     upload_source,
     wait_for,
+    wait_status,
     worker_process,
     worker_thread,
 )
@@ -71,15 +71,6 @@ def short_source(tmp_path_factory):
 @pytest.fixture(scope="module")
 def long_source(tmp_path_factory):
     return make_video(tmp_path_factory.mktemp("long") / "long.mp4", width=640, height=360, seconds=20)
-
-
-def wait_status(engine, task_id, *statuses, timeout=120):
-    wanted = {str(s) for s in statuses}
-    return wait_for(
-        lambda: (row := task_row(engine, task_id))["status"] in wanted and row,
-        timeout,
-        f"task {task_id} to become {'/'.join(wanted)}",
-    )
 
 
 def ffmpeg_of_this_process() -> list[psutil.Process]:
