@@ -277,7 +277,8 @@ def bench_worker(workdir: Path) -> int:
     from infra.local import LocalStack, StackConfig, free_port
     from shared.config import Settings
     from shared.db import create_engine
-    from shared.events import Publisher, TaskSubmitted
+    from shared.events import TaskSubmitted
+    from shared.pubsub import Publisher
     from shared.storage import gs_uri, storage_client
     from shared.tables import clips, tasks, users
 

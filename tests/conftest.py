@@ -34,7 +34,7 @@ from infra.local import (
     start_storage,
 )
 from shared.config import Settings
-from shared.events import delete_topology, ensure_topology
+from shared.pubsub import delete_topology, ensure_topology
 from shared.storage import delete_buckets, ensure_buckets
 from shared.tokens import generate_signing_key_pem
 from tests.support.names import isolated_names

@@ -197,7 +197,7 @@ def provision() -> int:
     # Run by the launcher in a child process whose environment carries the emulator
     # hosts, so the launcher's own environment stays untouched.
     from shared.config import Settings
-    from shared.events import ensure_topology
+    from shared.pubsub import ensure_topology
     from shared.storage import ensure_buckets
 
     settings = Settings()

@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from services.api import deps
 from shared import db, storage, web
 from shared.config import Settings, get_settings
-from shared.events import Publisher
+from shared.pubsub import Publisher
 from shared.tokens import TokenVerifier
 from shared.webhooks import SecretBox
 

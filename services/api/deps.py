@@ -15,7 +15,7 @@ from google.cloud import storage as gcs
 from sqlalchemy.engine import Engine
 
 from shared.config import Settings
-from shared.events import Publisher
+from shared.pubsub import Publisher
 from shared.sessions import SessionCutoffs
 from shared.tokens import TokenVerifier
 from shared.webhooks import SecretBox

@@ -38,9 +38,10 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared.config import Settings
-from shared.events import Event, Publisher, encode
+from shared.events import Event, encode
 from shared.lifecycle import TaskStatus
 from shared.logging import about_task, task_logger
+from shared.pubsub import Publisher
 from shared.tables import outbox, tasks, users
 
 log = task_logger(__name__)

@@ -4,7 +4,7 @@ Function as the CloudEvent Eventarc would deliver, so the same code runs in both
 Ack only after the function returned; nack when it raised (Pub/Sub redelivers). On
 SIGTERM or SIGINT the streaming pull is cancelled, the callbacks running are awaited,
 and the process exits 0; a pull that ends for good before that is opened again
-(``shared.events.keep_pulling``).
+(``shared.pubsub.keep_pulling``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from cloudevents.http import CloudEvent
 from google.cloud import pubsub_v1
 
 from shared.config import Settings
-from shared.events import keep_pulling, stop_on_signals, subscription_path, topic_path
 from shared.logging import about_task, task_logger
+from shared.pubsub import keep_pulling, stop_on_signals, subscription_path, topic_path
 
 logger = task_logger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from services.transcoder.worker import Worker
 from shared.db import dispose_engine, get_engine
-from shared.events import Publisher, stop_on_signals
+from shared.pubsub import Publisher, stop_on_signals
 from shared.startup import start_process
 from shared.storage import create_client
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import Future
 
-from shared.events import ClipOutput, Publisher, TaskStatusChanged
+from shared.events import ClipOutput, TaskStatusChanged
 from shared.lifecycle import TaskStatus
 from shared.logging import task_logger
+from shared.pubsub import Publisher
 
 log = task_logger(__name__)
 

@@ -59,17 +59,10 @@ from services.transcoder.retries import RetryPolicy
 from services.transcoder.runner import StopSignal
 from services.transcoder.stages import AttemptStages
 from shared.config import Settings
-from shared.events import (
-    ClipOutput,
-    MalformedEvent,
-    Publisher,
-    TaskSubmitted,
-    decode,
-    keep_pulling,
-    subscription_path,
-)
+from shared.events import ClipOutput, MalformedEvent, TaskSubmitted, decode
 from shared.lifecycle import TaskStatus
 from shared.logging import about_task, task_logger
+from shared.pubsub import Publisher, keep_pulling, subscription_path
 
 log = task_logger(__name__)
 # What the pipeline logs while it works on a task (ffmpeg's errors) concerns the task too.

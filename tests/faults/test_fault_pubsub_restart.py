@@ -10,7 +10,7 @@ processing without news — `outbox_requeue_after_seconds` after its publication
 
 The drill provisions only once the worker and the notifier have each seen their
 streaming pull end with NOT_FOUND (it reconnects while the subscription does not exist
-yet): both log it and open the pull again after a pause (`shared.events.keep_pulling`),
+yet): both log it and open the pull again after a pause (`shared.pubsub.keep_pulling`),
 so no process exits — the drill's supervisor, which would start one again as systemd
 does on Google Cloud, has nothing to do.
 """

@@ -30,7 +30,7 @@ from infra.local import StackConfig, free_port, port_bindable, start_postgres, s
 from infra.local.process import group_members, wait_until
 from infra.local.stack_config import LOCAL_DB_ROLE, PROJECT_ROOT
 from shared.config import Settings
-from shared.events import subscription_path, topic_path
+from shared.pubsub import subscription_path, topic_path
 from shared.storage import storage_client
 
 HOST = "127.0.0.1"

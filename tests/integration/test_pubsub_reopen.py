@@ -1,4 +1,4 @@
-"""A streaming pull outlives its subscription's absence (shared.events.keep_pulling).
+"""A streaming pull outlives its subscription's absence (shared.pubsub.keep_pulling).
 
 The emulator restarts empty (pstest keeps nothing); the client library reconnects, gets
 NOT_FOUND because the subscription is not back yet, and ends the stream for good. The
@@ -19,7 +19,7 @@ from google.cloud import pubsub_v1
 
 from infra.local import StackConfig, free_port, start_pubsub
 from infra.local.process import wait_until
-from shared import events
+from shared import pubsub
 
 PROJECT = "idrl-reopen"
 
@@ -53,7 +53,7 @@ def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulat
 
 
 def test_a_pull_ended_by_not_found_is_opened_again_and_receives(emulator, caplog, monkeypatch):
-    monkeypatch.setattr(events, "REOPEN_FIRST_SECONDS", 0.5)
+    monkeypatch.setattr(pubsub, "REOPEN_FIRST_SECONDS", 0.5)
     topic = pubsub_v1.PublisherClient.topic_path(PROJECT, "reopen")
     subscription = pubsub_v1.SubscriberClient.subscription_path(PROJECT, "reopen-sub")
     emulator.provision(topic, subscription)
@@ -66,7 +66,7 @@ def test_a_pull_ended_by_not_found_is_opened_again_and_receives(emulator, caplog
     stop = threading.Event()
     drained = threading.Event()
     puller = threading.Thread(
-        target=events.keep_pulling,
+        target=pubsub.keep_pulling,
         args=(subscription, callback, pubsub_v1.types.FlowControl(max_messages=1), stop),
         kwargs={"before_cancel": drained.set},
         daemon=True,

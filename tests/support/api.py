@@ -18,7 +18,8 @@ from infra.local.fileserver import serve_wsgi
 from infra.local.process import ManagedProcess, free_port
 from shared import layout
 from shared.config import Settings
-from shared.events import Event, decode, subscription_path
+from shared.events import Event, decode
+from shared.pubsub import subscription_path
 from shared.storage import storage_client
 from shared.tables import clips, tasks
 

@@ -30,7 +30,8 @@ from sqlalchemy.pool import NullPool
 from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
 from shared import db
 from shared.config import Settings
-from shared.events import TaskStatusChanged, decode, delete_topology, subscription_path, topic_path
+from shared.events import TaskStatusChanged, decode
+from shared.pubsub import delete_topology, subscription_path, topic_path
 from shared.storage import delete_buckets, storage_client
 from tests.support.names import isolated_names
 

@@ -27,8 +27,9 @@ from sqlalchemy.engine import Engine
 from services.notifier.apply import apply_status_change
 from services.transcoder.worker import Worker
 from shared.config import Settings
-from shared.events import ClipSpec, Publisher, TaskStatusChanged, TaskSubmitted, decode, subscription_path
+from shared.events import ClipSpec, TaskStatusChanged, TaskSubmitted, decode
 from shared.lifecycle import TaskStatus
+from shared.pubsub import Publisher, subscription_path
 from shared.storage import gs_uri, storage_client
 from shared.tables import tasks
 from tests.support.db import insert_user, task_row

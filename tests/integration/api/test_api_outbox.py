@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from services.api import tasks as task_store
 from services.api.outbox import OutboxRelay, relay_once, requeue_stalled
 from services.api.tasks import IdempotencyKeyTaken, NewTask
-from shared.events import ensure_subscription, ensure_topic
+from shared.pubsub import ensure_subscription, ensure_topic
 from shared.tables import outbox, tasks
 from tests.support.api import pull_events
 from tests.support.db import cancel_task, count_rows

@@ -19,8 +19,9 @@ from google.cloud import pubsub_v1
 from infra.local import free_port
 from infra.local.process import http_probe, wait_until
 from shared import layout
-from shared.events import ClipOutput, Publisher, TaskStatusChanged, encode, subscription_path
+from shared.events import ClipOutput, TaskStatusChanged, encode
 from shared.lifecycle import TaskStatus
+from shared.pubsub import Publisher, subscription_path
 from shared.tables import task_history
 from tests.support.db import clip_rows, count_rows, task_row
 
