@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_report import machine, say  # noqa: E402
 
-from infra.local import LocalStack, StackConfig, free_port  # noqa: E402
+from infra.local import LocalStack, StackConfig, free_ports  # noqa: E402
 from infra.local.process import RssSampler  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.tables import tasks, users  # noqa: E402
@@ -412,17 +412,7 @@ def main() -> int:
             pubsub_emulator="pstest",
             services=["auth", "api"],
             gunicorn_workers=1,
-            **{
-                name: free_port()
-                for name in (
-                    "gateway_port",
-                    "auth_port",
-                    "api_port",
-                    "postgres_port",
-                    "pubsub_port",
-                    "storage_port",
-                )
-            },
+            **free_ports(),
         )
         with LocalStack(config) as stack:
             # The client libraries of this process talk to the same emulators.

@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_report import machine, say  # noqa: E402
 
-from infra.local import LocalStack, StackConfig, free_port  # noqa: E402
+from infra.local import LocalStack, StackConfig, free_ports  # noqa: E402
 from infra.local.fileserver import serve_folder  # noqa: E402
 from services.transcoder.pipeline import iter_clips  # noqa: E402
 from services.transcoder.probe import SourceLimits, probe_source  # noqa: E402
@@ -100,17 +100,7 @@ def stack_with(workdir: Path, workers: int) -> Iterator[LocalStack]:
         storage_in_memory=True,
         pubsub_emulator="pstest",
         transcoder_workers=workers,
-        **{
-            name: free_port()
-            for name in (
-                "gateway_port",
-                "auth_port",
-                "api_port",
-                "postgres_port",
-                "pubsub_port",
-                "storage_port",
-            )
-        },
+        **free_ports(),
     )
     started = time.monotonic()
     with LocalStack(config) as stack:

@@ -274,7 +274,7 @@ def bench_worker(workdir: Path) -> int:
     from google.cloud import storage as _storage  # noqa: F401  (import before the env is set)
     from sqlalchemy import func, insert, select, update
 
-    from infra.local import LocalStack, StackConfig, free_port
+    from infra.local import LocalStack, StackConfig, free_ports
     from shared.config import Settings
     from shared.db import create_engine
     from shared.events import TaskSubmitted
@@ -298,17 +298,7 @@ def bench_worker(workdir: Path) -> int:
         pubsub_emulator="pstest",
         services=["transcoder", "notifier"],
         transcoder_workers=1,
-        **{
-            name: free_port()
-            for name in (
-                "gateway_port",
-                "auth_port",
-                "api_port",
-                "postgres_port",
-                "pubsub_port",
-                "storage_port",
-            )
-        },
+        **free_ports(),
     )
     with LocalStack(config) as stack:
         os.environ["PUBSUB_EMULATOR_HOST"] = stack.pubsub_emulator_host or ""

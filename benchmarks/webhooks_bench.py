@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_report import machine, say  # noqa: E402
 
-from infra.local import LocalStack, StackConfig, free_port  # noqa: E402
+from infra.local import LocalStack, StackConfig, free_ports  # noqa: E402
 from services.notifier.apply import apply_status_change  # noqa: E402
 from shared import tables, webhooks  # noqa: E402
 from shared.config import Settings  # noqa: E402
@@ -161,17 +161,7 @@ def main() -> int:
             storage_in_memory=True,
             pubsub_emulator="pstest",
             services=["dispatcher"],
-            **{
-                name: free_port()
-                for name in (
-                    "gateway_port",
-                    "auth_port",
-                    "api_port",
-                    "postgres_port",
-                    "pubsub_port",
-                    "storage_port",
-                )
-            },
+            **free_ports(),
         )
         with LocalStack(config) as stack:
             settings = Settings(**stack.settings_values)

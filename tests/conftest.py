@@ -27,7 +27,7 @@ from infra.local import (
     LocalStack,
     ManagedProcess,
     StackConfig,
-    free_port,
+    free_ports,
     run_migrations,
     start_postgres,
     start_pubsub,
@@ -49,12 +49,8 @@ def _unique(prefix: str) -> str:
 
 def _test_stack_config(state_dir: Path, **fields) -> StackConfig:
     """A StackConfig whose every port is free right now."""
-    ports = {
-        name: free_port()
-        for name in ("gateway_port", "auth_port", "api_port", "postgres_port", "pubsub_port", "storage_port")
-    }
     return StackConfig(
-        state_dir=state_dir, storage_in_memory=True, pubsub_emulator="pstest", **(ports | fields)
+        state_dir=state_dir, storage_in_memory=True, pubsub_emulator="pstest", **(free_ports() | fields)
     )
 
 

@@ -11,15 +11,17 @@ from infra.local.emulators import build_pstest, start_pubsub, start_storage
 from infra.local.postgres import start_postgres
 from infra.local.process import ManagedProcess, StartupError, free_port, port_bindable
 from infra.local.stack import LocalStack
-from infra.local.stack_config import StackConfig, run_migrations
+from infra.local.stack_config import PORT_FIELDS, StackConfig, free_ports, run_migrations
 
 __all__ = [
+    "PORT_FIELDS",
     "LocalStack",
     "ManagedProcess",
     "StackConfig",
     "StartupError",
     "build_pstest",
     "free_port",
+    "free_ports",
     "port_bindable",
     "run_migrations",
     "start_postgres",

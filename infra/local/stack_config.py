@@ -12,12 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.local.process import StartupError
+from infra.local.process import StartupError, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("auth", "api", "transcoder", "notifier", "dispatcher")
 PUBSUB_EMULATORS = ("auto", "pstest", "gcloud")
 SIGNING_KEY_NAME = "token-signing-key.pem"
+# Every port a stack listens on, as StackConfig names them.
+PORT_FIELDS = ("gateway_port", "auth_port", "api_port", "postgres_port", "pubsub_port", "storage_port")
 # Local throwaway cluster only: trust authentication on loopback, not a secret.
 LOCAL_DB_ROLE = "idrl"
 
@@ -26,6 +28,12 @@ Report = Callable[[str], None]
 
 def no_report(message: str) -> None:
     pass
+
+
+def free_ports() -> dict[str, int]:
+    """A port free right now for each listener of a stack: StackConfig fields for a
+    stack that must not disturb another one (a running `make up`, a parallel test)."""
+    return {name: free_port() for name in PORT_FIELDS}
 
 
 @dataclass

@@ -26,14 +26,14 @@ import sqlalchemy
 from sqlalchemy import func, select
 from sqlalchemy.pool import NullPool
 
-from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
+from infra.local import LocalStack, ManagedProcess, StackConfig, free_ports
 from infra.local.process import group_members, http_probe, wait_until
 from infra.local.stack import run_step
 from shared.config import Settings
 from shared.storage import delete_buckets, parse_gs_uri, storage_client
 from shared.tables import clips, outbox, task_history, tasks
 from tests.support.names import isolated_names
-from tests.support.stack import PORT_FIELDS, E2EStack, assert_alive
+from tests.support.stack import E2EStack, assert_alive
 from tests.support.storage_proxy import StorageFaultProxy
 
 # Generous: a drill waits for the platform, it does not time it.
@@ -178,7 +178,7 @@ def fault_stack(
             storage_emulator_host=proxy.url,
             transcoder_workers=transcoder_workers,
             settings=isolated_names("e2e") | {"scratch_dir": str(scratch)} | (settings or {}),
-            **{name: free_port() for name in PORT_FIELDS},
+            **free_ports(),
         )
         stack = LocalStack(config)
         engine: sqlalchemy.Engine | None = None

@@ -27,15 +27,13 @@ from google.cloud import pubsub_v1
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from infra.local import LocalStack, ManagedProcess, StackConfig, free_port
+from infra.local import LocalStack, ManagedProcess, StackConfig, free_ports
 from shared import db
 from shared.config import Settings
 from shared.events import TaskStatusChanged, decode
 from shared.pubsub import delete_topology, subscription_path, topic_path
 from shared.storage import delete_buckets, storage_client
 from tests.support.names import isolated_names
-
-PORT_FIELDS = ("gateway_port", "auth_port", "api_port", "postgres_port", "pubsub_port", "storage_port")
 
 
 @dataclass
@@ -117,7 +115,7 @@ def running_stack(
             transcoder_workers=transcoder_workers,
             services=services,
             settings=isolated_names("e2e") | (settings or {}),
-            **{name: free_port() for name in PORT_FIELDS},
+            **free_ports(),
         )
         stack = LocalStack(config)
         engine: Engine | None = None
