@@ -136,6 +136,13 @@ def read_only(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+def sqlstate(exc: sqlalchemy.exc.DBAPIError) -> str | None:
+    """The PostgreSQL error code (SQLSTATE) of a failed statement, or None."""
+    # pg8000 reports every server error as ProgrammingError with the fields in a dict.
+    details = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+    return details.get("C") if isinstance(details, dict) else None
+
+
 def ping(engine: Engine) -> None:
     """Raise if the database does not answer a trivial query."""
     with engine.connect() as conn:

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError
 
 from services.api.outbox import OutboxMessage, enqueue, in_flight, lock_owner, withdraw_submitted
-from shared import webhooks
+from shared import db, webhooks
 from shared.config import Settings
 from shared.errors import Conflict
 from shared.events import ClipSpec, TaskStatusChanged, TaskSubmitted
@@ -187,12 +187,6 @@ def quota_exceeded(exc: StorageQuotaExceeded) -> Conflict:
     )
 
 
-def _sqlstate(exc: DBAPIError) -> str | None:
-    # pg8000 reports every server error as ProgrammingError with the fields in a dict.
-    details = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-    return details.get("C") if isinstance(details, dict) else None
-
-
 def find_owned(
     conn: Connection, task_id: uuid.UUID, owner_id: uuid.UUID, *, with_clips: bool = True
 ) -> Task | None:
@@ -274,9 +268,9 @@ def create(conn: Connection, new: NewTask, settings: Settings) -> Created:
                 )
             ).scalar_one()
     except DBAPIError as exc:
-        if _sqlstate(exc) == "23503":  # foreign_key_violation: no such user
+        if db.sqlstate(exc) == "23503":  # foreign_key_violation: no such user
             raise UnknownOwner() from None
-        if _sqlstate(exc) == "23505":  # unique_violation: (owner, idempotency key)
+        if db.sqlstate(exc) == "23505":  # unique_violation: (owner, idempotency key)
             raise IdempotencyKeyTaken() from None
         raise
     conn.execute(

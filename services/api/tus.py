@@ -32,9 +32,8 @@ from services.api.identity import current_owner
 from services.api.objects import STORAGE_ERRORS, storage_unavailable
 from services.api.tus_session import SessionError, SessionWriter, session_status, start_session
 from services.api.tus_session import cancel_session as end_session
-from services.api.uploads import _upload_deadline as upload_deadline
-from services.api.uploads import clean_filename
-from shared import layout, storage
+from services.api.uploads import clean_filename, upload_deadline
+from shared import db, layout, storage
 from shared.config import Settings
 from shared.errors import (
     BadRequest,
@@ -258,7 +257,7 @@ def create_upload():
                 _, expires_at = tus_state.create(conn, new, _expiry(settings))
         except DBAPIError as exc:
             end_session(deps.storage(), session_url, uri)
-            if _sqlstate(exc) == _SQLSTATE_FOREIGN_KEY:
+            if db.sqlstate(exc) == _SQLSTATE_FOREIGN_KEY:
                 raise Unauthorized("the token's user does not exist", code="unknown_user") from None
             raise
     log.info("upload created", extra={"upload_id": str(upload_id), "upload_length": length})
@@ -268,11 +267,6 @@ def create_upload():
     if with_body:
         offset, expires_at = _receive(settings, upload_id, owner, offset=0)
     return _upload_headers(response, offset=offset, expires_at=expires_at)
-
-
-def _sqlstate(exc: DBAPIError) -> str | None:
-    details = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-    return details.get("C") if isinstance(details, dict) else None
 
 
 # --- HEAD ----------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def receive_upload(
     decoder = MultipartDecoder(
         boundary.encode("latin-1"), max_form_memory_size=4 * _READ_BYTES, max_parts=_MAX_PARTS
     )
-    with _upload_deadline(settings.upload_timeout_seconds) as expired:
+    with upload_deadline(settings.upload_timeout_seconds) as expired:
         try:
             while True:
                 chunk = request.stream.read(_READ_BYTES)
@@ -125,7 +125,7 @@ def receive_upload(
 
 
 @contextmanager
-def _upload_deadline(seconds: float) -> Iterator[threading.Event]:
+def upload_deadline(seconds: float) -> Iterator[threading.Event]:
     """Stop reading the client's socket once the whole upload has taken ``seconds``.
 
     The gateway only bounds the pause between two reads, so a client that trickles a
