@@ -37,8 +37,43 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# The frames a clip can be made in: the 16:9 frame is the spec's ``width`` x ``height``
+# (1280x720 by default); the others have a size of their own.
+ClipFormat = Literal["16:9", "9:16", "1:1"]
+FORMAT_SIZES: Final[dict[str, tuple[int, int]]] = {"9:16": (720, 1280), "1:1": (1080, 1080)}
+CARD_TEXT_MAX_CHARS: Final = 60
+
+
+class FormatSpec(_Frozen):
+    """One frame a part is delivered in, and how the source is fitted into it."""
+
+    format: ClipFormat = "16:9"
+    fit: Literal["pad", "crop"] = "pad"
+
+
+class LoudnessSpec(_Frozen):
+    """The integrated loudness (ITU-R BS.1770 / EBU R128) the content's audio is brought
+    to, and the true peak it may not pass."""
+
+    target_lufs: Annotated[float, Field(ge=-70, le=-5)] = -14.0
+    true_peak_dbtp: Annotated[float, Field(ge=-9, le=0)] = -1.0
+
+
+class CardText(_Frozen):
+    """Text set on the opening and closing cards (for example the athlete's name and
+    number, and the event and date)."""
+
+    title: Annotated[str, Field(max_length=CARD_TEXT_MAX_CHARS)] | None = None
+    subtitle: Annotated[str, Field(max_length=CARD_TEXT_MAX_CHARS)] | None = None
+
+
 class ClipSpec(_Frozen):
-    """What a clip is (DESIGN section 6): every knob with its default."""
+    """What a clip is (DESIGN section 6): every knob with its default.
+
+    ``formats`` empty means the one 16:9 frame fitted by ``fit``, as before formats
+    existed. ``loudness`` None keeps the source's levels. ``split`` ``scenes`` moves a
+    part boundary back to the last scene cut within ``scene_window_seconds`` before it.
+    """
 
     mode: Literal["split", "trim"] = "split"
     fit: Literal["pad", "crop"] = "pad"
@@ -51,6 +86,11 @@ class ClipSpec(_Frozen):
     crf: Annotated[int, Field(ge=0, le=51)] = 23
     audio_rate: Literal[44100, 48000] = 48000
     card_seconds: Annotated[float, Field(ge=0, le=10)] = 1.0
+    formats: tuple[FormatSpec, ...] = ()
+    loudness: LoudnessSpec | None = None
+    card: CardText | None = None
+    split: Literal["fixed", "scenes"] = "fixed"
+    scene_window_seconds: Annotated[float, Field(gt=0, le=20)] = 5.0
 
 
 class TaskSubmitted(_Frozen):
@@ -68,6 +108,7 @@ class TaskSubmitted(_Frozen):
 
 class ClipOutput(_Frozen):
     index: int
+    format: ClipFormat = "16:9"
     uri: str
     poster_uri: str | None = None
     duration_seconds: float
