@@ -4,7 +4,8 @@ connect to one of those, never to a fresh lookup (so a name cannot answer a publ
 address for the check and a private one for the connection: DNS rebinding). TLS still
 verifies the certificate against the host name.
 
-The dispatcher sends webhooks through it; the guard decides what a refusal raises.
+The transcoder fetches URL sources and the dispatcher sends webhooks through it; the
+guard decides what a refusal raises.
 """
 
 from __future__ import annotations
@@ -38,14 +39,27 @@ else:
     _Connection = object
 
 
+ConnectHook = Callable[[socket.socket], None]
+"""Called with each socket a pinned connection opens (for example to watch it)."""
+
+Unreachable = Callable[[str, OSError | None], Exception]
+"""The exception to raise when no allowed address of a host accepted the connection."""
+
+
+def _unreachable(host: str, error: OSError | None) -> Exception:
+    return ConnectionError(f"could not connect to {host}: {error}")
+
+
 class _PinnedConnectionMixin(_Connection):
     guard: AddressGuard
+    on_connect: ConnectHook | None
+    unreachable: Unreachable
 
     def _new_conn(self) -> socket.socket:
         last_error: OSError | None = None
         for address in self.guard(self._dns_host.strip("[]"), self.port):
             try:
-                return urllib3_connection.create_connection(
+                sock = urllib3_connection.create_connection(
                     (address, self.port),
                     self.timeout,
                     source_address=self.source_address,
@@ -53,21 +67,38 @@ class _PinnedConnectionMixin(_Connection):
                 )
             except OSError as exc:
                 last_error = exc
-        raise ConnectionError(f"could not connect to {self.host}: {last_error}")
+                continue
+            if self.on_connect is not None:
+                self.on_connect(sock)
+            return sock
+        raise self.unreachable(self.host, last_error)
 
 
 class PinnedAdapter(HTTPAdapter):
-    """A requests adapter whose every connection goes to an address ``guard`` allowed."""
+    """A requests adapter whose every connection goes to an address ``guard`` allowed.
 
-    def __init__(self, guard: AddressGuard) -> None:
-        self._guard = guard
+    ``on_connect`` sees each socket opened; ``unreachable`` makes the exception raised
+    when none of the allowed addresses accepts a connection.
+    """
+
+    def __init__(
+        self,
+        guard: AddressGuard,
+        *,
+        on_connect: ConnectHook | None = None,
+        unreachable: Unreachable = _unreachable,
+    ) -> None:
+        self._attrs = {
+            "guard": staticmethod(guard),
+            "on_connect": staticmethod(on_connect) if on_connect is not None else None,
+            "unreachable": staticmethod(unreachable),
+        }
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        attrs = {"guard": staticmethod(self._guard)}
-        http = type("PinnedHTTPConnection", (_PinnedConnectionMixin, HTTPConnection), attrs)
-        https = type("PinnedHTTPSConnection", (_PinnedConnectionMixin, HTTPSConnection), attrs)
+        http = type("PinnedHTTPConnection", (_PinnedConnectionMixin, HTTPConnection), self._attrs)
+        https = type("PinnedHTTPSConnection", (_PinnedConnectionMixin, HTTPSConnection), self._attrs)
         self.poolmanager.pool_classes_by_scheme = {
             "http": type("PinnedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
             "https": type("PinnedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https}),

@@ -25,29 +25,25 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 import requests
 from google.api_core import exceptions as gexc
 from google.cloud import storage
-from requests.adapters import HTTPAdapter
 from urllib3 import exceptions as urllib3_exceptions
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util import connection as urllib3_connection
 
 from services.transcoder.errors import PermanentFailure, ProcessingStopped, TransientFailure
 from services.transcoder.runner import StopSignal
+from shared import pinned
+from shared.pinned import PinnedAdapter
 from shared.storage import parse_gs_uri
 from shared.urlpolicy import SourceUrlRejected, address_refusal, check_source_url
 
 log = logging.getLogger(__name__)
 
-Resolver = Callable[[str, int], list[str]]
+Resolver = pinned.Resolver
 
 _CHUNK_BYTES = 1024 * 1024
 # How often the watchdog looks: a stop or a limit ends the fetch within about this long.
@@ -57,9 +53,10 @@ _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 def system_resolver(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to, through the system resolver."""
+    """Every address ``host`` resolves to, through the system resolver, a failure told
+    apart as transient (no answer now) or permanent (no such host)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return pinned.system_resolver(host, port)
     except socket.gaierror as exc:
         if exc.errno in (socket.EAI_AGAIN,):
             raise TransientFailure(f"the source host {host} could not be resolved now") from None
@@ -67,7 +64,10 @@ def system_resolver(host: str, port: int) -> list[str]:
     except UnicodeError:
         # An empty or over-long label ("a..b"): the name cannot even be asked for.
         raise PermanentFailure(f"the source host {host} is not a valid host name") from None
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _unreachable_source(host: str, error: OSError | None) -> Exception:
+    return TransientFailure(f"could not connect to the source host {host} ({error})")
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,8 @@ class _Guard:
         self.watchdog = watchdog
 
     def addresses(self, host: str, port: int) -> list[str]:
-        addresses = self.resolver(host.strip("[]"), port)
+        self.watchdog.raise_if_ended()
+        addresses = self.resolver(host, port)
         if not addresses:
             raise PermanentFailure(f"the source host {host} does not exist")
         for address in addresses:
@@ -184,54 +185,6 @@ class _Guard:
                 log.warning("refused the source host %s: it resolves to %s (%s)", host, address, refusal)
                 raise PermanentFailure(f"the source host resolves to {refusal}, which is not allowed")
         return addresses
-
-
-# The mixin is only ever combined with urllib3's connection classes, whose attributes it uses.
-if TYPE_CHECKING:
-    _Connection = HTTPConnection
-else:
-    _Connection = object
-
-
-class _GuardedConnectionMixin(_Connection):
-    guard: _Guard
-
-    def _new_conn(self) -> socket.socket:
-        self.guard.watchdog.raise_if_ended()
-        last_error: OSError | None = None
-        for address in self.guard.addresses(self._dns_host, self.port):
-            try:
-                sock = urllib3_connection.create_connection(
-                    (address, self.port),
-                    self.timeout,
-                    source_address=self.source_address,
-                    socket_options=self.socket_options,
-                )
-            except OSError as exc:
-                last_error = exc
-                continue
-            self.guard.watchdog.watch(sock)
-            return sock
-        raise TransientFailure(f"could not connect to the source host {self.host} ({last_error})")
-
-
-class _GuardedAdapter(HTTPAdapter):
-    """A requests adapter whose connections resolve and check the host themselves; TLS
-    still verifies the certificate against the host name."""
-
-    def __init__(self, guard: _Guard) -> None:
-        self._guard = guard
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        attrs = {"guard": self._guard}
-        http = type("GuardedHTTPConnection", (_GuardedConnectionMixin, HTTPConnection), attrs)
-        https = type("GuardedHTTPSConnection", (_GuardedConnectionMixin, HTTPSConnection), attrs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
-            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https}),
-        }
 
 
 class UrlFetcher:
@@ -269,7 +222,8 @@ class UrlFetcher:
     def _session(self, watchdog: _Watchdog) -> requests.Session:
         session = requests.Session()
         session.trust_env = False  # a proxy from the environment would bypass the check
-        adapter = _GuardedAdapter(_Guard(self.resolver, self.policy.allow_loopback, watchdog))
+        guard = _Guard(self.resolver, self.policy.allow_loopback, watchdog)
+        adapter = PinnedAdapter(guard.addresses, on_connect=watchdog.watch, unreachable=_unreachable_source)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         return session

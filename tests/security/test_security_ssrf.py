@@ -11,6 +11,7 @@ import pytest
 from services.transcoder import fetch as fetch_module
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.fetch import FetchPolicy, UrlFetcher
+from shared import pinned as pinned_module
 from shared.tables import tasks
 from shared.tokens import issue_token
 from tests.support.db import count_rows, insert_user
@@ -155,13 +156,13 @@ class RebindingResolver:
 def connections(monkeypatch) -> list[tuple[str, int]]:
     """Every address the fetcher opens a socket to."""
     opened: list[tuple[str, int]] = []
-    real = fetch_module.urllib3_connection.create_connection
+    real = pinned_module.urllib3_connection.create_connection
 
     def recording(address, *args, **kwargs):
         opened.append(address)
         return real(address, *args, **kwargs)
 
-    monkeypatch.setattr(fetch_module.urllib3_connection, "create_connection", recording)
+    monkeypatch.setattr(pinned_module.urllib3_connection, "create_connection", recording)
     return opened
 
 

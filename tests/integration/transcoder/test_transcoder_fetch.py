@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from services.transcoder import fetch as fetch_module
 from services.transcoder.errors import PermanentFailure, ProcessingStopped, TransientFailure
 from services.transcoder.fetch import FetchPolicy, UrlFetcher, system_resolver
 from services.transcoder.runner import StopSignal
+from shared import pinned as pinned_module
 from shared.db import create_engine
 from shared.events import ClipSpec
 from tests.support.client import FINAL_STATUSES
@@ -161,13 +161,13 @@ def test_the_connection_goes_to_the_checked_address(server, tmp_path):
 )
 def test_ssrf_targets_are_refused_before_connecting(url, reason, tmp_path, monkeypatch):
     connects = []
-    real_connect = fetch_module.urllib3_connection.create_connection
+    real_connect = pinned_module.urllib3_connection.create_connection
 
     def recording_connect(address, *args, **kwargs):
         connects.append(address)
         return real_connect(address, *args, **kwargs)
 
-    monkeypatch.setattr(fetch_module.urllib3_connection, "create_connection", recording_connect)
+    monkeypatch.setattr(pinned_module.urllib3_connection, "create_connection", recording_connect)
     with pytest.raises(PermanentFailure, match=reason):
         fetcher().fetch(url, tmp_path / "source")
     assert connects == []
