@@ -25,7 +25,6 @@ after it was published is unmarked and goes out again with the next round.
 from __future__ import annotations
 
 import json
-import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,6 +40,7 @@ from shared.config import Settings
 from shared.events import Event, encode
 from shared.lifecycle import TaskStatus
 from shared.logging import about_task, task_logger
+from shared.periodic import PeriodicThread
 from shared.pubsub import Publisher
 from shared.tables import outbox, tasks, users
 
@@ -306,7 +306,7 @@ def prune(engine: Engine) -> int:
         return conn.execute(_PRUNE, {"keep": _KEEP_PUBLISHED}).rowcount
 
 
-class OutboxRelay:
+class OutboxRelay(PeriodicThread):
     """A daemon thread that, every ``outbox_relay_interval_seconds``, lets out held tasks
     (:func:`release_held`) and publishes what is due (:func:`relay_once`)."""
 
@@ -314,38 +314,23 @@ class OutboxRelay:
         self.engine = engine
         self.publisher = publisher
         self.settings = settings
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        interval = settings.outbox_relay_interval_seconds
+        self._rounds_per_prune = max(1, int(_PRUNE_EVERY.total_seconds() / interval))
+        requeue_after = settings.outbox_requeue_after_seconds
+        self._rounds_per_sweep = max(1, int(min(_SWEEP_EVERY_MAX_SECONDS, requeue_after / 2) / interval))
+        self._rounds = 0
+        super().__init__("outbox-relay", interval, self.relay_round)
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self.run, name="outbox-relay", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def run(self) -> None:
-        """Relay until :meth:`stop`; a failed round is logged and retried next round."""
-        interval = self.settings.outbox_relay_interval_seconds
-        rounds_per_prune = max(1, int(_PRUNE_EVERY.total_seconds() / interval))
-        requeue_after = self.settings.outbox_requeue_after_seconds
-        rounds_per_sweep = max(1, int(min(_SWEEP_EVERY_MAX_SECONDS, requeue_after / 2) / interval))
-        rounds = 0
-        while not self._stop.wait(interval):
-            try:
-                if requeue_after > 0 and rounds % rounds_per_sweep == 0:
-                    requeue_stalled(self.engine, self.settings)
-                release_held(self.engine, self.publisher, self.settings)
-                self.run_once()
-                rounds += 1
-                if rounds % rounds_per_prune == 0:
-                    prune(self.engine)
-            except Exception:  # noqa: BLE001 - a relay that stops would strand tasks
-                log.exception("outbox relay round failed; retrying next round")
+    def relay_round(self) -> None:
+        """One round: stalled tasks requeued now and then, held tasks let out, what is
+        due published, and old published rows pruned now and then."""
+        if self.settings.outbox_requeue_after_seconds > 0 and self._rounds % self._rounds_per_sweep == 0:
+            requeue_stalled(self.engine, self.settings)
+        release_held(self.engine, self.publisher, self.settings)
+        self.run_once()
+        self._rounds += 1
+        if self._rounds % self._rounds_per_prune == 0:
+            prune(self.engine)
 
     def run_once(self) -> int:
         """One round until nothing is left that is due (a backlog drains without waiting)."""

@@ -5,7 +5,6 @@ claimed with ``FOR UPDATE SKIP LOCKED`` so replicas never sweep the same upload.
 from __future__ import annotations
 
 import logging
-import threading
 
 from google.cloud import storage as gcs
 from sqlalchemy.engine import Engine
@@ -13,6 +12,7 @@ from sqlalchemy.engine import Engine
 from services.api import tus_state
 from services.api.objects import STORAGE_ERRORS
 from services.api.tus import remove_upload_bytes
+from shared.periodic import PeriodicThread
 
 log = logging.getLogger(__name__)
 
@@ -41,31 +41,15 @@ def sweep_expired(engine: Engine, client: gcs.Client, batch: int = _BATCH) -> in
     return removed
 
 
-class UploadSweep:
+class UploadSweep(PeriodicThread):
     """Runs :func:`sweep_expired` every ``interval`` seconds until :meth:`stop`."""
 
     def __init__(self, engine: Engine, client: gcs.Client, interval: float) -> None:
         self.engine = engine
         self.client = client
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("upload-sweep", interval, self.sweep)
 
-    def start(self) -> None:
-        if self._thread is None and self.interval > 0:
-            self._thread = threading.Thread(target=self.run, name="upload-sweep", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                while sweep_expired(self.engine, self.client) == _BATCH:
-                    pass
-            except Exception:  # noqa: BLE001 - a sweep that stops would keep expired uploads forever
-                log.exception("upload sweep failed; retrying next round")
+    def sweep(self) -> None:
+        """One round: expired uploads removed in batches until none is left."""
+        while sweep_expired(self.engine, self.client) == _BATCH:
+            pass
