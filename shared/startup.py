@@ -4,6 +4,12 @@ it needs, and send the process's log lines to stdout as JSON.
 Entry points only (gunicorn's configuration, the worker's and the notifier's
 ``__main__``, the Cloud Function module): an app factory leaves the process's logging
 to whoever embeds it.
+
+Under gunicorn each HTTP service's ``gunicorn_config.py`` calls :func:`start_process`.
+gunicorn reads that file in its master process, before any worker starts, so a
+production process missing a setting stops there, once, with the names and no
+traceback (failing in ``create_app`` instead, each worker would exit and be replaced),
+and the JSON logging set up there is inherited by the workers.
 """
 
 from __future__ import annotations
