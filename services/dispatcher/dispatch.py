@@ -17,16 +17,17 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy.exc
-from sqlalchemy import text
+from sqlalchemy import DateTime, Interval, Text, bindparam, case, extract, func, null, select, update
 from sqlalchemy.engine import Engine
 
 from services.dispatcher.schedule import Decision, RetryPolicy, Verdict, decide, should_disable
 from services.dispatcher.sender import Sender, Sent
 from shared import webhooks
 from shared.config import Settings
+from shared.tables import webhook_deliveries, webhook_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -35,54 +36,93 @@ log = logging.getLogger(__name__)
 _DATABASE_DOWN = (sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError)
 _DATABASE_RETRY_SECONDS = 2.0
 
-_CLAIM = text(
-    """
-    UPDATE webhook_deliveries d
-    SET next_attempt_at = now() + make_interval(secs => :lease), attempts = d.attempts + 1
-    FROM webhook_endpoints e
-    WHERE e.id = d.endpoint_id AND d.id IN (
-        SELECT due.id FROM webhook_deliveries due
-        JOIN webhook_endpoints owner ON owner.id = due.endpoint_id AND owner.enabled
-        WHERE due.status = 'pending' AND due.next_attempt_at <= now()
-        ORDER BY due.next_attempt_at
-        LIMIT :limit
-        FOR UPDATE OF due SKIP LOCKED
+_due = webhook_deliveries.alias("due")
+_due_owner = webhook_endpoints.alias("owner")
+# Due deliveries of enabled endpoints, soonest first; rows another dispatcher is taking
+# are skipped, not waited for.
+_DUE = (
+    select(_due.c.id)
+    .join(_due_owner, (_due_owner.c.id == _due.c.endpoint_id) & _due_owner.c.enabled)
+    .where(_due.c.status == "pending", _due.c.next_attempt_at <= func.now())
+    .order_by(_due.c.next_attempt_at)
+    .limit(bindparam("limit"))
+    .with_for_update(of=_due, skip_locked=True)
+)
+_CLAIM = (
+    update(webhook_deliveries)
+    .where(webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id, webhook_deliveries.c.id.in_(_DUE))
+    .values(
+        next_attempt_at=func.now() + bindparam("lease", type_=Interval),
+        attempts=webhook_deliveries.c.attempts + 1,
     )
-    RETURNING d.id, d.endpoint_id, d.message_id, d.event_type, d.body, d.attempts, d.created_at,
-              e.url, e.secret, e.previous_secret, e.previous_secret_until, now() AS taken_at
-    """
+    .returning(
+        webhook_deliveries.c.id,
+        webhook_deliveries.c.endpoint_id,
+        webhook_deliveries.c.message_id,
+        webhook_deliveries.c.event_type,
+        webhook_deliveries.c.body,
+        webhook_deliveries.c.attempts,
+        webhook_deliveries.c.created_at,
+        webhook_endpoints.c.url,
+        webhook_endpoints.c.secret,
+        webhook_endpoints.c.previous_secret,
+        webhook_endpoints.c.previous_secret_until,
+        func.now().label("taken_at"),
+    )
 )
-_RECORD = text(
-    """
-    UPDATE webhook_deliveries SET
-        status = :status, next_attempt_at = :next_attempt_at, last_attempt_at = :attempted_at,
-        last_status_code = :status_code, last_error = :error, last_response = :response,
-        last_latency_ms = :latency_ms,
-        completed_at = CASE WHEN :status = 'pending' THEN NULL ELSE now() END
-    WHERE id = :id AND attempts = :attempts AND status = 'pending'
-    """
+# The attempt count guards the row: a dispatcher whose lease ran out records nothing.
+_OUTCOME = bindparam("outcome", type_=Text)
+_RECORD = (
+    update(webhook_deliveries)
+    .where(
+        webhook_deliveries.c.id == bindparam("delivery_id"),
+        webhook_deliveries.c.attempts == bindparam("attempt"),
+        webhook_deliveries.c.status == "pending",
+    )
+    .values(
+        status=_OUTCOME,
+        next_attempt_at=bindparam("retry_at"),
+        last_attempt_at=bindparam("attempted_at"),
+        last_status_code=bindparam("status_code"),
+        last_error=bindparam("error"),
+        last_response=bindparam("response"),
+        last_latency_ms=bindparam("latency_ms"),
+        completed_at=case((_OUTCOME == "pending", null()), else_=func.now()),
+    )
 )
-_SUCCEEDED = text(
-    "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = :id AND failing_since IS NOT NULL"
+_ENDPOINT = webhook_endpoints.c.id == bindparam("endpoint")
+_SUCCEEDED = (
+    update(webhook_endpoints)
+    .where(_ENDPOINT, webhook_endpoints.c.failing_since.is_not(None))
+    .values(failing_since=null())
 )
-_FAILED = text(
-    """
-    UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, :now)
-    WHERE id = :id RETURNING failing_since, enabled
-    """
+_FAILED = (
+    update(webhook_endpoints)
+    .where(_ENDPOINT)
+    .values(
+        failing_since=func.coalesce(
+            webhook_endpoints.c.failing_since, bindparam("failed_at", type_=DateTime(timezone=True))
+        )
+    )
+    .returning(webhook_endpoints.c.failing_since, webhook_endpoints.c.enabled)
 )
-_DISABLE = text(
-    """
-    UPDATE webhook_endpoints SET enabled = false, disabled_reason = :reason, updated_at = now()
-    WHERE id = :id AND enabled
-    """
+_DISABLE = (
+    update(webhook_endpoints)
+    .where(_ENDPOINT, webhook_endpoints.c.enabled)
+    .values(enabled=False, disabled_reason=bindparam("reason"), updated_at=func.now())
 )
-_OLDEST_PENDING = text(
-    """
-    SELECT extract(epoch FROM now() - min(d.created_at)) AS age, count(*) AS pending
-    FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled
-    WHERE d.status = 'pending'
-    """
+_OLDEST_PENDING = (
+    select(
+        extract("epoch", func.now() - func.min(webhook_deliveries.c.created_at)).label("age"),
+        func.count().label("pending"),
+    )
+    .select_from(
+        webhook_deliveries.join(
+            webhook_endpoints,
+            (webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id) & webhook_endpoints.c.enabled,
+        )
+    )
+    .where(webhook_deliveries.c.status == "pending")
 )
 
 
@@ -188,7 +228,7 @@ class Dispatcher:
         """Lease up to ``limit`` due deliveries of enabled endpoints."""
         with self.engine.begin() as conn:
             rows = conn.execute(
-                _CLAIM, {"lease": self.settings.dispatcher_lease_seconds, "limit": limit}
+                _CLAIM, {"lease": timedelta(seconds=self.settings.dispatcher_lease_seconds), "limit": limit}
             ).all()
         return [Taken(**row._asdict()) for row in rows]
 
@@ -231,10 +271,10 @@ class Dispatcher:
             conn.execute(
                 _RECORD,
                 {
-                    "id": delivery.id,
-                    "attempts": delivery.attempts,
-                    "status": status,
-                    "next_attempt_at": decision.next_attempt_at,
+                    "delivery_id": delivery.id,
+                    "attempt": delivery.attempts,
+                    "outcome": status,
+                    "retry_at": decision.next_attempt_at,
                     "attempted_at": attempted_at,
                     "status_code": sent.attempt.status_code,
                     "error": sent.attempt.error,
@@ -243,9 +283,9 @@ class Dispatcher:
                 },
             )
             if decision.verdict is Verdict.DELIVERED:
-                conn.execute(_SUCCEEDED, {"id": delivery.endpoint_id})
+                conn.execute(_SUCCEEDED, {"endpoint": delivery.endpoint_id})
             else:
-                endpoint = conn.execute(_FAILED, {"id": delivery.endpoint_id, "now": now}).first()
+                endpoint = conn.execute(_FAILED, {"endpoint": delivery.endpoint_id, "failed_at": now}).first()
                 if (
                     endpoint is not None
                     and endpoint.enabled
@@ -254,7 +294,7 @@ class Dispatcher:
                     conn.execute(
                         _DISABLE,
                         {
-                            "id": delivery.endpoint_id,
+                            "endpoint": delivery.endpoint_id,
                             "reason": "every delivery failed since " + endpoint.failing_since.isoformat(),
                         },
                     )
