@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 
 import sqlalchemy
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -122,7 +122,7 @@ def bench_throughput(engine, settings: Settings, deliveries: int) -> None:
         owner = _owner_with_endpoint(engine, settings, receiver.url)
         with engine.begin() as conn:
             endpoint = conn.execute(
-                text("SELECT id FROM webhook_endpoints WHERE owner_id = :o"), {"o": owner}
+                select(tables.webhook_endpoints.c.id).where(tables.webhook_endpoints.c.owner_id == owner)
             ).scalar_one()
             body = webhooks.event_body(webhooks.TEST_EVENT, {"bench": True})
             conn.execute(

@@ -2,9 +2,9 @@
 PostgreSQL, the notifier's source archive as the function runtime loads it, and the VM
 probe for a worker without a port.
 
-The SQL here stays text: role attributes, grants, passwords and role statements are
-catalogue and DDL work, and the role's own reads and writes are checked as plain
-statements."""
+The SQL on roles stays text: role attributes, grants, passwords and role statements are
+catalogue and DDL work, which the Core tables cannot say. The role's own reads and
+writes are statements on the tables of ``shared.tables``."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from sqlalchemy import text
+from sqlalchemy import delete, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from shared.tables import tasks, users
+from tests.support.db import count_rows
 from tests.support.infra import REPO, TERRAFORM
 
 _spec = importlib.util.spec_from_file_location("db_roles", TERRAFORM / "scripts" / "db_roles.py")
@@ -113,13 +115,13 @@ def test_transcoder_role_may_select_tasks_and_nothing_else(database_url, read_on
 
     reader = _as_role(database_url, role, password)
     try:
+        assert count_rows(reader, tasks) >= 0
         with reader.connect() as connection:
-            assert connection.execute(text("SELECT count(*) FROM tasks")).scalar_one() >= 0
             assert connection.execute(text("SHOW default_transaction_read_only")).scalar_one() == "on"
         with pytest.raises(DBAPIError, match="permission denied|read-only"), reader.begin() as connection:
-            connection.execute(text("DELETE FROM tasks"))
-        with pytest.raises(DBAPIError, match="permission denied"), reader.connect() as connection:
-            connection.execute(text("SELECT count(*) FROM users"))
+            connection.execute(delete(tasks))
+        with pytest.raises(DBAPIError, match="permission denied"):
+            count_rows(reader, users)
     finally:
         reader.dispose()
 

@@ -1,20 +1,20 @@
 """What the tests write to and read from the platform's database, with the Core tables
-of ``shared/tables.py``: users and tasks made as the services make them, and the rows
-the worker and the notifier leave behind (a task, its clips, its status history, the
-events applied)."""
+of ``shared/tables.py``: users and tasks made as the services make them, resumable
+uploads made to expire, and the rows the worker and the notifier leave behind (a task,
+its clips, its status history, the events applied)."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from shared.tables import applied_events as applied_events_table
-from shared.tables import clips, task_history, tasks, users
+from shared.tables import clips, task_history, tasks, tus_uploads, users
 
 # What a clip row holds besides its task: the columns ``clip_rows`` reads unless told.
 CLIP_COLUMNS = ("index", "uri", "duration_seconds", "size_bytes")
@@ -47,6 +47,16 @@ def cancel_task(engine: Engine, task_id: uuid.UUID) -> None:
         conn.execute(
             update(tasks).where(tasks.c.id == task_id).values(status="canceled", deleted_at=func.now())
         )
+
+
+def expire_uploads(engine: Engine, *upload_ids: uuid.UUID | str) -> None:
+    """Make the resumable uploads ``upload_ids`` (every one when none is given) expired
+    a second ago, so the next request finds them gone and the next sweep removes them."""
+    query = update(tus_uploads).values(expires_at=func.now() - timedelta(seconds=1))
+    if upload_ids:
+        query = query.where(tus_uploads.c.id.in_(upload_ids))
+    with engine.begin() as conn:
+        conn.execute(query)
 
 
 # --- rows the services leave -------------------------------------------------------------------

@@ -24,11 +24,11 @@ def sweep_every_upload(database_url: str) -> int:
 
     from services.api.tus_sweep import sweep_expired
     from shared.storage import storage_client
+    from tests.support.db import expire_uploads
 
     engine = sqlalchemy.create_engine(database_url)
     try:
-        with engine.begin() as conn:
-            conn.execute(sqlalchemy.text("UPDATE tus_uploads SET expires_at = now() - interval '1 second'"))
+        expire_uploads(engine)
         removed = 0
         while True:
             count = sweep_expired(engine, storage_client())

@@ -11,11 +11,13 @@ import threading
 import uuid
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select
 
 from services.api.tus_sweep import sweep_expired
 from shared.storage import storage_client
+from shared.tables import tus_uploads
 from tests.support.api import assert_error, object_names, pull_events
+from tests.support.db import count_rows, expire_uploads
 from tests.support.tus import OFFSET_STREAM, TUS, patch_headers, tus_metadata
 
 QUANTUM = 256 * 1024
@@ -36,8 +38,7 @@ def tus_client(tus_app):
 def _sweep_everything_after(engine):
     """Every upload a test leaves is expired and swept: no session outlives the test."""
     yield
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE tus_uploads SET expires_at = now() - interval '1 second'"))
+    expire_uploads(engine)
     sweep_expired(engine, storage_client())
 
 
@@ -157,8 +158,7 @@ def test_creation_with_a_body_past_its_length_gets_413_and_creates_nothing(tus_c
         headers=TUS | alice.headers | {"Upload-Length": "1000", "Content-Type": OFFSET_STREAM},
     )
     assert_error(response, 413, "past_upload_length")
-    with tus_app.extensions["engine"].connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM tus_uploads")).scalar_one() == 0
+    assert count_rows(tus_app.extensions["engine"], tus_uploads) == 0
 
 
 def _partial(client, user, content: bytes) -> tuple[str, int]:
@@ -258,8 +258,7 @@ def test_garbage_metadata_gets_400_and_creates_nothing(tus_client, tus_app, alic
         assert response.status_code == 201
         return
     assert_error(response, 400, "invalid_metadata")
-    with tus_app.extensions["engine"].connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM tus_uploads")).scalar_one() == 0
+    assert count_rows(tus_app.extensions["engine"], tus_uploads) == 0
 
 
 @pytest.mark.parametrize(
@@ -321,14 +320,6 @@ def test_submitting_needs_a_complete_video_upload_of_the_caller(tus_client, alic
     assert tus_client.get("/tasks", headers=alice.headers).get_json()["tasks"] == []
 
 
-def _expire(app, upload_id: str) -> None:
-    with app.extensions["engine"].begin() as conn:
-        conn.execute(
-            text("UPDATE tus_uploads SET expires_at = now() - interval '1 second' WHERE id = :id"),
-            {"id": upload_id},
-        )
-
-
 def test_an_expired_upload_is_gone_and_one_sweep_leaves_nothing(
     tus_app, tus_client, alice, content, api_settings
 ):
@@ -336,14 +327,14 @@ def test_an_expired_upload_is_gone_and_one_sweep_leaves_nothing(
     complete = _upload(tus_client, alice, content, [])
     kept = _create(tus_client, alice, 1000)
     for upload_id in (partial, complete):
-        _expire(tus_app, upload_id)
+        expire_uploads(tus_app.extensions["engine"], upload_id)
         assert tus_client.head(f"/uploads/{upload_id}", headers=TUS | alice.headers).status_code == 404
         assert_error(_patch(tus_client, alice, upload_id, 0, b"x"), 404, "upload_not_found")
     assert_error(tus_client.post("/tasks", json={"upload": complete}, headers=alice.headers), 404)
 
     assert sweep_expired(tus_app.extensions["engine"], tus_app.extensions["storage"]) == 2
     with tus_app.extensions["engine"].connect() as conn:
-        left = conn.execute(text("SELECT id FROM tus_uploads")).scalars().all()
+        left = conn.execute(select(tus_uploads.c.id)).scalars().all()
     assert [str(i) for i in left] == [kept]
     assert object_names(api_settings.uploads_bucket, "uploads/") == []
     assert sweep_expired(tus_app.extensions["engine"], tus_app.extensions["storage"]) == 0
@@ -356,7 +347,7 @@ def test_a_short_expiry_setting_shows_in_upload_expires(make_app, api_settings, 
     response = client.post("/uploads", headers=TUS | alice.headers | {"Upload-Length": "10"})
     expires = parse_date(response.headers["Upload-Expires"])
     with client.application.extensions["engine"].connect() as conn:
-        now = conn.execute(text("SELECT now()")).scalar_one()
+        now = conn.execute(select(func.now())).scalar_one()
     assert 25 * 60 < (expires - now).total_seconds() <= 30 * 60
 
 

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select
 
 from services.dispatcher.dispatch import Dispatcher
 from services.dispatcher.sender import Sender
@@ -19,6 +19,7 @@ from services.notifier.apply import apply_status_change
 from shared import layout
 from shared.events import ClipOutput, TaskStatusChanged
 from shared.lifecycle import TaskStatus
+from shared.tables import webhook_deliveries, webhook_endpoints
 from tests.support.api import assert_error
 from tests.support.webhooks import Answer, Receiver
 
@@ -114,7 +115,7 @@ def test_an_endpoint_is_created_with_a_secret_shown_once(api, alice, engine):
     assert "secret" not in shown and shown["url"] == "https://hooks.example/idrl"
     assert "secret" not in json.dumps(api.get("/webhooks", headers=alice.headers).get_json())
     with engine.connect() as conn:
-        stored = conn.execute(text("SELECT secret FROM webhook_endpoints")).scalar_one()
+        stored = conn.execute(select(webhook_endpoints.c.secret)).scalar_one()
     assert created["secret"].encode() not in bytes(stored)
 
 
@@ -404,10 +405,9 @@ def test_a_dispatcher_killed_mid_delivery_lets_another_deliver_it(
 def _written(engine, endpoint_id: str) -> list[dict]:
     with engine.connect() as conn:
         rows = conn.execute(
-            text(
-                "SELECT event_type, body FROM webhook_deliveries WHERE endpoint_id = :e ORDER BY created_at"
-            ),
-            {"e": endpoint_id},
+            select(webhook_deliveries.c.event_type, webhook_deliveries.c.body)
+            .where(webhook_deliveries.c.endpoint_id == endpoint_id)
+            .order_by(webhook_deliveries.c.created_at)
         ).all()
     return [json.loads(row.body) for row in rows]
 
