@@ -16,70 +16,90 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import text
+import sqlalchemy
+from sqlalchemy import BigInteger, Boolean, Interval, bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Row
 
-_COLUMNS = """
-    id, owner_id, lock_key, upload_length, upload_offset, tail, session_url, object_uri,
-    metadata, filename, created_at, completed_at, expires_at
-"""
-_FIND_OWNED = text(
-    f"SELECT {_COLUMNS} FROM tus_uploads WHERE id = :id AND owner_id = :owner AND expires_at > now()"
+from shared.tables import tus_uploads
+
+_COLUMNS = (
+    tus_uploads.c.id,
+    tus_uploads.c.owner_id,
+    tus_uploads.c.lock_key,
+    tus_uploads.c.upload_length,
+    tus_uploads.c.upload_offset,
+    tus_uploads.c.tail,
+    tus_uploads.c.session_url,
+    tus_uploads.c.object_uri,
+    tus_uploads.c.metadata,
+    tus_uploads.c.filename,
+    tus_uploads.c.created_at,
+    tus_uploads.c.completed_at,
+    tus_uploads.c.expires_at,
 )
-_FIND_OWNED_FOR_UPDATE = text(
-    f"""
-    SELECT {_COLUMNS} FROM tus_uploads WHERE id = :id AND owner_id = :owner AND expires_at > now()
-    FOR UPDATE
-    """
+_THIS_UPLOAD = tus_uploads.c.id == bindparam("upload")
+# Advisory lock keys are 64-bit.
+_KEY = bindparam("key", type_=BigInteger)
+_EXPIRES = func.now() + bindparam("expiry", type_=Interval)
+_FIND_OWNED = select(*_COLUMNS).where(
+    _THIS_UPLOAD, tus_uploads.c.owner_id == bindparam("owner"), tus_uploads.c.expires_at > func.now()
 )
+_FIND_OWNED_FOR_UPDATE = _FIND_OWNED.with_for_update()
 # Serializes one owner's creations so the in-progress cap holds under concurrent POSTs.
-_LOCK_OWNER = text("SELECT pg_advisory_xact_lock(:key)")
-_IN_PROGRESS = text(
-    """
-    SELECT count(*) FROM tus_uploads
-    WHERE owner_id = :owner AND completed_at IS NULL AND expires_at > now()
-    """
+_LOCK_OWNER = select(func.pg_advisory_xact_lock(_KEY))
+_IN_PROGRESS = (
+    select(func.count())
+    .select_from(tus_uploads)
+    .where(
+        tus_uploads.c.owner_id == bindparam("owner"),
+        tus_uploads.c.completed_at.is_(None),
+        tus_uploads.c.expires_at > func.now(),
+    )
 )
-_INSERT = text(
-    """
-    INSERT INTO tus_uploads (id, owner_id, lock_key, upload_length, session_url, object_uri,
-                             metadata, filename, expires_at)
-    VALUES (:id, :owner, :lock_key, :length, :session_url, :object_uri, :metadata, :filename,
-            now() + make_interval(secs => :expiry))
-    RETURNING created_at, expires_at
-    """
+# The columns not named here come from the parameters.
+_INSERT = (
+    insert(tus_uploads)
+    .values(expires_at=_EXPIRES)
+    .returning(tus_uploads.c.created_at, tus_uploads.c.expires_at)
 )
-_TRY_LOCK = text("SELECT pg_try_advisory_lock(:key)")
-_TRY_XACT_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
-_UNLOCK = text("SELECT pg_advisory_unlock(:key)")
+_TRY_LOCK = select(func.pg_try_advisory_lock(_KEY))
+_TRY_XACT_LOCK = select(func.pg_try_advisory_xact_lock(_KEY))
+_UNLOCK = select(func.pg_advisory_unlock(_KEY))
 # Progress commits do not wait for the WAL flush: a PostgreSQL crash may lose the last
 # few, leaving an older offset and tail that still match each other, and the next PATCH
 # learns from the session itself what it already holds.
 _ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
-_SAVE_PROGRESS = text(
-    "UPDATE tus_uploads SET upload_offset = :offset, tail = :tail, updated_at = now() WHERE id = :id"
+_SAVE_PROGRESS = (
+    update(tus_uploads)
+    .where(_THIS_UPLOAD)
+    .values(upload_offset=bindparam("offset"), tail=bindparam("durable_tail"), updated_at=func.now())
 )
 # A complete upload waits for its POST /tasks as long again as the expiry setting.
-_COMPLETE = text(
-    """
-    UPDATE tus_uploads
-    SET upload_offset = upload_length, tail = ''::bytea, completed_at = now(), updated_at = now(),
-        expires_at = now() + make_interval(secs => :expiry)
-    WHERE id = :id
-    RETURNING expires_at
-    """
+_COMPLETE = (
+    update(tus_uploads)
+    .where(_THIS_UPLOAD)
+    .values(
+        upload_offset=tus_uploads.c.upload_length,
+        tail=b"",
+        completed_at=func.now(),
+        updated_at=func.now(),
+        expires_at=_EXPIRES,
+    )
+    .returning(tus_uploads.c.expires_at)
 )
-_DELETE = text("DELETE FROM tus_uploads WHERE id = :id")
+# sqlalchemy.delete by its full name: this module has a delete() of its own.
+_DELETE = sqlalchemy.delete(tus_uploads).where(_THIS_UPLOAD)
 # One expired row no PATCH is streaming into: a row another sweep holds is skipped, and
 # so is one whose advisory lock a PATCH holds (the PATCH's own expiry check ends it).
-_CLAIM_EXPIRED = text(
-    f"""
-    SELECT {_COLUMNS} FROM tus_uploads
-    WHERE expires_at <= now() AND pg_try_advisory_xact_lock(lock_key)
-    ORDER BY expires_at
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-    """
+_CLAIM_EXPIRED = (
+    select(*_COLUMNS)
+    .where(
+        tus_uploads.c.expires_at <= func.now(),
+        func.pg_try_advisory_xact_lock(tus_uploads.c.lock_key, type_=Boolean),
+    )
+    .order_by(tus_uploads.c.expires_at)
+    .limit(1)
+    .with_for_update(skip_locked=True)
 )
 
 
@@ -127,7 +147,7 @@ def find_owned(
 ) -> TusUpload | None:
     """The owner's upload unless it expired; None otherwise."""
     query = _FIND_OWNED_FOR_UPDATE if for_update else _FIND_OWNED
-    row = conn.execute(query, {"id": upload_id, "owner": owner_id}).first()
+    row = conn.execute(query, {"upload": upload_id, "owner": owner_id}).first()
     return TusUpload.from_row(row) if row else None
 
 
@@ -155,14 +175,14 @@ def create(conn: Connection, new: NewUpload, expiry: timedelta) -> tuple[datetim
         _INSERT,
         {
             "id": new.id,
-            "owner": new.owner_id,
+            "owner_id": new.owner_id,
             "lock_key": lock_key(new.id),
-            "length": new.upload_length,
+            "upload_length": new.upload_length,
             "session_url": new.session_url,
             "object_uri": new.object_uri,
             "metadata": new.metadata,
             "filename": new.filename,
-            "expiry": expiry.total_seconds(),
+            "expiry": expiry,
         },
     ).one()
     return row.created_at, row.expires_at
@@ -186,16 +206,16 @@ def unlock(conn: Connection, upload: TusUpload) -> None:
 def save_progress(conn: Connection, upload_id: uuid.UUID, offset: int, tail: bytes) -> None:
     """Record the durable offset and tail (the caller commits)."""
     conn.execute(_ASYNC_COMMIT)
-    conn.execute(_SAVE_PROGRESS, {"id": upload_id, "offset": offset, "tail": tail})
+    conn.execute(_SAVE_PROGRESS, {"upload": upload_id, "offset": offset, "durable_tail": tail})
 
 
 def mark_complete(conn: Connection, upload_id: uuid.UUID, expiry: timedelta) -> datetime:
     """Record that Cloud Storage holds the whole object; returns the new expiry."""
-    return conn.execute(_COMPLETE, {"id": upload_id, "expiry": expiry.total_seconds()}).scalar_one()
+    return conn.execute(_COMPLETE, {"upload": upload_id, "expiry": expiry}).scalar_one()
 
 
 def delete(conn: Connection, upload_id: uuid.UUID) -> None:
-    conn.execute(_DELETE, {"id": upload_id})
+    conn.execute(_DELETE, {"upload": upload_id})
 
 
 def claim_expired(conn: Connection) -> TusUpload | None:
