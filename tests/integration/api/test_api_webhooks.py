@@ -9,14 +9,16 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+import sqlalchemy
+from sqlalchemy import func, insert, select
 
 from services.dispatcher.dispatch import Dispatcher
 from services.dispatcher.sender import Sender
 from services.notifier.apply import apply_status_change
-from shared import layout
+from shared import layout, webhooks
 from shared.events import ClipOutput, TaskStatusChanged
 from shared.lifecycle import TaskStatus
 from shared.tables import webhook_deliveries, webhook_endpoints
@@ -367,6 +369,42 @@ def test_an_endpoint_that_always_fails_is_disabled_and_its_owner_re_enables_it(a
     assert len(deliveries) == 1 and deliveries[0]["status"] == "delivered"
 
 
+def test_a_delivery_another_dispatcher_is_taking_is_skipped_not_waited_for(api, alice, hook_settings):
+    """While another transaction holds the oldest due delivery's row (a claim under way),
+    a dispatcher takes the next one at once: waiting for the row would run into the lock
+    timeout and fail the test."""
+    endpoint_id = register(api, alice, "https://hooks.example/a")["id"]
+    held, free = uuid.uuid4(), uuid.uuid4()
+    engine = sqlalchemy.create_engine(
+        hook_settings.database_url, connect_args={"startup_params": {"lock_timeout": "5s"}}
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(webhook_deliveries).values(
+                    [
+                        {
+                            "id": delivery_id,
+                            "endpoint_id": endpoint_id,
+                            "message_id": webhooks.new_message_id(),
+                            "event_type": webhooks.TEST_EVENT,
+                            "body": "{}",
+                            "next_attempt_at": func.now() - timedelta(seconds=due_for),
+                        }
+                        for delivery_id, due_for in ((held, 2), (free, 1))
+                    ]
+                )
+            )
+        with engine.begin() as holder:
+            holder.execute(
+                select(webhook_deliveries.c.id).where(webhook_deliveries.c.id == held).with_for_update()
+            )
+            taken = Dispatcher(engine, hook_settings).take(2)
+        assert [(delivery.id, delivery.attempts) for delivery in taken] == [(free, 1)]
+    finally:
+        engine.dispose()
+
+
 def test_a_dispatcher_killed_mid_delivery_lets_another_deliver_it(
     api, alice, engine, hook_settings, start_dispatcher
 ):
@@ -440,8 +478,6 @@ def test_cancel_delete_and_failure_write_their_events_with_the_change(api, alice
 
 
 def test_a_dispatcher_outlives_a_database_it_cannot_reach(hook_settings, caplog):
-    import sqlalchemy
-
     from infra.local import free_port
 
     unreachable = sqlalchemy.create_engine(f"postgresql+pg8000://idrl@127.0.0.1:{free_port()}/idrl")
