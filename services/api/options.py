@@ -13,7 +13,7 @@ import json
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import Final, Literal, cast, get_args
 
 from shared.config import Settings
 from shared.errors import BadRequest, Unprocessable
@@ -95,18 +95,22 @@ def parse_options(raw: Mapping[str, object]) -> TaskOptions:
     unknown = sorted(set(raw) - set(OPTION_FIELDS))
     if unknown:
         raise Unprocessable(f"{unknown[0][:60]}: may not be set", code="invalid_field")
-    formats = _formats(raw["formats"]) if raw.get("formats") is not None else ()
-    loudness = raw.get("loudness")
-    card = _card(raw["card"]) if raw.get("card") is not None else None
-    split = raw.get("split")
+
+    def given(name: str) -> bool:
+        return raw.get(name) is not None
+
     return TaskOptions(
-        formats=formats,
-        loudness=loudness is None or _choice("loudness", loudness, LOUDNESS_CHOICES) == "on",
-        card=card,
-        split="scenes"
-        if split is not None and _choice("split", split, SPLIT_CHOICES) == "scenes"
-        else "fixed",
+        formats=_formats(raw["formats"]) if given("formats") else (),
+        loudness=_choice("loudness", raw["loudness"], LOUDNESS_CHOICES) == "on"
+        if given("loudness")
+        else True,
+        card=_card(raw["card"]) if given("card") else None,
+        split=_split(raw["split"]) if given("split") else "fixed",
     )
+
+
+def _split(value: object) -> Split:
+    return "scenes" if _choice("split", value, SPLIT_CHOICES) == "scenes" else "fixed"
 
 
 def _choice(field: str, value: object, choices: tuple[str, ...]) -> str:
@@ -153,9 +157,8 @@ def _format(field: str, item: object) -> FormatSpec:
 
 
 def _format_name(field: str, name: str) -> ClipFormat:
-    for known in FORMAT_NAMES:
-        if name == known:
-            return known  # type: ignore[return-value]
+    if name in FORMAT_NAMES:
+        return cast(ClipFormat, name)
     raise _refused(field, f"{name[:40]!r} is not a format; use {', '.join(FORMAT_NAMES)}")
 
 
