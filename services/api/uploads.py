@@ -219,6 +219,7 @@ class _FileReceiver:
         self.writer = None
 
     def begin_part(self, name: str, filename: str | None) -> None:
+        self.text_field = None
         if filename is None and name in self.text_fields:
             self.text_field = name
             self.text.clear()
