@@ -212,10 +212,21 @@ def options_from_text(fields: Mapping[str, Sequence[str]]) -> dict[str, object]:
     return raw
 
 
+def parse_text_options(fields: Mapping[str, Sequence[str]]) -> TaskOptions:
+    """The options in text fields (:func:`options_from_text`), checked. A text field is
+    well-formed whatever it holds, so every value the option cannot take is 422
+    ``invalid_option`` here, a wrong shape too (``card=Ana``)."""
+    raw = options_from_text(fields)
+    try:
+        return parse_options(raw)
+    except BadRequest as exc:
+        raise Unprocessable(exc.message, code=exc.code) from None
+
+
 def options_from_metadata(metadata: Mapping[str, str]) -> TaskOptions:
     """The options a resumable upload's ``Upload-Metadata`` carries (its other keys, such
     as ``filename``, are the client's own)."""
-    return parse_options(options_from_text({key: [value] for key, value in metadata.items()}))
+    return parse_text_options({key: [value] for key, value in metadata.items()})
 
 
 def _format_list(values: list[object]) -> object:

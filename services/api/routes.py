@@ -34,7 +34,7 @@ from services.api.objects import (
     stored_object,
     stream_bytes,
 )
-from services.api.options import OPTION_FIELDS, TaskOptions, options_from_text, parse_options
+from services.api.options import OPTION_FIELDS, TaskOptions, parse_options, parse_text_options
 from services.api.outbox import publish_committed
 from services.api.tasks import IdempotencyKeyTaken, NewTask, StorageQuotaExceeded, Task, UnknownOwner
 from services.api.tus_tasks import SubmitFinishedUpload, submit_finished_upload
@@ -167,7 +167,7 @@ def _take_options(fields: dict) -> TaskOptions:
 
 
 def _check_form_options(fields: Mapping[str, Sequence[str]]) -> None:
-    parse_options(options_from_text(fields))
+    parse_text_options(fields)
 
 
 def _find_by_key(owner: uuid.UUID, key: str | None) -> Task | None:
@@ -305,7 +305,7 @@ def _submit_upload(settings: Settings, owner: uuid.UUID, key: str | None) -> Res
     )
     created = False
     try:
-        options = parse_options(options_from_text(upload.fields))
+        options = parse_text_options(upload.fields)
         parts = options.fingerprint_parts()
         # Without options the fingerprint is the upload's own, as before options existed.
         fingerprint = _fingerprint(upload.fingerprint.encode(), *parts) if parts else upload.fingerprint

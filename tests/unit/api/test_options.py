@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from services.api.options import TaskOptions, options_from_metadata, options_from_text, parse_options
+from services.api.options import (
+    TaskOptions,
+    options_from_metadata,
+    options_from_text,
+    parse_options,
+    parse_text_options,
+)
 from shared.config import Settings
 from shared.errors import BadRequest, DomainError, Unprocessable
 from shared.events import CardText, ClipSpec, FormatSpec, LoudnessSpec
@@ -185,3 +191,15 @@ def test_the_options_shown_are_those_in_force():
         "card": None,
         "split": "fixed",
     }
+
+
+@pytest.mark.parametrize(
+    "fields", [{"card": ["Ana"]}, {"card": [""]}, {"formats": ["7"]}, {"loudness": ["1"]}, {"split": ["[]"]}]
+)
+def test_in_text_fields_a_value_of_the_wrong_shape_is_422(fields):
+    # A form field or metadata value is well-formed text whatever it holds; JSON says 400.
+    with pytest.raises(Unprocessable) as refused:
+        parse_text_options(fields)
+    assert refused.value.code == "invalid_option"
+    with pytest.raises(BadRequest):
+        parse_options(options_from_text(fields))
