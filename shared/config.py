@@ -238,6 +238,14 @@ class Settings(BaseSettings):
     """How often a worker checks whether its task was canceled."""
     progress_interval_seconds: float = 2.0
     """Least time between two progress events of a task."""
+    loudness_target_lufs: float = Field(default=-14.0, ge=-70, le=-5)
+    """Integrated loudness (LUFS, EBU R128) a clip's content audio is brought to; tasks get
+    it unless they send `"loudness": "off"`, which keeps the source's levels."""
+    loudness_true_peak_dbtp: float = Field(default=-1.0, ge=-9, le=0)
+    """True peak (dBTP) the loudness-normalized audio may not pass."""
+    scene_window_seconds: float = Field(default=5.0, gt=0, le=20)
+    """For a task with `"split": "scenes"`: a part boundary moves back to the last scene cut
+    at most this many seconds before it (every part stays at most 20 s)."""
     logo_path: str | None = None
     """Logo card image; empty: the transcoder's bundled card."""
     scratch_dir: str | None = None

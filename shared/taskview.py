@@ -4,7 +4,7 @@ for the api's answers and the webhooks' payloads."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from shared import tables
+from shared.events import ClipSpec, FormatSpec
 from shared.lifecycle import TaskStatus
 
 
@@ -45,6 +46,8 @@ class TaskFacts(Protocol):
     @property
     def source_name(self) -> str | None: ...
     @property
+    def spec(self) -> Mapping[str, Any]: ...
+    @property
     def created_at(self) -> datetime: ...
     @property
     def updated_at(self) -> datetime: ...
@@ -74,6 +77,7 @@ class StoredTask:
     source_kind: str
     source: str
     source_name: str | None
+    spec: Mapping[str, Any]
     created_at: datetime
     updated_at: datetime
     status_changed_at: datetime
@@ -82,6 +86,20 @@ class StoredTask:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
+
+
+def render_options(stored_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The processing options in force, from a task's stored spec: the frames (today's
+    one 16:9 frame when the task named none), the loudness target or ``"off"``, the card
+    text or None, and how parts are split. The shape of ``GET /tasks/<id>``'s ``options``."""
+    spec = ClipSpec.model_validate(stored_spec)
+    formats = spec.formats or (FormatSpec(format="16:9", fit=spec.fit),)
+    return {
+        "formats": [f.model_dump() for f in formats],
+        "loudness": spec.loudness.model_dump() if spec.loudness else "off",
+        "card": spec.card.model_dump() if spec.card else None,
+        "split": spec.split,
+    }
 
 
 def render_task(task: TaskFacts, base_url: str) -> dict[str, Any]:
@@ -106,6 +124,7 @@ def render_task(task: TaskFacts, base_url: str) -> dict[str, Any]:
         "attempts": task.attempt,
         "failure_reason": task.failure_reason,
         "source": source,
+        "options": render_options(task.spec),
         "clips": [
             {
                 "index": clip.index,
@@ -136,6 +155,7 @@ def load_task(conn: Connection, task_id: uuid.UUID) -> StoredTask | None:
             t.source_kind,
             t.source,
             t.source_name,
+            t.spec,
             t.created_at,
             t.updated_at,
             t.status_changed_at,

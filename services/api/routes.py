@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, jsonify, redirect, request
@@ -34,6 +34,7 @@ from services.api.objects import (
     stored_object,
     stream_bytes,
 )
+from services.api.options import OPTION_FIELDS, TaskOptions, parse_options, parse_text_options
 from services.api.outbox import publish_committed
 from services.api.tasks import IdempotencyKeyTaken, NewTask, StorageQuotaExceeded, Task, UnknownOwner
 from services.api.tus_tasks import SubmitFinishedUpload, submit_finished_upload
@@ -81,7 +82,8 @@ _CRASH_EXIT_CODE = 70
 
 
 class SubmitByUrl(BaseModel):
-    """The JSON body of a submission by URL; any other field is refused (422)."""
+    """The JSON body of a submission by URL, less its processing options
+    (:mod:`services.api.options`); any other field is refused (422)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -157,6 +159,15 @@ def _idempotency_key() -> str | None:
 
 def _fingerprint(*parts: bytes) -> str:
     return hashlib.sha256(b"\n".join(parts)).hexdigest()
+
+
+def _take_options(fields: dict) -> TaskOptions:
+    """The processing options of a JSON body, removed from ``fields``."""
+    return parse_options({name: fields.pop(name) for name in OPTION_FIELDS if name in fields})
+
+
+def _check_form_options(fields: Mapping[str, Sequence[str]]) -> None:
+    parse_text_options(fields)
 
 
 def _find_by_key(owner: uuid.UUID, key: str | None) -> Task | None:
@@ -256,11 +267,12 @@ def submit():
     fields = json_object(max_bytes=settings.max_request_json_bytes)
     if "upload" in fields:
         return _submit_finished_upload(settings, owner, fields)
+    options = _take_options(fields)
     body = validated(SubmitByUrl, fields)
     check_source_url(
         body.url, allow_loopback=settings.allow_loopback_sources, max_length=settings.max_url_length
     )
-    fingerprint = _fingerprint(b"url", body.url.encode())
+    fingerprint = _fingerprint(b"url", body.url.encode(), *options.fingerprint_parts())
     existing = _find_by_key(owner, key)
     if existing is not None:
         return _replay(existing, fingerprint)
@@ -272,6 +284,7 @@ def submit():
         source_name=None,
         idempotency_key=key,
         request_fingerprint=fingerprint,
+        spec=options.clip_spec(settings),
     )
     response, _ = _store(new)
     return response
@@ -282,30 +295,49 @@ def _submit_upload(settings: Settings, owner: uuid.UUID, key: str | None) -> Res
     if existing is None:
         _check_room(settings, owner, request.content_length)
     task_id = uuid.uuid4()
-    upload = receive_upload(settings, task_id, store=existing is None, client=deps.storage())
-    if existing is not None:
-        return _replay(existing, upload.fingerprint)
-    new = NewTask(
-        id=task_id,
-        owner_id=owner,
-        source_kind="upload",
-        source=upload.uri,
-        source_name=upload.filename,
-        idempotency_key=key,
-        request_fingerprint=upload.fingerprint,
-        source_bytes=upload.size_bytes,
+    upload = receive_upload(
+        settings,
+        task_id,
+        store=existing is None,
+        client=deps.storage(),
+        text_fields=OPTION_FIELDS,
+        check_fields=_check_form_options,
     )
     created = False
     try:
+        options = parse_text_options(upload.fields)
+        parts = options.fingerprint_parts()
+        # Without options the fingerprint is the upload's own, as before options existed.
+        fingerprint = _fingerprint(upload.fingerprint.encode(), *parts) if parts else upload.fingerprint
+        if existing is not None:
+            return _replay(existing, fingerprint)
+        new = NewTask(
+            id=task_id,
+            owner_id=owner,
+            source_kind="upload",
+            source=upload.uri,
+            source_name=upload.filename,
+            idempotency_key=key,
+            request_fingerprint=fingerprint,
+            spec=options.clip_spec(settings),
+            source_bytes=upload.size_bytes,
+        )
         response, created = _store(new)
         return response
     finally:
-        if not created:
+        if not created and upload.uri is not None:
             _discard(upload.uri)
 
 
 def _submit_finished_upload(settings: Settings, owner: uuid.UUID, fields: dict) -> Response:
-    """``{"upload": id}``: a complete resumable upload (``/uploads``) becomes the task."""
+    """``{"upload": id}``: a complete resumable upload (``/uploads``) becomes the task,
+    with the options its creation carried."""
+    given = [name for name in OPTION_FIELDS if name in fields]
+    if given:
+        raise Unprocessable(
+            f"{given[0]}: a resumable upload's options are sent when it is created, in its Upload-Metadata",
+            code="invalid_option",
+        )
     task_id, status = submit_finished_upload(settings, owner, validated(SubmitFinishedUpload, fields))
     with deps.engine().connect() as conn:
         task = task_store.find_owned(conn, task_id, owner)

@@ -36,6 +36,7 @@ _TASK_COLUMNS = (
     tasks.c.deleted_at,
     tasks.c.idempotency_key,
     tasks.c.request_fingerprint,
+    tasks.c.spec,
 )
 _OWNER = bindparam("owner", type_=tasks.c.owner_id.type)
 
@@ -117,6 +118,7 @@ class Task:
     deleted_at: datetime | None
     idempotency_key: str | None
     request_fingerprint: str | None
+    spec: dict[str, Any]  # the ClipSpec in force, as stored
     clips: tuple[Clip, ...] = field(default=())
 
     @classmethod
@@ -148,6 +150,7 @@ class NewTask:
     source_name: str | None
     idempotency_key: str | None
     request_fingerprint: str | None
+    spec: ClipSpec  # what the clips are made like (:mod:`services.api.options`)
     source_bytes: int | None = None  # an upload's size; None for a URL
 
 
@@ -236,7 +239,7 @@ def create(conn: Connection, new: NewTask, settings: Settings) -> Created:
     submission of that owner at a time. Raises :class:`IdempotencyKeyTaken`,
     :class:`UnknownOwner` or :class:`StorageQuotaExceeded`.
     """
-    spec = ClipSpec()
+    spec = new.spec
     if not lock_owner(conn, new.owner_id):
         raise UnknownOwner()
     check_quota(stored_bytes(conn, new.owner_id), new.source_bytes or 0, settings.max_stored_bytes_per_user)

@@ -30,6 +30,7 @@ from services.api import deps, tus_state
 from services.api import tasks as task_store
 from services.api.identity import current_owner
 from services.api.objects import STORAGE_ERRORS, storage_unavailable
+from services.api.options import options_from_metadata
 from services.api.tus_session import SessionError, SessionWriter, session_status, start_session
 from services.api.tus_session import cancel_session as end_session
 from services.api.uploads import clean_filename, upload_deadline
@@ -218,6 +219,8 @@ def create_upload():
     length = _upload_length(settings)
     raw_metadata = request.headers.get("Upload-Metadata", "")
     metadata = parse_metadata(raw_metadata)
+    # The task's options travel in the metadata: a bad one is refused before any byte.
+    options_from_metadata(metadata)
     with_body = request.mimetype == OFFSET_STREAM
     if not with_body and (request.content_length or 0) > 0:
         raise UnsupportedMediaType(f"bytes sent with the creation need Content-Type: {OFFSET_STREAM}")

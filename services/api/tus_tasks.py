@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict
 from services.api import deps, tus_state
 from services.api import tasks as task_store
 from services.api.objects import STORAGE_ERRORS, storage_unavailable
+from services.api.options import options_from_metadata
 from services.api.outbox import publish_committed
 from services.api.tasks import NewTask, UnknownOwner
+from services.api.tus import parse_metadata
 from services.api.uploads import SNIFF_BYTES, video_container
 from shared import storage
 from shared.config import Settings
@@ -79,6 +81,8 @@ def submit_finished_upload(
             source_name=upload.filename or "upload",
             idempotency_key=None,
             request_fingerprint=None,
+            # Checked when the upload was created; the settings in force now apply.
+            spec=options_from_metadata(parse_metadata(upload.metadata)).clip_spec(settings),
             source_bytes=upload.upload_length,
         )
         try:

@@ -17,9 +17,9 @@ import socket
 import threading
 import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import filetype
 from flask import request
@@ -48,17 +48,21 @@ _READ_BYTES = 256 * 1024
 SNIFF_BYTES = 8192  # filetype reads at most 8 KiB
 _MAX_PARTS = 8
 _MAX_FILENAME_CHARS = 255
+# A text field beside the file (a processing option) is at most this long: far more than
+# any valid value holds.
+MAX_TEXT_FIELD_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
 class ReceivedUpload:
     """An uploaded file: where it is stored (None when only fingerprinted), its name,
-    size and fingerprint."""
+    size and fingerprint, and the text fields sent beside it (name -> values in order)."""
 
     uri: str | None
     filename: str
     size_bytes: int
     fingerprint: str
+    fields: dict[str, list[str]] = field(default_factory=dict)
 
 
 def video_container(head: bytes) -> str:
@@ -91,16 +95,29 @@ def check_declared_length(settings: Settings) -> None:
 
 
 def receive_upload(
-    settings: Settings, task_id: uuid.UUID, *, store: bool, client: gcs.Client
+    settings: Settings,
+    task_id: uuid.UUID,
+    *,
+    store: bool,
+    client: gcs.Client,
+    text_fields: Collection[str] = (),
+    check_fields: Callable[[Mapping[str, Sequence[str]]], object] | None = None,
 ) -> ReceivedUpload:
     """Stream the request's multipart body; with ``store`` write its ``file`` part to
     the uploads bucket as the task's original, else only fingerprint it (an idempotent
-    retry whose task already exists)."""
+    retry whose task already exists).
+
+    Text fields named in ``text_fields`` are accepted beside the file (any other field is
+    refused); ``check_fields`` sees the fields received so far each time one ends, so a
+    bad value sent before the file stops the upload before a byte of it is stored.
+    """
     boundary = request.mimetype_params.get("boundary", "")
     if not boundary or len(boundary) > 200:
         raise BadRequest("multipart body without a valid boundary", code="invalid_multipart")
     check_declared_length(settings)
-    receiver = _FileReceiver(settings, task_id, store=store, client=client)
+    receiver = _FileReceiver(
+        settings, task_id, store=store, client=client, text_fields=text_fields, check_fields=check_fields
+    )
     decoder = MultipartDecoder(
         boundary.encode("latin-1"), max_form_memory_size=4 * _READ_BYTES, max_parts=_MAX_PARTS
     )
@@ -175,8 +192,22 @@ def _drain(decoder: MultipartDecoder, receiver: _FileReceiver) -> None:
 class _FileReceiver:
     """The state of one upload: which part is streaming and where its bytes go."""
 
-    def __init__(self, settings: Settings, task_id: uuid.UUID, *, store: bool, client: gcs.Client) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        task_id: uuid.UUID,
+        *,
+        store: bool,
+        client: gcs.Client,
+        text_fields: Collection[str],
+        check_fields: Callable[[Mapping[str, Sequence[str]]], object] | None,
+    ) -> None:
         self.settings = settings
+        self.text_fields = frozenset(text_fields)
+        self.check_fields = check_fields
+        self.fields: dict[str, list[str]] = {}
+        self.text_field: str | None = None
+        self.text = bytearray()
         self.client = client
         self.uri = storage.gs_uri(settings.uploads_bucket, layout.upload_object(task_id)) if store else None
         self.filename: str | None = None
@@ -188,6 +219,11 @@ class _FileReceiver:
         self.writer = None
 
     def begin_part(self, name: str, filename: str | None) -> None:
+        self.text_field = None
+        if filename is None and name in self.text_fields:
+            self.text_field = name
+            self.text.clear()
+            return
         if name != FILE_FIELD:
             raise Unprocessable(
                 f"{name}: may not be set; send only the field {FILE_FIELD!r}", code="field_not_allowed"
@@ -200,6 +236,9 @@ class _FileReceiver:
         self.in_file = True
 
     def receive(self, data: bytes, *, more: bool) -> None:
+        if self.text_field is not None:
+            self._receive_text(data, more=more)
+            return
         self.size += len(data)
         if self.size > self.settings.max_upload_bytes:
             raise PayloadTooLarge(f"uploads are limited to {self.settings.max_upload_bytes} bytes")
@@ -213,6 +252,22 @@ class _FileReceiver:
         if not more:
             self.in_file = False
             self.file_done = True
+
+    def _receive_text(self, data: bytes, *, more: bool) -> None:
+        name = self.text_field or ""
+        self.text += data
+        if len(self.text) > MAX_TEXT_FIELD_BYTES:
+            raise PayloadTooLarge(f"{name}: a form field holds at most {MAX_TEXT_FIELD_BYTES} bytes")
+        if more:
+            return
+        try:
+            value = self.text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"{name}: the field is not UTF-8 text", code="invalid_option") from None
+        self.fields.setdefault(name, []).append(value)
+        self.text_field = None
+        if self.check_fields is not None:
+            self.check_fields(self.fields)
 
     def _start_writing(self) -> None:
         mime = video_container(bytes(self.head[:SNIFF_BYTES]))
@@ -251,7 +306,7 @@ class _FileReceiver:
         fingerprint = hashlib.sha256(
             b"upload\n" + self.filename.encode() + b"\n" + self.hash.digest()
         ).hexdigest()
-        return ReceivedUpload(self.uri, self.filename, self.size, fingerprint)
+        return ReceivedUpload(self.uri, self.filename, self.size, fingerprint, self.fields)
 
     def abort(self) -> None:
         """Cancel the resumable session; nothing was finalized, so no object remains."""

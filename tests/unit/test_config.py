@@ -112,3 +112,20 @@ def test_resumable_upload_settings_that_would_break_the_protocol_are_refused(val
 
 def test_cors_origins_take_a_list():
     Settings(tus_cors_origins="https://app.league.example, http://localhost:3000")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("loudness_target_lufs", -4.0),
+        ("loudness_target_lufs", -71.0),
+        ("loudness_true_peak_dbtp", 0.5),
+        ("loudness_true_peak_dbtp", -10.0),
+        ("scene_window_seconds", 0),
+        ("scene_window_seconds", 21),
+    ],
+)
+def test_clip_option_settings_outside_what_a_spec_holds_stop_the_process(field, value):
+    # Every task's spec is built from them: a bad one must fail at start, not per task.
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: value})

@@ -1,11 +1,25 @@
-"""The OpenAPI document and the code agree on which operations exist."""
+"""The OpenAPI document and the code agree: which operations exist, which processing
+options a submission takes, and the shape of a task."""
 
 from __future__ import annotations
 
 import re
 
+import jsonschema_rs
+import pytest
+
 from services.api.openapi import SPEC
+from services.api.options import (
+    CARD_FIELDS,
+    FITS,
+    FORMAT_NAMES,
+    LOUDNESS_CHOICES,
+    OPTION_FIELDS,
+    SPLIT_CHOICES,
+)
+from services.api.uploads import FILE_FIELD
 from services.auth import create_app as create_auth_app
+from shared.events import CARD_TEXT_MAX_CHARS
 from shared.tokens import generate_signing_key_pem
 
 _DOCUMENTED_METHODS = {"get", "post", "put", "patch", "delete"}
@@ -41,3 +55,53 @@ def test_the_api_serves_the_document(client):
     response = client.get("/openapi.json")
     assert response.status_code == 200 and response.get_json() == SPEC
     assert SPEC["openapi"].startswith("3.")
+
+
+def _json_schema(node):
+    """An OpenAPI 3.0 schema as JSON Schema: ``nullable`` becomes a ``null`` type."""
+    if isinstance(node, list):
+        return [_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _json_schema(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable") and "type" in node:
+        converted["type"] = [node["type"], "null"]
+    return converted
+
+
+def _validator(schema_name: str):
+    document = {"$ref": f"#/components/schemas/{schema_name}", "components": _json_schema(SPEC["components"])}
+    return jsonschema_rs.validator_for(document)
+
+
+def test_the_documented_options_are_the_ones_the_code_reads():
+    schemas = SPEC["components"]["schemas"]
+    assert set(schemas["SubmitByUrl"]["properties"]) == {"url", *OPTION_FIELDS}
+    assert set(schemas["SubmitByUpload"]["properties"]) == {FILE_FIELD, *OPTION_FIELDS}
+    assert tuple(schemas["FormatName"]["enum"]) == FORMAT_NAMES
+    fit = schemas["FormatsOption"]["items"]["oneOf"][1]["properties"]["fit"]
+    assert tuple(fit["enum"]) == FITS
+    assert tuple(schemas["LoudnessOption"]["enum"]) == (*LOUDNESS_CHOICES, None)
+    assert tuple(schemas["SplitOption"]["enum"]) == (*SPLIT_CHOICES, None)
+    card = schemas["CardOption"]["properties"]
+    assert tuple(card) == CARD_FIELDS
+    assert all(f"At most {CARD_TEXT_MAX_CHARS} characters" in text["description"] for text in card.values())
+
+
+def test_a_submission_the_document_allows_is_accepted_and_its_task_matches_the_document(client, alice):
+    body = {
+        "url": "https://videos.league.example/runs/run.mp4",
+        "formats": ["1:1", {"format": "9:16", "fit": "crop"}],
+        "loudness": "off",
+        "card": {"title": "Ana Díaz #12", "subtitle": None},
+        "split": "scenes",
+    }
+    _validator("SubmitByUrl").validate(body)
+    with pytest.raises(jsonschema_rs.ValidationError):
+        _validator("SubmitByUrl").validate(body | {"formats": ["4:3"]})
+    task = _validator("Task")
+    for submitted in (body, {"url": body["url"]}):
+        response = client.post("/tasks", json=submitted, headers=alice.headers)
+        assert response.status_code == 202, response.get_data(as_text=True)
+        task.validate(response.get_json())
+        task.validate(client.get(response.headers["Location"], headers=alice.headers).get_json())

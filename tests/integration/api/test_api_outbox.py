@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from services.api import tasks as task_store
 from services.api.outbox import OutboxRelay, relay_once, requeue_stalled
 from services.api.tasks import IdempotencyKeyTaken, NewTask
+from shared.events import ClipSpec
 from shared.pubsub import ensure_subscription, ensure_topic
 from shared.tables import outbox, tasks
 from tests.support.api import pull_events
@@ -30,7 +31,7 @@ def _queue_rows(engine, settings, owner_id: uuid.UUID, count: int) -> list[uuid.
     ids = []
     with engine.begin() as conn:
         for _ in range(count):
-            new = NewTask(uuid.uuid4(), owner_id, "url", SOURCE, None, None, None)
+            new = NewTask(uuid.uuid4(), owner_id, "url", SOURCE, None, None, None, ClipSpec())
             task_store.create(conn, new, settings)
             ids.append(new.id)
     return ids
@@ -133,10 +134,10 @@ def test_the_same_key_sent_at_once_makes_one_task(make_app, api_settings, alice)
 
 
 def test_a_key_already_taken_is_reported_by_the_store(engine, api_settings, alice):
-    new = NewTask(uuid.uuid4(), alice.id, "url", SOURCE, None, "taken", "fingerprint")
+    new = NewTask(uuid.uuid4(), alice.id, "url", SOURCE, None, "taken", "fingerprint", ClipSpec())
     with engine.begin() as conn:
         task_store.create(conn, new, api_settings)
-    again = NewTask(uuid.uuid4(), alice.id, "url", SOURCE, None, "taken", "fingerprint")
+    again = NewTask(uuid.uuid4(), alice.id, "url", SOURCE, None, "taken", "fingerprint", ClipSpec())
     with pytest.raises(IdempotencyKeyTaken), engine.begin() as conn:
         task_store.create(conn, again, api_settings)
     assert count_rows(engine, tasks) == 1
