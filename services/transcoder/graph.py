@@ -1,17 +1,24 @@
-"""The one ffmpeg command that makes a clip: logo card + part + logo card, and a poster.
+"""The one ffmpeg command that makes a part's clips: in each format of the spec, card +
+part + card, a poster and a preview.
 
 Built with ffmpeg-python and returned as an argument list; nothing runs here. The graph::
 
-    [logo] scale+pad to WxH, setsar=1, yuv420p, loop 1 frame -> card frames --split--> card A, card B
-    [source part] (ffmpeg autorotates on decode) fps=30, zscale to the fit, pad|crop to WxH,
-                  setsar=1, yuv420p --split--> clip body, poster branch
+    [source part] (ffmpeg autorotates on decode) fps=30 --split--> one body per format
+    per format (:func:`_format_outputs`):
+      [card image] scale+pad to WxH, setsar=1, yuv420p, loop 1 frame -> card frames --split--> card A, card B
+      body: zscale to the fit, pad|crop to WxH, setsar=1, yuv420p --split--> clip body, poster, preview
                   (an HLG or PQ source: zscale to the fit in linear light, tone-mapped
                   to SDR BT.709, before the pad|crop)
-    [source audio | silence] aformat 48 kHz stereo fltp
+      concat(card A, body, card B; v=1 a=1) -> H.264 + AAC, +faststart   -> part-NN.mp4
+      poster branch: trim to a frame inside the part, full-range 4:2:0    -> part-NN.jpg
+      preview branch: 3 s from the poster's frame, 480 px, capped rate   -> part-NN-preview.mp4
+    [source audio | silence] aformat 48 kHz stereo --asplit--> one per format
                   (more than 8 unnamed channels: the first two kept, by channelmap, before aformat)
-    [silence] --asplit--> card A audio, card B audio (each trimmed to the card length)
-    concat(card A, body, card B; v=1 a=1) -> H.264 + AAC, +faststart   -> part-NN.mp4
-    poster branch: trim to a frame inside the part, full-range 4:2:0    -> part-NN.jpg
+    [silence] --asplit--> each format's card A and card B audio (trimmed to the card length)
+
+With one format (no ``spec.formats``) there is no split of the decoded part nor of its
+audio, and without a preview path no preview branch: the command of a clip as it was
+before formats existed.
 
 The source is read under the allow-lists and the decoder's picture-size limit of
 :mod:`.hardening` (``info.decode``). The part is cut by input seeking (``-ss``/``-t`` before ``-i``), so only that part is

@@ -1,8 +1,8 @@
 """The clip pipeline: a probed local source in, per part one clip, poster and preview
 in every format of the spec out.
 
-One ffmpeg run per part makes all its formats (:mod:`.graph`), under the decoder and memory limits the source
-was probed with (``info.decode``); clips are yielded as they are made, so the
+One ffmpeg run per part makes all its formats (:mod:`.graph`), under the decoder and
+memory limits the source was probed with (``info.decode``); clips are yielded as they are made, so the
 worker uploads each before the next starts and the scratch disk holds one clip at a time.
 """
 
@@ -77,8 +77,9 @@ def iter_clips(
     stop: StopSignal | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> Iterator[LocalClip]:
-    """Make the clips of ``source`` in ``workdir``, one ffmpeg run each, and yield each
-    as it is done. ``on_progress`` receives the task's percentage (0-100, unthrottled;
+    """Make the clips of ``source`` in ``workdir``, one ffmpeg run per part for all its
+    formats, and yield each part's clips (one per format, in the spec's order) as the
+    part is done. ``on_progress`` receives the task's percentage (0-100, unthrottled;
     wrap it in :class:`ProgressThrottle`)."""
     parts = plan_parts(info.duration, spec)
     planned = [part.duration + 2 * spec.card_seconds for part in parts]
