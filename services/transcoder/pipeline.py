@@ -2,8 +2,9 @@
 in every format of the spec out.
 
 One ffmpeg run per part makes all its formats (:mod:`.graph`), under the decoder and
-memory limits the source was probed with (``info.decode``); clips are yielded as they are made, so the
-worker uploads each before the next starts and the scratch disk holds one clip at a time.
+memory limits the source was probed with (``info.decode``); clips are yielded as each
+part is made, so the worker uploads them before the next part starts and the scratch disk
+holds one part's clips at a time.
 """
 
 from __future__ import annotations
