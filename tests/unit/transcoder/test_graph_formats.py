@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from services.transcoder.graph import FormatFiles, build_part_command, preview_size
-from services.transcoder.plan import Frame, clip_frames
+from services.transcoder.plan import Frame, Part, clip_frames
 from shared.events import ClipSpec, FormatSpec
+
+# The source's facts and the input-options reader of the single-format tests.
 from tests.unit.transcoder.test_transcoder_graph import info, options_before
 
 SOURCE = Path("/scratch/source")
@@ -24,8 +26,6 @@ def files(name: str) -> FormatFiles:
 
 
 def command(spec=ClipSpec(formats=THREE), cards=None, **changes):
-    from services.transcoder.plan import Part
-
     names = {"16:9": "w", "9:16": "v", "1:1": "s"}
     frames = clip_frames(spec)
     return build_part_command(
