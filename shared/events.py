@@ -111,6 +111,7 @@ class ClipOutput(_Frozen):
     format: ClipFormat = "16:9"
     uri: str
     poster_uri: str | None = None
+    preview_uri: str | None = None  # a few silent seconds to loop beside the poster
     duration_seconds: float
     size_bytes: int
 

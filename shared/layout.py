@@ -2,7 +2,10 @@
 
 - the uploads bucket holds a task's original at ``uploads/<task id>/source``;
 - the clips bucket holds a task's outputs in its folder ``tasks/<task id>/``: each part's
-  clip ``part-NN.mp4`` and poster ``part-NN.jpg`` (NN counts from 01).
+  16:9 clip ``part-NN.mp4``, its poster ``part-NN.jpg`` and its preview
+  ``part-NN-preview.mp4`` (NN counts from 01); another format's carry its name with an
+  ``x`` for the colon: ``part-NN-9x16.mp4``, ``part-NN-9x16.jpg``,
+  ``part-NN-9x16-preview.mp4``.
 
 The names are deterministic, so processing a task again overwrites its outputs rather
 than adding to them, and deleting a task is deleting its two folders.
@@ -28,14 +31,34 @@ def task_folder(task_id: object) -> str:
     return f"tasks/{task_id}/"
 
 
-def clip_object(task_id: object, index: int) -> str:
-    """The clips-bucket object of a task's clip number ``index``."""
-    return f"{task_folder(task_id)}part-{index:02d}.mp4"
+# The format clips had before there were others: its objects keep their first names.
+DEFAULT_FORMAT = "16:9"
 
 
-def poster_object(task_id: object, index: int) -> str:
-    """The clips-bucket object of the poster of a task's clip number ``index``."""
-    return f"{task_folder(task_id)}part-{index:02d}.jpg"
+def _part_stem(task_id: object, index: int, clip_format: str) -> str:
+    stem = f"{task_folder(task_id)}part-{index:02d}"
+    if clip_format == DEFAULT_FORMAT:
+        return stem
+    width, _, height = clip_format.partition(":")
+    if not (width.isdigit() and height.isdigit()):
+        raise ValueError(f"not a format: {clip_format!r}")
+    return f"{stem}-{width}x{height}"
+
+
+def clip_object(task_id: object, index: int, clip_format: str = DEFAULT_FORMAT) -> str:
+    """The clips-bucket object of a task's clip number ``index`` in ``clip_format``."""
+    return _part_stem(task_id, index, clip_format) + ".mp4"
+
+
+def poster_object(task_id: object, index: int, clip_format: str = DEFAULT_FORMAT) -> str:
+    """The clips-bucket object of the poster of a task's clip number ``index`` in ``clip_format``."""
+    return _part_stem(task_id, index, clip_format) + ".jpg"
+
+
+def preview_object(task_id: object, index: int, clip_format: str = DEFAULT_FORMAT) -> str:
+    """The clips-bucket object of the animated preview of a task's clip number ``index``
+    in ``clip_format``."""
+    return _part_stem(task_id, index, clip_format) + "-preview.mp4"
 
 
 def is_task_output(uri: str, clips_bucket: str, task_id: object) -> bool:

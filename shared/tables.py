@@ -134,7 +134,10 @@ clips = Table(
     Column("poster_uri", Text),
     Column("duration_seconds", Double, nullable=False),
     Column("size_bytes", BigInteger, nullable=False),
-    PrimaryKeyConstraint("task_id", "index", name="clips_pkey"),
+    Column("format", Text, nullable=False, server_default=text("'16:9'")),
+    Column("preview_uri", Text),
+    PrimaryKeyConstraint("task_id", "index", "format", name="clips_pkey"),
+    CheckConstraint("format IN ('16:9', '9:16', '1:1')", name="clips_format_check"),
 )
 
 outbox = Table(

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from shared import tables
 from shared.events import ClipSpec, FormatSpec
+from shared.layout import DEFAULT_FORMAT
 from shared.lifecycle import TaskStatus
 
 
@@ -21,9 +22,15 @@ class ClipFacts(Protocol):
     @property
     def index(self) -> int: ...
     @property
+    def format(self) -> str: ...
+    @property
     def duration_seconds(self) -> float: ...
     @property
     def size_bytes(self) -> int: ...
+    @property
+    def poster_uri(self) -> str | None: ...
+    @property
+    def preview_uri(self) -> str | None: ...
 
 
 class TaskFacts(Protocol):
@@ -60,8 +67,11 @@ class TaskFacts(Protocol):
 @dataclass(frozen=True)
 class StoredClip:
     index: int
+    format: str
     duration_seconds: float
     size_bytes: int
+    poster_uri: str | None
+    preview_uri: str | None
 
 
 @dataclass(frozen=True)
@@ -125,19 +135,35 @@ def render_task(task: TaskFacts, base_url: str) -> dict[str, Any]:
         "failure_reason": task.failure_reason,
         "source": source,
         "options": render_options(task.spec),
-        "clips": [
-            {
-                "index": clip.index,
-                "duration_seconds": clip.duration_seconds,
-                "size_bytes": clip.size_bytes,
-                "links": {"download": f"{prefix}{self_path}/clips/{clip.index}"},
-            }
-            for clip in task.clips
-        ],
+        "clips": [_render_clip(clip, f"{prefix}{self_path}") for clip in task.clips],
         "created_at": _iso(task.created_at),
         "updated_at": _iso(task.updated_at),
         "status_changed_at": _iso(task.status_changed_at),
         "links": links,
+    }
+
+
+def clip_links(task_path: str, clip: ClipFacts) -> dict[str, str]:
+    """A clip's download links under ``task_path``: the clip, and its poster and preview
+    where it has them. A format other than 16:9 is named by the ``format`` query, so the
+    links of clips made before formats existed stay as they were."""
+    path = f"{task_path}/clips/{clip.index}"
+    query = "" if clip.format == DEFAULT_FORMAT else f"?format={clip.format}"
+    links = {"download": path + query}
+    if clip.poster_uri:
+        links["poster"] = f"{path}/poster{query}"
+    if clip.preview_uri:
+        links["preview"] = f"{path}/preview{query}"
+    return links
+
+
+def _render_clip(clip: ClipFacts, task_path: str) -> dict[str, Any]:
+    return {
+        "index": clip.index,
+        "format": clip.format,
+        "duration_seconds": clip.duration_seconds,
+        "size_bytes": clip.size_bytes,
+        "links": clip_links(task_path, clip),
     }
 
 
@@ -166,7 +192,9 @@ def load_task(conn: Connection, task_id: uuid.UUID) -> StoredTask | None:
     clips = tuple(
         StoredClip(**r._asdict())
         for r in conn.execute(
-            select(c.index, c.duration_seconds, c.size_bytes).where(c.task_id == task_id).order_by(c.index)
+            select(c.index, c.format, c.duration_seconds, c.size_bytes, c.poster_uri, c.preview_uri)
+            .where(c.task_id == task_id)
+            .order_by(c.index, c.format)
         )
     )
     values = row._asdict()

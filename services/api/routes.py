@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Literal, get_args
 
 from flask import Blueprint, Response, jsonify, redirect, request
 from flask.typing import ResponseReturnValue
@@ -50,6 +51,7 @@ from shared.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from shared.events import ClipFormat
 from shared.logging import about_task, task_logger
 from shared.urlpolicy import check_source_url
 from shared.web import error_response, json_object, validated
@@ -78,6 +80,7 @@ tasks = Blueprint("tasks", __name__, url_prefix="/tasks")
 # RFC 9110 token-ish: visible ASCII, bounded, so the key can be stored and compared as is.
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _DIGITS = re.compile(r"^[0-9]{1,64}$")
+CLIP_FORMATS: tuple[str, ...] = get_args(ClipFormat)
 _CRASH_EXIT_CODE = 70
 
 
@@ -494,18 +497,44 @@ def _file_not_found() -> NotFound:
 @tasks.get("/<task_id>/clips/<index>")
 @_about_the_task
 def download_clip(task_id: str, index: str):
+    return _download_clip_object(task_id, index, "clip")
+
+
+@tasks.get("/<task_id>/clips/<index>/poster")
+@_about_the_task
+def download_poster(task_id: str, index: str):
+    return _download_clip_object(task_id, index, "poster")
+
+
+@tasks.get("/<task_id>/clips/<index>/preview")
+@_about_the_task
+def download_preview(task_id: str, index: str):
+    return _download_clip_object(task_id, index, "preview")
+
+
+def _download_clip_object(task_id: str, index: str, what: Literal["clip", "poster", "preview"]):
+    """One clip's file in the format the ``format`` query names (16:9 without one)."""
     settings = deps.settings()
+    clip_format = request.args.get("format", layout.DEFAULT_FORMAT)
+    if clip_format not in CLIP_FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(CLIP_FORMATS)}", code="invalid_parameter")
     owner = _reader()
     task = _owned_task(task_id, owner)
     wanted = int(index) if _DIGITS.match(index) and len(index) <= 9 else None
-    clip = next((c for c in task.clips if c.index == wanted), None)
+    clip = next((c for c in task.clips if c.index == wanted and c.format == clip_format), None)
     if clip is None:
         raise NotFound("clip not found", code="clip_not_found")
-    if not layout.is_task_output(clip.uri, settings.clips_bucket, task.id):
-        # The notifier keeps such outputs out; a row that names one anyway is never served.
-        log.error("refusing to serve a clip outside the task's folder: %s", clip.uri)
+    uri = {"clip": clip.uri, "poster": clip.poster_uri, "preview": clip.preview_uri}[what]
+    if uri is None:
         raise _file_not_found()
-    return _download(settings, clip.uri, task.id, f"clip-{clip.index}")
+    if not layout.is_task_output(uri, settings.clips_bucket, task.id):
+        # The notifier keeps such outputs out; a row that names one anyway is never served.
+        log.error("refusing to serve a %s outside the task's folder: %s", what, uri)
+        raise _file_not_found()
+    name = f"{what}-{clip.index}"
+    if clip.format != layout.DEFAULT_FORMAT:
+        name += "-" + clip.format.replace(":", "x")
+    return _download(settings, uri, task.id, name)
 
 
 @tasks.get("/<task_id>/original")

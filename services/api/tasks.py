@@ -43,9 +43,17 @@ _OWNER = bindparam("owner", type_=tasks.c.owner_id.type)
 _FIND_OWNED = select(*_TASK_COLUMNS).where(tasks.c.id == bindparam("id"), tasks.c.owner_id == _OWNER)
 _FIND_OWNED_FOR_UPDATE = _FIND_OWNED.with_for_update()
 _CLIPS = (
-    select(clips.c.index, clips.c.uri, clips.c.duration_seconds, clips.c.size_bytes)
+    select(
+        clips.c.index,
+        clips.c.format,
+        clips.c.uri,
+        clips.c.duration_seconds,
+        clips.c.size_bytes,
+        clips.c.poster_uri,
+        clips.c.preview_uri,
+    )
     .where(clips.c.task_id == bindparam("id"))
-    .order_by(clips.c.index)
+    .order_by(clips.c.index, clips.c.format)
 )
 # The owner's list reads the index tasks_owner_created_idx (owner, created_at, id) in
 # either direction.
@@ -94,9 +102,12 @@ _MARK_DELETED = (
 @dataclass(frozen=True)
 class Clip:
     index: int
+    format: str
     uri: str
     duration_seconds: float
     size_bytes: int
+    poster_uri: str | None
+    preview_uri: str | None
 
 
 @dataclass(frozen=True)

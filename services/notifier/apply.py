@@ -147,7 +147,9 @@ def _delete_uri(uri: str) -> bool:
 
 
 def _recorded_objects(conn: Connection, event: TaskStatusChanged) -> set[str]:
-    rows = conn.execute(select(clips.c.uri, clips.c.poster_uri).where(clips.c.task_id == event.task_id))
+    rows = conn.execute(
+        select(clips.c.uri, clips.c.poster_uri, clips.c.preview_uri).where(clips.c.task_id == event.task_id)
+    )
     return {uri for row in rows for uri in row if uri}
 
 

@@ -55,9 +55,10 @@ def check_event(event: TaskStatusChanged) -> None:
         raise MalformedEvent(f"attempt {event.attempt} is out of range")
     if event.outputs and event.status is not TaskStatus.PROCESSED:
         raise MalformedEvent(f"a {event.status} event names outputs")
-    indexes = [clip.index for clip in event.outputs]
-    if len(set(indexes)) != len(indexes):
-        raise MalformedEvent(f"clip indexes repeat: {sorted(indexes)}")
+    # One clip per part and format (the clips table's key).
+    keys = [(clip.index, clip.format) for clip in event.outputs]
+    if len(set(keys)) != len(keys):
+        raise MalformedEvent(f"clips repeat a part and format: {sorted(keys)}")
     for clip in event.outputs:
         if not (
             0 <= clip.index <= MAX_INT4
@@ -65,7 +66,7 @@ def check_event(event: TaskStatusChanged) -> None:
             and 0 <= clip.duration_seconds < math.inf
         ):
             raise MalformedEvent(f"clip {clip.index} has an index, duration or size out of range")
-        for uri in (clip.uri, clip.poster_uri):
+        for uri in (clip.uri, clip.poster_uri, clip.preview_uri):
             if uri is not None:
                 try:
                     parse_gs_uri(uri)
@@ -78,18 +79,20 @@ def own_outputs(event: TaskStatusChanged, clips_bucket: str) -> tuple[tuple[Clip
     URIs it names anywhere else.
 
     Whoever can publish on ``task-events`` must not attach another task's clips or another
-    user's upload to a task: a clip outside the folder is left out with its poster, and a
-    poster outside it is left out from a clip that is inside.
+    user's upload to a task: a clip outside the folder is left out with its poster and
+    preview, and a poster or preview outside it is left out from a clip that is inside.
     """
     kept: list[ClipOutput] = []
     refused: list[str] = []
     for clip in event.outputs:
         if not is_task_output(clip.uri, clips_bucket, event.task_id):
-            refused += [uri for uri in (clip.uri, clip.poster_uri) if uri]
+            refused += _clip_objects(clip)
             continue
-        if clip.poster_uri and not is_task_output(clip.poster_uri, clips_bucket, event.task_id):
-            refused.append(clip.poster_uri)
-            clip = clip.model_copy(update={"poster_uri": None})
+        for extra in ("poster_uri", "preview_uri"):
+            uri = getattr(clip, extra)
+            if uri and not is_task_output(uri, clips_bucket, event.task_id):
+                refused.append(uri)
+                clip = clip.model_copy(update={extra: None})
         kept.append(clip)
     return tuple(kept), refused
 
@@ -122,14 +125,13 @@ def plan_change(state: TaskState, event: TaskStatusChanged) -> Change | None:
     )
 
 
+def _clip_objects(clip: ClipOutput) -> list[str]:
+    return [uri for uri in (clip.uri, clip.poster_uri, clip.preview_uri) if uri]
+
+
 def event_objects(event: TaskStatusChanged) -> list[str]:
-    """Every object URI a ``processed`` event names: clips and their posters."""
-    uris: list[str] = []
-    for clip in event.outputs:
-        uris.append(clip.uri)
-        if clip.poster_uri:
-            uris.append(clip.poster_uri)
-    return uris
+    """Every object URI a ``processed`` event names: clips, their posters and previews."""
+    return [uri for clip in event.outputs for uri in _clip_objects(clip)]
 
 
 def orphaned_objects(state: TaskState, event: TaskStatusChanged, recorded: set[str]) -> list[str]:

@@ -1,17 +1,24 @@
-"""The one ffmpeg command that makes a clip: logo card + part + logo card, and a poster.
+"""The one ffmpeg command that makes a part's clips: in each format of the spec, card +
+part + card, a poster and a preview.
 
 Built with ffmpeg-python and returned as an argument list; nothing runs here. The graph::
 
-    [logo] scale+pad to WxH, setsar=1, yuv420p, loop 1 frame -> card frames --split--> card A, card B
-    [source part] (ffmpeg autorotates on decode) fps=30, zscale to the fit, pad|crop to WxH,
-                  setsar=1, yuv420p --split--> clip body, poster branch
+    [source part] (ffmpeg autorotates on decode) fps=30 --split--> one body per format
+    per format (:func:`_format_outputs`):
+      [card image] scale+pad to WxH, setsar=1, yuv420p, loop 1 frame -> card frames --split--> card A, card B
+      body: zscale to the fit, pad|crop to WxH, setsar=1, yuv420p --split--> clip body, poster, preview
                   (an HLG or PQ source: zscale to the fit in linear light, tone-mapped
                   to SDR BT.709, before the pad|crop)
-    [source audio | silence] aformat 48 kHz stereo fltp
+      concat(card A, body, card B; v=1 a=1) -> H.264 + AAC, +faststart   -> part-NN.mp4
+      poster branch: trim to a frame inside the part, full-range 4:2:0    -> part-NN.jpg
+      preview branch: 3 s from the poster's frame, 480 px, capped rate   -> part-NN-preview.mp4
+    [source audio | silence] aformat 48 kHz stereo --asplit--> one per format
                   (more than 8 unnamed channels: the first two kept, by channelmap, before aformat)
-    [silence] --asplit--> card A audio, card B audio (each trimmed to the card length)
-    concat(card A, body, card B; v=1 a=1) -> H.264 + AAC, +faststart   -> part-NN.mp4
-    poster branch: trim to a frame inside the part, full-range 4:2:0    -> part-NN.jpg
+    [silence] --asplit--> each format's card A and card B audio (trimmed to the card length)
+
+With one format (no ``spec.formats``) there is no split of the decoded part nor of its
+audio, and without a preview path no preview branch: the command of a clip as it was
+before formats existed.
 
 The source is read under the allow-lists and the decoder's picture-size limit of
 :mod:`.hardening` (``info.decode``). The part is cut by input seeking (``-ss``/``-t`` before ``-i``), so only that part is
@@ -23,13 +30,15 @@ full-range one brought to its range.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ffmpeg
 
 from services.transcoder.hardening import LOGO_INPUT_OPTIONS, local_url, source_input_options
-from services.transcoder.plan import Part, fit_geometry
+from services.transcoder.plan import Frame, Part, clip_frames, fit_geometry
 from services.transcoder.probe import SourceInfo, is_rgb
 from shared.events import ClipSpec
 
@@ -37,6 +46,14 @@ AUDIO_BITRATE = "128k"
 # ffmpeg names a layout for unnamed audio of up to this many channels (7.1).
 GUESSED_LAYOUT_MAX_CHANNELS = 8
 POSTER_QUALITY = 3  # mjpeg -q:v; 2 (best) .. 31
+# The animated preview beside each poster: a few seconds, small, silent. Its bitrate is
+# capped (maxrate and a buffer of one second) so that even a noisy picture stays under
+# PREVIEW_MAX_BYTES: at most 3 s x 700 kbit/s + a 700 kbit buffer = 350 kB.
+PREVIEW_SECONDS = 3.0
+PREVIEW_LONG_SIDE = 480
+PREVIEW_CRF = 28
+PREVIEW_MAXRATE = "700k"
+PREVIEW_MAX_BYTES = 400_000
 
 # Transfers of high dynamic range video, as ffprobe names them: PQ (HDR10, Dolby Vision)
 # and HLG (phones record this by default).
@@ -50,11 +67,22 @@ _HDR_MATRICES = frozenset({"bt2020nc", "bt2020c", "bt709"})
 
 
 @dataclass(frozen=True)
+class FormatFiles:
+    """Where one format's outputs of a part are written: the clip, its poster and, when
+    asked for, its preview."""
+
+    clip: Path
+    poster: Path
+    preview: Path | None = None
+
+
+@dataclass(frozen=True)
 class ClipCommand:
     args: list[str]
-    clip_path: Path
+    clip_path: Path  # the first format's clip (the only one without ``spec.formats``)
     poster_path: Path
-    expected_seconds: float  # cards + part: what the clip should last
+    expected_seconds: float  # cards + part: what every clip should last
+    files: dict[str, FormatFiles] = field(default_factory=dict)  # format -> its outputs
 
 
 def build_clip_command(
@@ -65,13 +93,41 @@ def build_clip_command(
     logo: Path,
     clip_path: Path,
     poster_path: Path,
+    *,
+    preview_path: Path | None = None,
 ) -> ClipCommand:
-    """The ffmpeg arguments that turn ``part`` of ``source`` into one clip and its poster."""
-    width, height, fps = spec.width, spec.height, spec.fps
-    card = spec.card_seconds
-    card_frames = max(1, round(card * fps))
+    """The ffmpeg arguments that turn ``part`` of ``source`` into one clip and its poster
+    (and a preview at ``preview_path``): the spec's first frame, with ``logo`` as its card."""
+    frame = clip_frames(spec)[0]
+    return build_part_command(
+        source,
+        info,
+        part,
+        spec,
+        {frame.format: FormatFiles(clip_path, poster_path, preview_path)},
+        cards={frame.format: logo},
+    )
+
+
+def build_part_command(
+    source: Path,
+    info: SourceInfo,
+    part: Part,
+    spec: ClipSpec,
+    files: Mapping[str, FormatFiles],
+    *,
+    cards: Mapping[str, Path],
+) -> ClipCommand:
+    """The one ffmpeg run that makes every format of ``spec`` (:func:`.plan.clip_frames`)
+    from ``part`` of ``source``: one decode, then a branch per format writing its clip,
+    poster and preview to ``files[format]``, with ``cards[format]`` as its card image (the
+    logo, or a card made for that frame)."""
+    frames = [frame for frame in clip_frames(spec) if frame.format in files]
+    if len(frames) != len(files) or any(frame.format not in cards for frame in frames):
+        raise ValueError("every format of the spec needs its files and its card, and only those")
+    fps = spec.fps
+    card_frames = max(1, round(spec.card_seconds * fps))
     card = card_frames / fps  # a card is a whole number of frames
-    fit = fit_geometry(info.display_width, info.display_height, width, height, spec.fit)
 
     src = ffmpeg.input(
         local_url(source),
@@ -79,7 +135,10 @@ def build_clip_command(
         t=f"{part.duration:.6f}",
         **source_input_options(info.decode),
     )
-    logo_in = ffmpeg.input(local_url(logo), f="image2", **LOGO_INPUT_OPTIONS)
+    card_inputs = [
+        ffmpeg.input(local_url(cards[frame.format]), f="image2", **LOGO_INPUT_OPTIONS) for frame in frames
+    ]
+    count = len(frames)
     silence_seconds = 2 * card + (0 if info.has_audio else part.duration)
     silence = ffmpeg.input(
         f"anullsrc=r={spec.audio_rate}:cl=stereo",
@@ -88,8 +147,78 @@ def build_clip_command(
         format_whitelist="lavfi",
     )
 
+    # The part is decoded once and thinned to the clip's rate once; each format scales
+    # that to its own frame.
+    decoded = src[str(info.video_stream)].filter("fps", fps)
+    bodies = [decoded] if count == 1 else _split(decoded, "split", count)
+
+    silences = silence.audio.filter_multi_output("asplit", (2 if info.has_audio else 3) * count)
+
+    def silent(stream, seconds: float):
+        return _audio_format(stream.filter("atrim", duration=f"{seconds:.6f}"), spec).filter(
+            "asetpts", "PTS-STARTPTS"
+        )
+
+    # The content's audio is one chain, split once per format.
+    if info.has_audio:
+        content = _audio_format(_named_channels(src["a:0"], info), spec).filter("asetpts", "PTS-STARTPTS")
+        contents = [content] if count == 1 else _split(content, "asplit", count)
+    else:
+        contents = [silent(silences[2 * count + i], part.duration) for i in range(count)]
+
+    outputs = []
+    for i, frame in enumerate(frames):
+        outputs += _format_outputs(
+            FormatBranch(
+                frame=frame,
+                body=bodies[i],
+                card=card_inputs[i],
+                content_audio=contents[i],
+                card_audio=(silent(silences[2 * i], card), silent(silences[2 * i + 1], card)),
+            ),
+            info,
+            part,
+            spec,
+            card_frames,
+            files[frame.format],
+        )
+    command = (
+        ffmpeg.merge_outputs(*outputs)
+        .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-progress", "pipe:1")
+        .overwrite_output()
+    )
+    first = files[frames[0].format]
+    return ClipCommand(
+        args=command.compile(cmd="ffmpeg"),
+        clip_path=first.clip,
+        poster_path=first.poster,
+        expected_seconds=part.duration + 2 * card,
+        files={frame.format: files[frame.format] for frame in frames},
+    )
+
+
+@dataclass(frozen=True)
+class FormatBranch:
+    """What one format's branch starts from: the decoded part at the clip's rate, its card
+    image input, the content's audio and the two cards' silences."""
+
+    frame: Frame
+    body: Any
+    card: Any
+    content_audio: Any
+    card_audio: tuple[Any, Any]
+
+
+def _format_outputs(
+    branch: FormatBranch, info: SourceInfo, part: Part, spec: ClipSpec, card_frames: int, files: FormatFiles
+) -> list[Any]:
+    """One format's outputs: the clip (card + part + card), its poster and its preview."""
+    width, height, fps = branch.frame.width, branch.frame.height, spec.fps
+    fit = fit_geometry(info.display_width, info.display_height, width, height, branch.frame.fit)
+
+    # Scaled to fit inside the frame and centred on black: a card image is never stretched.
     cards = (
-        logo_in.video.filter(
+        branch.card.video.filter(
             "scale",
             width,
             height,
@@ -109,7 +238,7 @@ def build_clip_command(
     # does not alias, and costs less CPU than swscale's area or bicubic (see
     # docs/benchmarks.md). For SDR only the size changes, and a full range is brought to
     # the clip's limited one: no colour conversion is asked for.
-    body = src[str(info.video_stream)].filter("fps", fps)
+    body = branch.body
     if info.color_transfer in HDR_TRANSFERS:
         body = _tone_mapped(body, info, fit.scale_width, fit.scale_height)
     else:
@@ -124,35 +253,23 @@ def build_clip_command(
         body.filter("setsar", 1)
         .filter("format", "yuv420p")
         .filter("setpts", "PTS-STARTPTS")
-        .filter_multi_output("split", 2)
+        .filter_multi_output("split", 2 if files.preview is None else 3)
     )
-
-    silences = silence.audio.filter_multi_output("asplit", 3 if not info.has_audio else 2)
-
-    def silent(stream, seconds: float):
-        return _audio_format(stream.filter("atrim", duration=f"{seconds:.6f}"), spec).filter(
-            "asetpts", "PTS-STARTPTS"
-        )
-
-    if info.has_audio:
-        body_audio = _audio_format(_named_channels(src["a:0"], info), spec).filter("asetpts", "PTS-STARTPTS")
-    else:
-        body_audio = silent(silences[2], part.duration)
 
     joined = ffmpeg.concat(
         cards[0],
-        silent(silences[0], card),
+        branch.card_audio[0],
         body[0],
-        body_audio,
+        branch.content_audio,
         cards[1],
-        silent(silences[1], card),
+        branch.card_audio[1],
         v=1,
         a=1,
     ).node
     clip = ffmpeg.output(
         joined[0],
         joined[1],
-        str(clip_path),
+        str(files.clip),
         vcodec=spec.video_codec,
         preset=spec.preset,
         crf=spec.crf,
@@ -175,23 +292,56 @@ def build_clip_command(
     poster_at = min(1.0, part.duration / 2) if part.duration >= 2 / fps else 0.0
     poster = ffmpeg.output(
         body[1].filter("trim", start=f"{poster_at:.3f}").filter("format", "yuvj420p"),
-        str(poster_path),
+        str(files.poster),
         vframes=1,
         q=POSTER_QUALITY,
         map_metadata=-1,
         f="image2",
         update=1,
     )
-    command = (
-        ffmpeg.merge_outputs(clip, poster)
-        .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-progress", "pipe:1")
-        .overwrite_output()
-    )
-    return ClipCommand(
-        args=command.compile(cmd="ffmpeg"),
-        clip_path=clip_path,
-        poster_path=poster_path,
-        expected_seconds=part.duration + 2 * card,
+    if files.preview is None:
+        return [clip, poster]
+    return [clip, poster, _preview_output(body[2], branch.frame, part, spec, poster_at, files.preview)]
+
+
+def _split(stream, name: str, count: int) -> list[Any]:
+    # A node's outputs are indexed without end: take exactly ``count`` of them.
+    node = stream.filter_multi_output(name, count)
+    return [node[i] for i in range(count)]
+
+
+def preview_size(width: int, height: int) -> tuple[int, int]:
+    """A preview's frame: the clip's, shrunk to ``PREVIEW_LONG_SIDE`` on its long side
+    (never enlarged; even sizes, as 4:2:0 chroma requires)."""
+    scale = min(1.0, PREVIEW_LONG_SIDE / max(width, height))
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def _preview_output(body, frame: Frame, part: Part, spec: ClipSpec, poster_at: float, path: Path):
+    """``PREVIEW_SECONDS`` of the part from the poster's frame (earlier if the part ends
+    sooner), small and silent, for a page to loop under the poster."""
+    start = max(0.0, min(poster_at, part.duration - PREVIEW_SECONDS))
+    width, height = preview_size(frame.width, frame.height)
+    return ffmpeg.output(
+        body.filter("trim", start=f"{start:.3f}", duration=f"{PREVIEW_SECONDS:.3f}")
+        .filter("setpts", "PTS-STARTPTS")
+        .filter("scale", width, height)
+        .filter("setsar", 1)
+        .filter("format", "yuv420p"),
+        str(path),
+        vcodec=spec.video_codec,
+        preset=spec.preset,
+        crf=PREVIEW_CRF,
+        maxrate=PREVIEW_MAXRATE,
+        bufsize=PREVIEW_MAXRATE,
+        pix_fmt="yuv420p",
+        r=spec.fps,
+        fps_mode="cfr",
+        movflags="+faststart",
+        map_metadata=-1,
+        map_chapters=-1,
+        f="mp4",
+        **CLIP_COLOR,
     )
 
 

@@ -1,4 +1,4 @@
-"""A task's outputs in the clips bucket: uploading each clip and its poster, deleting
+"""A task's outputs in the clips bucket: uploading each clip with its poster and preview, deleting
 what a task's runs left, and what a storage error means for the task."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from google.cloud import storage
 
 from services.transcoder.errors import PermanentFailure, TransientFailure
 from services.transcoder.pipeline import LocalClip
-from services.transcoder.plan import clip_object_name, poster_object_name, task_prefix
+from services.transcoder.plan import clip_object_name, poster_object_name, preview_object_name, task_prefix
 from shared.events import ClipOutput
 from shared.logging import task_logger
 from shared.storage import gs_uri
@@ -33,23 +33,28 @@ class ClipStore:
         self.chunk_bytes = chunk_bytes
 
     def upload(self, task_id: uuid.UUID, clip: LocalClip) -> ClipOutput:
-        """Store a clip and its poster under the task's names; a second run overwrites."""
+        """Store a clip, its poster and its preview under the task's names for the clip's
+        format; a second run overwrites."""
         bucket = self.client.bucket(self.bucket)
-        clip_name = clip_object_name(task_id, clip.part)
-        poster_name = poster_object_name(task_id, clip.part)
+        clip_name = clip_object_name(task_id, clip.part, clip.format)
+        poster_name = poster_object_name(task_id, clip.part, clip.format)
+        preview_name = preview_object_name(task_id, clip.part, clip.format)
+        files = [(clip_name, clip.path, "video/mp4"), (poster_name, clip.poster_path, "image/jpeg")]
+        if clip.preview_path is not None:
+            files.append((preview_name, clip.preview_path, "video/mp4"))
         with storage_errors("storing a clip"):
             # Retries are the worker's (one policy for every transient error), not the
             # client's own; the names are deterministic, so a retry overwrites.
-            bucket.blob(clip_name, chunk_size=self.chunk_bytes).upload_from_filename(
-                str(clip.path), content_type="video/mp4", retry=None
-            )
-            bucket.blob(poster_name, chunk_size=self.chunk_bytes).upload_from_filename(
-                str(clip.poster_path), content_type="image/jpeg", retry=None
-            )
+            for name, path, content_type in files:
+                bucket.blob(name, chunk_size=self.chunk_bytes).upload_from_filename(
+                    str(path), content_type=content_type, retry=None
+                )
         return ClipOutput(
             index=clip.part.index,
+            format=clip.format,
             uri=gs_uri(self.bucket, clip_name),
             poster_uri=gs_uri(self.bucket, poster_name),
+            preview_uri=gs_uri(self.bucket, preview_name) if clip.preview_path is not None else None,
             duration_seconds=clip.duration_seconds,
             size_bytes=clip.size_bytes,
         )

@@ -1,8 +1,10 @@
-"""The clip pipeline: a probed local source in, one clip and poster per part out.
+"""The clip pipeline: a probed local source in, per part one clip, poster and preview
+in every format of the spec out.
 
-One ffmpeg run per clip (:mod:`.graph`), under the decoder and memory limits the source
-was probed with (``info.decode``); clips are yielded as they are made, so the
-worker uploads each before the next starts and the scratch disk holds one clip at a time.
+One ffmpeg run per part makes all its formats (:mod:`.graph`), under the decoder and
+memory limits the source was probed with (``info.decode``); clips are yielded as each
+part is made, so the worker uploads them before the next part starts and the scratch disk
+holds one part's clips at a time.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from services.transcoder.errors import PermanentFailure
-from services.transcoder.graph import build_clip_command
-from services.transcoder.plan import Part, plan_parts
+from services.transcoder.graph import FormatFiles, build_part_command
+from services.transcoder.plan import Part, clip_frames, plan_parts
 from services.transcoder.probe import SourceInfo, run_ffprobe
 from services.transcoder.runner import StopSignal, run_ffmpeg
-from shared.events import ClipSpec
+from shared import layout
+from shared.events import ClipFormat, ClipSpec
 
 DEFAULT_LOGO = Path(__file__).with_name("assets") / "logo.png"
 
@@ -33,6 +36,8 @@ class LocalClip:
     poster_path: Path
     duration_seconds: float
     size_bytes: int
+    format: ClipFormat = "16:9"
+    preview_path: Path | None = None
 
 
 class ProgressThrottle:
@@ -73,8 +78,9 @@ def iter_clips(
     stop: StopSignal | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> Iterator[LocalClip]:
-    """Make the clips of ``source`` in ``workdir``, one ffmpeg run each, and yield each
-    as it is done. ``on_progress`` receives the task's percentage (0-100, unthrottled;
+    """Make the clips of ``source`` in ``workdir``, one ffmpeg run per part for all its
+    formats, and yield each part's clips (one per format, in the spec's order) as the
+    part is done. ``on_progress`` receives the task's percentage (0-100, unthrottled;
     wrap it in :class:`ProgressThrottle`)."""
     parts = plan_parts(info.duration, spec)
     planned = [part.duration + 2 * spec.card_seconds for part in parts]
@@ -83,14 +89,14 @@ def iter_clips(
     for part, seconds in zip(parts, planned):
         if stop is not None:
             stop.raise_if_set()
-        command = build_clip_command(
+        frames = clip_frames(spec)
+        command = build_part_command(
             source,
             info,
             part,
             spec,
-            logo,
-            clip_path=workdir / f"part-{part.index:02d}.mp4",
-            poster_path=workdir / f"part-{part.index:02d}.jpg",
+            {frame.format: _local_files(workdir, part, frame.format) for frame in frames},
+            cards={frame.format: logo for frame in frames},
         )
 
         def report(written: float, before: float = done, length: float = seconds) -> None:
@@ -104,22 +110,51 @@ def iter_clips(
             on_progress=report,
             stop=stop,
         )
-        duration = _clip_duration(command.clip_path, info)
-        if duration < command.expected_seconds - _SHORT_CLIP_TOLERANCE:
-            raise PermanentFailure(
-                f"the source is damaged: part {part.index} gave {duration:.1f} s of video "
-                f"where {part.duration:.1f} s were expected"
-            )
-        if not command.poster_path.is_file():
-            raise PermanentFailure(f"no poster frame could be taken from part {part.index}")
+        made = [
+            _made_clip(part, frame.format, command.files[frame.format], command.expected_seconds, info)
+            for frame in frames
+        ]
         done += seconds
-        yield LocalClip(
-            part=part,
-            path=command.clip_path,
-            poster_path=command.poster_path,
-            duration_seconds=round(duration, 3),
-            size_bytes=command.clip_path.stat().st_size,
+        yield from made
+
+
+def _local_files(workdir: Path, part: Part, clip_format: str) -> FormatFiles:
+    """A part's scratch files in one format, named as their objects are (``shared.layout``)."""
+
+    def local(name: str) -> Path:
+        return workdir / PurePosixPath(name).name
+
+    return FormatFiles(
+        clip=local(layout.clip_object("", part.index, clip_format)),
+        poster=local(layout.poster_object("", part.index, clip_format)),
+        preview=local(layout.preview_object("", part.index, clip_format)),
+    )
+
+
+def _made_clip(
+    part: Part, clip_format: ClipFormat, files: FormatFiles, expected: float, info: SourceInfo
+) -> LocalClip:
+    """One format's clip as the run left it, checked to be whole."""
+    duration = _clip_duration(files.clip, info)
+    if duration < expected - _SHORT_CLIP_TOLERANCE:
+        raise PermanentFailure(
+            f"the source is damaged: part {part.index} gave {duration:.1f} s of video "
+            f"where {part.duration:.1f} s were expected"
         )
+    if not files.poster.is_file():
+        raise PermanentFailure(f"no poster frame could be taken from part {part.index}")
+    preview = files.preview if files.preview is not None and files.preview.is_file() else None
+    if files.preview is not None and preview is None:
+        raise PermanentFailure(f"no preview could be made from part {part.index}")
+    return LocalClip(
+        part=part,
+        path=files.clip,
+        poster_path=files.poster,
+        duration_seconds=round(duration, 3),
+        size_bytes=files.clip.stat().st_size,
+        format=clip_format,
+        preview_path=preview,
+    )
 
 
 def _clip_duration(path: Path, info: SourceInfo) -> float:

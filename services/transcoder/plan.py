@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from shared import layout
-from shared.events import ClipSpec
+from shared.events import FORMAT_SIZES, ClipFormat, ClipSpec
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,49 @@ def _even_offset(slack: int) -> int:
     return (slack // 2) // 2 * 2
 
 
-def clip_object_name(task_id: object, part: Part) -> str:
-    """Where a part's clip is stored in the clips bucket (``shared.layout``)."""
-    return layout.clip_object(task_id, part.index)
+@dataclass(frozen=True)
+class Frame:
+    """One frame a part is delivered in: its format, size and fit."""
+
+    format: ClipFormat
+    width: int
+    height: int
+    fit: Literal["pad", "crop"]
 
 
-def poster_object_name(task_id: object, part: Part) -> str:
-    """Where a part's poster is stored in the clips bucket (``shared.layout``)."""
-    return layout.poster_object(task_id, part.index)
+def clip_frames(spec: ClipSpec) -> tuple[Frame, ...]:
+    """The frames each part is made in, in the spec's order.
+
+    No ``formats``: the one 16:9 frame of ``width`` x ``height`` fitted by ``fit``, as
+    before formats existed. A 16:9 entry takes the spec's ``width`` x ``height``; the
+    others their ``FORMAT_SIZES``. A format asked for twice is refused (its outputs
+    would share names).
+    """
+    if not spec.formats:
+        return (Frame("16:9", spec.width, spec.height, spec.fit),)
+    frames = []
+    for wanted in spec.formats:
+        width, height = FORMAT_SIZES.get(wanted.format, (spec.width, spec.height))
+        frames.append(Frame(wanted.format, width, height, wanted.fit))
+    names = [frame.format for frame in frames]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a format is asked for more than once: {names}")
+    return tuple(frames)
+
+
+def clip_object_name(task_id: object, part: Part, clip_format: str = layout.DEFAULT_FORMAT) -> str:
+    """Where a part's clip in ``clip_format`` is stored in the clips bucket (``shared.layout``)."""
+    return layout.clip_object(task_id, part.index, clip_format)
+
+
+def poster_object_name(task_id: object, part: Part, clip_format: str = layout.DEFAULT_FORMAT) -> str:
+    """Where a part's poster in ``clip_format`` is stored in the clips bucket (``shared.layout``)."""
+    return layout.poster_object(task_id, part.index, clip_format)
+
+
+def preview_object_name(task_id: object, part: Part, clip_format: str = layout.DEFAULT_FORMAT) -> str:
+    """Where a part's preview in ``clip_format`` is stored in the clips bucket (``shared.layout``)."""
+    return layout.preview_object(task_id, part.index, clip_format)
 
 
 def task_prefix(task_id: object) -> str:

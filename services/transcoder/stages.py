@@ -98,7 +98,7 @@ class AttemptStages:
         workdir: Path,
         stop: StopSignal,
     ) -> tuple[ClipOutput, ...]:
-        """One ffmpeg run per part; each clip and poster uploaded (retried in place) and
+        """One ffmpeg run per part; each format's clip, poster and preview uploaded (retried in place) and
         removed from scratch before the next part, progress reported as it goes."""
         progress = ProgressThrottle(
             lambda percent: self.reporter.publish(
@@ -122,5 +122,7 @@ class AttemptStages:
             )
             clip.path.unlink()
             clip.poster_path.unlink()
+            if clip.preview_path is not None:
+                clip.preview_path.unlink()
             stop.raise_if_set()
         return tuple(outputs)

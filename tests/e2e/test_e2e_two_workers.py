@@ -42,7 +42,11 @@ def _assert_processed_once(stack: E2EStack, tap: EventTap, task_id: str) -> None
     rows = clip_rows(stack.engine, task_id)
     assert [row["index"] for row in rows] == [1]
     assert rows[0]["uri"] == f"gs://{stack.settings.clips_bucket}/tasks/{task_id}/part-01.mp4"
-    assert stack.clip_objects(task_id) == [f"tasks/{task_id}/part-01.jpg", f"tasks/{task_id}/part-01.mp4"]
+    assert stack.clip_objects(task_id) == [
+        f"tasks/{task_id}/part-01-preview.mp4",
+        f"tasks/{task_id}/part-01.jpg",
+        f"tasks/{task_id}/part-01.mp4",
+    ]
 
     # Every event that went over task-events was seen by the notifier (applied or found stale).
     assert {event.event_id for event in tap.events([task_id])} <= applied_event_ids(stack.engine)

@@ -93,7 +93,9 @@ def test_a_worker_killed_mid_clip_leaves_one_processed_task_and_no_orphan(
     assert stack.worker_for(row["worker_id"]) is survivor
     assert [clip["index"] for clip in clip_rows(stack.engine, task_id)] == [1, 2]
     assert stack.clip_objects(task_id) == sorted(
-        f"tasks/{task_id}/part-0{index}.{kind}" for index in (1, 2) for kind in ("jpg", "mp4")
+        f"tasks/{task_id}/part-0{index}{kind}"
+        for index in (1, 2)
+        for kind in (".jpg", ".mp4", "-preview.mp4")
     )
     attempts = [line.attempt for line in history(stack.engine, task_id) if line.status == "processing"]
     assert set(attempts) == {1, 2}

@@ -336,7 +336,7 @@ def assert_final_state(stack: FaultStack, accepted: Iterable[str]) -> FinalState
     ``processed`` with exactly one ``processed`` line in its history and its recorded
     clips in the bucket, or ``failed`` with a reason, or ``canceled``, with no
     ``processed`` line; and every object under ``tasks/`` in the clips bucket is a
-    recorded clip or poster of a processed task (nothing orphaned)."""
+    recorded clip, poster or preview of a processed task (nothing orphaned)."""
     with stack.engine.connect() as conn:
         rows = {
             str(row.id): row
@@ -358,10 +358,10 @@ def assert_final_state(stack: FaultStack, accepted: Iterable[str]) -> FinalState
             )
         }
         recorded: dict[str, set[str]] = {}
-        for task_id, uri, poster_uri in conn.execute(
-            select(clips.c.task_id, clips.c.uri, clips.c.poster_uri)
+        for task_id, uri, poster_uri, preview_uri in conn.execute(
+            select(clips.c.task_id, clips.c.uri, clips.c.poster_uri, clips.c.preview_uri)
         ):
-            recorded.setdefault(str(task_id), set()).update(u for u in (uri, poster_uri) if u)
+            recorded.setdefault(str(task_id), set()).update(u for u in (uri, poster_uri, preview_uri) if u)
 
     missing = [task_id for task_id in accepted if task_id not in rows]
     assert not missing, f"tasks answered 202 but absent from the database: {missing}"

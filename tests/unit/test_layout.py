@@ -86,3 +86,22 @@ def test_an_object_in_the_tasks_folder_is_its_output(uri):
 )
 def test_anything_else_is_not(uri):
     assert not layout.is_task_output(uri, "idrl-clips", TASK)
+
+
+def test_each_format_has_its_own_names_and_16_9_keeps_the_first_ones():
+    folder = layout.task_folder(TASK)
+    assert layout.clip_object(TASK, 1, "16:9") == f"{folder}part-01.mp4"
+    assert layout.poster_object(TASK, 1, "16:9") == f"{folder}part-01.jpg"
+    assert layout.preview_object(TASK, 1) == f"{folder}part-01-preview.mp4"
+    assert layout.clip_object(TASK, 1, "9:16") == f"{folder}part-01-9x16.mp4"
+    assert layout.poster_object(TASK, 1, "9:16") == f"{folder}part-01-9x16.jpg"
+    assert layout.preview_object(TASK, 1, "1:1") == f"{folder}part-01-1x1-preview.mp4"
+    names = [
+        name(TASK, 1, clip_format)
+        for clip_format in ("16:9", "9:16", "1:1")
+        for name in (layout.clip_object, layout.poster_object, layout.preview_object)
+    ]
+    assert len(set(names)) == len(names)
+    assert all(layout.is_task_output(f"gs://clips/{name}", "clips", TASK) for name in names)
+    with pytest.raises(ValueError):
+        layout.clip_object(TASK, 1, "../x")

@@ -92,6 +92,7 @@ def test_a_processed_task_shows_its_clips_with_download_links(client, engine, al
     assert [c["index"] for c in body["clips"]] == [0, 1]
     assert body["clips"][0] == {
         "index": 0,
+        "format": "16:9",
         "duration_seconds": 22.0,
         "size_bytes": len(clips[0]),
         "links": {"download": f"/tasks/{task_id}/clips/0"},

@@ -97,8 +97,11 @@ def test_an_upload_becomes_clips_with_progress_and_outputs(tsettings, engine, no
     (clip,) = processed.outputs
     assert clip.uri == f"gs://{tsettings.clips_bucket}/tasks/{task.task_id}/part-01.mp4"
     assert clip.poster_uri == f"gs://{tsettings.clips_bucket}/tasks/{task.task_id}/part-01.jpg"
+    assert clip.preview_uri == f"gs://{tsettings.clips_bucket}/tasks/{task.task_id}/part-01-preview.mp4"
+    assert clip.format == "16:9"
     assert abs(clip.duration_seconds - 4.0) <= 1 / 30 and clip.size_bytes > 0
     assert clip_objects(tsettings, task.task_id) == [
+        f"tasks/{task.task_id}/part-01-preview.mp4",
         f"tasks/{task.task_id}/part-01.jpg",
         f"tasks/{task.task_id}/part-01.mp4",
     ]
@@ -177,6 +180,7 @@ def test_a_killed_worker_s_task_is_finished_by_another(tsettings, engine, notifi
     (outcome,) = notifier.outcomes(task.task_id)
     assert outcome.attempt == 2 and len(outcome.outputs) == 1
     assert clip_objects(tsettings, task.task_id) == [
+        f"tasks/{task.task_id}/part-01-preview.mp4",
         f"tasks/{task.task_id}/part-01.jpg",
         f"tasks/{task.task_id}/part-01.mp4",
     ]

@@ -195,3 +195,55 @@ def test_only_outputs_in_the_tasks_own_folder_are_kept():
         (),
         [uri for c in outputs for uri in (c.uri, c.poster_uri) if uri],
     )
+
+
+def test_a_part_may_come_in_several_formats_but_each_once():
+    def in_format(clip_format):
+        return ClipOutput(
+            index=1,
+            format=clip_format,
+            uri=f"gs://clips/t/{clip_format}.mp4",
+            duration_seconds=1,
+            size_bytes=1,
+        )
+
+    check_event(event(DONE, outputs=(in_format("16:9"), in_format("9:16"), in_format("1:1"))))
+    with pytest.raises(MalformedEvent, match="repeat"):
+        check_event(event(DONE, outputs=(in_format("9:16"), in_format("9:16"))))
+
+
+def test_previews_outside_the_tasks_folder_are_dropped_and_previews_count_as_objects():
+    task_id, other = uuid.uuid4(), uuid.uuid4()
+    own = f"gs://clips/tasks/{task_id}/part-01-9x16"
+    inside = ClipOutput(
+        index=1,
+        format="9:16",
+        uri=f"{own}.mp4",
+        poster_uri=f"{own}.jpg",
+        preview_uri=f"{own}-preview.mp4",
+        duration_seconds=20,
+        size_bytes=1,
+    )
+    foreign_preview = inside.model_copy(
+        update={"index": 2, "preview_uri": f"gs://clips/tasks/{other}/part-01-preview.mp4"}
+    )
+    outside = inside.model_copy(update={"index": 3, "uri": f"gs://clips/tasks/{other}/part-01.mp4"})
+    done = TaskStatusChanged(
+        task_id=task_id, status=DONE, attempt=1, progress=100, outputs=(inside, foreign_preview, outside)
+    )
+
+    kept, refused = own_outputs(done, "clips")
+
+    assert kept == (inside, foreign_preview.model_copy(update={"preview_uri": None}))
+    assert refused == [
+        f"gs://clips/tasks/{other}/part-01-preview.mp4",
+        f"gs://clips/tasks/{other}/part-01.mp4",
+        f"{own}.jpg",
+        f"{own}-preview.mp4",
+    ]
+    late = TaskStatusChanged(task_id=task_id, status=DONE, attempt=1, progress=100, outputs=(inside,))
+    assert orphaned_objects(TaskState(CANCELED, 10, 1), late, set()) == [
+        f"{own}.mp4",
+        f"{own}.jpg",
+        f"{own}-preview.mp4",
+    ]
