@@ -3,6 +3,7 @@
 One ffmpeg run per clip (:mod:`.graph`), under the decoder and memory limits the source
 was probed with (``info.decode``); clips are yielded as they are made, so the
 worker uploads each before the next starts and the scratch disk holds one clip at a time.
+A spec with card text has its card drawn once, before the first part (:mod:`.cards`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.transcoder.cards import DEFAULT_CARD_FONT, card_images
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.graph import build_clip_command
 from services.transcoder.plan import Part, plan_parts
@@ -69,6 +71,7 @@ def iter_clips(
     *,
     workdir: Path,
     logo: Path = DEFAULT_LOGO,
+    card_font: Path = DEFAULT_CARD_FONT,
     ffmpeg_timeout: float,
     stop: StopSignal | None = None,
     on_progress: Callable[[float], None] | None = None,
@@ -80,6 +83,8 @@ def iter_clips(
     planned = [part.duration + 2 * spec.card_seconds for part in parts]
     total = sum(planned)
     done = 0.0
+    # The frame the clip is made in; the card drawn for it (or the logo, without text).
+    cards = card_images(spec.card, logo, {"16:9": (spec.width, spec.height)}, workdir, card_font)
     for part, seconds in zip(parts, planned):
         if stop is not None:
             stop.raise_if_set()
@@ -88,7 +93,7 @@ def iter_clips(
             info,
             part,
             spec,
-            logo,
+            cards["16:9"],
             clip_path=workdir / f"part-{part.index:02d}.mp4",
             poster_path=workdir / f"part-{part.index:02d}.jpg",
         )
