@@ -4,6 +4,7 @@ the clips are checked in tests/integration/transcoder/test_transcoder_cards.py).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ from services.transcoder.graph import build_clip_command
 from services.transcoder.pipeline import DEFAULT_LOGO
 from services.transcoder.plan import Part
 from services.transcoder.probe import SourceInfo
+from services.transcoder.worker import Worker
+from shared.config import Settings
 from shared.events import CardText, ClipSpec
 
 FRAMES = [(1280, 720), (720, 1280), (1080, 1080), (320, 180), (16, 16)]
@@ -164,6 +167,14 @@ def test_the_card_font_is_checked_at_start(tmp_path):
     not_a_font.write_bytes(b"not a font")
     with pytest.raises(CardFontMissing, match="cannot be read"):
         check_card_font(not_a_font)
+
+
+def test_a_worker_without_its_card_font_stops_at_start(tmp_path):
+    settings = Settings(card_font_path=str(tmp_path / "missing.ttf"))
+    # Nothing is reached before the check: no database, storage or Pub/Sub client.
+    worker = Worker(settings, engine=None, storage_client=None, publisher=None)
+    with pytest.raises(SystemExit, match="missing.ttf does not exist"):
+        worker.run(threading.Event())
 
 
 @pytest.mark.parametrize("title", HOSTILE)
