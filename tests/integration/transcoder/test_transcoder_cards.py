@@ -10,8 +10,12 @@ import pytest
 from services.transcoder.cards import DEFAULT_CARD_FONT, plan_card, render_card
 from services.transcoder.pipeline import DEFAULT_LOGO, iter_clips
 from services.transcoder.probe import SourceLimits, probe_source
+from shared.db import create_engine
 from shared.events import CardText, ClipSpec
+from shared.lifecycle import TaskStatus
+from shared.storage import storage_client
 from tests.support.media import as_clip_colour, frame_pixels, make_video, mean_abs_diff, probe_clip
+from tests.support.worker import Notifier, insert_task, submit, upload_source, wait_status, worker_thread
 
 LIMITS = SourceLimits(max_bytes=10**9, max_seconds=3600, max_width=7680, max_height=4320)
 WIDTH, HEIGHT = 320, 180
@@ -94,3 +98,32 @@ def test_without_text_the_card_is_todays_logo_card(source, tmp_path):
     logo = frame_pixels(DEFAULT_LOGO, 0, WIDTH, HEIGHT)
     assert mean_abs_diff(frame_pixels(clip, 0.5, WIDTH, HEIGHT), logo) < 6
     assert not list(tmp_path.glob("card-*.png"))
+
+
+def test_the_worker_draws_the_text_in_the_configured_font(settings, source, tmp_path):
+    """Through the worker (emulators, PostgreSQL): the card shows the text in
+    ``CARD_FONT_PATH``'s font, not in the default one."""
+    serif = DEFAULT_CARD_FONT.with_name("DejaVuSerif-Bold.ttf")
+    tsettings = settings.model_copy(update={"card_font_path": str(serif)})
+    engine = create_engine(tsettings)
+    try:
+        spec = ClipSpec(width=WIDTH, height=HEIGHT, preset="ultrafast", card=ANA)
+        task = insert_task(engine, upload_source(tsettings, source), spec)
+        with Notifier(tsettings, engine).running(), worker_thread(tsettings, engine):
+            submit(tsettings, task)
+            wait_status(engine, task.task_id, TaskStatus.PROCESSED)
+    finally:
+        engine.dispose()
+    clip = tmp_path / "part-01.mp4"
+    storage_client().bucket(tsettings.clips_bucket).blob(
+        f"tasks/{task.task_id}/part-01.mp4"
+    ).download_to_filename(str(clip))
+    shown = frame_pixels(clip, 0.5, WIDTH, HEIGHT)
+    drawn = {}
+    for name, font in (("serif", serif), ("sans", DEFAULT_CARD_FONT)):
+        render_card(DEFAULT_LOGO, ANA, (WIDTH, HEIGHT), font).save(tmp_path / f"{name}.png")
+        drawn[name] = frame_pixels(
+            as_clip_colour(tmp_path / f"{name}.png", tmp_path / f"{name}.nut"), 0, WIDTH, HEIGHT
+        )
+    assert mean_abs_diff(shown, drawn["serif"]) < SAME_CARD_MAX_DIFF
+    assert mean_abs_diff(text_rows(shown, ANA), text_rows(drawn["sans"], ANA)) > 2 * SAME_CARD_MAX_DIFF
