@@ -77,8 +77,9 @@ def iter_clips(
     on_progress: Callable[[float], None] | None = None,
 ) -> Iterator[LocalClip]:
     """Make the clips of ``source`` in ``workdir``, one ffmpeg run each, and yield each
-    as it is done. ``on_progress`` receives the task's percentage (0-100, unthrottled;
-    wrap it in :class:`ProgressThrottle`)."""
+    as it is done. ``logo`` is the card of a spec without card text; with text, the card
+    is drawn in ``card_font`` into ``workdir`` first. ``on_progress`` receives the task's
+    percentage (0-100, unthrottled; wrap it in :class:`ProgressThrottle`)."""
     parts = plan_parts(info.duration, spec)
     planned = [part.duration + 2 * spec.card_seconds for part in parts]
     total = sum(planned)
