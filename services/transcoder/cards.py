@@ -10,8 +10,9 @@ a 16:9, 9:16 and 1:1 card read alike): the title, then the subtitle, centred, un
 the logo fitted without stretching into the height the text leaves free, the whole
 group centred on black (the colour ffmpeg pads today's card with). A newline is a line
 break; each text keeps at most :data:`MAX_LINES` lines. A line too wide for the frame
-shrinks the whole text down to :data:`MIN_SCALE` of its size, and past that is cut
-with an ellipsis: never cropped.
+shrinks the whole text, is broken onto two lines at a space where it would otherwise
+shrink below :data:`WRAP_BELOW` of its size, and past :data:`MIN_SCALE` of its size is
+cut with an ellipsis: never cropped.
 
 The text is cleaned before it is measured (:func:`card_lines`): control characters
 and lone surrogates are dropped, whitespace runs become one space, and a line is cut
@@ -47,6 +48,7 @@ BLOCK_GAP: Final = 0.02  # between the title and the subtitle
 LINE_SPACING: Final = 1.25  # line pitch, in font sizes
 
 MIN_SCALE: Final = 0.5  # a text shrinks to half its size at most, then is cut
+WRAP_BELOW: Final = 0.75  # a line that would shrink more than this is broken in two
 MAX_LINES: Final = 2  # of the title, and of the subtitle
 MAX_LINE_CHARS: Final = 120  # twice what the api accepts: a bound on the work
 ELLIPSIS: Final = "\u2026"
@@ -113,8 +115,25 @@ class CardLayout:
 
 def fit_text(lines: tuple[str, ...], size: int, width: int, measure: Measure) -> tuple[tuple[str, ...], int]:
     """``lines`` at the largest size up to ``size`` at which each fits ``width``, down
-    to ``MIN_SCALE * size``; a line still too wide there is cut and ends with an
-    ellipsis. Returns the lines and the size."""
+    to ``MIN_SCALE * size``. A single line that would shrink below ``WRAP_BELOW * size``
+    is broken at a space onto two lines where that lets it stay larger; a line still
+    too wide at the smallest size is cut and ends with an ellipsis. Returns the lines
+    and the size."""
+    fitted = _fitting_size(lines, size, width, measure)
+    if len(lines) == 1 < MAX_LINES and fitted < WRAP_BELOW * size:
+        wrapped = _halves(lines[0], size, measure)
+        if wrapped is not None:
+            # Either half is narrower than the line: two lines are at least as large,
+            # and show more of a line that would otherwise be cut.
+            wrapped_size = _fitting_size(wrapped, size, width, measure)
+            if wrapped_size > fitted or measure(lines[0], fitted) > width:
+                lines, fitted = wrapped, wrapped_size
+    return tuple(_cut_to_width(line, fitted, width, measure) for line in lines), fitted
+
+
+def _fitting_size(lines: tuple[str, ...], size: int, width: int, measure: Measure) -> int:
+    """The largest size up to ``size``, and at least ``MIN_SCALE * size``, at which
+    every line fits ``width`` (the smallest when some line fits at none)."""
     smallest = max(1, round(size * MIN_SCALE))
     fitted = size
     for line in lines:
@@ -124,7 +143,21 @@ def fit_text(lines: tuple[str, ...], size: int, width: int, measure: Measure) ->
             fitted = max(smallest, int(fitted * width / needed))
             while fitted > smallest and measure(line, fitted) > width:
                 fitted -= 1
-    return tuple(_cut_to_width(line, fitted, width, measure) for line in lines), fitted
+    return fitted
+
+
+def _halves(line: str, size: int, measure: Measure) -> tuple[str, str] | None:
+    """``line`` broken at the space that makes its wider half narrowest; None without a
+    space to break at."""
+    best: tuple[float, tuple[str, str]] | None = None
+    for index, character in enumerate(line):
+        if character == " ":
+            halves = (line[:index].rstrip(), line[index + 1 :].lstrip())
+            if all(halves):
+                widest = max(measure(half, size) for half in halves)
+                if best is None or widest < best[0]:
+                    best = (widest, halves)
+    return best[1] if best is not None else None
 
 
 def _cut_to_width(line: str, size: int, width: int, measure: Measure) -> str:

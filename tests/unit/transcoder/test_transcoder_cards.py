@@ -127,6 +127,29 @@ def test_text_too_wide_at_the_smallest_size_is_cut_with_an_ellipsis():
     assert fixed_width("x" * (len(line)) + ELLIPSIS, size) > 1000  # nothing more fits
 
 
+def test_a_line_that_would_shrink_much_is_broken_in_two_at_a_space():
+    name = "Ana María Pérez González de la Fuente"  # 37 characters: 1110 px at 60
+    lines, size = fit_text((name,), 60, 600, fixed_width)
+    assert lines == ("Ana María Pérez", "González de la Fuente")  # the wider half narrowest
+    assert size == 57 and all(fixed_width(line, size) <= 600 for line in lines)  # one line: 32
+
+
+def test_a_line_that_shrinks_a_little_stays_one_line():
+    line = "x" * 22 + " y"  # 720 px at 60: fits at 50
+    assert fit_text((line,), 60, 600, fixed_width) == ((line,), 50)
+
+
+def test_two_lines_are_not_broken_further():
+    lines, size = fit_text(("x" * 30 + " x", "y"), 60, 600, fixed_width)
+    assert len(lines) == 2 and size < 45
+
+
+def test_a_line_too_long_even_in_two_is_broken_and_cut():
+    lines, size = fit_text(("word " * 40,), 60, 600, fixed_width)
+    assert len(lines) == 2 and size == 30
+    assert lines[-1].endswith(ELLIPSIS) and all(fixed_width(line, size) <= 600 for line in lines)
+
+
 @pytest.mark.parametrize("frame", FRAMES)
 def test_layout_stays_in_the_frame_with_the_logo_above_the_text(frame):
     card = CardText(title="Ana María Pérez #27", subtitle="Regional Sprint\n2026-11-28")
