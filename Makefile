@@ -30,7 +30,10 @@ SCAN_STAMP := $(SCAN_VENV)/.installed-$(SCAN_LOCK)
 # The tus-js-client the resumable-upload tests drive with node (tests/js).
 JS_DIR := tests/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed-package-lock.json
-APT_PACKAGES := python3-venv ffmpeg nginx postgresql golang-go golang-google-cloud-dev chromium
+# fonts-dejavu-core and libfribidi0: the transcoder sets the cards' text in DejaVu Sans
+# Bold, laid out right to left where the script is (docs/transcoder.md, "Cards from data").
+APT_PACKAGES := python3-venv ffmpeg nginx postgresql golang-go golang-google-cloud-dev chromium \
+	fonts-dejavu-core libfribidi0
 # Node.js and npm come from Debian only where no node/npm is installed yet: a Node.js
 # from another repository (e.g. NodeSource's, which carries its own npm) conflicts with
 # Debian's npm package.

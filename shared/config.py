@@ -248,6 +248,9 @@ class Settings(BaseSettings):
     at most this many seconds before it (every part stays at most 20 s)."""
     logo_path: str | None = None
     """Logo card image; empty: the transcoder's bundled card."""
+    card_font_path: str = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+    """Font the cards' title and subtitle are set in (Debian's fonts-dejavu-core); a worker
+    whose font is missing stops at start."""
     scratch_dir: str | None = None
     """Where workers keep a task's temporary files; empty: the system's temporary folder."""
 

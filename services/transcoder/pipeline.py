@@ -4,7 +4,8 @@ in every format of the spec out.
 One ffmpeg run per part makes all its formats (:mod:`.graph`), under the decoder and
 memory limits the source was probed with (``info.decode``); clips are yielded as each
 part is made, so the worker uploads them before the next part starts and the scratch disk
-holds one part's clips at a time.
+holds one part's clips at a time. A spec with card text has its cards drawn once, for
+every frame size, before the first part (:mod:`.cards`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from services.transcoder.cards import DEFAULT_CARD_FONT, card_images
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.graph import FormatFiles, build_part_command
 from services.transcoder.plan import Part, clip_frames, plan_parts
@@ -74,29 +76,36 @@ def iter_clips(
     *,
     workdir: Path,
     logo: Path = DEFAULT_LOGO,
+    card_font: Path = DEFAULT_CARD_FONT,
     ffmpeg_timeout: float,
     stop: StopSignal | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> Iterator[LocalClip]:
     """Make the clips of ``source`` in ``workdir``, one ffmpeg run per part for all its
     formats, and yield each part's clips (one per format, in the spec's order) as the
-    part is done. ``on_progress`` receives the task's percentage (0-100, unthrottled;
-    wrap it in :class:`ProgressThrottle`)."""
+    part is done. ``logo`` is the card of a spec without card text; with text, each
+    frame's card is drawn in ``card_font`` into ``workdir`` first. ``on_progress``
+    receives the task's percentage (0-100, unthrottled; wrap it in
+    :class:`ProgressThrottle`)."""
     parts = plan_parts(info.duration, spec)
     planned = [part.duration + 2 * spec.card_seconds for part in parts]
     total = sum(planned)
     done = 0.0
+    frames = clip_frames(spec)
+    # Each frame's card, drawn for it (or the logo, without text).
+    cards = card_images(
+        spec.card, logo, {frame.format: (frame.width, frame.height) for frame in frames}, workdir, card_font
+    )
     for part, seconds in zip(parts, planned):
         if stop is not None:
             stop.raise_if_set()
-        frames = clip_frames(spec)
         command = build_part_command(
             source,
             info,
             part,
             spec,
             {frame.format: _local_files(workdir, part, frame.format) for frame in frames},
-            cards={frame.format: logo for frame in frames},
+            cards=cards,
         )
 
         def report(written: float, before: float = done, length: float = seconds) -> None:

@@ -61,6 +61,7 @@ class AttemptStages:
             max_memory_bytes=settings.ffmpeg_memory_limit_bytes,
         )
         self.logo = Path(settings.logo_path) if settings.logo_path else DEFAULT_LOGO
+        self.card_font = Path(settings.card_font_path)
 
     def close(self) -> None:
         self.fetcher.close()
@@ -113,6 +114,7 @@ class AttemptStages:
             task.spec,
             workdir=workdir,
             logo=self.logo,
+            card_font=self.card_font,
             ffmpeg_timeout=self.settings.ffmpeg_timeout_seconds,
             stop=stop,
             on_progress=progress,

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from google.cloud import pubsub_v1, storage
 from sqlalchemy.engine import Engine
 
+from services.transcoder.cards import CardFontMissing, check_card_font
 from services.transcoder.claim import TaskClaim, read_task_state
 from services.transcoder.decisions import (
     Ack,
@@ -129,6 +130,11 @@ class Worker:
         path = subscription_path(self.settings, self.settings.subscription_transcoder)
         if not self.stages.logo.is_file():
             raise SystemExit(f"logo card not found: {self.stages.logo}")
+        try:
+            engine = check_card_font(self.stages.card_font)
+        except CardFontMissing as exc:
+            raise SystemExit(str(exc)) from None
+        log.info("card text set in %s, %s layout", self.stages.card_font, engine)
         log.info("pulling %s, %d at a time", path, self.settings.transcoder_slots)
         # The cancel after the drain nacks what was pulled but not started, and returns
         # once the running callbacks have acked or nacked (leases are kept until then).

@@ -96,6 +96,23 @@ def frame_pixels(
     ).stdout
 
 
+def as_clip_colour(image: Path, out: Path) -> Path:
+    """``image`` converted as the clip's cards are (BT.709 matrix, limited range, 4:2:0),
+    stored losslessly: what the card shows before H.264, for :func:`frame_pixels`."""
+    ffmpeg(
+        "-i",
+        str(image),
+        "-vf",
+        "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
+        "-c:v",
+        "rawvideo",
+        "-f",
+        "nut",
+        str(out),
+    )
+    return out
+
+
 def mean_abs_diff(a: bytes, b: bytes) -> float:
     assert len(a) == len(b) and a
     return sum(abs(x - y) for x, y in zip(a, b)) / len(a)
