@@ -9,6 +9,8 @@ Built with ffmpeg-python and returned as an argument list; nothing runs here. Th
                   to SDR BT.709, before the pad|crop)
     [source audio | silence] aformat 48 kHz stereo fltp
                   (more than 8 unnamed channels: the first two kept, by channelmap, before aformat)
+                  (loudness asked for: the source's audio then through loudnorm, with the
+                  part's measurement from .loudness, and aformat again back to 48 kHz)
     [silence] --asplit--> card A audio, card B audio (each trimmed to the card length)
     concat(card A, body, card B; v=1 a=1) -> H.264 + AAC, +faststart   -> part-NN.mp4
     poster branch: trim to a frame inside the part, full-range 4:2:0    -> part-NN.jpg
@@ -23,6 +25,7 @@ full-range one brought to its range.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +68,12 @@ def build_clip_command(
     logo: Path,
     clip_path: Path,
     poster_path: Path,
+    loudnorm: Mapping[str, str] | None = None,
 ) -> ClipCommand:
-    """The ffmpeg arguments that turn ``part`` of ``source`` into one clip and its poster."""
+    """The ffmpeg arguments that turn ``part`` of ``source`` into one clip and its poster.
+
+    ``loudnorm``: the options of a ``loudnorm`` filter on the source's audio
+    (:func:`.loudness.loudnorm_arguments`); the cards' silence never passes through it."""
     width, height, fps = spec.width, spec.height, spec.fps
     card = spec.card_seconds
     card_frames = max(1, round(card * fps))
@@ -135,7 +142,11 @@ def build_clip_command(
         )
 
     if info.has_audio:
-        body_audio = _audio_format(_named_channels(src["a:0"], info), spec).filter("asetpts", "PTS-STARTPTS")
+        body_audio = content_audio(src["a:0"], info, spec)
+        if loudnorm is not None:
+            # loudnorm works (and hands its output on) at 192 kHz.
+            body_audio = _audio_format(body_audio.filter("loudnorm", **loudnorm), spec)
+        body_audio = body_audio.filter("asetpts", "PTS-STARTPTS")
     else:
         body_audio = silent(silences[2], part.duration)
 
@@ -240,6 +251,14 @@ def _sdr_conversion(info: SourceInfo) -> dict[str, str]:
     if is_rgb(info.pixel_format):
         return {"m": "bt709", "r": "tv"}
     return {"r": "tv"} if info.color_range == "pc" else {}
+
+
+def content_audio(
+    stream: ffmpeg.nodes.FilterableStream, info: SourceInfo, spec: ClipSpec
+) -> ffmpeg.nodes.FilterableStream:
+    """The source's audio ``stream`` as the clip carries it: stereo, ``spec.audio_rate``,
+    float (what the loudness measurement reads too)."""
+    return _audio_format(_named_channels(stream, info), spec)
 
 
 def _named_channels(stream, info: SourceInfo):

@@ -1,8 +1,10 @@
 """The clip pipeline: a probed local source in, one clip and poster per part out.
 
-One ffmpeg run per clip (:mod:`.graph`), under the decoder and memory limits the source
-was probed with (``info.decode``); clips are yielded as they are made, so the
-worker uploads each before the next starts and the scratch disk holds one clip at a time.
+One ffmpeg run per clip (:mod:`.graph`), preceded, when the spec asks for a loudness,
+by an audio-only run measuring the part (:mod:`.loudness`), under the decoder and
+memory limits the source was probed with (``info.decode``); clips are yielded as they
+are made, so the worker uploads each before the next starts and the scratch disk holds
+one clip at a time.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.graph import build_clip_command
+from services.transcoder.loudness import loudnorm_arguments, measure_part
 from services.transcoder.plan import Part, plan_parts
 from services.transcoder.probe import SourceInfo, run_ffprobe
 from services.transcoder.runner import StopSignal, run_ffmpeg
@@ -83,6 +86,10 @@ def iter_clips(
     for part, seconds in zip(parts, planned):
         if stop is not None:
             stop.raise_if_set()
+        loudnorm = None
+        if spec.loudness is not None and info.has_audio:
+            measurement = measure_part(source, info, part, spec, timeout=ffmpeg_timeout, stop=stop)
+            loudnorm = loudnorm_arguments(measurement, spec.loudness)
         command = build_clip_command(
             source,
             info,
@@ -91,6 +98,7 @@ def iter_clips(
             logo,
             clip_path=workdir / f"part-{part.index:02d}.mp4",
             poster_path=workdir / f"part-{part.index:02d}.jpg",
+            loudnorm=loudnorm,
         )
 
         def report(written: float, before: float = done, length: float = seconds) -> None:
