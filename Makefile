@@ -46,7 +46,7 @@ WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite
 PYTEST_ARGS ?=
 LOCK_ARGS ?=
 
-.PHONY: help install system-packages pstest web up down test fmt lock migrate clean scan bench bench-api bench-e2e bench-webhooks load
+.PHONY: help install system-packages pstest web up down test fmt lock migrate clean scan bench bench-api bench-e2e bench-webhooks bench-loudness load
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -155,6 +155,9 @@ bench-e2e: install pstest ## POST to processed through the whole stack; tasks pe
 
 bench-webhooks: install pstest ## status change to webhook received (p50, p95); deliveries per second
 	$(PYTHON) benchmarks/webhooks_bench.py
+
+bench-loudness: install ## what two-pass loudness normalization adds to a clip (CPU and wall)
+	$(PYTHON) benchmarks/loudness_bench.py
 
 load: install pstest ## Locust against a fresh local stack through the gateway; writes docs/load.md
 	$(PYTHON) benchmarks/load.py

@@ -14,6 +14,8 @@ Built with ffmpeg-python and returned as an argument list; nothing runs here. Th
       preview branch: 3 s from the poster's frame, 480 px, capped rate   -> part-NN-preview.mp4
     [source audio | silence] aformat 48 kHz stereo --asplit--> one per format
                   (more than 8 unnamed channels: the first two kept, by channelmap, before aformat)
+                  (loudness asked for: the source's audio then through loudnorm, with the
+                  part's measurement from .loudness, and aformat again back to 48 kHz)
     [silence] --asplit--> each format's card A and card B audio (trimmed to the card length)
 
 With one format (no ``spec.formats``) there is no split of the decoded part nor of its
@@ -95,9 +97,11 @@ def build_clip_command(
     poster_path: Path,
     *,
     preview_path: Path | None = None,
+    loudnorm: Mapping[str, str] | None = None,
 ) -> ClipCommand:
     """The ffmpeg arguments that turn ``part`` of ``source`` into one clip and its poster
-    (and a preview at ``preview_path``): the spec's first frame, with ``logo`` as its card."""
+    (and a preview at ``preview_path``): the spec's first frame, with ``logo`` as its card
+    (``loudnorm`` as in :func:`build_part_command`)."""
     frame = clip_frames(spec)[0]
     return build_part_command(
         source,
@@ -106,6 +110,7 @@ def build_clip_command(
         spec,
         {frame.format: FormatFiles(clip_path, poster_path, preview_path)},
         cards={frame.format: logo},
+        loudnorm=loudnorm,
     )
 
 
@@ -117,11 +122,15 @@ def build_part_command(
     files: Mapping[str, FormatFiles],
     *,
     cards: Mapping[str, Path],
+    loudnorm: Mapping[str, str] | None = None,
 ) -> ClipCommand:
     """The one ffmpeg run that makes every format of ``spec`` (:func:`.plan.clip_frames`)
     from ``part`` of ``source``: one decode, then a branch per format writing its clip,
     poster and preview to ``files[format]``, with ``cards[format]`` as its card image (the
-    logo, or a card made for that frame)."""
+    logo, or a card made for that frame).
+
+    ``loudnorm``: the options of a ``loudnorm`` filter on the source's audio
+    (:func:`.loudness.loudnorm_arguments`); the cards' silence never passes through it."""
     frames = [frame for frame in clip_frames(spec) if frame.format in files]
     if len(frames) != len(files) or any(frame.format not in cards for frame in frames):
         raise ValueError("every format of the spec needs its files and its card, and only those")
@@ -161,7 +170,11 @@ def build_part_command(
 
     # The content's audio is one chain, split once per format.
     if info.has_audio:
-        content = _audio_format(_named_channels(src["a:0"], info), spec).filter("asetpts", "PTS-STARTPTS")
+        content = content_audio(src["a:0"], info, spec)
+        if loudnorm is not None:
+            # loudnorm works (and hands its output on) at 192 kHz.
+            content = _audio_format(content.filter("loudnorm", **loudnorm), spec)
+        content = content.filter("asetpts", "PTS-STARTPTS")
         contents = [content] if count == 1 else _split(content, "asplit", count)
     else:
         contents = [silent(silences[2 * count + i], part.duration) for i in range(count)]
@@ -390,6 +403,14 @@ def _sdr_conversion(info: SourceInfo) -> dict[str, str]:
     if is_rgb(info.pixel_format):
         return {"m": "bt709", "r": "tv"}
     return {"r": "tv"} if info.color_range == "pc" else {}
+
+
+def content_audio(
+    stream: ffmpeg.nodes.FilterableStream, info: SourceInfo, spec: ClipSpec
+) -> ffmpeg.nodes.FilterableStream:
+    """The source's audio ``stream`` as the clip carries it: stereo, ``spec.audio_rate``,
+    float (what the loudness measurement reads too)."""
+    return _audio_format(_named_channels(stream, info), spec)
 
 
 def _named_channels(stream, info: SourceInfo):

@@ -1,7 +1,8 @@
 """The clip pipeline: a probed local source in, per part one clip, poster and preview
 in every format of the spec out.
 
-One ffmpeg run per part makes all its formats (:mod:`.graph`), under the decoder and
+One ffmpeg run per part makes all its formats (:mod:`.graph`), preceded, when the spec
+asks for a loudness, by an audio-only run measuring the part (:mod:`.loudness`), under the decoder and
 memory limits the source was probed with (``info.decode``); clips are yielded as each
 part is made, so the worker uploads them before the next part starts and the scratch disk
 holds one part's clips at a time. A spec with card text has its cards drawn once, for
@@ -18,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from services.transcoder.cards import DEFAULT_CARD_FONT, card_images
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.graph import FormatFiles, build_part_command
+from services.transcoder.loudness import loudnorm_arguments, measure_part
 from services.transcoder.plan import Part, clip_frames, plan_parts
 from services.transcoder.probe import SourceInfo, run_ffprobe
 from services.transcoder.runner import StopSignal, run_ffmpeg
@@ -99,6 +101,10 @@ def iter_clips(
     for part, seconds in zip(parts, planned):
         if stop is not None:
             stop.raise_if_set()
+        loudnorm = None
+        if spec.loudness is not None and info.has_audio:
+            measurement = measure_part(source, info, part, spec, timeout=ffmpeg_timeout, stop=stop)
+            loudnorm = loudnorm_arguments(measurement, spec.loudness)
         command = build_part_command(
             source,
             info,
@@ -106,6 +112,7 @@ def iter_clips(
             spec,
             {frame.format: _local_files(workdir, part, frame.format) for frame in frames},
             cards=cards,
+            loudnorm=loudnorm,
         )
 
         def report(written: float, before: float = done, length: float = seconds) -> None:

@@ -123,8 +123,9 @@ def run_ffmpeg(
     limits: DecodeLimits = DecodeLimits(),
     on_progress: Callable[[float], None] | None = None,
     stop: StopSignal | None = None,
-) -> None:
-    """Run ``args`` to completion, its address space capped at ``limits.memory_bytes``.
+) -> list[str]:
+    """Run ``args`` to completion, its address space capped at ``limits.memory_bytes``;
+    the last lines it wrote to stderr (what a filter printed as the run ended).
 
     Raises :class:`ProcessingStopped` when ``stop`` is set (ffmpeg is killed at once),
     :class:`PermanentFailure` when the wall-clock limit passes (a source within the
@@ -183,6 +184,7 @@ def run_ffmpeg(
         if any(marker in detail for marker in _MACHINE_ERRORS):
             raise TransientFailure(f"ffmpeg could not write its output ({owner_detail(detail)})")
         raise PermanentFailure(f"the source could not be decoded ({owner_detail(detail)})")
+    return list(stderr_tail)
 
 
 def _kill(process: subprocess.Popen) -> None:
