@@ -108,8 +108,12 @@ up: install pstest web ## run the platform: emulators, PostgreSQL, services, gat
 down: ## stop a stack started in the background (`make up &`)
 	@if [ -x $(PYTHON) ]; then $(PYTHON) -m infra.local down; else echo "nothing to stop"; fi
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each test file whole in one of
+# them, so its module's stack is started once; TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
+
 test: install pstest web ## the whole test suite (PYTEST_ARGS="-k auth" to narrow it)
-	@status=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || status=$$?; \
+	@status=0; $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "FAILED: pytest collected no tests (exit status 5)" >&2; fi; \
 	exit $$status
 

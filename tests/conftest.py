@@ -39,8 +39,9 @@ from shared.storage import delete_buckets, ensure_buckets
 from shared.tokens import generate_signing_key_pem
 from tests.support.names import isolated_names
 
-# Fixtures shared by several folders (media sources served on loopback).
-pytest_plugins = ["tests.support.media"]
+# Fixtures shared by several folders (media sources served on loopback), and the fault
+# drills' recovery summary (registered here so it also runs where pytest-xdist prints).
+pytest_plugins = ["tests.support.media", "tests.support.recoveries"]
 
 
 def _unique(prefix: str) -> str:
