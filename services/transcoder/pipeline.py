@@ -17,6 +17,7 @@ from services.transcoder.graph import build_clip_command
 from services.transcoder.plan import Part, plan_parts
 from services.transcoder.probe import SourceInfo, run_ffprobe
 from services.transcoder.runner import StopSignal, run_ffmpeg
+from services.transcoder.scenes import detect_cuts
 from shared.events import ClipSpec
 
 DEFAULT_LOGO = Path(__file__).with_name("assets") / "logo.png"
@@ -76,7 +77,10 @@ def iter_clips(
     """Make the clips of ``source`` in ``workdir``, one ffmpeg run each, and yield each
     as it is done. ``on_progress`` receives the task's percentage (0-100, unthrottled;
     wrap it in :class:`ProgressThrottle`)."""
-    parts = plan_parts(info.duration, spec)
+    # The whole task's plan is made before its first part: scene cuts need one pass
+    # over the whole source.
+    cuts = detect_cuts(source, info, timeout=ffmpeg_timeout, stop=stop) if spec.split == "scenes" else ()
+    parts = plan_parts(info.duration, spec, cuts)
     planned = [part.duration + 2 * spec.card_seconds for part in parts]
     total = sum(planned)
     done = 0.0
