@@ -65,6 +65,7 @@ def test_the_pass_reads_the_video_stream_only_under_the_source_limits(tmp_path):
     assert "-codec_whitelist" in args and "-format_whitelist" in args
     assert args[args.index("-max_pixels") + 1] == str(3840 * 2160)
     assert args[args.index("-i") + 1] == "file:/in/source.mp4"
+    assert args.index("-skip_loop_filter") < args.index("-i")  # a decoder option
     graph = args[args.index("-filter_complex") + 1]
     assert graph.startswith("[0:1]scale=160:90")
     assert f"scdet=sc_pass=0:threshold={SCENE_THRESHOLD}" in graph
