@@ -14,7 +14,7 @@ from pathlib import Path
 
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.graph import build_clip_command
-from services.transcoder.plan import Part, plan_parts
+from services.transcoder.plan import Part, plan_parts, plan_scene_parts
 from services.transcoder.probe import SourceInfo, run_ffprobe
 from services.transcoder.runner import StopSignal, run_ffmpeg
 from services.transcoder.scenes import detect_cuts
@@ -77,10 +77,16 @@ def iter_clips(
     """Make the clips of ``source`` in ``workdir``, one ffmpeg run each, and yield each
     as it is done. ``on_progress`` receives the task's percentage (0-100, unthrottled;
     wrap it in :class:`ProgressThrottle`)."""
-    # The whole task's plan is made before its first part: scene cuts need one pass
-    # over the whole source.
-    cuts = detect_cuts(source, info, timeout=ffmpeg_timeout, stop=stop) if spec.split == "scenes" else ()
-    parts = plan_parts(info.duration, spec, cuts)
+    # The whole task's plan is made before its first part, scene cuts searched only
+    # where a boundary may move to (docs/transcoder.md, "Scene-aware parts").
+    if spec.split == "scenes":
+
+        def find_cuts(start: float, seconds: float) -> tuple[float, ...]:
+            return detect_cuts(source, info, timeout=ffmpeg_timeout, stop=stop, start=start, seconds=seconds)
+
+        parts = plan_scene_parts(info.duration, spec, find_cuts)
+    else:
+        parts = plan_parts(info.duration, spec)
     planned = [part.duration + 2 * spec.card_seconds for part in parts]
     total = sum(planned)
     done = 0.0

@@ -7,7 +7,7 @@ Nothing here touches a file or a process, so every rule is tested on its own.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,7 +63,7 @@ def _scene_parts(duration: float, spec: ClipSpec, cuts: Sequence[float]) -> list
     """
     fps = spec.fps
     total = duration * fps  # in frames, not rounded: the source's end is not snapped
-    longest = max(1, math.floor(spec.max_part_seconds * fps + 1e-9))
+    longest = _longest_frames(spec)
     window = spec.scene_window_seconds * fps
     cut_frames = sorted({round(cut * fps) for cut in cuts if math.isfinite(cut)})
     parts: list[Part] = []
@@ -80,6 +80,40 @@ def _scene_parts(duration: float, spec: ClipSpec, cuts: Sequence[float]) -> list
             break
         start += round(length)
     return parts
+
+
+def _longest_frames(spec: ClipSpec) -> int:
+    """The most whole output frames a scene-aware part may last."""
+    return max(1, math.floor(spec.max_part_seconds * spec.fps + 1e-9))
+
+
+# Read from this long before a window, so that a cut on the window's first frame has a
+# frame before it to be scored against (longer than a frame of any source rate above 4).
+SCENE_WINDOW_LEAD_SECONDS = 0.25
+
+
+def plan_scene_parts(
+    duration: float,
+    spec: ClipSpec,
+    find_cuts: Callable[[float, float], Sequence[float]],
+) -> list[Part]:
+    """:func:`plan_parts` for ``split == "scenes"``, asking ``find_cuts(start, seconds)``
+    only for the cuts in the windows it needs: the ``scene_window_seconds`` before each
+    part's full-length end, part after part, since each part starts where the one before
+    ended. The rest of the source is never searched."""
+    cuts: list[float] = []
+    searched = 0
+    while True:
+        parts = plan_parts(duration, spec, cuts)
+        if searched >= len(parts):
+            return parts
+        part = parts[searched]
+        end = part.start + _longest_frames(spec) / spec.fps
+        if end >= duration:
+            return parts  # this part ends with the source; so do those after it (none)
+        begin = max(0.0, end - spec.scene_window_seconds - SCENE_WINDOW_LEAD_SECONDS)
+        cuts.extend(find_cuts(begin, end - begin))
+        searched += 1
 
 
 @dataclass(frozen=True)

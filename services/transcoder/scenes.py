@@ -36,11 +36,23 @@ DETECT_WIDTH, DETECT_HEIGHT = 160, 90
 _CUT_KEY = "lavfi.scd.time"
 
 
-def build_detect_command(source: Path, info: SourceInfo, cuts_path: Path) -> list[str]:
-    """The ffmpeg arguments that write the scene cuts of ``source`` to ``cuts_path``."""
-    # The pass costs about one decode of the source; deblocking is a fifth of an H.264
+def build_detect_command(
+    source: Path,
+    info: SourceInfo,
+    cuts_path: Path,
+    *,
+    start: float = 0.0,
+    seconds: float | None = None,
+) -> list[str]:
+    """The ffmpeg arguments that write the scene cuts of ``source`` to ``cuts_path``:
+    of the whole source, or of ``seconds`` from ``start`` (input seeking, as a part's
+    run; the times written are then counted from ``start``)."""
+    span = {"ss": f"{start:.6f}"} if start > 0 else {}
+    if seconds is not None:
+        span["t"] = f"{seconds:.6f}"
+    # The run costs about one decode of what it reads; deblocking is a fifth of an H.264
     # decode and changes nothing a 160x90 grey score can see.
-    src = ffmpeg.input(local_url(source), skip_loop_filter="all", **source_input_options(info.decode))
+    src = ffmpeg.input(local_url(source), skip_loop_filter="all", **span, **source_input_options(info.decode))
     video = (
         src[str(info.video_stream)]
         # The picture's shape does not matter to the score, only its content: a fixed
@@ -86,8 +98,11 @@ def detect_cuts(
     *,
     timeout: float,
     stop: StopSignal | None = None,
+    start: float = 0.0,
+    seconds: float | None = None,
 ) -> tuple[float, ...]:
-    """The scene cuts of ``source``, in seconds from its start.
+    """The scene cuts of ``source`` (or of ``seconds`` of it from ``start``), in seconds
+    from its start. A cut on the first frame read is not seen: it has no frame before it.
 
     Raises what :func:`.runner.run_ffmpeg` raises: :class:`.errors.PermanentFailure`
     when the source cannot be decoded or the run passes ``timeout`` or the limits,
@@ -98,12 +113,13 @@ def detect_cuts(
     with tempfile.TemporaryDirectory(prefix="scenes-") as scratch:
         cuts_path = Path(scratch) / "cuts.txt"
         run_ffmpeg(
-            build_detect_command(source, info, cuts_path),
+            build_detect_command(source, info, cuts_path, start=start, seconds=seconds),
             timeout=timeout,
             limits=info.decode,
             stop=stop,
             activity="finding the source's scene cuts",
         )
         if not cuts_path.is_file():
-            return ()  # no frame was tagged before ffmpeg closed the file
-        return parse_cuts(cuts_path.read_text(encoding="utf-8", errors="replace"))
+            return ()  # ffmpeg stopped before it opened the file
+        cuts = parse_cuts(cuts_path.read_text(encoding="utf-8", errors="replace"))
+    return tuple(round(start + cut, 6) for cut in cuts)

@@ -9,7 +9,7 @@ import pytest
 
 from services.transcoder.errors import PermanentFailure, ProcessingStopped
 from services.transcoder.pipeline import iter_clips
-from services.transcoder.plan import plan_parts
+from services.transcoder.plan import plan_parts, plan_scene_parts
 from services.transcoder.probe import SourceLimits, probe_source
 from services.transcoder.runner import StopSignal
 from services.transcoder.scenes import detect_cuts
@@ -39,6 +39,21 @@ def test_detection_finds_each_hard_cut_to_the_frame(shots):
     assert len(cuts) == len(CUTS), cuts
     for found, made in zip(cuts, CUTS):
         assert abs(found - made) <= FRAME
+
+
+def test_searching_only_the_windows_finds_the_same_cuts_and_plan(shots):
+    info = probe_source(shots, LIMITS)
+    asked: list[tuple[float, ...]] = []
+
+    def find_cuts(start: float, seconds: float) -> tuple[float, ...]:
+        asked.append(cuts := detect_cuts(shots, info, timeout=120, start=start, seconds=seconds))
+        return cuts
+
+    parts = plan_scene_parts(info.duration, SCENES, find_cuts)
+    assert parts == plan_parts(info.duration, SCENES, detect_cuts(shots, info, timeout=120))
+    found = sum(asked, ())
+    assert len(asked) == 2 and len(found) == 2
+    assert all(abs(cut - made) <= FRAME for cut, made in zip(found, (16, 35)))
 
 
 def test_parts_from_real_detection_end_on_the_cuts_and_their_clips_last_as_planned(shots, tmp_path):

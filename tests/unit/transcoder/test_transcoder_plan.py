@@ -5,6 +5,7 @@ from services.transcoder.plan import (
     clip_object_name,
     fit_geometry,
     plan_parts,
+    plan_scene_parts,
     poster_object_name,
 )
 from shared.events import ClipSpec
@@ -171,3 +172,53 @@ def test_trim_keeps_only_the_first_scene_aware_part():
 
 def test_cuts_need_not_be_sorted_or_finite():
     assert plan_parts(45, SCENES, cuts=(float("nan"), 18, 16, 18)) == plan_parts(45, SCENES, cuts=(16, 18))
+
+
+class CutFinder:
+    """Answers ``find_cuts(start, seconds)`` from a list of the source's cuts, and keeps
+    the spans it was asked for."""
+
+    def __init__(self, cuts):
+        self.cuts = cuts
+        self.asked: list[tuple[float, float]] = []
+
+    def __call__(self, start, seconds):
+        self.asked.append((start, seconds))
+        return [cut for cut in self.cuts if start < cut <= start + seconds]
+
+
+@pytest.mark.parametrize(
+    "duration, cuts",
+    [
+        (45, (7, 16, 29, 35)),
+        (90, (7, 16, 29, 33, 41, 58, 59.5, 70, 77)),
+        (45, ()),
+        (45, (20, 40)),
+        (40.02, (18,)),
+        (12, (4, 8)),
+    ],
+)
+def test_searching_only_the_windows_plans_what_all_cuts_plan(duration, cuts):
+    finder = CutFinder(cuts)
+    assert plan_scene_parts(duration, SCENES, finder) == plan_parts(duration, SCENES, cuts)
+
+
+def test_only_the_window_before_each_full_length_end_is_searched():
+    finder = CutFinder((7, 16, 29, 35))
+    plan_scene_parts(45, SCENES, finder)
+    # Part 1's window ends at 20; part 2 starts on the cut at 16, its window ends at 36;
+    # part 3 (35-45) ends with the source. Each span starts a quarter second early.
+    assert [value for span in finder.asked for value in span] == flat([(14.75, 5.25), (30.75, 5.25)])
+    assert sum(seconds for _, seconds in finder.asked) < 45 / 4
+
+
+def test_a_source_within_one_part_is_not_searched():
+    finder = CutFinder((4,))
+    assert plan_scene_parts(20, SCENES, finder) == [Part(1, 0.0, 20.0)]
+    assert finder.asked == []
+
+
+def test_trim_searches_the_first_window_only():
+    finder = CutFinder((7, 18, 38))
+    assert plan_scene_parts(45, ClipSpec(split="scenes", mode="trim"), finder) == [Part(1, 0.0, 18.0)]
+    assert len(finder.asked) == 1

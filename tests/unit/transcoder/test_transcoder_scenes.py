@@ -72,3 +72,12 @@ def test_the_pass_reads_the_video_stream_only_under_the_source_limits(tmp_path):
     assert "format=gray" in graph and str(tmp_path / "cuts.txt") in graph
     assert {"-an", "-sn", "-dn"} <= set(args) and args[args.index("-f") + 1] == "null"
     assert "fps" not in graph  # every source frame is scored, so a cut is placed to the frame
+
+
+def test_a_window_is_read_by_input_seeking(tmp_path):
+    args = build_detect_command(
+        Path("/in/source.mp4"), INFO, tmp_path / "cuts.txt", start=14.75, seconds=5.25
+    )
+    assert args[args.index("-ss") + 1] == "14.750000" and args[args.index("-t") + 1] == "5.250000"
+    assert args.index("-ss") < args.index("-i") and args.index("-t") < args.index("-i")
+    assert "-ss" not in build_detect_command(Path("/in/source.mp4"), INFO, tmp_path / "cuts.txt")
