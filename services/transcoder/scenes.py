@@ -1,6 +1,8 @@
-"""Where a source's shots change: one ffmpeg pass over the whole source, video only.
+"""Where a source's shots change: one ffmpeg run, video only, over the whole source or
+over one span of it (the planner asks only for the windows a boundary may move to:
+:func:`.plan.plan_scene_parts`).
 
-The pass decodes every frame (at the source's own rate, so a cut is placed to the
+The run decodes every frame it reads (at the source's own rate, so a cut is placed to the
 frame), shrinks it to a small grey picture and hands it to ffmpeg's ``scdet`` filter.
 ``scdet`` scores each frame against the one before it (0-100: the mean absolute
 difference of the pixels, less the previous frame's, so steady motion scores low and a
