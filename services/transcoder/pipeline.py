@@ -20,9 +20,10 @@ from services.transcoder.cards import DEFAULT_CARD_FONT, card_images
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.graph import FormatFiles, build_part_command
 from services.transcoder.loudness import loudnorm_arguments, measure_part
-from services.transcoder.plan import Part, clip_frames, plan_parts
+from services.transcoder.plan import Part, clip_frames, plan_parts, plan_scene_parts
 from services.transcoder.probe import SourceInfo, run_ffprobe
 from services.transcoder.runner import StopSignal, run_ffmpeg
+from services.transcoder.scenes import detect_cuts
 from shared import layout
 from shared.events import ClipFormat, ClipSpec
 
@@ -89,7 +90,16 @@ def iter_clips(
     frame's card is drawn in ``card_font`` into ``workdir`` first. ``on_progress``
     receives the task's percentage (0-100, unthrottled; wrap it in
     :class:`ProgressThrottle`)."""
-    parts = plan_parts(info.duration, spec)
+    # The whole task's plan is made before its first part, scene cuts searched only
+    # where a boundary may move to (docs/transcoder.md, "Scene-aware parts").
+    if spec.split == "scenes":
+
+        def find_cuts(start: float, seconds: float) -> tuple[float, ...]:
+            return detect_cuts(source, info, timeout=ffmpeg_timeout, stop=stop, start=start, seconds=seconds)
+
+        parts = plan_scene_parts(info.duration, spec, find_cuts)
+    else:
+        parts = plan_parts(info.duration, spec)
     planned = [part.duration + 2 * spec.card_seconds for part in parts]
     total = sum(planned)
     done = 0.0

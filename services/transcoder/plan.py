@@ -7,6 +7,7 @@ Nothing here touches a file or a process, so every rule is tested on its own.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,14 +25,20 @@ class Part:
     duration: float
 
 
-def plan_parts(duration: float, spec: ClipSpec) -> list[Part]:
+def plan_parts(duration: float, spec: ClipSpec, cuts: Sequence[float] = ()) -> list[Part]:
     """Cut ``duration`` seconds into consecutive parts of at most ``spec.max_part_seconds``.
 
     ``split`` keeps every part (45 s -> 20, 20, 5); ``trim`` only the first. A tail
     shorter than one output frame is container rounding, not content, and is dropped.
+
+    With ``spec.split == "scenes"`` a boundary moves back to the last of ``cuts`` (scene
+    cut times, seconds from the source's start) within the ``spec.scene_window_seconds``
+    before it, and stays at the full length where none is; see :func:`_scene_parts`.
     """
     if not math.isfinite(duration) or duration <= 0:
         raise ValueError(f"a source duration must be positive, got {duration!r}")
+    if spec.split == "scenes":
+        return _scene_parts(duration, spec, cuts)
     frame = 1.0 / spec.fps
     length = spec.max_part_seconds
     parts: list[Part] = []
@@ -43,6 +50,70 @@ def plan_parts(duration: float, spec: ClipSpec) -> list[Part]:
             break
         start += length
     return parts
+
+
+def _scene_parts(duration: float, spec: ClipSpec, cuts: Sequence[float]) -> list[Part]:
+    """Scene-aware parts, counted in output frames (``1 / spec.fps``) so that every
+    boundary is a frame's start and the parts are frame-exact.
+
+    A cut is placed on the nearest frame. A part runs from its start to the latest cut
+    in the window ``[end - scene_window_seconds, end]`` before its full-length end
+    ``end``, a cut on ``end`` keeping it there; a cut on the part's own start is the
+    boundary already made, not a new one. The last part ends with the source.
+    """
+    fps = spec.fps
+    total = duration * fps  # in frames, not rounded: the source's end is not snapped
+    longest = _longest_frames(spec)
+    window = spec.scene_window_seconds * fps
+    cut_frames = sorted({round(cut * fps) for cut in cuts if math.isfinite(cut)})
+    parts: list[Part] = []
+    start = 0
+    while total - start >= 1 or not parts:
+        end = start + longest
+        if end >= total:
+            length = total - start
+        else:
+            in_window = [cut for cut in cut_frames if start < cut <= end and cut >= end - window]
+            length = (in_window[-1] if in_window else end) - start
+        parts.append(Part(index=len(parts) + 1, start=round(start / fps, 6), duration=round(length / fps, 6)))
+        if spec.mode == "trim":
+            break
+        start += round(length)
+    return parts
+
+
+def _longest_frames(spec: ClipSpec) -> int:
+    """The most whole output frames a scene-aware part may last."""
+    return max(1, math.floor(spec.max_part_seconds * spec.fps + 1e-9))
+
+
+# Read from this long before a window, so that a cut on the window's first frame has a
+# frame before it to be scored against (longer than a frame of any source rate above 4).
+SCENE_WINDOW_LEAD_SECONDS = 0.25
+
+
+def plan_scene_parts(
+    duration: float,
+    spec: ClipSpec,
+    find_cuts: Callable[[float, float], Sequence[float]],
+) -> list[Part]:
+    """:func:`plan_parts` for ``split == "scenes"``, asking ``find_cuts(start, seconds)``
+    only for the cuts in the windows it needs: the ``scene_window_seconds`` before each
+    part's full-length end, part after part, since each part starts where the one before
+    ended. The rest of the source is never searched."""
+    cuts: list[float] = []
+    searched = 0
+    while True:
+        parts = plan_parts(duration, spec, cuts)
+        if searched >= len(parts):
+            return parts
+        part = parts[searched]
+        end = part.start + _longest_frames(spec) / spec.fps
+        if end >= duration:
+            return parts  # this part ends with the source; so do those after it (none)
+        begin = max(0.0, end - spec.scene_window_seconds - SCENE_WINDOW_LEAD_SECONDS)
+        cuts.extend(find_cuts(begin, end - begin))
+        searched += 1
 
 
 @dataclass(frozen=True)

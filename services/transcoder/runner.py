@@ -123,9 +123,11 @@ def run_ffmpeg(
     limits: DecodeLimits = DecodeLimits(),
     on_progress: Callable[[float], None] | None = None,
     stop: StopSignal | None = None,
+    activity: str = "making a clip",
 ) -> list[str]:
     """Run ``args`` to completion, its address space capped at ``limits.memory_bytes``;
     the last lines it wrote to stderr (what a filter printed as the run ended).
+    ``activity`` names the run in the reason a task's owner reads when it overruns.
 
     Raises :class:`ProcessingStopped` when ``stop`` is set (ffmpeg is killed at once),
     :class:`PermanentFailure` when the wall-clock limit passes (a source within the
@@ -159,7 +161,7 @@ def run_ffmpeg(
                 break
             if time.monotonic() > deadline:
                 _kill(process)
-                raise PermanentFailure(f"making a clip took longer than {timeout:.0f} s")
+                raise PermanentFailure(f"{activity} took longer than {timeout:.0f} s")
             if stop is not None:
                 stop.wait(_POLL_SECONDS)
             else:
