@@ -148,8 +148,9 @@ scan: install ## checkov over infra/terraform and the four Dockerfiles
 
 # --- benchmarks and load tests (figures printed, and recorded in docs/) ------------------
 
-bench: install pstest ## the transcoder pipeline against its reference bound, and the worker's memory
-	$(PYTHON) benchmarks/transcoder_bench.py
+bench: install pstest ## the transcoder pipeline against its reference bound, the worker's memory, and what each clip option costs
+	@status=0; $(PYTHON) benchmarks/transcoder_bench.py || status=$$?; \
+	$(PYTHON) benchmarks/options_bench.py || status=$$?; exit $$status
 
 bench-api: install pstest ## upload memory and task-list latency of the api
 	$(PYTHON) benchmarks/api_bench.py

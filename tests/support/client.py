@@ -106,9 +106,10 @@ class PlatformClient:
         assert response.headers["Location"].endswith(f"/tasks/{task['id']}")
         return task
 
-    def submit_url(self, source_url: str) -> dict:
+    def submit_url(self, source_url: str, **options: object) -> dict:
+        """POST the URL, with the clip options given (``formats=[...]``, ``card={...}``)."""
         return self._accepted(
-            self.session.post(self.url("/tasks"), json={"url": source_url}, timeout=HTTP_TIMEOUT)
+            self.session.post(self.url("/tasks"), json={"url": source_url, **options}, timeout=HTTP_TIMEOUT)
         )
 
     def submit_file(self, path: Path) -> dict:

@@ -212,7 +212,7 @@ export function newTaskView(go) {
 }
 
 function clipCard(task, clip, position, blobs) {
-  const number = position + 1;
+  const number = Number.isFinite(clip.index) ? clip.index : position + 1;
   const video = h("video", { controls: true, preload: "none", "aria-label": `Clip ${number}`, playsInline: true });
   const play = h("button", { type: "button", text: `Play clip ${number}` });
   const download = h("button", { type: "button", text: `Download clip ${number}` });
@@ -237,7 +237,7 @@ function clipCard(task, clip, position, blobs) {
   download.addEventListener("click", async () => {
     download.disabled = true;
     try {
-      const link = h("a", { href: await blobs.get(clip.links.download), download: `${task.id}-clip-${clip.index}.mp4`, hidden: true });
+      const link = h("a", { href: await blobs.get(clip.links.download), download: `${task.id}-clip-${clip.index}${formatSuffix(clip)}.mp4`, hidden: true });
       document.body.append(link);
       link.click();
       link.remove();
@@ -250,12 +250,17 @@ function clipCard(task, clip, position, blobs) {
   return h(
     "li",
     { class: "clip", "data-clip-index": clip.index },
-    h("h3", { text: `Clip ${number}` }),
+    h("h3", { text: clip.format && clip.format !== "16:9" ? `Clip ${number} · ${clip.format}` : `Clip ${number}` }),
     video,
     h("p", { class: "meta", text: `${clip.duration_seconds.toFixed(1)} s · ${formatBytes(clip.size_bytes)}` }),
     h("div", { class: "actions" }, play, download),
     problem,
   );
+}
+
+// A clip in another frame than 16:9 (a task may ask for 9:16 and 1:1 beside it) says so in its file name.
+function formatSuffix(clip) {
+  return clip.format && clip.format !== "16:9" ? `-${clip.format.replace(":", "x")}` : "";
 }
 
 // Clip files fetched once with the token and kept as blob: URLs while the page is shown.
