@@ -46,7 +46,7 @@ WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite
 PYTEST_ARGS ?=
 LOCK_ARGS ?=
 
-.PHONY: help install system-packages pstest web up down test fmt lock migrate clean scan bench bench-api bench-e2e bench-webhooks bench-loudness load
+.PHONY: help install system-packages pstest web up down test screenshots fmt lock migrate clean scan bench bench-api bench-e2e bench-webhooks bench-loudness load
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -116,6 +116,9 @@ test: install pstest web ## the whole test suite (PYTEST_ARGS="-k auth" to narro
 	@status=0; $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "FAILED: pytest collected no tests (exit status 5)" >&2; fi; \
 	exit $$status
+
+screenshots: install pstest web ## photograph the web app's pages into docs/screenshots (its browser tests)
+	WEB_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(VENV)/bin/pytest tests/web -q
 
 fmt: $(LOCK_STAMP) ## apply the formatter and ruff's fixable rules
 	$(VENV)/bin/ruff check --fix .

@@ -5,6 +5,7 @@ flag), screenshots at desktop and phone width, and the axe-core check."""
 from __future__ import annotations
 
 import gzip
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ from tests.support.client import PASSWORD
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WEB_DIST = PROJECT_ROOT / "web" / "dist"
 AXE_SOURCE = PROJECT_ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
-SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
+# Where the pages are photographed: docs/screenshots with `make screenshots`; otherwise
+# under .local, so a test run leaves the tree as it found it.
+SCREENSHOTS = Path(os.environ.get("WEB_SCREENSHOTS_DIR") or PROJECT_ROOT / ".local" / "screenshots")
 CHROMIUM = "/usr/bin/chromium"
 # Playwright's launch() gives the browser a new, empty profile folder of its own.
 CHROMIUM_ARGS = [
@@ -87,7 +90,7 @@ class WebPage:
     def screenshot(
         self, name: str, ready: Callable[[], None] | None = None, *, full_page: bool = True
     ) -> None:
-        """docs/screenshots/<name>-desktop.png and <name>-phone.png of the page as it is
+        """<name>-desktop.png and <name>-phone.png of the page as it is, in ``SCREENSHOTS``
         (the whole page, or only the window: a modal dialog covers only the window)."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         size = self.page.viewport_size
