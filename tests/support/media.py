@@ -8,10 +8,12 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from infra.local.fileserver import ServedFolder, serve_folder
+from services.transcoder.probe import SourceInfo
 
 # Frames are compared scaled down to this size, one byte a pixel (grey).
 COMPARE_WIDTH, COMPARE_HEIGHT = 128, 72
@@ -31,6 +33,26 @@ def make_source(path: Path, *, seconds: float, width: int = 320, height: int = 2
     """An H.264/AAC mp4 of a moving test pattern with a tone (``encoding``: the other
     parameters of :func:`make_video`)."""
     return make_video(path, seconds=seconds, width=width, height=height, extra=("-shortest",), **encoding)
+
+
+def source_info(**changes: Any) -> SourceInfo:
+    """What a probe says of a 45 s 1920x1080 30 fps H.264 source with sound, with
+    ``changes`` (for the pure command builders' tests; no file behind it)."""
+    base: dict[str, Any] = dict(
+        container="mov,mp4",
+        size_bytes=1,
+        duration=45.0,
+        width=1920,
+        height=1080,
+        display_width=1920,
+        display_height=1080,
+        rotation=0,
+        frame_rate=30.0,
+        video_stream=0,
+        has_audio=True,
+        video_codec="h264",
+    )
+    return SourceInfo(**(base | changes))
 
 
 @dataclass(frozen=True)

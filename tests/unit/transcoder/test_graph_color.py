@@ -9,30 +9,19 @@ import pytest
 
 from services.transcoder.graph import build_clip_command
 from services.transcoder.plan import Part
-from services.transcoder.probe import SourceInfo, SourceLimits, describe_source
+from services.transcoder.probe import SourceLimits, describe_source
 from shared.events import ClipSpec
+from tests.support.media import source_info
 
-BASE = dict(
-    container="mov,mp4",
-    size_bytes=1,
-    duration=45.0,
-    width=3840,
-    height=2160,
-    display_width=3840,
-    display_height=2160,
-    rotation=0,
-    frame_rate=30.0,
-    video_stream=0,
-    has_audio=True,
-    video_codec="hevc",
-)
+# A 4K HEVC source; the rest as tests.support.media.source_info has it.
+BASE = dict(width=3840, height=2160, display_width=3840, display_height=2160, video_codec="hevc")
 HLG = dict(color_transfer="arib-std-b67", color_primaries="bt2020", color_space="bt2020nc", color_range="tv")
 
 
 def args(**changes) -> list[str]:
     return build_clip_command(
         Path("/scratch/source"),
-        SourceInfo(**(BASE | changes)),
+        source_info(**(BASE | changes)),
         Part(1, 0.0, 20.0),
         ClipSpec(),
         Path("/assets/logo.png"),

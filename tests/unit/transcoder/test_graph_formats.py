@@ -13,7 +13,8 @@ from services.transcoder.plan import Frame, Part, clip_frames
 from shared.events import ClipSpec, FormatSpec
 
 # The source's facts and the input-options reader of the single-format tests.
-from tests.unit.transcoder.test_transcoder_graph import info, options_before
+from tests.support.media import source_info as info
+from tests.unit.transcoder.test_transcoder_graph import options_before
 
 SOURCE = Path("/scratch/source")
 THREE = (FormatSpec(format="16:9"), FormatSpec(format="9:16", fit="crop"), FormatSpec(format="1:1"))

@@ -28,10 +28,10 @@ from services.transcoder.cards import (
 from services.transcoder.graph import build_clip_command
 from services.transcoder.pipeline import DEFAULT_LOGO
 from services.transcoder.plan import Part
-from services.transcoder.probe import SourceInfo
 from services.transcoder.worker import Worker
 from shared.config import Settings
 from shared.events import CardText, ClipSpec
+from tests.support.media import source_info
 
 FRAMES = [(1280, 720), (720, 1280), (1080, 1080), (320, 180), (16, 16)]
 HOSTILE = [
@@ -229,20 +229,7 @@ def test_the_text_is_drawn_under_the_logo():
 
 # --- the clip command -----------------------------------------------------------------------
 
-INFO = SourceInfo(
-    container="mov,mp4",
-    size_bytes=1,
-    duration=3.0,
-    width=320,
-    height=180,
-    display_width=320,
-    display_height=180,
-    rotation=0,
-    frame_rate=30.0,
-    video_stream=0,
-    has_audio=True,
-    video_codec="h264",
-)
+INFO = source_info(duration=3.0, width=320, height=180, display_width=320, display_height=180)
 
 
 def clip_args(spec: ClipSpec, workdir: Path) -> list[str]:

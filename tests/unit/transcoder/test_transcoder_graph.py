@@ -7,26 +7,8 @@ import pytest
 from services.transcoder.graph import build_clip_command
 from services.transcoder.pipeline import ProgressThrottle
 from services.transcoder.plan import Part
-from services.transcoder.probe import SourceInfo
 from shared.events import ClipSpec
-
-
-def info(**changes):
-    base = dict(
-        container="mov,mp4",
-        size_bytes=1,
-        duration=45.0,
-        width=1920,
-        height=1080,
-        display_width=1920,
-        display_height=1080,
-        rotation=0,
-        frame_rate=30.0,
-        video_stream=0,
-        has_audio=True,
-        video_codec="h264",
-    )
-    return SourceInfo(**(base | changes))
+from tests.support.media import source_info as info
 
 
 def command(spec=ClipSpec(), part=Part(2, 20.0, 20.0), **changes):

@@ -19,8 +19,8 @@ from services.transcoder.loudness import (
     parse_measurement,
 )
 from services.transcoder.plan import Part
-from services.transcoder.probe import SourceInfo
 from shared.events import ClipSpec, LoudnessSpec
+from tests.support.media import source_info as info
 
 # The end of what ffmpeg 5.1 wrote to stderr in a measuring run (build_measure_command)
 # on a music-like source, as the runner hands it back (lines stripped).
@@ -61,24 +61,6 @@ MEASURED_SILENCE = [
     '"target_offset" : "inf"',
     "}",
 ]
-
-
-def info(**changes) -> SourceInfo:
-    base = dict(
-        container="mov,mp4",
-        size_bytes=1,
-        duration=45.0,
-        width=1920,
-        height=1080,
-        display_width=1920,
-        display_height=1080,
-        rotation=0,
-        frame_rate=30.0,
-        video_stream=0,
-        has_audio=True,
-        video_codec="h264",
-    )
-    return SourceInfo(**(base | changes))  # type: ignore[arg-type]
 
 
 def measured(integrated=-23.97, true_peak=-12.16, lra=3.5, threshold=-33.97) -> LoudnessMeasurement:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.transcoder.hardening import DecodeLimits
-from services.transcoder.probe import SourceInfo
 from services.transcoder.scenes import SCENE_THRESHOLD, build_detect_command, parse_cuts
+from tests.support.media import source_info
 
 # What ``metadata=print`` wrote for a source with cuts at 7, 16 and 29 s (30 fps).
 CAPTURED = """\
@@ -18,19 +18,11 @@ frame:870  pts:445440  pts_time:29
 lavfi.scd.time=29
 """
 
-INFO = SourceInfo(
+INFO = source_info(
     container="mov,mp4,m4a,3gp,3g2,mj2",
     size_bytes=1000,
     duration=35.0,
-    width=1920,
-    height=1080,
-    display_width=1920,
-    display_height=1080,
-    rotation=0,
-    frame_rate=30.0,
     video_stream=1,
-    has_audio=True,
-    video_codec="h264",
     decode=DecodeLimits(max_width=3840, max_height=2160, memory_bytes=2**31),
 )
 
