@@ -15,6 +15,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The ffmpeg runs a part may take: its scene window, its loudness measurement, its clip.
+_FFMPEG_RUNS_PER_PART = 3
+
 
 class Settings(BaseSettings):
     """Every knob of the platform, with its default. Field ``x`` is read from env ``X``."""
@@ -321,13 +324,18 @@ class Settings(BaseSettings):
     @property
     def transcoder_max_lease_seconds(self) -> float:
         """The longest a task may legitimately hold its message: fetch and probe, then
-        every part of the longest allowed source at the ffmpeg limit each, then the drain
-        grace."""
-        most_parts = math.ceil(self.max_source_seconds / 20.0)
+        every part of the longest allowed source at the ffmpeg limit for each of its runs,
+        then the drain grace.
+
+        A part lasts at least 20 s less the scene window (a scene-aware boundary moves
+        back by up to the window), and takes up to three ffmpeg runs: its scene window's
+        search, its loudness measurement and its clip (every format in one run)."""
+        shortest_part = max(1.0, 20.0 - self.scene_window_seconds)
+        most_parts = math.ceil(self.max_source_seconds / shortest_part)
         return (
             self.fetch_total_timeout_seconds
             + self.probe_timeout_seconds
-            + most_parts * self.ffmpeg_timeout_seconds
+            + most_parts * _FFMPEG_RUNS_PER_PART * self.ffmpeg_timeout_seconds
             + self.drain_grace_seconds
         )
 

@@ -129,3 +129,15 @@ def test_clip_option_settings_outside_what_a_spec_holds_stop_the_process(field, 
     # Every task's spec is built from them: a bad one must fail at start, not per task.
     with pytest.raises(ValidationError, match=field):
         Settings(**{field: value})
+
+
+def test_the_lease_bound_counts_every_run_of_the_shortest_scene_aware_parts():
+    settings = Settings(max_source_seconds=600, scene_window_seconds=5, ffmpeg_timeout_seconds=100)
+    # 600 s in parts of at least 15 s: 40 parts, each a scene window, a loudness measurement and a clip.
+    runs = 40 * 3 * 100
+    fixed = (
+        settings.fetch_total_timeout_seconds + settings.probe_timeout_seconds + settings.drain_grace_seconds
+    )
+    assert settings.transcoder_max_lease_seconds == fixed + runs
+    wider = Settings(max_source_seconds=600, scene_window_seconds=10, ffmpeg_timeout_seconds=100)
+    assert wider.transcoder_max_lease_seconds == fixed + 60 * 3 * 100
