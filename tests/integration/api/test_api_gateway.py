@@ -20,7 +20,7 @@ from sqlalchemy import insert, update
 from shared.storage import storage_client
 from shared.tables import clips, tasks
 from tests.support.api import multipart
-from tests.support.client import PASSWORD, PlatformClient, assert_error
+from tests.support.client import PASSWORD, PlatformClient, assert_error, http_session
 
 TIMEOUT = 30
 
@@ -285,19 +285,22 @@ def test_a_burst_of_mixed_requests_through_the_gateway_gets_no_5xx(local_stack):
 
     def one(index: int) -> tuple[int, str]:
         if not hasattr(sessions, "session"):
-            sessions.session = requests.Session()
+            sessions.session = http_session()
         response = _burst_request(base, sessions.session, athletes, index)
         return response.status_code, response.text[:200]
 
-    with concurrent.futures.ThreadPoolExecutor(BURST_CONCURRENCY) as pool:
-        answers = list(pool.map(one, range(BURST_REQUESTS)))
-    statuses = collections.Counter(status for status, _ in answers)
-    server_errors = [(status, text) for status, text in answers if status >= 500]
-    assert not server_errors, f"{len(server_errors)} answers of 5xx ({statuses}): {server_errors[:5]}"
-    assert sum(statuses.values()) == BURST_REQUESTS
-    assert statuses[200] and statuses[202] and statuses[404] and statuses[401]
-    # The accepted tasks fetch from a refused port, a transient failure the shared stack's
-    # worker would retry for minutes ahead of every later test: cancel them all.
-    for athlete in athletes:
-        for task in athlete.get("/tasks?max=100").json()["tasks"]:
-            assert athlete.delete(f"/tasks/{task['id']}").status_code == 204
+    try:
+        with concurrent.futures.ThreadPoolExecutor(BURST_CONCURRENCY) as pool:
+            answers = list(pool.map(one, range(BURST_REQUESTS)))
+        statuses = collections.Counter(status for status, _ in answers)
+        server_errors = [(status, text) for status, text in answers if status >= 500]
+        assert not server_errors, f"{len(server_errors)} answers of 5xx ({statuses}): {server_errors[:5]}"
+        assert sum(statuses.values()) == BURST_REQUESTS
+        assert statuses[200] and statuses[202] and statuses[404] and statuses[401]
+    finally:
+        # The accepted tasks fetch from a refused port, a transient failure the shared
+        # stack's worker would retry for minutes ahead of every later test: cancel them
+        # all, also when the burst failed.
+        for athlete in athletes:
+            for task in athlete.get("/tasks?max=100").json()["tasks"]:
+                assert athlete.delete(f"/tasks/{task['id']}").status_code == 204
