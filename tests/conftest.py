@@ -37,7 +37,7 @@ from shared.config import Settings
 from shared.pubsub import delete_topology, ensure_topology
 from shared.storage import delete_buckets, ensure_buckets
 from shared.tokens import generate_signing_key_pem
-from tests.support.names import isolated_names
+from tests.support.names import SHARED_STACK_LIMITS, isolated_names
 
 # Fixtures shared by several folders (media sources served on loopback), and the fault
 # drills' recovery summary (registered here so it also runs where pytest-xdist prints).
@@ -283,7 +283,7 @@ def local_stack(
         database_url=database_url,
         pubsub_emulator_host=pubsub_emulator_host,
         storage_emulator_host=storage_emulator_host,
-        settings=isolated_names(),
+        settings=isolated_names() | SHARED_STACK_LIMITS,
     )
     stack = LocalStack(config)
     try:

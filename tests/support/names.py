@@ -19,3 +19,9 @@ def isolated_names(label: str = "") -> dict[str, str]:
         "subscription_transcoder": f"video-tasks-transcoder-{suffix}",
         "subscription_notifier": f"task-events-notifier-{suffix}",
     }
+
+
+# The stacks the tests share sign many athletes up from one address (127.0.0.1) within a
+# minute, past the per-client sign-up limit of production (30 a minute): these stacks
+# raise it, so a test's sign-up never depends on how many others ran before it.
+SHARED_STACK_LIMITS = {"signups_per_minute_per_client": "10000"}

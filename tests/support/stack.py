@@ -33,7 +33,7 @@ from shared.config import Settings
 from shared.events import TaskStatusChanged, decode
 from shared.pubsub import delete_topology, subscription_path, topic_path
 from shared.storage import delete_buckets, storage_client
-from tests.support.names import isolated_names
+from tests.support.names import SHARED_STACK_LIMITS, isolated_names
 
 
 @dataclass
@@ -114,7 +114,7 @@ def running_stack(
             storage_emulator_host=storage_emulator_host,
             transcoder_workers=transcoder_workers,
             services=services,
-            settings=isolated_names("e2e") | (settings or {}),
+            settings=isolated_names("e2e") | SHARED_STACK_LIMITS | (settings or {}),
             **free_ports(),
         )
         stack = LocalStack(config)
