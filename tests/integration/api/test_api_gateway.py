@@ -286,6 +286,11 @@ def test_a_burst_of_mixed_requests_through_the_gateway_gets_no_5xx(local_stack):
     def one(index: int) -> tuple[int, str]:
         if not hasattr(sessions, "session"):
             sessions.session = http_session()
+            # One connection per request: under load the gateway has closed a reused
+            # keep-alive connection right after an answer, which a POST cannot safely
+            # be sent again on (docs/reliability.md, "Known issues"); this test is about
+            # the answers, so it does not depend on connection reuse.
+            sessions.session.headers["Connection"] = "close"
         response = _burst_request(base, sessions.session, athletes, index)
         return response.status_code, response.text[:200]
 
