@@ -26,7 +26,7 @@ from services.transcoder.runner import run_ffmpeg
 from shared.config import Settings
 from shared.events import ClipSpec
 from tests.support.canary import Canary
-from tests.support.media import ffmpeg, ffprobe
+from tests.support.media import ffmpeg, ffprobe, source_info
 from tests.support.security import leaks_in, tiny_video, upload, wait_for_outcome
 
 pytestmark = pytest.mark.security
@@ -110,7 +110,7 @@ def _unhardened_probe(source: Path, arguments: list[str]) -> None:
 
 
 def _fake_info() -> SourceInfo:
-    return SourceInfo(
+    return source_info(
         container="mov",
         size_bytes=100,
         duration=2.0,
@@ -118,11 +118,7 @@ def _fake_info() -> SourceInfo:
         height=90,
         display_width=160,
         display_height=90,
-        rotation=0,
         frame_rate=10.0,
-        video_stream=0,
-        has_audio=True,
-        video_codec="h264",
     )
 
 

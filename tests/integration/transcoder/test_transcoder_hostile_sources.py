@@ -23,7 +23,7 @@ from shared.db import create_engine
 from shared.events import ClipSpec
 from tests.support.bombs import resolution_bomb_mkv
 from tests.support.canary import Canary
-from tests.support.media import ffmpeg, ffprobe, make_video
+from tests.support.media import ffmpeg, ffprobe, make_video, source_info
 from tests.support.worker import (
     Notifier,
     insert_task,
@@ -40,7 +40,7 @@ LIMITS = SourceLimits(max_bytes=10**9, max_seconds=3600, max_width=7680, max_hei
 
 
 def _fake_info() -> SourceInfo:
-    return SourceInfo(
+    return source_info(
         container="mov",
         size_bytes=100,
         duration=2.0,
@@ -48,11 +48,7 @@ def _fake_info() -> SourceInfo:
         height=240,
         display_width=320,
         display_height=240,
-        rotation=0,
-        frame_rate=30.0,
-        video_stream=0,
         has_audio=False,
-        video_codec="h264",
     )
 
 
