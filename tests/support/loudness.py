@@ -11,6 +11,8 @@ import numpy as np
 import pyloudnorm
 from scipy import signal
 
+from tests.support.media import FAST_H264
+
 RATE = 48000
 # BS.1770's true peak: the peak of the signal oversampled four times.
 TRUE_PEAK_OVERSAMPLING = 4
@@ -95,12 +97,7 @@ def make_source_with_sound(path: Path, audio: np.ndarray, rate: int = RATE) -> P
             str(audio.shape[1]),
             "-i",
             "pipe:0",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
+            *FAST_H264,
             "-c:a",
             "aac",
             "-b:a",

@@ -29,6 +29,10 @@ def ffmpeg(*args: str, timeout: float = 300) -> None:
     )
 
 
+# The encoder of the tests' generated sources: quick, and readable by every player.
+FAST_H264 = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+
+
 def make_source(path: Path, *, seconds: float, width: int = 320, height: int = 240, **encoding) -> Path:
     """An H.264/AAC mp4 of a moving test pattern with a tone (``encoding``: the other
     parameters of :func:`make_video`)."""
@@ -202,12 +206,7 @@ def make_shots(
         ";".join(graph),
         "-map",
         "[video]",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
+        *FAST_H264,
         "-g",
         str(fps),
         str(path),

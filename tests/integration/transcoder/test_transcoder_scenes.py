@@ -14,7 +14,7 @@ from services.transcoder.probe import SourceLimits, probe_source
 from services.transcoder.runner import StopSignal
 from services.transcoder.scenes import detect_cuts
 from shared.events import ClipSpec
-from tests.support.media import ffmpeg, frame_pixels, make_shots, make_video, mean_abs_diff
+from tests.support.media import FAST_H264, ffmpeg, frame_pixels, make_shots, make_video, mean_abs_diff
 
 LIMITS = SourceLimits(max_bytes=10**9, max_seconds=3600, max_width=7680, max_height=4320)
 FRAME = 1 / 30
@@ -93,12 +93,7 @@ def test_a_source_without_cuts_splits_every_max_part_seconds(tmp_path, video):
         "lavfi",
         "-i",
         video,
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
+        *FAST_H264,
         str(source),
     )
     info = probe_source(source, LIMITS)
