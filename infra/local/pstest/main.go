@@ -25,6 +25,7 @@ import (
 type subscriber struct {
 	*pstest.GServer
 	fake *pstest.Server
+	flow *flowControl
 }
 
 func (s subscriber) CreateSubscription(ctx context.Context, sub *pb.Subscription) (*pb.Subscription, error) {
@@ -46,7 +47,32 @@ func (s subscriber) ModifyAckDeadline(ctx context.Context, req *pb.ModifyAckDead
 		}
 	}
 	req.AckIds = known
+	seconds := make([]int32, len(known))
+	for i := range seconds {
+		seconds[i] = req.AckDeadlineSeconds
+	}
+	s.flow.leased(known, seconds)
 	return s.GServer.ModifyAckDeadline(ctx, req)
+}
+
+func (s subscriber) Acknowledge(ctx context.Context, req *pb.AcknowledgeRequest) (*emptypb.Empty, error) {
+	s.flow.acknowledged(req.AckIds)
+	return s.GServer.Acknowledge(ctx, req)
+}
+
+// StreamingPull honours the client's max_outstanding_messages (flow.go).
+func (s subscriber) StreamingPull(stream pb.Subscriber_StreamingPullServer) error {
+	return s.GServer.StreamingPull(s.flow.stream(stream, s.lease))
+}
+
+func (s subscriber) lease(ctx context.Context, subscription string, ackIDs []string, seconds int32) {
+	if subscription == "" || len(ackIDs) == 0 {
+		return
+	}
+	req := &pb.ModifyAckDeadlineRequest{Subscription: subscription, AckIds: ackIDs, AckDeadlineSeconds: seconds}
+	if _, err := s.ModifyAckDeadline(ctx, req); err != nil {
+		log.Printf("pstest: holding %d message(s) on %s: %v", len(ackIDs), subscription, err)
+	}
 }
 
 func main() {
@@ -63,7 +89,7 @@ func main() {
 	}
 	server := grpc.NewServer()
 	pb.RegisterPublisherServer(server, &fake.GServer)
-	pb.RegisterSubscriberServer(server, subscriber{GServer: &fake.GServer, fake: fake})
+	pb.RegisterSubscriberServer(server, subscriber{GServer: &fake.GServer, fake: fake, flow: newFlowControl()})
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
