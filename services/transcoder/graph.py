@@ -303,8 +303,13 @@ def _format_outputs(
     # A second into the part (or its middle), clear of a fade-in; a part of a frame or
     # two has only its first frame to offer.
     poster_at = min(1.0, part.duration / 2) if part.duration >= 2 / fps else 0.0
+    # The poster's branch ends after its one frame (a frame's duration from its start):
+    # otherwise every later frame of the part would still be converted to full range
+    # and thrown away, about a tenth of the run's CPU (docs/benchmarks.md).
     poster = ffmpeg.output(
-        body[1].filter("trim", start=f"{poster_at:.3f}").filter("format", "yuvj420p"),
+        body[1]
+        .filter("trim", start=f"{poster_at:.3f}", duration=f"{1 / fps:.6f}")
+        .filter("format", "yuvj420p"),
         str(files.poster),
         vframes=1,
         q=POSTER_QUALITY,
