@@ -50,7 +50,10 @@ def api_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def make_app(api_key: SigningKey) -> Iterator[Callable[..., object]]:
+def make_app(api_key: SigningKey, database_url: str) -> Iterator[Callable[..., object]]:
+    """Apps built for the test, closed at its end. It asks for the test database itself
+    so that it is set up after it and torn down before it is dropped: an app's upload
+    sweep and outbox relay threads stop before their database goes away."""
     apps = []
 
     def make(settings: Settings, **overrides):
