@@ -75,3 +75,48 @@ def test_a_burst_waiting_on_a_busy_subscriber_goes_to_the_one_that_connects_next
         publisher.delete_topic(topic=topic)
         subscriber.close()
         second_client.close()
+
+
+def test_acks_in_one_subscription_leave_the_counts_of_another_alone(pubsub_emulator):
+    """The fake's ack IDs are its message IDs, the same in every subscription of a topic:
+    the notifier and a tap both read ``task-events``. An ack in one subscription must not
+    free (or fill) a slot of a stream in the other. When it did, a stream counted
+    messages its client had long acked, and waited for the held message's next lease
+    renewal (20 s) before each delivery; here six messages would take minutes."""
+    suffix = uuid.uuid4().hex[:10]
+    topic = pubsub_v1.PublisherClient.topic_path(PROJECT, f"shared-{suffix}")
+    one_by_one = pubsub_v1.SubscriberClient.subscription_path(PROJECT, f"one-{suffix}")
+    all_at_once = pubsub_v1.SubscriberClient.subscription_path(PROJECT, f"all-{suffix}")
+    publisher = pubsub_v1.PublisherClient()
+    publisher.create_topic(name=topic)
+    subscriber = pubsub_v1.SubscriberClient()
+    for name in (one_by_one, all_at_once):
+        subscriber.create_subscription(name=name, topic=topic, ack_deadline_seconds=10)
+    received: dict[str, list[bytes]] = {one_by_one: [], all_at_once: []}
+
+    def acking(name: str):
+        def handle(message) -> None:
+            received[name].append(message.data)
+            message.ack()
+
+        return handle
+
+    pulls = [
+        subscriber.subscribe(one_by_one, acking(one_by_one), pubsub_v1.types.FlowControl(max_messages=1)),
+        subscriber.subscribe(all_at_once, acking(all_at_once), pubsub_v1.types.FlowControl(max_messages=100)),
+    ]
+    try:
+        for n in range(BURST):
+            publisher.publish(topic, f"m{n}".encode()).result(timeout=30)
+        # Well under one lease renewal: no delivery may have waited for one.
+        assert wait_until(lambda: len(received[one_by_one]) >= BURST, timeout=15), received
+        assert wait_until(lambda: len(received[all_at_once]) >= BURST, timeout=15), received
+        for name in (one_by_one, all_at_once):
+            assert Counter(received[name]) == Counter(f"m{n}".encode() for n in range(BURST)), received
+    finally:
+        for pull in pulls:
+            pull.cancel()
+        for name in (one_by_one, all_at_once):
+            subscriber.delete_subscription(subscription=name)
+        publisher.delete_topic(topic=topic)
+        subscriber.close()

@@ -36,11 +36,18 @@ const (
 // Acks and lease changes arrive on the stream or as unary calls; both land here.
 type flowControl struct {
 	mu     sync.Mutex
-	owners map[string]*flowStream // ack ID → the stream it was sent on
+	owners map[ackKey]*flowStream // the stream each message was sent on
+}
+
+// ackKey names a message in one subscription: this fake's ack IDs are its message
+// IDs, the same in every subscription of a topic.
+type ackKey struct {
+	subscription string
+	ackID        string
 }
 
 func newFlowControl() *flowControl {
-	return &flowControl{owners: map[string]*flowStream{}}
+	return &flowControl{owners: map[ackKey]*flowStream{}}
 }
 
 type flowStream struct {
@@ -72,39 +79,40 @@ func (fc *flowControl) stream(
 }
 
 // acknowledged drops acked messages from their streams' counts.
-func (fc *flowControl) acknowledged(ackIDs []string) {
+func (fc *flowControl) acknowledged(subscription string, ackIDs []string) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	for _, id := range ackIDs {
-		fc.releaseLocked(id)
+		fc.releaseLocked(ackKey{subscription, id})
 	}
 }
 
 // leased records new lease ends; a zero deadline is a nack and frees the slot.
-func (fc *flowControl) leased(ackIDs []string, seconds []int32) {
+func (fc *flowControl) leased(subscription string, ackIDs []string, seconds []int32) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	now := time.Now()
 	for i, id := range ackIDs {
-		owner := fc.owners[id]
+		key := ackKey{subscription, id}
+		owner := fc.owners[key]
 		if owner == nil || i >= len(seconds) {
 			continue
 		}
 		if seconds[i] <= 0 {
-			fc.releaseLocked(id)
+			fc.releaseLocked(key)
 			continue
 		}
 		owner.outstanding[id] = now.Add(time.Duration(seconds[i]) * time.Second)
 	}
 }
 
-func (fc *flowControl) releaseLocked(id string) {
-	owner := fc.owners[id]
+func (fc *flowControl) releaseLocked(key ackKey) {
+	owner := fc.owners[key]
 	if owner == nil {
 		return
 	}
-	delete(fc.owners, id)
-	delete(owner.outstanding, id)
+	delete(fc.owners, key)
+	delete(owner.outstanding, key.ackID)
 	owner.signal()
 }
 
@@ -112,8 +120,8 @@ func (fc *flowControl) releaseLocked(id string) {
 // their leases run out, as the real service does.
 func (fc *flowControl) forgetLocked(st *flowStream) {
 	for id := range st.outstanding {
-		if fc.owners[id] == st {
-			delete(fc.owners, id)
+		if key := (ackKey{st.subscription, id}); fc.owners[key] == st {
+			delete(fc.owners, key)
 		}
 	}
 	st.outstanding = map[string]time.Time{}
@@ -146,9 +154,10 @@ func (st *flowStream) Recv() (*pb.StreamingPullRequest, error) {
 	if req.StreamAckDeadlineSeconds > 0 {
 		st.ackDeadline = time.Duration(req.StreamAckDeadlineSeconds) * time.Second
 	}
+	subscription := st.subscription
 	st.flow.mu.Unlock()
-	st.flow.acknowledged(req.AckIds)
-	st.flow.leased(req.ModifyDeadlineAckIds, req.ModifyDeadlineSeconds)
+	st.flow.acknowledged(subscription, req.AckIds)
+	st.flow.leased(subscription, req.ModifyDeadlineAckIds, req.ModifyDeadlineSeconds)
 	return req, nil
 }
 
@@ -175,7 +184,7 @@ func (st *flowStream) Send(res *pb.StreamingPullResponse) error {
 			expires := time.Now().Add(st.ackDeadline)
 			for _, id := range ids {
 				st.outstanding[id] = expires
-				st.flow.owners[id] = st
+				st.flow.owners[ackKey{st.subscription, id}] = st
 			}
 			st.flow.mu.Unlock()
 			return st.Subscriber_StreamingPullServer.Send(res)
@@ -198,8 +207,8 @@ func (st *flowStream) roomLocked(now time.Time) bool {
 	for id, expires := range st.outstanding {
 		if now.After(expires) {
 			delete(st.outstanding, id)
-			if st.flow.owners[id] == st {
-				delete(st.flow.owners, id)
+			if key := (ackKey{st.subscription, id}); st.flow.owners[key] == st {
+				delete(st.flow.owners, key)
 			}
 		}
 	}

@@ -51,12 +51,12 @@ func (s subscriber) ModifyAckDeadline(ctx context.Context, req *pb.ModifyAckDead
 	for i := range seconds {
 		seconds[i] = req.AckDeadlineSeconds
 	}
-	s.flow.leased(known, seconds)
+	s.flow.leased(req.Subscription, known, seconds)
 	return s.GServer.ModifyAckDeadline(ctx, req)
 }
 
 func (s subscriber) Acknowledge(ctx context.Context, req *pb.AcknowledgeRequest) (*emptypb.Empty, error) {
-	s.flow.acknowledged(req.AckIds)
+	s.flow.acknowledged(req.Subscription, req.AckIds)
 	return s.GServer.Acknowledge(ctx, req)
 }
 
