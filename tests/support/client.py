@@ -10,38 +10,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 FINAL_STATUSES = frozenset({"processed", "failed", "canceled"})
 STATUS_RANK = {"queued": 0, "processing": 1, "processed": 2, "failed": 2, "canceled": 2}
 PASSWORD = "Athlete123"
 HTTP_TIMEOUT = 30
-
-
-# What browsers and most HTTP clients do (RFC 9112, section 9.3.1): an idempotent request
-# whose reused keep-alive connection the server had just closed is sent once more, on a
-# new connection. A request that fails twice, or a non-idempotent one, still fails.
-_STALE_CONNECTION_RETRY = Retry(
-    total=1,
-    connect=1,
-    read=1,
-    status=0,
-    other=0,
-    allowed_methods=frozenset({"GET", "HEAD", "DELETE", "OPTIONS"}),
-    raise_on_status=False,
-    respect_retry_after_header=False,
-)
-
-
-def http_session() -> requests.Session:
-    """A keep-alive session of the tests' clients, which sends an idempotent request
-    again once when its reused connection turns out closed."""
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=_STALE_CONNECTION_RETRY)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 def assert_error(response: requests.Response, status: int, code: str | None = None) -> dict:
@@ -80,7 +53,7 @@ class PlatformClient:
         self.id = user_id
         self.email = email
         self.token = token
-        self.session = http_session()
+        self.session = requests.Session()
         self.session.headers.update(self.headers)
 
     @property

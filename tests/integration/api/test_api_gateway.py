@@ -20,7 +20,7 @@ from sqlalchemy import insert, update
 from shared.storage import storage_client
 from shared.tables import clips, tasks
 from tests.support.api import multipart
-from tests.support.client import PASSWORD, PlatformClient, assert_error, http_session
+from tests.support.client import PASSWORD, PlatformClient, assert_error
 
 TIMEOUT = 30
 
@@ -319,7 +319,7 @@ def test_a_burst_of_mixed_requests_through_the_gateway_gets_no_5xx(local_stack):
 
     def one(index: int) -> tuple[int, str]:
         if not hasattr(sessions, "session"):
-            sessions.session = http_session()
+            sessions.session = requests.Session()
         response = _burst_request(base, sessions.session, athletes, index)
         return response.status_code, response.text[:200]
 
