@@ -101,18 +101,19 @@ class ManagedProcess:
             log.write(f"\n=== {started} start {self.name}: {' '.join(self.argv)}\n".encode())
             log.flush()
             # Popen keeps its own copy of the descriptor; closing ours is safe.
+            argv, user = _launch(self.argv, self.stop_signal, self.user)
             self.popen = subprocess.Popen(
-                _with_parent_death_signal(self.argv, self.stop_signal),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                user=self.user,
-                group=self.user,
+                user=user,
+                group=user,
                 # Dropping to another user must also drop root's supplementary groups.
-                extra_groups=[] if self.user else None,
+                extra_groups=[] if user else None,
             )
         self.create_time = psutil.Process(self.popen.pid).create_time()
         return self
@@ -173,18 +174,24 @@ class ManagedProcess:
         self.finish_stop()
 
 
-def _with_parent_death_signal(argv: list[str], stop_signal: signal.Signals) -> list[str]:
-    """``argv`` run so that it gets ``stop_signal`` if the launching process dies.
+def _launch(argv: list[str], stop_signal: signal.Signals, user: str | None) -> tuple[list[str], str | None]:
+    """``argv`` run so that it gets ``stop_signal`` if the launching process dies, as
+    ``user``; and the user Popen must still switch to (None when setpriv does it).
 
     A child in its own session outlives a launcher killed outright (SIGKILL, a closed
     terminal, a test run cut short by `timeout`); the kernel's parent-death signal
     makes it stop itself instead of holding its port forever. setpriv (util-linux)
-    sets it and then executes the real program in the same process.
+    sets it, switches to ``user`` with no supplementary groups, and then executes the
+    real program in the same process. Switching there rather than in Popen keeps the
+    child made with vfork(): Popen forks to switch users, which runs the launcher's
+    fork handlers in the child, and gRPC's (any Pub/Sub client in the process) can
+    crash it before it executes (seen as PostgreSQL "killed by SIGSEGV" at a restart).
     """
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        return argv
-    return [setpriv, "--pdeathsig", stop_signal.name.removeprefix("SIG"), "--", *argv]
+        return argv, user
+    identity = ["--reuid", user, "--regid", user, "--clear-groups"] if user else []
+    return [setpriv, *identity, "--pdeathsig", stop_signal.name.removeprefix("SIG"), "--", *argv], None
 
 
 def kill_group(pgid: int) -> None:

@@ -185,9 +185,9 @@ class EventTap:
     def paused(self) -> Iterator[None]:
         """No pull in flight while the block runs; the subscription keeps what arrives.
 
-        For a test that starts a process as another user (PostgreSQL): such a child is
-        made with fork(), not vfork(), and gRPC's fork handlers can crash a child forked
-        while a stream is open in this process.
+        For a test that restarts a process (PostgreSQL) while events must wait for it.
+        infra.local.process starts it with vfork(), so no gRPC fork handler of this
+        process runs in the child.
         """
         self._stop_pulling()
         try:
