@@ -15,11 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import sqlalchemy
-from sqlalchemy import insert, update
 
-from shared.storage import storage_client
-from shared.tables import clips, tasks
-from tests.support.api import multipart
+from tests.support.api import insert_tasks, multipart, store_processed
 from tests.support.client import PASSWORD, PlatformClient, assert_error
 
 TIMEOUT = 30
@@ -215,27 +212,12 @@ def test_user_b_can_neither_see_get_download_nor_delete_user_as_task(
     local_stack, athlete, rival, stack_engine
 ):
     base = local_stack.base_url
-    settings = local_stack.settings
-    created = requests.post(
-        f"{base}/tasks", json={"url": "https://a.example/run.mp4"}, headers=athlete.headers, timeout=TIMEOUT
-    )
-    task_id = created.json()["id"]
-    # The task was processed: one clip in the clips bucket and its row.
-    clip_name = f"tasks/{task_id}/part-00.mp4"
-    storage_client().bucket(settings.clips_bucket).blob(clip_name).upload_from_string(
-        b"clip bytes", content_type="video/mp4"
-    )
-    with stack_engine.begin() as conn:
-        conn.execute(update(tasks).where(tasks.c.id == task_id).values(status="processed", progress=100))
-        conn.execute(
-            insert(clips).values(
-                task_id=task_id,
-                index=0,
-                uri=f"gs://{settings.clips_bucket}/{clip_name}",
-                duration_seconds=22.0,
-                size_bytes=10,
-            )
-        )
+    # A processed task of the athlete's, written as the pipeline leaves it: a task
+    # submitted through the api would reach the stack's worker, whose outcome would race
+    # these reads.
+    [task_uuid] = insert_tasks(stack_engine, uuid.UUID(athlete.id), 1)
+    store_processed(stack_engine, local_stack.settings, task_uuid, [b"clip bytes"])
+    task_id = str(task_uuid)
 
     missing = f"{base}/tasks/{uuid.uuid4()}"
     for suffix in ("", "/clips/0"):
