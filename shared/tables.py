@@ -81,10 +81,13 @@ tasks = Table(
     # Set when the task's TaskSubmitted is let out to the workers (0003).
     Column("dispatched_at", DateTime(timezone=True)),
     Column("source_bytes", BigInteger),
+    # How many parts the task's plan has, once a worker made it (0007).
+    Column("clips_total", Integer),
     CheckConstraint(f"status IN ({_STATUSES})", name="tasks_status_check"),
     CheckConstraint("source_kind IN ('url', 'upload')", name="tasks_source_kind_check"),
     CheckConstraint("progress BETWEEN 0 AND 100", name="tasks_progress_check"),
     CheckConstraint("source_bytes >= 0", name="tasks_source_bytes_check"),
+    CheckConstraint("clips_total >= 0", name="tasks_clips_total_check"),
 )
 # The owner's list: newest or oldest first, deleted tasks left out.
 Index(
@@ -136,9 +139,12 @@ clips = Table(
     Column("size_bytes", BigInteger, nullable=False),
     Column("format", Text, nullable=False, server_default=text("'16:9'")),
     Column("preview_uri", Text),
+    # When the notifier recorded the clip (0007): the fleet's recent throughput.
+    Column("made_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("task_id", "index", "format", name="clips_pkey"),
     CheckConstraint("format IN ('16:9', '9:16', '1:1')", name="clips_format_check"),
 )
+Index("clips_made_at_idx", clips.c.made_at)
 
 outbox = Table(
     "outbox",
