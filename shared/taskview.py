@@ -61,6 +61,8 @@ class TaskFacts(Protocol):
     @property
     def status_changed_at(self) -> datetime: ...
     @property
+    def clips_total(self) -> int | None: ...
+    @property
     def clips(self) -> Sequence[ClipFacts]: ...
 
 
@@ -91,6 +93,7 @@ class StoredTask:
     created_at: datetime
     updated_at: datetime
     status_changed_at: datetime
+    clips_total: int | None
     clips: tuple[StoredClip, ...] = field(default=())
 
 
@@ -136,6 +139,7 @@ def render_task(task: TaskFacts, base_url: str) -> dict[str, Any]:
         "source": source,
         "options": render_options(task.spec),
         "clips": [_render_clip(clip, f"{prefix}{self_path}") for clip in task.clips],
+        "clips_total": task.clips_total,
         "created_at": _iso(task.created_at),
         "updated_at": _iso(task.updated_at),
         "status_changed_at": _iso(task.status_changed_at),
@@ -185,6 +189,7 @@ def load_task(conn: Connection, task_id: uuid.UUID) -> StoredTask | None:
             t.created_at,
             t.updated_at,
             t.status_changed_at,
+            t.clips_total,
         ).where(t.id == task_id)
     ).first()
     if row is None:

@@ -37,6 +37,7 @@ _TASK_COLUMNS = (
     tasks.c.idempotency_key,
     tasks.c.request_fingerprint,
     tasks.c.spec,
+    tasks.c.clips_total,
 )
 _OWNER = bindparam("owner", type_=tasks.c.owner_id.type)
 
@@ -130,6 +131,7 @@ class Task:
     idempotency_key: str | None
     request_fingerprint: str | None
     spec: dict[str, Any]  # the ClipSpec in force, as stored
+    clips_total: int | None  # the plan's parts, once a worker made it
     clips: tuple[Clip, ...] = field(default=())
 
     @classmethod
