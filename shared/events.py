@@ -117,7 +117,12 @@ class ClipOutput(_Frozen):
 
 
 class TaskStatusChanged(_Frozen):
-    """``task-events``: a task's status, progress or outcome changed."""
+    """``task-events``: a task's status, progress or outcome changed.
+
+    A ``processing`` event may carry the clips of the parts made since the last one
+    (each recorded and announced as soon as it is made) and ``clips_total``, the number
+    of parts the attempt's plan has; a ``processed`` event carries every clip.
+    """
 
     event_type: Literal["TaskStatusChanged"] = "TaskStatusChanged"
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -127,6 +132,7 @@ class TaskStatusChanged(_Frozen):
     attempt: int = 0
     progress: Annotated[int, Field(ge=0, le=100)] = 0
     outputs: tuple[ClipOutput, ...] = ()
+    clips_total: Annotated[int, Field(ge=0)] | None = None
     failure_reason: str | None = None
     worker_id: str | None = None
     occurred_at: datetime = Field(default_factory=_now)

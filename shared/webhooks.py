@@ -14,7 +14,7 @@ import hmac
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -124,15 +124,17 @@ def record_task_event(
     conn: Connection,
     base_url: str,
     task_id: uuid.UUID,
-    event_type: str,
+    event_type: str | None,
     *,
+    new_clips: Collection[tuple[int, str]] = (),
     occurred_at: datetime | None = None,
 ) -> int:
-    """Write the deliveries of ``event_type`` about a task (and, for ``task.processed``,
-    one ``clip.ready`` per clip) to each enabled endpoint of its owner that subscribes,
-    in the caller's transaction: the event and its deliveries commit together or not at
-    all. Links in the payload start with ``base_url`` (PUBLIC_BASE_URL). Returns the
-    number of deliveries written."""
+    """Write the deliveries of ``event_type`` about a task (None: none) and one
+    ``clip.ready`` per clip of ``new_clips`` (part index and format: the clips recorded
+    for the first time, so each is announced once, as soon as it is made) to each enabled
+    endpoint of its owner that subscribes, in the caller's transaction: the event and its
+    deliveries commit together or not at all. Links in the payload start with
+    ``base_url`` (PUBLIC_BASE_URL). Returns the number of deliveries written."""
     task = taskview.load_task(conn, task_id)
     if task is None:
         return 0
@@ -145,12 +147,14 @@ def record_task_event(
     if not endpoints:
         return 0
     view = taskview.render_task(task, base_url)
-    events = [(event_type, event_body(event_type, view, occurred_at))]
-    if event_type == "task.processed":
-        events += [
-            (CLIP_READY, event_body(CLIP_READY, {**view, "clip": clip}, occurred_at))
-            for clip in view["clips"]
-        ]
+    wanted = set(new_clips)
+    events = [
+        (CLIP_READY, event_body(CLIP_READY, {**view, "clip": clip}, occurred_at))
+        for clip in view["clips"]
+        if (clip["index"], clip["format"]) in wanted
+    ]
+    if event_type is not None:
+        events.append((event_type, event_body(event_type, view, occurred_at)))
     written = 0
     for kind, body in events:
         message_id = new_message_id()

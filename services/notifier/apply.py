@@ -6,7 +6,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, true, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
@@ -26,6 +26,8 @@ from shared.logging import about_task, task_logger
 from shared.tables import applied_events, clips, task_history, tasks
 
 logger = task_logger(__name__)
+
+ClipKey = tuple[int, str]  # a clip's part index and format
 
 
 class UnknownTask(MalformedEvent):
@@ -111,11 +113,17 @@ def _apply(
             deleted = _delete_orphans(orphans, event, clips_bucket, delete_object)
             return Result(Outcome.STALE, orphans_deleted=deleted)
 
-        _write_change(conn, event, change)
-        if change.status_changed and change.status is not TaskStatus.QUEUED:
+        new_clips = _write_change(conn, event, change)
+        announced = change.status_changed and change.status is not TaskStatus.QUEUED
+        if announced or new_clips:
             base_url = get_settings().public_base_url if public_base_url is None else public_base_url
             webhooks.record_task_event(
-                conn, base_url, event.task_id, f"task.{change.status}", occurred_at=change.occurred_at
+                conn,
+                base_url,
+                event.task_id,
+                f"task.{change.status}" if announced else None,
+                new_clips=new_clips,
+                occurred_at=change.occurred_at,
             )
         return Result(Outcome.APPLIED, change=change)
 
@@ -127,6 +135,7 @@ def _lock_task(conn: Connection, event: TaskStatusChanged) -> TaskState:
             tasks.c.progress,
             tasks.c.attempt,
             tasks.c.deleted_at.is_not(None).label("deleted"),
+            tasks.c.clips_total,
         )
         .where(tasks.c.id == event.task_id)
         .with_for_update()
@@ -139,6 +148,7 @@ def _lock_task(conn: Connection, event: TaskStatusChanged) -> TaskState:
         progress=row.progress,
         attempt=row.attempt,
         deleted=row.deleted,
+        clips_total=row.clips_total,
     )
 
 
@@ -181,27 +191,29 @@ def _delete_orphans(
     return tuple(deleted)
 
 
-def _write_change(conn: Connection, event: TaskStatusChanged, change: Change) -> None:
+def _write_change(conn: Connection, event: TaskStatusChanged, change: Change) -> list[ClipKey]:
+    """Write the change, its clips and its history line; the clips recorded for the
+    first time (each announced once, as ``clip.ready``)."""
     values: dict[str, object] = {
         "status": str(change.status),
         "progress": change.progress,
         "attempt": change.attempt,
         "updated_at": func.now(),
     }
-    # A change without a failure reason or a worker keeps the ones the row has.
+    # A change without a failure reason, a worker or a count keeps the ones the row has.
     if change.failure_reason is not None:
         values["failure_reason"] = change.failure_reason
     if change.worker_id is not None:
         values["worker_id"] = change.worker_id
+    if change.clips_total is not None:
+        values["clips_total"] = change.clips_total
+    if change.status is TaskStatus.PROCESSED:
+        # The plan's parts are the clips the processed event names.
+        values["clips_total"] = len({clip.index for clip in event.outputs})
     if change.status_changed:
         values["status_changed_at"] = change.occurred_at
     conn.execute(update(tasks).where(tasks.c.id == event.task_id).values(values))
-    if change.status is TaskStatus.PROCESSED:
-        conn.execute(delete(clips).where(clips.c.task_id == event.task_id))
-        if event.outputs:
-            conn.execute(
-                insert(clips), [{"task_id": event.task_id, **clip.model_dump()} for clip in event.outputs]
-            )
+    new_clips = _record_clips(conn, event, complete=change.status is TaskStatus.PROCESSED)
     conn.execute(
         insert(task_history).values(
             task_id=event.task_id,
@@ -219,5 +231,33 @@ def _write_change(conn: Connection, event: TaskStatusChanged, change: Change) ->
             "event_id": event.event_id,
             "progress": change.progress,
             "attempt": change.attempt,
+            "clips_recorded": len(event.outputs),
         },
     )
+    return new_clips
+
+
+def _record_clips(conn: Connection, event: TaskStatusChanged, *, complete: bool) -> list[ClipKey]:
+    """Insert or refresh the event's clips; with ``complete`` (a processed event, which
+    names every clip) drop the rows it does not name. Returns the keys new to the task."""
+    key = (clips.c.index, clips.c.format)
+    rows = conn.execute(select(*key).where(clips.c.task_id == event.task_id))
+    before: set[ClipKey] = {(index, clip_format) for index, clip_format in rows}
+    named = [(clip.index, clip.format) for clip in event.outputs]
+    if complete:
+        conn.execute(
+            delete(clips).where(
+                clips.c.task_id == event.task_id,
+                tuple_(*key).not_in(named) if named else true(),
+            )
+        )
+    if event.outputs:
+        upsert = insert(clips).values(
+            [{"task_id": event.task_id, **clip.model_dump()} for clip in event.outputs]
+        )
+        refreshed = {
+            name: upsert.excluded[name]
+            for name in ("uri", "poster_uri", "preview_uri", "duration_seconds", "size_bytes")
+        }
+        conn.execute(upsert.on_conflict_do_update(constraint="clips_pkey", set_=refreshed))
+    return [name for name in named if name not in before]

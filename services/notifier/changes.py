@@ -1,8 +1,9 @@
 """What an event does to a task: the ordering rules, without any I/O.
 
 A task only moves forward (``shared.lifecycle``). Within an active status only a newer
-attempt or a higher progress is news; progress shown to the owner never falls; a final
-status is never left; a deleted task never changes again.
+attempt, a higher progress, clips just made or the first count of a task's parts is news;
+progress shown to the owner never falls; a final status is never left; a deleted task
+never changes again.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class TaskState:
     progress: int
     attempt: int
     deleted: bool = False
+    clips_total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Change:
     failure_reason: str | None  # None: keep the row's
     worker_id: str | None  # None: keep the row's
     occurred_at: datetime
+    clips_total: int | None = None  # None: keep the row's
 
 
 def check_event(event: TaskStatusChanged) -> None:
@@ -53,8 +56,12 @@ def check_event(event: TaskStatusChanged) -> None:
         raise MalformedEvent("occurred_at has no time zone")
     if not 0 <= event.attempt <= MAX_INT4:
         raise MalformedEvent(f"attempt {event.attempt} is out of range")
-    if event.outputs and event.status is not TaskStatus.PROCESSED:
+    # Clips come as they are made, with the outcome, and with a failure (the parts made
+    # before it stay the task's).
+    if event.outputs and event.status not in (TaskStatus.PROCESSING, TaskStatus.PROCESSED, TaskStatus.FAILED):
         raise MalformedEvent(f"a {event.status} event names outputs")
+    if event.clips_total is not None and event.clips_total > MAX_INT4:
+        raise MalformedEvent(f"clips_total {event.clips_total} is out of range")
     # One clip per part and format (the clips table's key).
     keys = [(clip.index, clip.format) for clip in event.outputs]
     if len(set(keys)) != len(keys):
@@ -107,7 +114,9 @@ def plan_change(state: TaskState, event: TaskStatusChanged) -> Change | None:
     if event.status == state.status:
         newer_attempt = event.attempt > state.attempt
         more_progress = event.attempt == state.attempt and event.progress > state.progress
-        if not (newer_attempt or more_progress):
+        # A clip is whole whichever attempt made it: it is recorded as soon as it comes.
+        counted = state.clips_total is None and event.clips_total is not None
+        if not (newer_attempt or more_progress or event.outputs or counted):
             return None
     failure_reason = None
     if event.status is TaskStatus.FAILED:
@@ -122,6 +131,7 @@ def plan_change(state: TaskState, event: TaskStatusChanged) -> Change | None:
         failure_reason=failure_reason,
         worker_id=event.worker_id,
         occurred_at=event.occurred_at,
+        clips_total=event.clips_total,
     )
 
 
@@ -130,19 +140,17 @@ def _clip_objects(clip: ClipOutput) -> list[str]:
 
 
 def event_objects(event: TaskStatusChanged) -> list[str]:
-    """Every object URI a ``processed`` event names: clips, their posters and previews."""
+    """Every object URI an event names: clips, their posters and previews."""
     return [uri for clip in event.outputs for uri in _clip_objects(clip)]
 
 
 def orphaned_objects(state: TaskState, event: TaskStatusChanged, recorded: set[str]) -> list[str]:
-    """Objects of a ``processed`` event that was not applied and that no clip row holds.
+    """Objects of an event with clips that was not applied and that no clip row holds.
 
     For a deleted or canceled task every object the event names is an orphan (the api
     already removed the task's objects); otherwise only those the recorded clips do not
     use, so a second run that wrote the same names never loses the live clips.
     """
-    if event.status is not TaskStatus.PROCESSED:
-        return []
     uris = event_objects(event)
     if state.deleted or state.status is TaskStatus.CANCELED:
         return uris

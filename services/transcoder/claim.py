@@ -24,14 +24,29 @@ from sqlalchemy.exc import SQLAlchemyError
 from services.transcoder.decisions import StopReason, was_canceled
 from services.transcoder.runner import StopSignal
 from shared.db import SET_READ_ONLY, read_only
+from shared.events import ClipOutput
 from shared.lifecycle import TaskStatus
 from shared.logging import task_logger
-from shared.tables import tasks
+from shared.tables import clips, tasks
 
 log = task_logger(__name__)
 
 _TASK_STATE = select(tasks.c.status, tasks.c.attempt, tasks.c.deleted_at.is_not(None)).where(
     tasks.c.id == bindparam("id")
+)
+
+_RECORDED_CLIPS = (
+    select(
+        clips.c.index,
+        clips.c.format,
+        clips.c.uri,
+        clips.c.poster_uri,
+        clips.c.preview_uri,
+        clips.c.duration_seconds,
+        clips.c.size_bytes,
+    )
+    .where(clips.c.task_id == bindparam("id"))
+    .order_by(clips.c.index, clips.c.format)
 )
 
 
@@ -109,6 +124,20 @@ class TaskClaim:
             except (SQLAlchemyError, OSError) as exc:
                 # pg8000 lets a reset socket's OSError through unwrapped.
                 raise ClaimLost(f"the claim's database session failed: {_first_line(exc)}") from exc
+
+    def recorded_clips(self) -> tuple[ClipOutput, ...]:
+        """The task's clips the notifier has recorded (made by earlier attempts too), read
+        on the claim's connection."""
+        if self._conn is None:
+            raise ClaimLost("the claim is not held")
+        with self._lock:
+            try:
+                with self._conn.begin():
+                    self._conn.execute(SET_READ_ONLY)
+                    rows = self._conn.execute(_RECORDED_CLIPS, {"id": self.task_id}).all()
+            except (SQLAlchemyError, OSError) as exc:
+                raise ClaimLost(f"the claim's database session failed: {_first_line(exc)}") from exc
+        return tuple(ClipOutput(**row._asdict()) for row in rows)
 
     def release(self) -> None:
         if self._conn is None:

@@ -65,8 +65,9 @@ class Cancel:
 
 @dataclass(frozen=True)
 class Report:
-    """Publish this outcome, wait until it is recorded, ack. The outputs of a failed
-    task are deleted first."""
+    """Publish this outcome, wait until it is recorded, ack. A failed task keeps the
+    clips it made (``outputs``, recorded with the failure, and those recorded before);
+    its other objects are deleted first."""
 
     status: TaskStatus
     attempt: int

@@ -4,7 +4,7 @@ what a task's runs left, and what a storage error means for the task."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
 import requests
@@ -59,12 +59,15 @@ class ClipStore:
             size_bytes=clip.size_bytes,
         )
 
-    def delete_all(self, task_id: uuid.UUID) -> int:
-        """Delete every object under the task's prefix; returns how many went."""
+    def delete_all(self, task_id: uuid.UUID, keep: Collection[str] = ()) -> int:
+        """Delete every object under the task's prefix but those ``keep`` names (``gs://``
+        URIs); returns how many went."""
         deleted = 0
         with storage_errors("deleting partial outputs"):
             # Without the client's own retries (which hold on for two minutes), as for uploads.
             for blob in self.client.list_blobs(self.bucket, prefix=task_prefix(task_id), retry=None):
+                if gs_uri(self.bucket, blob.name) in keep:
+                    continue
                 try:
                     blob.delete(retry=None)
                     deleted += 1

@@ -12,7 +12,7 @@ every frame size, before the first part (:mod:`.cards`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -83,13 +83,16 @@ def iter_clips(
     ffmpeg_timeout: float,
     stop: StopSignal | None = None,
     on_progress: Callable[[float], None] | None = None,
+    on_plan: Callable[[int], object] | None = None,
+    skip: Collection[int] = (),
 ) -> Iterator[LocalClip]:
     """Make the clips of ``source`` in ``workdir``, one ffmpeg run per part for all its
     formats, and yield each part's clips (one per format, in the spec's order) as the
     part is done. ``logo`` is the card of a spec without card text; with text, each
     frame's card is drawn in ``card_font`` into ``workdir`` first. ``on_progress``
     receives the task's percentage (0-100, unthrottled; wrap it in
-    :class:`ProgressThrottle`)."""
+    :class:`ProgressThrottle`), ``on_plan`` the number of parts once they are planned.
+    Parts whose index is in ``skip`` (made by an earlier attempt) are not made again."""
     # The whole task's plan is made before its first part, scene cuts searched only
     # where a boundary may move to (docs/transcoder.md, "Scene-aware parts").
     if spec.split == "scenes":
@@ -100,6 +103,8 @@ def iter_clips(
         parts = plan_scene_parts(info.duration, spec, find_cuts)
     else:
         parts = plan_parts(info.duration, spec)
+    if on_plan is not None:
+        on_plan(len(parts))
     planned = [part.duration + 2 * spec.card_seconds for part in parts]
     total = sum(planned)
     done = 0.0
@@ -111,6 +116,9 @@ def iter_clips(
     for part, seconds in zip(parts, planned):
         if stop is not None:
             stop.raise_if_set()
+        if part.index in skip:
+            done += seconds
+            continue
         loudnorm = None
         if spec.loudness is not None and info.has_audio:
             measurement = measure_part(source, info, part, spec, timeout=ffmpeg_timeout, stop=stop)

@@ -29,6 +29,7 @@ class StatusReporter:
         *,
         progress: int = 0,
         outputs: tuple[ClipOutput, ...] = (),
+        clips_total: int | None = None,
         failure_reason: str | None = None,
     ) -> Future:
         """Publish the change; the future's ``result()`` waits for Pub/Sub to take it.
@@ -39,6 +40,7 @@ class StatusReporter:
             attempt=attempt,
             progress=progress,
             outputs=outputs,
+            clips_total=clips_total,
             failure_reason=failure_reason,
             worker_id=self.worker_id,
         )

@@ -9,9 +9,10 @@ One message is one task. Its stages, in order (what decides at each turn is in
    On the claim's connection the task is admitted again: one whose earlier attempts all
    died is failed once ``max_attempts`` is reached; otherwise attempt ``attempt + 1``
    is announced (the notifier records each ``processing`` event's attempt).
-3. **Fetch** the source, **probe** it, **make the clips** one by one and **upload**
-   each (``stages.py``, ``outputs.py``), reporting progress. Every second the claim's
-   connection re-reads the task: a cancellation stops ffmpeg at once.
+3. **Fetch** the source, **probe** it, **make the clips** part by part and **upload**
+   each part's clips (``stages.py``, ``outputs.py``), announcing them at once with the
+   progress; parts an earlier attempt recorded are not made again. Every second the
+   claim's connection re-reads the task: a cancellation stops ffmpeg at once.
 4. **Report**: re-check the task, publish the outcome, wait until the notifier has
    recorded it (bounded), ack, and let go of the claim: whoever takes the task next
    sees the outcome.
@@ -22,12 +23,13 @@ later delivery; permanent ones fail it at once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
 from google.cloud import pubsub_v1, storage
@@ -248,13 +250,19 @@ class Worker:
             )
             log.info("processing, attempt %d", attempt)
             started = time.monotonic()
+            made = list(claim.recorded_clips())
+            if made:
+                log.info("resuming: %d clip(s) already recorded", len(made))
             run: tuple[ClipOutput, ...] | ProcessingStopped | PermanentFailure | TransientFailure
             with claim.watch(stop, self.settings.cancel_poll_seconds):
                 try:
-                    run = self.stages.run(task, attempt, stop)
+                    run = self.stages.run(task, attempt, stop, made)
                 except (ProcessingStopped, PermanentFailure, TransientFailure) as ended:
                     run = ended
         decision: Decision = conclude(run, attempt, self.settings.max_attempts)
+        if isinstance(decision, Report) and decision.status is TaskStatus.FAILED:
+            # The clips made before the failure stay the task's (docs/transcoder.md).
+            decision = dataclasses.replace(decision, outputs=tuple(made))
         if isinstance(decision, Report):
             decision = recheck(claim.state(), decision)
         if isinstance(decision, Report):
@@ -294,8 +302,9 @@ class Worker:
     def _report(self, task: TaskSubmitted, report: Report, claim: TaskClaim) -> None:
         """Publish the outcome, then wait (bounded) until the notifier recorded it."""
         if report.status is TaskStatus.FAILED:
-            # Whatever this attempt or an earlier one stored is not a clip of the task.
-            self._delete_outputs(task.task_id)
+            # What no clip of the task names (a part cut short) is not a clip of it.
+            kept = {*report.outputs, *claim.recorded_clips()}
+            self._delete_outputs(task.task_id, keep={uri for clip in kept for uri in _objects(clip)})
         self.reporter.publish(
             task.task_id,
             report.status,
@@ -309,14 +318,18 @@ class Worker:
         ):
             log.warning("the outcome is not recorded yet; letting go of the task anyway")
 
-    def _delete_outputs(self, task_id: uuid.UUID) -> int:
-        """Delete the task's objects, retried in place. If storage still fails they stay
-        (the api deletes them with the task): the task's outcome does not change."""
+    def _delete_outputs(self, task_id: uuid.UUID, keep: Collection[str] = ()) -> int:
+        """Delete the task's objects but ``keep``, retried in place. If storage still
+        fails they stay (the api deletes them with the task): the outcome does not change."""
         try:
-            return self.retry.transient(lambda: self.clips.delete_all(task_id))
+            return self.retry.transient(lambda: self.clips.delete_all(task_id, keep))
         except ProcessingError as failure:
             log.warning("partial outputs not deleted: %s", failure.reason)
             return 0
+
+
+def _objects(clip: ClipOutput) -> list[str]:
+    return [uri for uri in (clip.uri, clip.poster_uri, clip.preview_uri) if uri]
 
 
 def _task_of(message: pubsub_v1.subscriber.message.Message) -> TaskSubmitted | None:

@@ -26,12 +26,13 @@ from sqlalchemy.engine import Engine
 
 from services.notifier.apply import apply_status_change
 from services.transcoder.worker import Worker
+from shared import layout
 from shared.config import Settings
-from shared.events import ClipSpec, TaskStatusChanged, TaskSubmitted, decode
+from shared.events import ClipOutput, ClipSpec, TaskStatusChanged, TaskSubmitted, decode
 from shared.lifecycle import TaskStatus
 from shared.pubsub import Publisher, subscription_path
 from shared.storage import gs_uri, storage_client
-from shared.tables import tasks
+from shared.tables import clips, tasks
 from tests.support.db import insert_user, task_row
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +101,28 @@ def mark_interrupted(engine: Engine, task_id: uuid.UUID, attempts: int) -> None:
     (``processing``) and then died."""
     with engine.begin() as conn:
         conn.execute(update(tasks).where(tasks.c.id == task_id).values(status="processing", attempt=attempts))
+
+
+def record_clip(settings, engine: Engine, task_id: uuid.UUID, index: int, content: bytes) -> ClipOutput:
+    """A clip of part ``index`` an earlier attempt stored and the notifier recorded
+    (``content`` stands for all three of its files)."""
+    bucket = storage_client().bucket(settings.clips_bucket)
+    names = {
+        "uri": layout.clip_object(task_id, index),
+        "poster_uri": layout.poster_object(task_id, index),
+        "preview_uri": layout.preview_object(task_id, index),
+    }
+    for name in names.values():
+        bucket.blob(name).upload_from_string(content)
+    clip = ClipOutput(
+        index=index,
+        duration_seconds=4.0,
+        size_bytes=len(content),
+        **{field: gs_uri(settings.clips_bucket, name) for field, name in names.items()},
+    )
+    with engine.begin() as conn:
+        conn.execute(insert(clips).values(task_id=task_id, **clip.model_dump()))
+    return clip
 
 
 def store_partial_outputs(settings, task_id: uuid.UUID) -> list[str]:

@@ -22,7 +22,8 @@ function queueFacts(task) {
   const queue = task.queue || {};
   if (Number.isFinite(queue.position)) facts.push(`Place in line: ${queue.position}`);
   if (Number.isFinite(queue.eta_seconds)) facts.push(`About ${formatSeconds(queue.eta_seconds)} left`);
-  const made = Array.isArray(task.clips) ? task.clips.length : task.clips;
+  // A part made in several formats is one clip of the plan.
+  const made = Array.isArray(task.clips) ? new Set(task.clips.map((clip) => clip.index)).size : task.clips;
   if (Number.isFinite(task.clips_total)) facts.push(`Clips: ${made || 0} of ${task.clips_total}`);
   else if (Number.isFinite(made) && made > 0) facts.push(`Clips: ${made}`);
   return facts;

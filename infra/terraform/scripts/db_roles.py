@@ -1,7 +1,8 @@
-"""Create or update the transcoder's read-only database role: SELECT on `tasks`, nothing else.
+"""Create or update the transcoder's read-only database role: SELECT on `tasks` and
+`clips`, nothing else.
 
-The design lets the transcoder read a task's status (has it been canceled?) but never
-write the database. Cloud SQL users created through its API join `cloudsqlsuperuser`, so
+The design lets the transcoder read a task's status (has it been canceled?) and, to
+resume a task, which of its clips are already recorded, but never write the database. Cloud SQL users created through its API join `cloudsqlsuperuser`, so
 this role is made with plain SQL instead, by the application's owner role, after the
 migrations (cloudbuild.yaml, step `db-roles`). Idempotent: every run converges the role.
 
@@ -28,7 +29,7 @@ import sys
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-READABLE_TABLES = ("tasks",)
+READABLE_TABLES = ("clips", "tasks")
 SCRAM_ITERATIONS = 4096
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

@@ -21,6 +21,7 @@ from services.notifier.apply import apply_status_change
 from shared import layout, webhooks
 from shared.events import ClipOutput, TaskStatusChanged
 from shared.lifecycle import TaskStatus
+from shared.storage import storage_client
 from shared.tables import webhook_deliveries, webhook_endpoints
 from tests.support.api import assert_error
 from tests.support.webhooks import Answer, Receiver
@@ -237,6 +238,48 @@ def test_every_task_event_and_every_clip_arrives_signed(api, alice, engine, hook
     )
     processed = next(e for e in events(receiver) if e["type"] == "task.processed")
     assert processed["data"]["status"] == "processed" and len(processed["data"]["clips"]) == 2
+
+
+def test_each_clip_is_announced_once_as_soon_as_it_is_made(
+    api, alice, engine, hook_settings, start_dispatcher
+):
+    def clip(task_id: str, index: int) -> ClipOutput:
+        uri = f"gs://{hook_settings.clips_bucket}/{layout.clip_object(task_id, index)}"
+        return ClipOutput(index=index, uri=uri, duration_seconds=20.0, size_bytes=1000)
+
+    def apply(task_id: str, status: TaskStatus, **fields) -> None:
+        event = TaskStatusChanged(task_id=uuid.UUID(task_id), status=status, attempt=1, **fields)
+        apply_status_change(
+            engine, event, clips_bucket=hook_settings.clips_bucket, public_base_url="https://idrl.example"
+        )
+
+    with Receiver() as receiver:
+        created = register(api, alice, receiver.url, events=["clip.ready", "task.processed"])
+        receiver.secrets = [created["secret"]]
+        start_dispatcher()
+        task_id = submit(api, alice)
+        apply(task_id, TaskStatus.PROCESSING, clips_total=2)
+        apply(task_id, TaskStatus.PROCESSING, progress=50, outputs=(clip(task_id, 0),))
+        assert receiver.wait_for(lambda got: len(got) >= 1, timeout=30)
+        first = events(receiver)[0]
+        # Announced while the task still runs: the clip, and the task with what is made so far.
+        assert first["type"] == "clip.ready" and first["data"]["clip"]["index"] == 0
+        assert (first["data"]["status"], first["data"]["clips_total"]) == ("processing", 2)
+        assert [c["index"] for c in first["data"]["clips"]] == [0]
+        storage_client().bucket(hook_settings.clips_bucket).blob(
+            layout.clip_object(task_id, 0)
+        ).upload_from_string(b"part 0", content_type="video/mp4")
+        downloaded = api.get(f"/tasks/{task_id}/clips/0", headers=alice.headers)
+        assert (downloaded.status_code, downloaded.data) == (200, b"part 0")
+
+        # The processed event names both clips: only the new one is announced.
+        apply(task_id, TaskStatus.PROCESSED, progress=100, outputs=(clip(task_id, 0), clip(task_id, 1)))
+        assert receiver.wait_for(lambda got: len(got) >= 3, timeout=30)
+        time.sleep(0.5)  # nothing more should come
+    kinds = [(e["type"], e["data"].get("clip", {}).get("index", -1)) for e in events(receiver)]
+    assert kinds[0] == ("clip.ready", 0)
+    assert sorted(kinds[1:]) == [("clip.ready", 1), ("task.processed", -1)]
+    assert all(r.verified for r in receiver.received)
 
 
 def test_a_receiver_that_refuses_at_first_gets_everything_once_it_accepts(api, alice, start_dispatcher):

@@ -15,6 +15,7 @@ import pytest
 from shared.db import create_engine
 from shared.events import ClipSpec
 from shared.lifecycle import TaskStatus
+from shared.storage import storage_client
 from tests.support.db import cancel_task, task_row
 from tests.support.media import make_video
 from tests.support.worker import (
@@ -25,6 +26,7 @@ from tests.support.worker import (
     insert_task,
     listings_of,
     mark_interrupted,
+    record_clip,
     store_partial_outputs,
     submit,
     upload_source,
@@ -106,6 +108,79 @@ def test_an_upload_becomes_clips_with_progress_and_outputs(tsettings, engine, no
         f"tasks/{task.task_id}/part-01.mp4",
     ]
     assert row["clips"] == [(1, clip.uri)]
+
+
+# Three parts of 2, 2 and 1 s from a 5 s source: enough to see clips come one by one.
+PARTS = ClipSpec(width=320, height=180, max_part_seconds=2, preset="ultrafast")
+
+
+@pytest.fixture(scope="module")
+def three_part_source(tmp_path_factory):
+    return make_video(tmp_path_factory.mktemp("parts") / "five.mp4", seconds=5)
+
+
+def test_each_part_is_recorded_and_announced_as_soon_as_it_is_made(
+    tsettings, engine, notifier, three_part_source
+):
+    task = insert_task(engine, upload_source(tsettings, three_part_source), PARTS)
+    with worker_thread(tsettings, engine):
+        submit(tsettings, task)
+        row = wait_status(engine, task.task_id, TaskStatus.PROCESSED)
+    events = notifier.for_task(task.task_id)
+    kinds = [(str(e.status), e.clips_total, tuple(o.index for o in e.outputs)) for e in events]
+    announced = [indexes for status, _, indexes in kinds if status == "processing" and indexes]
+    assert announced == [(1,), (2,), (3,)], kinds
+    # The count of parts comes before the first clip; the outcome names every clip.
+    counted = next(i for i, (_, total, _) in enumerate(kinds) if total == 3)
+    assert counted < next(i for i, (_, _, indexes) in enumerate(kinds) if indexes), kinds
+    assert kinds[-1] == ("processed", None, (1, 2, 3))
+    assert row["clips_total"] == 3 and [index for index, _ in row["clips"]] == [1, 2, 3]
+    # A clip's progress is the share of the task made when it was announced.
+    progress = [e.progress for e in events if e.outputs and e.status is TaskStatus.PROCESSING]
+    assert progress == sorted(progress) and 0 < progress[0] < progress[-1] < 100, progress
+
+
+def test_a_later_attempt_makes_only_the_parts_no_earlier_one_recorded(
+    tsettings, engine, notifier, three_part_source
+):
+    task = insert_task(engine, upload_source(tsettings, three_part_source), PARTS)
+    # An earlier attempt made part 1, whose clip the notifier recorded, and then died.
+    mark_interrupted(engine, task.task_id, 1)
+    recorded = record_clip(tsettings, engine, task.task_id, 1, b"made by attempt 1")
+    with worker_thread(tsettings, engine):
+        submit(tsettings, task)
+        row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
+    assert (row["status"], row["attempt"]) == ("processed", 2), row
+    second = [e for e in notifier.for_task(task.task_id) if e.attempt == 2 and e.outputs]
+    assert [tuple(o.index for o in e.outputs) for e in second] == [(2,), (3,), (1, 2, 3)]
+    assert second[-1].outputs[0] == recorded
+    assert (
+        storage_client()
+        .bucket(tsettings.clips_bucket)
+        .blob(f"tasks/{task.task_id}/part-01.mp4")
+        .download_as_bytes()
+        == b"made by attempt 1"
+    )
+
+
+def test_a_failed_task_keeps_the_clips_made_before_its_failure(tsettings, engine, notifier, tmp_path):
+    whole = make_video(tmp_path / "whole.mp4", seconds=6, extra=("-movflags", "+faststart"))
+    source = tmp_path / "cut.mp4"
+    # The header still promises 6 s; the data stops after about 3 s: part 2 comes out short.
+    source.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    task = insert_task(engine, upload_source(tsettings, source), PARTS)
+    with worker_thread(tsettings, engine):
+        submit(tsettings, task)
+        row = wait_status(engine, task.task_id, TaskStatus.FAILED, TaskStatus.PROCESSED)
+    assert row["status"] == "failed" and "damaged: part 2" in row["failure_reason"], row
+    assert row["clips"] == [(1, f"gs://{tsettings.clips_bucket}/tasks/{task.task_id}/part-01.mp4")]
+    assert clip_objects(tsettings, task.task_id) == [
+        f"tasks/{task.task_id}/part-01-preview.mp4",
+        f"tasks/{task.task_id}/part-01.jpg",
+        f"tasks/{task.task_id}/part-01.mp4",
+    ]
+    (failed,) = notifier.outcomes(task.task_id)
+    assert [o.index for o in failed.outputs] == [1]
 
 
 def test_a_duplicate_of_a_finished_task_is_acked_without_work(

@@ -135,7 +135,9 @@ def test_processed_means_full_progress_and_failed_keeps_a_bounded_reason():
         ),
         (event(P, attempt=2**31), "attempt"),
         (event(P, attempt=-1), "attempt"),
-        (event(P, outputs=(clip(0),)), "names outputs"),
+        (event(Q, outputs=(clip(0),)), "names outputs"),
+        (event(CANCELED, outputs=(clip(0),)), "names outputs"),
+        (event(P, clips_total=2**31), "clips_total"),
         (event(P, occurred_at=datetime(2026, 1, 1)), "time zone"),
     ],
 )
@@ -146,6 +148,40 @@ def test_events_that_can_never_apply_are_malformed(bad, reason):
 
 def test_a_well_formed_event_passes_the_check():
     check_event(event(DONE, outputs=(clip(0, poster=True), clip(1)), occurred_at=datetime.now(UTC)))
+    check_event(event(P, outputs=(clip(3),), clips_total=9))  # a part's clips, as they are made
+    check_event(event(FAILED, outputs=(clip(0),), failure_reason="x"))  # kept despite the failure
+
+
+@pytest.mark.parametrize(
+    "state, new",
+    [
+        # Clips just made are news whatever the progress says, from any attempt.
+        (TaskState(P, 40, 1), event(P, attempt=1, progress=40, outputs=(clip(2),))),
+        (TaskState(P, 40, 2), event(P, attempt=1, progress=10, outputs=(clip(2),))),
+        # The first count of the parts is news; the same count again is not.
+        (TaskState(P, 0, 1), event(P, attempt=1, progress=0, clips_total=9)),
+    ],
+)
+def test_clips_and_the_first_count_of_parts_are_news_while_processing(state, new):
+    change = plan_change(state, new)
+    assert change is not None and change.status is P and not change.status_changed
+    assert change.attempt == max(state.attempt, new.attempt)
+    assert change.progress == max(state.progress, new.progress)
+    assert change.clips_total == new.clips_total
+
+
+def test_a_count_of_parts_already_known_is_not_news():
+    assert plan_change(TaskState(P, 0, 1, clips_total=9), event(P, attempt=1, clips_total=9)) is None
+    # A final task takes no more clips: they are not recorded.
+    assert plan_change(TaskState(FAILED, 50, 1), event(P, attempt=1, outputs=(clip(0),))) is None
+
+
+def test_a_late_clip_of_a_task_no_longer_processing_is_an_orphan_unless_recorded():
+    late = event(P, progress=30, outputs=(clip(1, poster=True),))
+    named = ["gs://clips/t/part-01.mp4", "gs://clips/t/part-01.jpg"]
+    assert orphaned_objects(TaskState(CANCELED, 10, 1), late, set(named)) == named
+    assert orphaned_objects(TaskState(FAILED, 30, 1), late, set()) == named
+    assert orphaned_objects(TaskState(DONE, 100, 1), late, set(named)) == []
 
 
 def test_a_late_processed_event_orphans_only_objects_no_clip_holds():
