@@ -1,7 +1,7 @@
 """Drill 1: a transcoder worker is SIGKILLed while its ffmpeg makes a task's second clip,
-after the first clip was already uploaded. The other worker takes the task once
-Pub/Sub gives its message back, redoes it as a new attempt over the same object
-names, and the task ends processed once, with nothing orphaned in the bucket."""
+after the first clip was uploaded and recorded. The other worker takes the task once
+Pub/Sub gives its message back, makes only the part not recorded as a new attempt, and
+the task ends processed once, with nothing orphaned in the bucket."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.support.faults import (
     assert_final_state,
     fault_stack,
     ffmpeg_of,
+    log_messages,
     wait_for,
     wait_until_settled,
 )
@@ -51,15 +52,15 @@ def test_a_worker_killed_mid_clip_leaves_one_processed_task_and_no_orphan(
     task_id = athlete.submit_url(source_server.url(two_part_source))["id"]
     first_clip = f"tasks/{task_id}/part-01.mp4"
 
-    # The moment: part 1 is in the bucket and the worker's ffmpeg is making part 2.
+    # The moment: part 1 is recorded and the worker's ffmpeg is making part 2.
     athlete.wait_for(task_id, {"processing"}, interval=0.05, while_waiting=stack.assert_running)
     victim = stack.worker_for(task_row(stack.engine, task_id)["worker_id"])
     survivor = next(worker for worker in stack.workers() if worker is not victim)
     wait_for(
-        lambda: first_clip in stack.clip_objects(task_id),
+        lambda: [clip["index"] for clip in clip_rows(stack.engine, task_id)] == [1],
         timeout=180,
         interval=0.05,
-        what="the first clip uploaded",
+        what="the first clip recorded",
         while_waiting=stack.assert_running,
     )
     ffmpeg = wait_for(
@@ -73,8 +74,9 @@ def test_a_worker_killed_mid_clip_leaves_one_processed_task_and_no_orphan(
     stack.kill9(victim, whole_group=False)  # the worker alone: its ffmpeg must die with it
     killed_at = time.monotonic()
     assert wait_until(lambda: _gone(ffmpeg), timeout=30), f"ffmpeg {ffmpeg.pid} outlived its worker"
-    # The killed run left a partial output: the first clip, no clip row.
-    assert first_clip in stack.clip_objects(task_id) and clip_rows(stack.engine, task_id) == []
+    # The killed run left its first clip, recorded and downloadable while the task waits.
+    assert first_clip in stack.clip_objects(task_id)
+    assert [clip["index"] for clip in athlete.task(task_id)["clips"]] == [1]
 
     try:
         settled_at = wait_until_settled(stack)
@@ -99,6 +101,8 @@ def test_a_worker_killed_mid_clip_leaves_one_processed_task_and_no_orphan(
     )
     attempts = [line.attempt for line in history(stack.engine, task_id) if line.status == "processing"]
     assert set(attempts) == {1, 2}
+    # The second attempt made part 2 only: part 1 was not made again.
+    assert "resuming: 1 clip(s) already recorded" in log_messages(survivor, task_id)
 
     # The restarted worker is a working member of the stack again.
     stack.wait_healthy()

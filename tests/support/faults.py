@@ -336,7 +336,8 @@ def assert_final_state(stack: FaultStack, accepted: Iterable[str]) -> FinalState
     ``processed`` with exactly one ``processed`` line in its history and its recorded
     clips in the bucket, or ``failed`` with a reason, or ``canceled``, with no
     ``processed`` line; and every object under ``tasks/`` in the clips bucket is a
-    recorded clip, poster or preview of a processed task (nothing orphaned)."""
+    recorded clip, poster or preview of a processed task, or of a failed one (the parts
+    a task made before it failed stay its clips): nothing orphaned."""
     with stack.engine.connect() as conn:
         rows = {
             str(row.id): row
@@ -391,12 +392,12 @@ def assert_final_state(stack: FaultStack, accepted: Iterable[str]) -> FinalState
     live = {
         parse_gs_uri(uri)[1]
         for task_id, uris in recorded.items()
-        if rows[task_id].status == "processed" and rows[task_id].deleted_at is None
+        if rows[task_id].status in ("processed", "failed") and rows[task_id].deleted_at is None
         for uri in uris
     }
     stored = {blob.name for blob in storage_client().list_blobs(bucket)}
     orphans = sorted(stored - live)
-    assert not orphans, f"objects in gs://{bucket} that no processed task records: {orphans}"
+    assert not orphans, f"objects in gs://{bucket} that no processed or failed task records: {orphans}"
     lost = sorted(live - stored)
     assert not lost, f"clips recorded but absent from gs://{bucket}: {lost}"
     return FinalState(

@@ -237,6 +237,18 @@ class Notifier:
     def statuses(self, task_id: uuid.UUID) -> list[tuple[str, int, int]]:
         return [(str(e.status), e.attempt, e.progress) for e in self.for_task(task_id)]
 
+    def starts(self, task_id: uuid.UUID) -> list[int]:
+        """The attempts announced: each attempt's first ``processing`` event (progress 0,
+        before its count of parts and its clips)."""
+        return [
+            e.attempt
+            for e in self.for_task(task_id)
+            if e.status is TaskStatus.PROCESSING
+            and e.progress == 0
+            and e.clips_total is None
+            and not e.outputs
+        ]
+
     def outcomes(self, task_id: uuid.UUID) -> list[TaskStatusChanged]:
         return [e for e in self.for_task(task_id) if e.status in (TaskStatus.PROCESSED, TaskStatus.FAILED)]
 
