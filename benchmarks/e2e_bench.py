@@ -92,7 +92,9 @@ def make_bench_source(path: Path, seconds: float, width: int, height: int) -> Pa
 
 
 @contextmanager
-def stack_with(workdir: Path, workers: int) -> Iterator[LocalStack]:
+def stack_with(workdir: Path, workers: int, settings: dict[str, str] | None = None) -> Iterator[LocalStack]:
+    """A fresh local stack with ``workers`` transcoders and the default settings, less
+    the ``settings`` given (lower-case Settings fields)."""
     state_dir = workdir / f"stack-{workers}-workers-{uuid.uuid4().hex[:6]}"
     config = StackConfig(
         state_dir=state_dir,
@@ -100,6 +102,7 @@ def stack_with(workdir: Path, workers: int) -> Iterator[LocalStack]:
         storage_in_memory=True,
         pubsub_emulator="pstest",
         transcoder_workers=workers,
+        settings=settings or {},
         **free_ports(),
     )
     started = time.monotonic()

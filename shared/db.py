@@ -23,6 +23,10 @@ from shared.config import Settings, get_settings
 # statement of a transaction that must not write (Core's ``postgresql_readonly`` would
 # change the whole session instead, and the connection goes back to the pool).
 SET_READ_ONLY = text("SET TRANSACTION READ ONLY")
+# The same, for reads that must agree with each other: every statement of the transaction
+# sees the snapshot its first one took (a read-only REPEATABLE READ transaction never
+# fails to serialize, and costs no more than the default's snapshot per statement).
+SET_READ_ONLY_SNAPSHOT = text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
 _lock = threading.RLock()
 # The engines get_engine made, by the settings they were made from.
@@ -133,6 +137,15 @@ def read_only(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction: the path through which the transcoder reads task state."""
     with engine.connect() as conn, conn.begin():
         conn.execute(SET_READ_ONLY)
+        yield conn
+
+
+@contextmanager
+def read_snapshot(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction whose statements all see the database as of its first one:
+    a row and the figures computed around it (a task and its place in line) agree."""
+    with engine.connect() as conn, conn.begin():
+        conn.execute(SET_READ_ONLY_SNAPSHOT)
         yield conn
 
 

@@ -122,6 +122,17 @@ Index(
     tasks.c.id,
     postgresql_where=text("dispatched_at IS NULL AND deleted_at IS NULL AND status = 'queued'"),
 )
+# The fleet's line (0008): dispatched tasks not finished, by status and dispatch order;
+# a task's place in line and the work in progress ahead of it (services/api/queue.py).
+Index(
+    "tasks_dispatched_line_idx",
+    tasks.c.status,
+    tasks.c.dispatched_at,
+    tasks.c.id,
+    postgresql_where=text(
+        "dispatched_at IS NOT NULL AND deleted_at IS NULL AND status IN ('queued', 'processing')"
+    ),
+)
 
 clips = Table(
     "clips",

@@ -97,30 +97,30 @@ _REQUEUE_STALLED = (
 _LOCK_OWNER = select(users.c.id).where(users.c.id == bindparam("owner")).with_for_update(key_share=True)
 # A task in flight holds one of its owner's slots; a held task waits for one. Both are
 # the predicates of partial indexes (shared/tables.py), which the planner uses only for
-# a query that repeats them.
-_IN_FLIGHT_TASK = and_(
+# a query that repeats them (these, and the place in line of services/api/queue.py).
+IN_FLIGHT_TASK = and_(
     tasks.c.dispatched_at.is_not(None),
     tasks.c.deleted_at.is_(None),
     tasks.c.status.in_([TaskStatus.QUEUED, TaskStatus.PROCESSING]),
 )
-_HELD_TASK = and_(
+HELD_TASK = and_(
     tasks.c.dispatched_at.is_(None), tasks.c.deleted_at.is_(None), tasks.c.status == TaskStatus.QUEUED
 )
-_IN_FLIGHT = select(func.count()).where(tasks.c.owner_id == bindparam("owner"), _IN_FLIGHT_TASK)
+_IN_FLIGHT = select(func.count()).where(tasks.c.owner_id == bindparam("owner"), IN_FLIGHT_TASK)
 # Owners with held tasks and a free slot (owners still full are not even looked at, so
 # a crowd of them never starves the others out of a batch).
-_HELD = select(tasks.c.owner_id).where(_HELD_TASK).distinct().subquery("held")
+_HELD = select(tasks.c.owner_id).where(HELD_TASK).distinct().subquery("held")
 _OWNERS_WITH_ROOM = (
     select(_HELD.c.owner_id)
     .where(
-        select(func.count()).where(tasks.c.owner_id == _HELD.c.owner_id, _IN_FLIGHT_TASK).scalar_subquery()
+        select(func.count()).where(tasks.c.owner_id == _HELD.c.owner_id, IN_FLIGHT_TASK).scalar_subquery()
         < bindparam("cap")
     )
     .limit(bindparam("batch"))
 )
 _OLDEST_HELD = (
     select(tasks.c.id)
-    .where(tasks.c.owner_id == bindparam("owner"), _HELD_TASK)
+    .where(tasks.c.owner_id == bindparam("owner"), HELD_TASK)
     .order_by(tasks.c.created_at, tasks.c.id)
     .limit(bindparam("free"))
     .with_for_update()

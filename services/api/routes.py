@@ -18,8 +18,9 @@ from typing import Literal, get_args
 from flask import Blueprint, Response, jsonify, redirect, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.engine import Connection
 
-from services.api import deps
+from services.api import deps, queue
 from services.api import tasks as task_store
 from services.api.identity import current_owner
 from services.api.objects import (
@@ -40,7 +41,7 @@ from services.api.outbox import publish_committed
 from services.api.tasks import IdempotencyKeyTaken, NewTask, StorageQuotaExceeded, Task, UnknownOwner
 from services.api.tus_tasks import SubmitFinishedUpload, submit_finished_upload
 from services.api.uploads import MULTIPART_OVERHEAD_BYTES, receive_upload
-from shared import layout, ratelimit, storage, taskview
+from shared import db, layout, ratelimit, storage, taskview
 from shared.config import Settings
 from shared.errors import (
     BadRequest,
@@ -117,12 +118,17 @@ def _reader() -> uuid.UUID:
     return owner
 
 
-def _owned_task(raw_id: str, owner: uuid.UUID) -> Task:
-    with deps.engine().connect() as conn:
-        task = task_store.find_owned(conn, _task_id(raw_id), owner)
+def _live_task(conn: Connection, raw_id: str, owner: uuid.UUID) -> Task:
+    """The owner's task, unless deleted (404 for a missing, deleted or another user's)."""
+    task = task_store.find_owned(conn, _task_id(raw_id), owner)
     if task is None or task.deleted_at is not None:
         raise _not_found()
     return task
+
+
+def _owned_task(raw_id: str, owner: uuid.UUID) -> Task:
+    with deps.engine().connect() as conn:
+        return _live_task(conn, raw_id, owner)
 
 
 def _iso(moment: datetime) -> str:
@@ -415,7 +421,14 @@ def list_tasks():
 @_about_the_task
 def get_task(task_id: str):
     owner = _reader()
-    return task_view(_owned_task(task_id, owner), deps.settings())
+    # The task and its place in line come from one snapshot, so they agree.
+    with db.read_snapshot(deps.engine()) as conn:
+        task = _live_task(conn, task_id, owner)
+        place = queue.place_of(conn, task)
+    view = task_view(task, deps.settings())
+    if place is not None:
+        view["queue"] = place.as_json()
+    return view
 
 
 @tasks.delete("/<task_id>")

@@ -38,6 +38,7 @@ _TASK_COLUMNS = (
     tasks.c.request_fingerprint,
     tasks.c.spec,
     tasks.c.clips_total,
+    tasks.c.dispatched_at,
 )
 _OWNER = bindparam("owner", type_=tasks.c.owner_id.type)
 
@@ -132,6 +133,7 @@ class Task:
     request_fingerprint: str | None
     spec: dict[str, Any]  # the ClipSpec in force, as stored
     clips_total: int | None  # the plan's parts, once a worker made it
+    dispatched_at: datetime | None  # let out to the workers (None: held for a slot of its owner)
     clips: tuple[Clip, ...] = field(default=())
 
     @classmethod

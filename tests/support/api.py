@@ -10,12 +10,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import jsonschema_rs
 from google.api_core.exceptions import DeadlineExceeded
 from google.cloud import pubsub_v1
 from sqlalchemy import insert, update
 
 from infra.local.fileserver import serve_wsgi
 from infra.local.process import ManagedProcess, free_port
+from services.api.openapi import SPEC
 from shared import layout
 from shared.config import Settings
 from shared.events import Event, decode
@@ -114,6 +116,24 @@ def store_processed(engine, settings, task_id: uuid.UUID, contents: list[bytes])
 
 def object_names(bucket: str, prefix: str = "") -> list[str]:
     return [blob.name for blob in storage_client().list_blobs(bucket, prefix=prefix)]
+
+
+def _json_schema(node):
+    """An OpenAPI 3.0 schema as JSON Schema: ``nullable`` becomes a ``null`` type."""
+    if isinstance(node, list):
+        return [_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _json_schema(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable") and "type" in node:
+        converted["type"] = [node["type"], "null"]
+    return converted
+
+
+def openapi_validator(schema_name: str):
+    """A validator of the api's OpenAPI document's schema ``schema_name``."""
+    document = {"$ref": f"#/components/schemas/{schema_name}", "components": _json_schema(SPEC["components"])}
+    return jsonschema_rs.validator_for(document)
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:

@@ -21,6 +21,7 @@ from services.api.uploads import FILE_FIELD
 from services.auth import create_app as create_auth_app
 from shared.events import CARD_TEXT_MAX_CHARS
 from shared.tokens import generate_signing_key_pem
+from tests.support.api import openapi_validator
 
 _DOCUMENTED_METHODS = {"get", "post", "put", "patch", "delete"}
 
@@ -57,23 +58,6 @@ def test_the_api_serves_the_document(client):
     assert SPEC["openapi"].startswith("3.")
 
 
-def _json_schema(node):
-    """An OpenAPI 3.0 schema as JSON Schema: ``nullable`` becomes a ``null`` type."""
-    if isinstance(node, list):
-        return [_json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    converted = {key: _json_schema(value) for key, value in node.items() if key != "nullable"}
-    if node.get("nullable") and "type" in node:
-        converted["type"] = [node["type"], "null"]
-    return converted
-
-
-def _validator(schema_name: str):
-    document = {"$ref": f"#/components/schemas/{schema_name}", "components": _json_schema(SPEC["components"])}
-    return jsonschema_rs.validator_for(document)
-
-
 def test_the_documented_options_are_the_ones_the_code_reads():
     schemas = SPEC["components"]["schemas"]
     assert set(schemas["SubmitByUrl"]["properties"]) == {"url", *OPTION_FIELDS}
@@ -96,10 +80,10 @@ def test_a_submission_the_document_allows_is_accepted_and_its_task_matches_the_d
         "card": {"title": "Ana Díaz #12", "subtitle": None},
         "split": "scenes",
     }
-    _validator("SubmitByUrl").validate(body)
+    openapi_validator("SubmitByUrl").validate(body)
     with pytest.raises(jsonschema_rs.ValidationError):
-        _validator("SubmitByUrl").validate(body | {"formats": ["4:3"]})
-    task = _validator("Task")
+        openapi_validator("SubmitByUrl").validate(body | {"formats": ["4:3"]})
+    task = openapi_validator("Task")
     for submitted in (body, {"url": body["url"]}):
         response = client.post("/tasks", json=submitted, headers=alice.headers)
         assert response.status_code == 202, response.get_data(as_text=True)
