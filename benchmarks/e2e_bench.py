@@ -20,6 +20,12 @@ Part 2, throughput: ``--tasks`` tasks submitted at once (a 10 s 640x360 source: 
 from the first ``POST`` to the last ``processed`` a client sees (polled every 500 ms),
 with each worker's busy time per task and its idle gap between two tasks.
 
+Part 3, clips as they are made: a 180 s 1920x1080 source (9 parts) submitted by URL to
+a stack with one worker; a client polling ``GET /tasks/<id>`` every 100 ms notes when
+each clip first appears in the task and when the task is processed. The reference is one
+clip's ffmpeg alone (the 20 s 1080p source of part 1, made by ``iter_clips`` in this
+process, in the same run). Parts are still made one after the other by one worker.
+
 Every stack is a fresh local stack started through the launcher (its own PostgreSQL,
 Pub/Sub fake and Storage emulator, on free ports), with the default settings.
 """
@@ -358,6 +364,38 @@ def worker_timeline(database_url: str, task_ids: set[str]) -> tuple[float, float
     return statistics.median(busy), statistics.median(gaps) if gaps else 0.0
 
 
+# --- part 3: clips as they are made ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progressive:
+    parts: int
+    clips_seen: list[float]  # POST sent -> each clip first seen by the client, in order
+    processed: float  # POST sent -> processed seen by the client
+    reference: float  # one clip's ffmpeg alone
+
+
+def progressive_run(stack: LocalStack, source_url: str, reference_source: Path) -> Progressive:
+    session = PlatformClient.sign_up(stack.base_url, "bench").session
+    started = time.perf_counter()
+    task_id = submit(session, stack.base_url, source_url)
+    seen: dict[int, float] = {}
+    polls = 0
+    while True:
+        task = session.get(f"{stack.base_url}/tasks/{task_id}", timeout=HTTP_TIMEOUT).json()
+        now = time.perf_counter() - started
+        for clip in task["clips"]:
+            seen.setdefault(clip["index"], now)
+        if task["status"] == "processed":
+            break
+        check_final(task)
+        if now > TASK_TIMEOUT:
+            raise SystemExit(f"task {task_id} not processed after {TASK_TIMEOUT} s: {task}")
+        polls += 1
+        time.sleep(max(0.0, polls * POLL_SECONDS - (time.perf_counter() - started)))
+    return Progressive(task["clips_total"], sorted(seen.values()), now, ffmpeg_alone(reference_source))
+
+
 # --- report -----------------------------------------------------------------------------------------
 
 
@@ -386,6 +424,36 @@ def latency_table(runs: list[LatencyRun]) -> str:
     return "\n".join(rows)
 
 
+def latency_and_throughput(
+    args: argparse.Namespace, workdir: Path, served, big: Path, small: Path
+) -> tuple[list[LatencyRun], list[Burst]]:
+    """Parts 1 and 2."""
+    say(f"part 1: {args.runs} latency runs, 20 s 1080p source, one worker")
+    with stack_with(workdir, 1) as stack:
+        engine = sqlalchemy.create_engine(stack.database_url, poolclass=NullPool)
+        session = PlatformClient.sign_up(stack.base_url, "bench").session
+        runs = []
+        for number in range(1, args.runs + 1):
+            run = latency_run(stack, session, engine, big, served.url(big))
+            say(
+                f"  run {number}: end to end {run.end_to_end:.2f} s, ffmpeg alone "
+                f"{run.ffmpeg_alone:.2f} s (in the run {run.ffmpeg_in_run:.2f} s), difference "
+                f"{run.overhead:.2f} s (in the run {run.overhead_in_run:.2f} s); {load()}"
+            )
+            runs.append(run)
+        engine.dispose()
+        bursts: list[Burst] = []
+        if not args.skip_throughput:
+            say(f"part 2: {args.tasks} tasks at once, 10 s 640x360 source")
+            bursts.append(burst(stack, served.url(small), args.tasks, 1))
+            say(f"  1 worker: {bursts[-1].elapsed:.1f} s, {bursts[-1].per_minute:.1f} tasks/min; {load()}")
+    if not args.skip_throughput:
+        with stack_with(workdir, 2) as stack:
+            bursts.append(burst(stack, served.url(small), args.tasks, 2))
+            say(f"  2 workers: {bursts[-1].elapsed:.1f} s, {bursts[-1].per_minute:.1f} tasks/min; {load()}")
+    return runs, bursts
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.1f} (1 min), {five:.1f} (5 min)"
@@ -399,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
         "--budget", type=float, default=1.5, help="largest median difference allowed, seconds (default 1.5)"
     )
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--only-progressive", action="store_true", help="run part 3 alone (clips as they are made)"
+    )
     args = parser.parse_args(argv)
 
     say(f"machine: {machine()}; {load()}")
@@ -410,37 +481,34 @@ def main(argv: list[str] | None = None) -> int:
         say("making the sources ...")
         big = make_bench_source(media / "run-1080p-20s.mp4", 20, 1920, 1080)
         small = make_bench_source(media / "run-360p-10s.mp4", 10, 640, 360)
+        runs: list[LatencyRun] = []
+        bursts: list[Burst] = []
+        progressive: Progressive | None = None
         with serve_folder(media) as served:
-            say(f"part 1: {args.runs} latency runs, 20 s 1080p source, one worker")
+            if not args.only_progressive:
+                runs, bursts = latency_and_throughput(args, workdir, served, big, small)
+            say("part 3: clips as they are made, 180 s 1080p source, one worker")
+            long = make_bench_source(media / "run-1080p-180s.mp4", 180, 1920, 1080)
             with stack_with(workdir, 1) as stack:
-                engine = sqlalchemy.create_engine(stack.database_url, poolclass=NullPool)
-                session = PlatformClient.sign_up(stack.base_url, "bench").session
-                runs = []
-                for number in range(1, args.runs + 1):
-                    run = latency_run(stack, session, engine, big, served.url(big))
-                    say(
-                        f"  run {number}: end to end {run.end_to_end:.2f} s, ffmpeg alone "
-                        f"{run.ffmpeg_alone:.2f} s (in the run {run.ffmpeg_in_run:.2f} s), difference "
-                        f"{run.overhead:.2f} s (in the run {run.overhead_in_run:.2f} s); {load()}"
-                    )
-                    runs.append(run)
-                engine.dispose()
-                bursts: list[Burst] = []
-                if not args.skip_throughput:
-                    say(f"part 2: {args.tasks} tasks at once, 10 s 640x360 source")
-                    bursts.append(burst(stack, served.url(small), args.tasks, 1))
-                    say(
-                        f"  1 worker: {bursts[-1].elapsed:.1f} s, {bursts[-1].per_minute:.1f} tasks/min; "
-                        f"{load()}"
-                    )
-            if not args.skip_throughput:
-                with stack_with(workdir, 2) as stack:
-                    bursts.append(burst(stack, served.url(small), args.tasks, 2))
-                    say(
-                        f"  2 workers: {bursts[-1].elapsed:.1f} s, {bursts[-1].per_minute:.1f} tasks/min; "
-                        f"{load()}"
-                    )
+                progressive = progressive_run(stack, served.url(long), big)
+            say(
+                f"  first clip {progressive.clips_seen[0]:.1f} s, all {progressive.parts} clips "
+                f"{progressive.processed:.1f} s, one clip's ffmpeg alone {progressive.reference:.1f} s; {load()}"
+            )
 
+    say()
+    say(
+        "| parts | first clip seen | last clip seen | processed seen | one clip's ffmpeg alone "
+        "| first clip / one clip alone |"
+    )
+    say("|---|---|---|---|---|---|")
+    say(
+        f"| {progressive.parts} | {progressive.clips_seen[0]:.1f} s | {progressive.clips_seen[-1]:.1f} s "
+        f"| {progressive.processed:.1f} s | {progressive.reference:.1f} s "
+        f"| {progressive.clips_seen[0] / progressive.reference:.2f} |"
+    )
+    if not runs:
+        return 0
     say()
     say(latency_table(runs))
     if bursts:
