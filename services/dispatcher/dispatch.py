@@ -32,8 +32,9 @@ from shared.tables import webhook_deliveries, webhook_endpoints
 log = logging.getLogger(__name__)
 
 # The database is unreachable or the connection broke (an outage, a restart, a failover):
-# the dispatcher waits and asks again rather than exiting.
-_DATABASE_DOWN = (sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError)
+# the dispatcher waits and asks again rather than exiting. pg8000 lets a socket reset
+# during the pool's pre-ping through unwrapped, as an OSError.
+_DATABASE_DOWN = (sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError, OSError)
 _DATABASE_RETRY_SECONDS = 2.0
 
 _due = webhook_deliveries.alias("due")

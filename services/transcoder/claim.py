@@ -13,9 +13,10 @@ import contextvars
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import BigInteger, bindparam, func, literal, select
 from sqlalchemy.engine import Connection, Engine
@@ -30,6 +31,8 @@ from shared.logging import task_logger
 from shared.tables import clips, tasks
 
 log = task_logger(__name__)
+
+_Read = TypeVar("_Read")
 
 _TASK_STATE = select(tasks.c.status, tasks.c.attempt, tasks.c.deleted_at.is_not(None)).where(
     tasks.c.id == bindparam("id")
@@ -114,30 +117,26 @@ class TaskClaim:
     def state(self) -> TaskState | None:
         """Re-read the task on the claim's connection; :class:`ClaimLost` if the
         connection failed, since the lock may have gone with it."""
-        if self._conn is None:
-            raise ClaimLost("the claim is not held")
-        with self._lock:
-            try:
-                with self._conn.begin():
-                    self._conn.execute(SET_READ_ONLY)
-                    return _read_state(self._conn, self.task_id)
-            except (SQLAlchemyError, OSError) as exc:
-                # pg8000 lets a reset socket's OSError through unwrapped.
-                raise ClaimLost(f"the claim's database session failed: {_first_line(exc)}") from exc
+        return self._read(lambda conn: _read_state(conn, self.task_id))
 
     def recorded_clips(self) -> tuple[ClipOutput, ...]:
         """The task's clips the notifier has recorded (made by earlier attempts too), read
         on the claim's connection."""
+        rows = self._read(lambda conn: conn.execute(_RECORDED_CLIPS, {"id": self.task_id}).all())
+        return tuple(ClipOutput(**row._asdict()) for row in rows)
+
+    def _read(self, query: Callable[[Connection], _Read]) -> _Read:
+        """``query`` in a read-only transaction on the claim's connection."""
         if self._conn is None:
             raise ClaimLost("the claim is not held")
         with self._lock:
             try:
                 with self._conn.begin():
                     self._conn.execute(SET_READ_ONLY)
-                    rows = self._conn.execute(_RECORDED_CLIPS, {"id": self.task_id}).all()
+                    return query(self._conn)
             except (SQLAlchemyError, OSError) as exc:
+                # pg8000 lets a reset socket's OSError through unwrapped.
                 raise ClaimLost(f"the claim's database session failed: {_first_line(exc)}") from exc
-        return tuple(ClipOutput(**row._asdict()) for row in rows)
 
     def release(self) -> None:
         if self._conn is None:
