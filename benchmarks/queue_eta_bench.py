@@ -15,9 +15,10 @@ processed is the notifier's commit of its ``processed`` status (``task_history``
 
 Printed: the median absolute error of the estimates, overall, for those given while
 the task was queued or processing, and for those of the run's first and second halves
-(the window of the throughput fills as the run goes), the median signed error
-(positive: the estimate was too late), and the share of null estimates. The run takes about four minutes on 2 vCPUs
-and stops after ``RUN_TIMEOUT`` seconds.
+(early in the run the throughput is measured on few parts, and the mean size of a task
+on few tasks), the median signed error (positive: the estimate was too late), and the
+share of null estimates. The run takes about four minutes on 2 vCPUs and stops after
+``RUN_TIMEOUT`` seconds.
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     say(row("all", estimates, actual))
     for status in ("queued", "processing"):
         say(row(f"while {status}", [estimate for estimate in estimates if estimate.status == status], actual))
-    # The window fills as the run goes: the estimates of its two halves apart.
+    # The throughput and the mean are measured on more work as the run goes: the
+    # estimates of its two halves apart.
     first, last = min(e.seen_at for e in estimates), max(e.seen_at for e in estimates)
     middle = first + (last - first) / 2
     say(row("first half of the run", [e for e in estimates if e.seen_at < middle], actual))

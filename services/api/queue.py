@@ -28,7 +28,7 @@ from services.api.tasks import Task
 from shared.lifecycle import TaskStatus
 from shared.tables import clips, tasks
 
-# The throughput and the mean size of a task are measured over this window.
+# The throughput and the mean size of a task are measured on the work of this window.
 WINDOW = timedelta(minutes=10)
 
 
@@ -57,13 +57,14 @@ class Ahead:
 
 @dataclass(frozen=True)
 class RecentWork:
-    """What the fleet did in the window: distinct parts made, and the tasks processed
-    with their parts (the mean size of a task whose plan is not known yet)."""
+    """What the fleet did in the window: distinct parts made and the seconds from the
+    first of them to the last (their clips' ``made_at``), and the tasks processed with
+    their parts (the mean size of a task whose plan is not known yet)."""
 
     parts_made: int
+    span_seconds: float
     tasks_processed: int
     parts_of_processed: int
-    window_seconds: float = WINDOW.total_seconds()
 
 
 @dataclass(frozen=True)
@@ -108,12 +109,13 @@ def estimate(line: Line) -> Place:
     """The task's position and ETA, from the definitions of docs/queue.md.
 
     Position: 0 for a processing task, otherwise every unit ahead. ETA: the parts to make
-    before the task is processed divided by the fleet's throughput (distinct parts made
-    in the window per second), rounded to 0.1 s: for a processing task its own remaining
-    parts; for a queued one also the rest of every processing task and the parts of
-    everything ahead. A part count not known yet is the mean of the tasks processed in
-    the window. No throughput, or an unknown count and no processed task to take a mean
-    from, gives no ETA (None): nothing is made up.
+    before the task is processed divided by the fleet's throughput while it worked (the
+    distinct parts made in the window after the first, over the seconds from the first
+    to the last), rounded to 0.1 s: for a processing task its own remaining parts; for a
+    queued one also the rest of every processing task and the parts of everything ahead.
+    A part count not known yet is the mean of the tasks processed in the window. No
+    throughput (fewer than two parts made, or all at one moment), or an unknown count
+    and no processed task to take a mean from, gives no ETA (None): nothing is made up.
     """
     recent = line.recent
     mean = recent.parts_of_processed / recent.tasks_processed if recent.tasks_processed else None
@@ -123,9 +125,11 @@ def estimate(line: Line) -> Place:
         waiting += [_of_group(group, mean) for group in line.ahead]
     position = 0 if line.processing else sum(group.units for group in line.ahead)
     parts = [count for count in waiting if count is not None]
-    if recent.parts_made <= 0 or recent.window_seconds <= 0 or len(parts) < len(waiting):
+    if recent.parts_made < 2 or recent.span_seconds <= 0 or len(parts) < len(waiting):
         return Place(position, None)
-    return Place(position, round(sum(parts) * recent.window_seconds / recent.parts_made, 1))
+    # The first part's work began before the span, at a moment no row records: the span
+    # is the time the fleet took to make the parts after it.
+    return Place(position, round(sum(parts) * recent.span_seconds / (recent.parts_made - 1), 1))
 
 
 # --- the numbers, from the database --------------------------------------------------------
@@ -136,8 +140,13 @@ _made = clips.alias("made")
 _PARTS_MADE_OF_TASK = (
     select(func.count(distinct(_made.c.index))).where(_made.c.task_id == tasks.c.id).scalar_subquery()
 )
-_RECENT_PARTS = select(clips.c.task_id, clips.c.index).where(clips.c.made_at >= _WINDOW_START).distinct()
-_PARTS_MADE = select(func.count()).select_from(_RECENT_PARTS.subquery("recent_parts"))
+# The distinct parts made in the window (a part in N formats has N rows) and the first
+# and last moments one was made, from one range of clips_made_at_idx.
+_PARTS_MADE = select(
+    func.count(distinct(tuple_(clips.c.task_id, clips.c.index))),
+    func.min(clips.c.made_at),
+    func.max(clips.c.made_at),
+).where(clips.c.made_at >= _WINDOW_START)
 # A task processed before its plan's size was recorded made all its parts: its clips
 # count them.
 _PROCESSED = select(
@@ -183,9 +192,10 @@ def _ahead(conn: Connection, query: Select[int, Any, int], params: dict[str, Any
 def recent_work(conn: Connection) -> RecentWork:
     """The fleet's work in the window, as the caller's transaction sees it."""
     window = {"window": WINDOW}
-    parts_made = conn.execute(_PARTS_MADE, window).scalar_one()
+    parts_made, first, last = conn.execute(_PARTS_MADE, window).one()
+    span = 0.0 if first is None else (last - first).total_seconds()
     processed, parts = conn.execute(_PROCESSED, window).one()
-    return RecentWork(int(parts_made), int(processed), int(parts))
+    return RecentWork(int(parts_made), span, int(processed), int(parts))
 
 
 def line_of(conn: Connection, task: Task) -> Line | None:

@@ -1,18 +1,23 @@
 """A queued or processing task's place in line and its ETA through ``GET /tasks/<id>``
 (services/api/queue.py, docs/queue.md), against the rows the relay, the workers and the
-notifier leave: dispatch times, statuses, part counts and clips made a minute ago.
+notifier leave: dispatch times, statuses, part counts and clips made seconds ago.
 
 The scene most tests share (``fleet``): Bob's three tasks dispatched and queued, one of
-his tasks processing (4 parts, part 0 made in two formats), two processed a minute ago
-(2 parts with no recorded plan, and 4 parts) and one processed 20 minutes ago (outside
-the window). The fleet's throughput is then 7 distinct parts in 600 s, and a task whose
-size is not known counts the mean of the two recent ones, 3 parts.
+his tasks processing (4 parts, part 0 made in two formats), two processed in the last
+two minutes (2 parts with no recorded plan, and 4 parts) and one processed 20 minutes ago
+(outside the window). Their 7 distinct parts in the window were made 10 s apart
+(``RECENT``): the fleet's throughput is 6 parts in the 60 s from the first to the last,
+and a task whose size is not known counts the mean of the two recent ones, 3 parts.
+
+Every ``made_at`` is counted from one reading of the database's clock (``start``), so
+the spans between them are exact whenever the test runs.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -24,13 +29,21 @@ from shared.tables import clips, tasks
 from tests.support.api import insert_tasks, openapi_validator
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-PARTS_MADE = 7
-MEAN = 3.0
+# When the shared scene's parts in the window were made, seconds before ``start``, part 0
+# first: the processed task with no recorded plan (2 parts), the processed one of 4, and
+# the processing task's part 0.
+UNPLANNED_MADE = (90, 80)
+PLANNED_MADE = (70, 60, 50, 40)
+PROCESSING_MADE = (30,)
+RECENT = UNPLANNED_MADE + PLANNED_MADE + PROCESSING_MADE
+MEAN = (len(UNPLANNED_MADE) + len(PLANNED_MADE)) / 2
 
 
-def eta(parts: float) -> float:
-    """The ETA of ``parts`` to make at the fleet's throughput in the shared scene."""
-    return round(parts * 600 / PARTS_MADE, 1)
+def eta(parts: float, made: Sequence[float] = RECENT) -> float:
+    """The ETA of ``parts`` to make when the distinct parts in the window were made
+    ``made`` seconds before ``start``: the parts after the first over the seconds from the
+    first to the last."""
+    return round(parts * (max(made) - min(made)) / (len(made) - 1), 1)
 
 
 def set_tasks(engine, task_ids, **values) -> None:
@@ -47,10 +60,17 @@ def dispatch(engine, task_ids, first: datetime = T0) -> None:
             )
 
 
-def add_clips(engine, task_id, indexes, *, ago: timedelta, formats=("16:9",)) -> None:
-    """Clip rows as the notifier records them, made ``ago`` before now."""
+@pytest.fixture
+def start(engine) -> datetime:
+    """The database's clock, read once: every clip's ``made_at`` is counted from it."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.now())).scalar_one()
+
+
+def add_clips(engine, task_id, *seconds_ago: float, start: datetime, formats=("16:9",)) -> None:
+    """Clip rows as the notifier records them: part ``i`` made ``seconds_ago[i]`` before
+    ``start``, one row per format (with the same ``made_at``)."""
     with engine.begin() as conn:
-        now = conn.execute(select(func.now())).scalar_one()
         conn.execute(
             insert(clips),
             [
@@ -61,9 +81,9 @@ def add_clips(engine, task_id, indexes, *, ago: timedelta, formats=("16:9",)) ->
                     "uri": f"gs://clips/tasks/{task_id}/clip-{index}-{clip_format.replace(':', 'x')}.mp4",
                     "duration_seconds": 22.0,
                     "size_bytes": 1000,
-                    "made_at": now - ago,
+                    "made_at": start - timedelta(seconds=ago),
                 }
-                for index in indexes
+                for index, ago in enumerate(seconds_ago)
                 for clip_format in formats
             ],
         )
@@ -76,18 +96,18 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(engine, bob) -> Fleet:
+def fleet(engine, bob, start) -> Fleet:
     queued = insert_tasks(engine, bob.id, 3)
     dispatch(engine, queued)
     [processing, recent_unplanned, recent_planned, old] = insert_tasks(engine, bob.id, 4)
     dispatch(engine, [processing, recent_unplanned, recent_planned, old], first=T0 - timedelta(hours=1))
     set_tasks(engine, [processing], status="processing", clips_total=4)
-    add_clips(engine, processing, [0], ago=timedelta(seconds=30), formats=("16:9", "9:16"))
+    add_clips(engine, processing, *PROCESSING_MADE, start=start, formats=("16:9", "9:16"))
     set_tasks(engine, [recent_unplanned, recent_planned, old], status="processed", progress=100)
-    set_tasks(engine, [recent_planned], clips_total=4)
-    add_clips(engine, recent_unplanned, [0, 1], ago=timedelta(minutes=1))
-    add_clips(engine, recent_planned, [0, 1, 2, 3], ago=timedelta(minutes=1))
-    add_clips(engine, old, [0, 1, 2, 3, 4, 5], ago=timedelta(minutes=20))
+    set_tasks(engine, [recent_planned], clips_total=len(PLANNED_MADE))
+    add_clips(engine, recent_unplanned, *UNPLANNED_MADE, start=start)
+    add_clips(engine, recent_planned, *PLANNED_MADE, start=start)
+    add_clips(engine, old, *[1200] * 6, start=start)
     return Fleet(queued, processing)
 
 
@@ -111,7 +131,7 @@ def test_a_queued_task_behind_another_users_tasks_counts_them_and_the_fleets_wor
     body = read(client, alice, mine)
 
     # Behind Bob's 3 queued tasks (3 parts each, the mean), after the 3 parts left of his
-    # processing task, and its own 3: 15 parts at 7 parts per 600 s.
+    # processing task, and its own 3: 15 parts at 6 parts per 60 s.
     assert body["status"] == "queued"
     assert body["queue"] == {"position": 3, "eta_seconds": eta(3 + 3 * MEAN + MEAN)}
 
@@ -169,17 +189,19 @@ def test_a_held_task_is_behind_every_dispatched_task_and_its_owners_earlier_held
 
 
 def test_a_processing_task_is_at_position_0_and_waits_for_its_own_remaining_parts(
-    client, engine, alice, fleet
+    client, engine, alice, fleet, start
 ):
     [mine] = insert_tasks(engine, alice.id, 1)
     dispatch(engine, [mine], first=T0 - timedelta(minutes=30))
     set_tasks(engine, [mine], status="processing", clips_total=5)
-    add_clips(engine, mine, [0, 1], ago=timedelta(seconds=5), formats=("16:9", "1:1"))
+    mine_made = (20, 6)
+    add_clips(engine, mine, *mine_made, start=start, formats=("16:9", "1:1"))
 
     body = read(client, alice, mine)
 
-    # 5 parts, 2 made (in two formats each): 3 left. Its 2 parts count in the throughput.
-    assert body["queue"] == {"position": 0, "eta_seconds": round(3 * 600 / (PARTS_MADE + 2), 1)}
+    # 5 parts, 2 made (in two formats each): 3 left. Its 2 parts count in the throughput,
+    # and the last of them ends the span: 8 parts after the first in 84 s.
+    assert body["queue"] == {"position": 0, "eta_seconds": eta(3, made=RECENT + mine_made)}
 
 
 def test_a_processing_task_with_no_plan_and_nothing_made_counts_the_mean(client, engine, alice, fleet):
@@ -194,11 +216,11 @@ def test_a_processing_task_with_no_plan_and_nothing_made_counts_the_mean(client,
 
 
 @pytest.mark.parametrize("status", ["processed", "failed"])
-def test_a_finished_task_has_no_queue_key(client, engine, alice, fleet, status):
+def test_a_finished_task_has_no_queue_key(client, engine, alice, fleet, start, status):
     [mine] = insert_tasks(engine, alice.id, 1)
     dispatch(engine, [mine], first=T0 - timedelta(minutes=30))
     set_tasks(engine, [mine], status=status, clips_total=1)
-    add_clips(engine, mine, [0], ago=timedelta(seconds=5))
+    add_clips(engine, mine, 5, start=start)
 
     body = read(client, alice, mine)
 
@@ -220,12 +242,12 @@ def test_a_task_just_submitted_has_a_place_once_read(client, engine, alice, flee
 # --- no basis, and nothing revealed ----------------------------------------------------------------------
 
 
-def test_without_clips_made_in_the_last_ten_minutes_the_eta_is_null(client, engine, alice, bob):
+def test_without_clips_made_in_the_last_ten_minutes_the_eta_is_null(client, engine, alice, bob, start):
     earlier = insert_tasks(engine, bob.id, 2)
     dispatch(engine, earlier)
     [done] = insert_tasks(engine, bob.id, 1)
     set_tasks(engine, [done], status="processed", clips_total=2, dispatched_at=T0 - timedelta(hours=1))
-    add_clips(engine, done, [0, 1], ago=timedelta(minutes=11))
+    add_clips(engine, done, 680, 660, start=start)
     [mine] = insert_tasks(engine, alice.id, 1)
     dispatch(engine, [mine], first=T0 + timedelta(seconds=10))
     set_tasks(engine, [mine], clips_total=1)
@@ -233,21 +255,45 @@ def test_without_clips_made_in_the_last_ten_minutes_the_eta_is_null(client, engi
     assert read(client, alice, mine)["queue"] == {"position": 2, "eta_seconds": None}
 
 
-def test_with_throughput_but_no_processed_task_to_take_a_mean_from_the_eta_is_null(
-    client, engine, alice, bob
+@pytest.mark.parametrize(
+    "made, formats",
+    [
+        pytest.param((30,), ("16:9", "9:16"), id="one part, in two formats"),
+        pytest.param((30, 30), ("16:9",), id="two parts recorded at one moment"),
+    ],
+)
+def test_without_time_between_the_first_and_the_last_part_of_the_window_the_eta_is_null(
+    client, engine, alice, bob, start, made, formats
 ):
     [running] = insert_tasks(engine, bob.id, 1)
     dispatch(engine, [running], first=T0 - timedelta(hours=1))
     set_tasks(engine, [running], status="processing", clips_total=3)
-    add_clips(engine, running, [0], ago=timedelta(minutes=1))
+    add_clips(engine, running, *made, start=start, formats=formats)
+    [mine] = insert_tasks(engine, alice.id, 1)
+    dispatch(engine, [mine])
+    set_tasks(engine, [mine], clips_total=2)
+
+    # Bob's task has made something, but no time is measured between the first part of the
+    # window and the last: no throughput. The position stays.
+    assert read(client, alice, mine)["queue"] == {"position": 0, "eta_seconds": None}
+
+
+def test_with_throughput_but_no_processed_task_to_take_a_mean_from_the_eta_is_null(
+    client, engine, alice, bob, start
+):
+    [running] = insert_tasks(engine, bob.id, 1)
+    dispatch(engine, [running], first=T0 - timedelta(hours=1))
+    set_tasks(engine, [running], status="processing", clips_total=3)
+    running_made = (50, 20)
+    add_clips(engine, running, *running_made, start=start)
     [mine] = insert_tasks(engine, alice.id, 1)
     dispatch(engine, [mine])
 
     # Its own size is unknown and no task was processed in the window.
     assert read(client, alice, mine)["queue"] == {"position": 0, "eta_seconds": None}
-    # Once its plan is known, the parts are all counted: 2 left of Bob's, 4 of its own.
+    # Once its plan is known, the parts are all counted: 1 left of Bob's, 4 of its own.
     set_tasks(engine, [mine], clips_total=4)
-    assert read(client, alice, mine)["queue"] == {"position": 0, "eta_seconds": round(6 * 600 / 1, 1)}
+    assert read(client, alice, mine)["queue"] == {"position": 0, "eta_seconds": eta(1 + 4, made=running_made)}
 
 
 def test_other_users_tasks_count_in_the_position_but_are_never_shown(client, engine, alice, bob, fleet):
