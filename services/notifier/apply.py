@@ -240,6 +240,8 @@ def _write_change(conn: Connection, event: TaskStatusChanged, change: Change) ->
 def _record_clips(conn: Connection, event: TaskStatusChanged, *, complete: bool) -> list[ClipKey]:
     """Insert or refresh the event's clips; with ``complete`` (a processed event, which
     names every clip) drop the rows it does not name. Returns the keys new to the task."""
+    if not event.outputs and not complete:
+        return []  # a progress event: nothing to read or write
     key = (clips.c.index, clips.c.format)
     rows = conn.execute(select(*key).where(clips.c.task_id == event.task_id))
     before: set[ClipKey] = {(index, clip_format) for index, clip_format in rows}
