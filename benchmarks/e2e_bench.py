@@ -94,6 +94,18 @@ def make_bench_source(path: Path, seconds: float, width: int, height: int) -> Pa
     )
 
 
+@contextmanager
+def scratch_media(prefix: str) -> Iterator[tuple[Path, Path]]:
+    """A scratch folder the local stacks' clusters can run in, and its ``media`` folder
+    for the sources; both go when the block ends."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        workdir = Path(scratch)
+        os.chmod(workdir, 0o711)  # the postgres user runs the clusters inside
+        media = workdir / "media"
+        media.mkdir()
+        yield workdir, media
+
+
 # --- stacks and clients ------------------------------------------------------------------------
 
 
@@ -473,11 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     say(f"machine: {machine()}; {load()}")
-    with tempfile.TemporaryDirectory(prefix="idrl-bench-e2e-") as scratch:
-        workdir = Path(scratch)
-        os.chmod(workdir, 0o711)  # the postgres user runs the clusters inside
-        media = workdir / "media"
-        media.mkdir()
+    with scratch_media("idrl-bench-e2e-") as (workdir, media):
         say("making the sources ...")
         big = make_bench_source(media / "run-1080p-20s.mp4", 20, 1920, 1080)
         small = make_bench_source(media / "run-360p-10s.mp4", 10, 640, 360)

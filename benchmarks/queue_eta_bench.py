@@ -24,10 +24,8 @@ share of null estimates. The run takes about four minutes on 2 vCPUs and stops a
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +41,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_report import machine, say  # noqa: E402
-from e2e_bench import HTTP_TIMEOUT, check_final, load, make_bench_source, stack_with, submit  # noqa: E402
+from e2e_bench import (  # noqa: E402
+    HTTP_TIMEOUT,
+    check_final,
+    load,
+    make_bench_source,
+    scratch_media,
+    stack_with,
+    submit,
+)
 
 from infra.local.fileserver import serve_folder  # noqa: E402
 from shared.tables import task_history  # noqa: E402
@@ -142,11 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     say(f"machine: {machine()}; {load()}")
-    with tempfile.TemporaryDirectory(prefix="idrl-bench-queue-") as scratch:
-        workdir = Path(scratch)
-        os.chmod(workdir, 0o711)  # the postgres user runs the cluster inside
-        media = workdir / "media"
-        media.mkdir()
+    with scratch_media("idrl-bench-queue-") as (workdir, media):
         say("making the sources ...")
         sources = [
             make_bench_source(media / f"run-{seconds}s.mp4", seconds, 640, 360) for seconds in SOURCE_SECONDS
