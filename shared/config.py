@@ -235,6 +235,10 @@ class Settings(BaseSettings):
     ffmpeg_memory_limit_bytes: int = Field(default=3 * 1024 * 1024 * 1024, ge=0)
     """Address space (RLIMIT_AS) each ffmpeg and ffprobe run may use; a source that needs
     more fails with the reason. Sized for a 4K source (docs/reliability.md); 0: no limit."""
+    ffmpeg_threads: int = Field(default=0, ge=0)
+    """Threads of each ffmpeg run's decoder, filter graph and encoders; 0: ffmpeg's choice
+    (about one per core each). One thread makes a clip slower but costs less CPU, the more
+    so with several formats (docs/benchmarks.md, "Clip options")."""
     drain_grace_seconds: float = 60.0
     """On SIGTERM, how long a worker lets the current clip finish before handing the task back."""
     cancel_poll_seconds: float = 1.0

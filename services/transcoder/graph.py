@@ -39,7 +39,13 @@ from typing import Any
 
 import ffmpeg
 
-from services.transcoder.hardening import LOGO_INPUT_OPTIONS, local_url, source_input_options
+from services.transcoder.hardening import (
+    LOGO_INPUT_OPTIONS,
+    local_url,
+    source_input_options,
+    thread_global_args,
+    thread_options,
+)
 from services.transcoder.plan import Frame, Part, clip_frames, fit_geometry
 from services.transcoder.probe import SourceInfo, is_rgb
 from shared.events import ClipSpec
@@ -123,6 +129,7 @@ def build_part_command(
     *,
     cards: Mapping[str, Path],
     loudnorm: Mapping[str, str] | None = None,
+    seek_to: float | None = None,
 ) -> ClipCommand:
     """The one ffmpeg run that makes every format of ``spec`` (:func:`.plan.clip_frames`)
     from ``part`` of ``source``: one decode, then a branch per format writing its clip,
@@ -130,7 +137,10 @@ def build_part_command(
     logo, or a card made for that frame).
 
     ``loudnorm``: the options of a ``loudnorm`` filter on the source's audio
-    (:func:`.loudness.loudnorm_arguments`); the cards' silence never passes through it."""
+    (:func:`.loudness.loudnorm_arguments`); the cards' silence never passes through it.
+
+    ``seek_to``: ``source`` is the part's segment (:mod:`.segments`), which keeps the
+    source's timestamps, and the part starts at that time on them."""
     frames = [frame for frame in clip_frames(spec) if frame.format in files]
     if len(frames) != len(files) or any(frame.format not in cards for frame in frames):
         raise ValueError("every format of the spec needs its files and its card, and only those")
@@ -140,9 +150,9 @@ def build_part_command(
 
     src = ffmpeg.input(
         local_url(source),
-        ss=f"{part.start:.6f}",
-        t=f"{part.duration:.6f}",
+        **part_span(part, seek_to),
         **source_input_options(info.decode),
+        **thread_options(info.decode),
     )
     card_inputs = [
         ffmpeg.input(local_url(cards[frame.format]), f="image2", **LOGO_INPUT_OPTIONS) for frame in frames
@@ -197,7 +207,16 @@ def build_part_command(
         )
     command = (
         ffmpeg.merge_outputs(*outputs)
-        .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-progress", "pipe:1")
+        .global_args(
+            "-nostdin",
+            "-hide_banner",
+            "-nostats",
+            "-loglevel",
+            "error",
+            "-progress",
+            "pipe:1",
+            *thread_global_args(info.decode),
+        )
         .overwrite_output()
     )
     first = files[frames[0].format]
@@ -208,6 +227,13 @@ def build_part_command(
         expected_seconds=part.duration + 2 * card,
         files={frame.format: files[frame.format] for frame in frames},
     )
+
+
+def part_span(part: Part, seek_to: float | None = None) -> dict[str, Any]:
+    """The input options that read only ``part``: from its start (on the source, or at
+    ``seek_to`` on the timeline of its segment), for its duration."""
+    start = {"ss": f"{part.start:.6f}"} if seek_to is None else {"ss": f"{seek_to:.6f}", "seek_timestamp": 1}
+    return {**start, "t": f"{part.duration:.6f}"}
 
 
 @dataclass(frozen=True)
@@ -298,6 +324,7 @@ def _format_outputs(
         map_chapters=-1,
         f="mp4",
         **CLIP_COLOR,
+        **thread_options(info.decode),
     )
 
     # A second into the part (or its middle), clear of a fade-in; a part of a frame or
@@ -316,10 +343,12 @@ def _format_outputs(
         map_metadata=-1,
         f="image2",
         update=1,
+        **thread_options(info.decode),
     )
     if files.preview is None:
         return [clip, poster]
-    return [clip, poster, _preview_output(body[2], branch.frame, part, spec, poster_at, files.preview)]
+    preview = _preview_output(body[2], branch.frame, part, spec, poster_at, files.preview, info)
+    return [clip, poster, preview]
 
 
 def _split(stream, name: str, count: int) -> list[Any]:
@@ -335,7 +364,9 @@ def preview_size(width: int, height: int) -> tuple[int, int]:
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def _preview_output(body, frame: Frame, part: Part, spec: ClipSpec, poster_at: float, path: Path):
+def _preview_output(
+    body, frame: Frame, part: Part, spec: ClipSpec, poster_at: float, path: Path, info: SourceInfo
+):
     """``PREVIEW_SECONDS`` of the part from the poster's frame (earlier if the part ends
     sooner), small and silent, for a page to loop under the poster."""
     start = max(0.0, min(poster_at, part.duration - PREVIEW_SECONDS))
@@ -360,6 +391,7 @@ def _preview_output(body, frame: Frame, part: Part, spec: ClipSpec, poster_at: f
         map_chapters=-1,
         f="mp4",
         **CLIP_COLOR,
+        **thread_options(info.decode),
     )
 
 

@@ -125,6 +125,7 @@ class DecodeLimits:
     max_width: int = 0  # with max_height, the largest picture the decoder accepts
     max_height: int = 0
     memory_bytes: int = 0  # the process's address space (RLIMIT_AS)
+    threads: int = 0  # each decoder's, filter graph's and encoder's threads (0: ffmpeg's choice)
 
     @property
     def max_pixels(self) -> int:
@@ -139,6 +140,19 @@ def source_input_options(limits: DecodeLimits) -> dict[str, str]:
     if limits.max_pixels > 0:
         options["max_pixels"] = str(limits.max_pixels)
     return options
+
+
+def thread_options(limits: DecodeLimits) -> dict[str, str]:
+    """The ``-threads`` of an ffmpeg input or output under ``limits``: none when ffmpeg
+    chooses (about one thread per core for each decoder and encoder)."""
+    return {"threads": str(limits.threads)} if limits.threads > 0 else {}
+
+
+def thread_global_args(limits: DecodeLimits) -> list[str]:
+    """ffmpeg's global options that hold its filter graphs to ``limits.threads``."""
+    if limits.threads <= 0:
+        return []
+    return ["-filter_threads", str(limits.threads), "-filter_complex_threads", str(limits.threads)]
 
 
 def local_url(path: Path) -> str:

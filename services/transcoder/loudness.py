@@ -37,8 +37,8 @@ from pathlib import Path
 import ffmpeg
 
 from services.transcoder.errors import PermanentFailure
-from services.transcoder.graph import content_audio
-from services.transcoder.hardening import local_url, source_input_options
+from services.transcoder.graph import content_audio, part_span
+from services.transcoder.hardening import local_url, source_input_options, thread_options
 from services.transcoder.plan import Part
 from services.transcoder.probe import SourceInfo
 from services.transcoder.runner import StopSignal, run_ffmpeg
@@ -94,16 +94,19 @@ class LoudnessMeasurement:
         return not math.isfinite(self.integrated_lufs) or self.integrated_lufs < SILENCE_FLOOR_LUFS
 
 
-def build_measure_command(source: Path, info: SourceInfo, part: Part, spec: ClipSpec) -> list[str]:
-    """The audio-only ffmpeg arguments that measure ``part`` of ``source`` (pass 1)."""
+def build_measure_command(
+    source: Path, info: SourceInfo, part: Part, spec: ClipSpec, seek_to: float | None = None
+) -> list[str]:
+    """The audio-only ffmpeg arguments that measure ``part`` of ``source`` (pass 1;
+    ``seek_to`` as in :func:`.graph.part_span`)."""
     src = ffmpeg.input(
         local_url(source),
-        ss=f"{part.start:.6f}",
-        t=f"{part.duration:.6f}",
+        **part_span(part, seek_to),
         vn=None,
         sn=None,
         dn=None,
         **source_input_options(info.decode),
+        **thread_options(info.decode),
     )
     measured = content_audio(src["a:0"], info, spec).filter("loudnorm", **_METER_OPTIONS)
     # loudnorm prints its measurement at the info level, as the run ends.
@@ -158,10 +161,11 @@ def measure_part(
     *,
     timeout: float,
     stop: StopSignal | None = None,
+    seek_to: float | None = None,
 ) -> LoudnessMeasurement:
     """Run pass 1 on ``part`` under the source's limits; ``stop`` ends it at once."""
     stderr = run_ffmpeg(
-        build_measure_command(source, info, part, spec),
+        build_measure_command(source, info, part, spec, seek_to),
         timeout=timeout,
         limits=info.decode,
         stop=stop,

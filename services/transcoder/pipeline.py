@@ -11,6 +11,7 @@ every frame size, before the first part (:mod:`.cards`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -24,10 +25,13 @@ from services.transcoder.plan import Part, clip_frames, plan_parts, plan_scene_p
 from services.transcoder.probe import SourceInfo, run_ffprobe
 from services.transcoder.runner import StopSignal, run_ffmpeg
 from services.transcoder.scenes import detect_cuts
+from services.transcoder.segments import Segment, can_segment, cut_segment, source_origin
 from shared import layout
 from shared.events import ClipFormat, ClipSpec
 
 DEFAULT_LOGO = Path(__file__).with_name("assets") / "logo.png"
+
+log = logging.getLogger(__name__)
 
 # A clip may come out shorter than planned by this much before the source is judged
 # damaged (a truncated file decodes to fewer frames than its header promises).
@@ -93,63 +97,134 @@ def iter_clips(
     receives the task's percentage (0-100, unthrottled; wrap it in
     :class:`ProgressThrottle`), ``on_plan`` the number of parts once they are planned.
     Parts whose index is in ``skip`` (made by an earlier attempt) are not made again."""
-    # The whole task's plan is made before its first part, scene cuts searched only
-    # where a boundary may move to (docs/transcoder.md, "Scene-aware parts").
-    if spec.split == "scenes":
-
-        def find_cuts(start: float, seconds: float) -> tuple[float, ...]:
-            return detect_cuts(source, info, timeout=ffmpeg_timeout, stop=stop, start=start, seconds=seconds)
-
-        parts = plan_scene_parts(info.duration, spec, find_cuts)
-    else:
-        parts = plan_parts(info.duration, spec)
+    parts = plan_task(source, info, spec, ffmpeg_timeout=ffmpeg_timeout, stop=stop)
     if on_plan is not None:
         on_plan(len(parts))
     planned = [part.duration + 2 * spec.card_seconds for part in parts]
     total = sum(planned)
     done = 0.0
-    frames = clip_frames(spec)
-    # Each frame's card, drawn for it (or the logo, without text).
-    cards = card_images(
-        spec.card, logo, {frame.format: (frame.width, frame.height) for frame in frames}, workdir, card_font
-    )
+    cards = draw_cards(spec, logo, workdir, card_font)
+    origin: float | None = None
     for part, seconds in zip(parts, planned):
         if stop is not None:
             stop.raise_if_set()
         if part.index in skip:
             done += seconds
             continue
-        loudnorm = None
-        if spec.loudness is not None and info.has_audio:
-            measurement = measure_part(source, info, part, spec, timeout=ffmpeg_timeout, stop=stop)
-            loudnorm = loudnorm_arguments(measurement, spec.loudness)
-        command = build_part_command(
-            source,
-            info,
-            part,
-            spec,
-            {frame.format: _local_files(workdir, part, frame.format) for frame in frames},
-            cards=cards,
-            loudnorm=loudnorm,
-        )
 
         def report(written: float, before: float = done, length: float = seconds) -> None:
             if on_progress is not None:
                 on_progress(100 * (before + min(written, length)) / total)
 
-        run_ffmpeg(
-            command.args,
-            timeout=ffmpeg_timeout,
-            limits=info.decode,
-            on_progress=report,
-            stop=stop,
-        )
-        made = [
-            _made_clip(part, frame.format, command.files[frame.format], command.expected_seconds, info)
-            for frame in frames
-        ]
+        # Each part is made from its own segment where the source allows: the same frames
+        # as a run on the whole source where its demuxer seeks exactly, and the right
+        # ones where it does not (docs/transcoder.md, "Parts from their segments").
+        segment = None
+        if can_segment(info):
+            if origin is None:
+                origin = source_origin(source, info, timeout=ffmpeg_timeout)
+            segment = _cut_or_none(source, info, part, workdir, origin, ffmpeg_timeout, stop)
+        try:
+            clips = make_part(
+                segment.path if segment else source,
+                segment.info if segment else info,
+                part,
+                spec,
+                workdir=workdir,
+                cards=cards,
+                ffmpeg_timeout=ffmpeg_timeout,
+                stop=stop,
+                on_progress=report,
+                seek_to=segment.seek_to if segment else None,
+            )
+        finally:
+            if segment is not None:
+                segment.path.unlink(missing_ok=True)
+        yield from clips
         done += seconds
-        yield from made
+
+
+def _cut_or_none(
+    source: Path,
+    info: SourceInfo,
+    part: Part,
+    workdir: Path,
+    origin: float,
+    timeout: float,
+    stop: StopSignal | None,
+) -> Segment | None:
+    """``part``'s segment, or None (logged) when the source cannot be cut there: the
+    part is then made from the whole source, whose run names any real fault."""
+    try:
+        return cut_segment(source, info, part, workdir, origin=origin, timeout=timeout, stop=stop)
+    except PermanentFailure as failure:
+        log.warning("part %d is made from the whole source: %s", part.index, failure.reason)
+        return None
+
+
+def plan_task(
+    source: Path, info: SourceInfo, spec: ClipSpec, *, ffmpeg_timeout: float, stop: StopSignal | None = None
+) -> list[Part]:
+    """The parts of the whole task, planned before its first part is made (scene cuts
+    searched only where a boundary may move to: docs/transcoder.md, "Scene-aware parts")."""
+    if spec.split != "scenes":
+        return plan_parts(info.duration, spec)
+
+    def find_cuts(start: float, seconds: float) -> tuple[float, ...]:
+        return detect_cuts(source, info, timeout=ffmpeg_timeout, stop=stop, start=start, seconds=seconds)
+
+    return plan_scene_parts(info.duration, spec, find_cuts)
+
+
+def draw_cards(
+    spec: ClipSpec, logo: Path, workdir: Path, card_font: Path = DEFAULT_CARD_FONT
+) -> dict[str, Path]:
+    """Each frame's card, drawn for it into ``workdir`` (or the logo, without text)."""
+    frames = clip_frames(spec)
+    return card_images(
+        spec.card, logo, {frame.format: (frame.width, frame.height) for frame in frames}, workdir, card_font
+    )
+
+
+def make_part(
+    source: Path,
+    info: SourceInfo,
+    part: Part,
+    spec: ClipSpec,
+    *,
+    workdir: Path,
+    cards: dict[str, Path],
+    ffmpeg_timeout: float,
+    stop: StopSignal | None = None,
+    on_progress: Callable[[float], None] | None = None,
+    seek_to: float | None = None,
+) -> list[LocalClip]:
+    """One part's clips, one per format in the spec's order, from one ffmpeg run (after
+    the loudness measuring run, when the spec asks for one). ``source`` is the whole
+    source, or the part's segment with ``seek_to`` (:mod:`.segments`); ``on_progress``
+    receives the seconds of the clip written so far."""
+    loudnorm = None
+    if spec.loudness is not None and info.has_audio:
+        measurement = measure_part(
+            source, info, part, spec, timeout=ffmpeg_timeout, stop=stop, seek_to=seek_to
+        )
+        loudnorm = loudnorm_arguments(measurement, spec.loudness)
+    frames = clip_frames(spec)
+    command = build_part_command(
+        source,
+        info,
+        part,
+        spec,
+        {frame.format: _local_files(workdir, part, frame.format) for frame in frames},
+        cards=cards,
+        loudnorm=loudnorm,
+        seek_to=seek_to,
+    )
+    run_ffmpeg(command.args, timeout=ffmpeg_timeout, limits=info.decode, on_progress=on_progress, stop=stop)
+    return [
+        _made_clip(part, frame.format, command.files[frame.format], command.expected_seconds, info)
+        for frame in frames
+    ]
 
 
 def _local_files(workdir: Path, part: Part, clip_format: str) -> FormatFiles:

@@ -40,12 +40,14 @@ class SourceLimits:
     max_height: int
     # What each ffmpeg and ffprobe run on the source may use (0: no limit).
     max_memory_bytes: int = field(default_factory=_configured_memory_limit)
+    # The threads of each ffmpeg run's decoder, filter graph and encoders (0: ffmpeg's choice).
+    threads: int = 0
 
     @property
     def decode(self) -> DecodeLimits:
         """The decoder's limits: no picture larger than the largest source allowed (a
-        portrait source has the same count), and the memory limit."""
-        return DecodeLimits(self.max_width, self.max_height, self.max_memory_bytes)
+        portrait source has the same count), the memory limit and the threads."""
+        return DecodeLimits(self.max_width, self.max_height, self.max_memory_bytes, self.threads)
 
 
 @dataclass(frozen=True)

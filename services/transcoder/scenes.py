@@ -24,7 +24,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from services.transcoder.hardening import local_url, source_input_options
+from services.transcoder.hardening import local_url, source_input_options, thread_global_args, thread_options
 from services.transcoder.probe import SourceInfo
 from services.transcoder.runner import StopSignal, run_ffmpeg
 
@@ -54,7 +54,13 @@ def build_detect_command(
         span["t"] = f"{seconds:.6f}"
     # The run costs about one decode of what it reads; deblocking is a fifth of an H.264
     # decode and changes nothing a 160x90 grey score can see.
-    src = ffmpeg.input(local_url(source), skip_loop_filter="all", **span, **source_input_options(info.decode))
+    src = ffmpeg.input(
+        local_url(source),
+        skip_loop_filter="all",
+        **span,
+        **source_input_options(info.decode),
+        **thread_options(info.decode),
+    )
     video = (
         src[str(info.video_stream)]
         # The picture's shape does not matter to the score, only its content: a fixed
@@ -66,7 +72,9 @@ def build_detect_command(
     )
     command = (
         ffmpeg.output(video, "-", f="null", an=None, sn=None, dn=None)
-        .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error")
+        .global_args(
+            "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", *thread_global_args(info.decode)
+        )
         .overwrite_output()
     )
     return command.compile(cmd="ffmpeg")

@@ -62,6 +62,7 @@ class AttemptStages:
             max_width=settings.max_source_width,
             max_height=settings.max_source_height,
             max_memory_bytes=settings.ffmpeg_memory_limit_bytes,
+            threads=settings.ffmpeg_threads,
         )
         self.logo = Path(settings.logo_path) if settings.logo_path else DEFAULT_LOGO
         self.card_font = Path(settings.card_font_path)

@@ -71,6 +71,7 @@ log = task_logger(__name__)
 # What the pipeline logs while it works on a task (ffmpeg's errors) concerns the task too.
 task_logger("services.transcoder.fetch")
 task_logger("services.transcoder.runner")
+task_logger("services.transcoder.pipeline")
 
 # A task another worker holds comes back after this pause rather than at once.
 BUSY_TASK_PAUSE_SECONDS = 5.0

@@ -155,3 +155,23 @@ def test_a_preview_of_noisy_footage_stays_under_its_size_cap(tmp_path):
     assert size <= PREVIEW_MAX_BYTES
     # The cap is what held it: the clip at its CRF spends far more on the same seconds.
     assert clip.size_bytes / 6 * PREVIEW_SECONDS > 2 * size
+
+
+def test_one_thread_per_run_makes_the_same_clips_as_ffmpeg_s_own_threads(made, tmp_path):
+    """``FFMPEG_THREADS=1``: every decoder, filter graph and encoder of the run on one
+    thread. Every format comes out with its frame, length and picture."""
+    clips, fit = made
+    source = make_video(tmp_path / "disc.mp4", seconds=4, disc=(160, 120, 60), audio=True)
+    limits = SourceLimits(max_bytes=10**9, max_seconds=3600, max_width=7680, max_height=4320, threads=1)
+    one_thread = {
+        clip.format: clip
+        for clip in iter_clips(
+            source, probe_source(source, limits), _spec(fit), workdir=tmp_path, ffmpeg_timeout=300
+        )
+    }
+    assert sorted(one_thread) == sorted(SIZES)
+    for clip_format, clip in one_thread.items():
+        video = next(s for s in ffprobe(clip.path)["streams"] if s["codec_type"] == "video")
+        assert (video["width"], video["height"]) == SIZES[clip_format]
+        assert abs(clip.duration_seconds - clips[clip_format].duration_seconds) <= FRAME
+        assert mean_abs_diff(frame_pixels(clip.path, 3.0), frame_pixels(clips[clip_format].path, 3.0)) < 2

@@ -129,3 +129,29 @@ def test_the_source_s_decoders_come_from_an_allow_list_and_refuse_oversized_pict
         assert off_the_list not in decoders
     logo_options = options_before(args, "file:/assets/logo.png")
     assert logo_options["-codec_whitelist"] == "png,mjpeg"
+
+
+def _threads_before_each_output(args):
+    """The ``-threads`` given to each output file (the options since the last output or -i)."""
+    outputs = [i for i, arg in enumerate(args) if arg.startswith("/scratch/part-")]
+    found = []
+    for end, start in zip(outputs, [args.index("-filter_complex"), *outputs[:-1]]):
+        window = args[start:end]
+        found.append(window[window.index("-threads") + 1] if "-threads" in window else None)
+    return found
+
+
+def test_every_decoder_filter_graph_and_encoder_of_the_run_gets_the_configured_threads():
+    from services.transcoder.hardening import DecodeLimits
+
+    args = command(decode=DecodeLimits(threads=1)).args
+    assert options_before(args, "file:/scratch/source")["-threads"] == "1"
+    assert _threads_before_each_output(args) == ["1", "1"]  # the clip and its poster
+    assert args[args.index("-filter_complex_threads") + 1] == "1"
+    assert args[args.index("-filter_threads") + 1] == "1"
+
+
+def test_without_a_thread_setting_ffmpeg_chooses_its_threads():
+    args = command().args
+    assert "-threads" not in args
+    assert "-filter_complex_threads" not in args and "-filter_threads" not in args
