@@ -46,7 +46,7 @@ WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite
 PYTEST_ARGS ?=
 LOCK_ARGS ?=
 
-.PHONY: help install system-packages pstest web up down test screenshots fmt lock migrate clean scan bench bench-api bench-e2e bench-webhooks bench-loudness bench-queue load
+.PHONY: help install system-packages pstest web up down test screenshots fmt lock migrate clean scan bench bench-api bench-e2e bench-webhooks bench-loudness bench-queue bench-fanout load
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -169,6 +169,9 @@ bench-loudness: install ## what two-pass loudness normalization adds to a clip (
 
 bench-queue: install pstest ## the place-in-line ETAs of 20 tasks against when they were processed
 	$(PYTHON) benchmarks/queue_eta_bench.py
+
+bench-fanout: install ## the split into per-part segments, each part at one thread, and 1 to 16 workers
+	$(PYTHON) benchmarks/fanout_bench.py
 
 load: install pstest ## Locust against a fresh local stack through the gateway; writes docs/load.md
 	$(PYTHON) benchmarks/load.py
