@@ -119,8 +119,10 @@ def iter_clips(
         # Each part is made from its own segment where the source allows: the same frames
         # as a run on the whole source where its demuxer seeks exactly, and the right
         # ones where it does not (docs/transcoder.md, "Parts from their segments").
+        # A part from the source's start has nothing before it to leave out: it reads
+        # the source itself, as does every part of a one-part task.
         segment = None
-        if can_segment(info):
+        if part.start > 0 and can_segment(info):
             if origin is None:
                 origin = source_origin(source, info, timeout=ffmpeg_timeout)
             segment = _cut_or_none(source, info, part, workdir, origin, ffmpeg_timeout, stop)

@@ -107,7 +107,7 @@ class Made:
     info: SourceInfo
     segments: list[Segment]
     from_segments: list[LocalClip]  # each part from its segment, in a folder of its own
-    whole: list[LocalClip]  # each part from the whole source
+    whole: list[LocalClip]  # each part from the whole source (MP4 only)
     pipeline: list[LocalClip]  # iter_clips, as the worker makes them
 
 
@@ -131,15 +131,16 @@ def made(request, tmp_path_factory) -> Made:
             ffmpeg_timeout=300,
             seek_to=segment.seek_to,
         )
-        whole += make_part(
-            source,
-            info,
-            segment.part,
-            SPEC,
-            workdir=tmp_path_factory.mktemp("whole"),
-            cards=cards,
-            ffmpeg_timeout=300,
-        )
+        if request.param == "mp4":  # the reference (see the test that uses it)
+            whole += make_part(
+                source,
+                info,
+                segment.part,
+                SPEC,
+                workdir=tmp_path_factory.mktemp("whole"),
+                cards=cards,
+                ffmpeg_timeout=300,
+            )
     pipeline = list(
         iter_clips(source, info, SPEC, workdir=tmp_path_factory.mktemp("pipeline"), ffmpeg_timeout=300)
     )
@@ -182,7 +183,9 @@ def test_consecutive_clips_join_with_no_missing_or_repeated_frame(made):
         assert not wrong, f"frames {wrong[:5]} differ from the source's"
 
 
-def test_the_pipeline_makes_each_part_from_its_segment(made):
+def test_the_pipeline_makes_each_later_part_from_its_segment(made):
+    """The first part starts with the source and reads it whole; the later ones are
+    made from their segments."""
     assert [clip.part for clip in made.pipeline] == [clip.part for clip in made.from_segments]
     for ours, theirs in zip(made.pipeline, made.from_segments):
         assert _frame_hashes(ours.path) == _frame_hashes(theirs.path), f"part {ours.part.index}"
