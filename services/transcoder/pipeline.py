@@ -6,7 +6,8 @@ asks for a loudness, by an audio-only run measuring the part (:mod:`.loudness`),
 memory limits the source was probed with (``info.decode``); clips are yielded as each
 part is made, so the worker uploads them before the next part starts and the scratch disk
 holds one part's clips at a time. A spec with card text has its cards drawn once, for
-every frame size, before the first part (:mod:`.cards`).
+every frame size, before the first part (:mod:`.cards`). Each part after the first reads
+its own segment of the source, cut just before it (:mod:`.segments`).
 """
 
 from __future__ import annotations
@@ -96,7 +97,12 @@ def iter_clips(
     frame's card is drawn in ``card_font`` into ``workdir`` first. ``on_progress``
     receives the task's percentage (0-100, unthrottled; wrap it in
     :class:`ProgressThrottle`), ``on_plan`` the number of parts once they are planned.
-    Parts whose index is in ``skip`` (made by an earlier attempt) are not made again."""
+    Parts whose index is in ``skip`` (made by an earlier attempt) are not made again.
+
+    A part after the first is made from its own segment where the source allows: the
+    frames a run on the whole source gives where its demuxer seeks exactly, and the right
+    ones where it does not (docs/transcoder.md, "Parts from their segments"). The first
+    part has nothing before it to leave out, and reads the source itself."""
     parts = plan_task(source, info, spec, ffmpeg_timeout=ffmpeg_timeout, stop=stop)
     if on_plan is not None:
         on_plan(len(parts))
@@ -116,11 +122,6 @@ def iter_clips(
             if on_progress is not None:
                 on_progress(100 * (before + min(written, length)) / total)
 
-        # Each part is made from its own segment where the source allows: the same frames
-        # as a run on the whole source where its demuxer seeks exactly, and the right
-        # ones where it does not (docs/transcoder.md, "Parts from their segments").
-        # A part from the source's start has nothing before it to leave out: it reads
-        # the source itself, as does every part of a one-part task.
         segment = None
         if part.start > 0 and can_segment(info):
             if origin is None:

@@ -1,16 +1,19 @@
 """A part's own piece of the source, so that a worker making one part transfers only
 what that part needs.
 
-The source is cut without decoding (stream copy) into one segment per part: from the
-last keyframe at or before the part's start to a little past its end, every packet
-keeping the source's own timestamps. A decoder can start at that keyframe, so the
-part's run on its segment seeks to the same instant of the same timeline as a run on the
-whole source would (``-seek_timestamp``), and decodes the same frames: the clips are the
-same, and consecutive parts still join with no missing or repeated frame.
+A part's segment is a stream copy of the source (nothing decoded) from a keyframe at or
+before the part's start to a little past its end, every packet keeping the source's own
+timestamps. A decoder can start at that keyframe, so the part's run on its segment seeks
+to the same instant of the same timeline as a run on the whole source would
+(``-seek_timestamp``), and decodes the same frames: consecutive parts join with no
+missing or repeated frame. Where the source's demuxer seeks by byte position (MPEG-TS)
+and lands past its aim, the segment is still right: its start is read back and, if
+late, cut again from earlier.
 
-Segments are Matroska, which carries every codec the decoders' allow-list names; it
-keeps times to the millisecond, far finer than a frame. They hold the part's video
-stream and the source's first audio stream, the only ones a clip uses.
+Segments are Matroska, which keeps times to the millisecond, far finer than a frame.
+They hold the part's video stream and the source's first audio stream, the only ones a
+clip uses. A source whose video does not survive the copy is not cut
+(:func:`can_segment`): its parts read the source itself.
 """
 
 from __future__ import annotations
