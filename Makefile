@@ -49,7 +49,7 @@ LOCK_ARGS ?=
 .PHONY: help install system-packages pstest web up down test screenshots fmt lock migrate clean scan bench bench-api bench-e2e bench-webhooks bench-loudness bench-queue bench-fanout load
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 install: system-packages $(LOCK_STAMP) $(SCAN_STAMP) $(JS_STAMP) ## apt packages and the locked virtualenvs (quick when done)
 
