@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.1
 _STDERR_LINES = 40
+# How much of what ffmpeg said a failure reason and its log line keep (the end of it).
+_DETAIL_CHARS = 500
 # ffmpeg errors that say something about this machine, not about the source.
 _MACHINE_ERRORS = ("No space left on device", "Cannot allocate memory", "Too many open files")
 # How an allocation refused by RLIMIT_AS shows: libav's errno text (EAGAIN is a thread
@@ -178,15 +180,22 @@ def run_ffmpeg(
         log.warning("ffmpeg stopped: %s", reason)
         raise PermanentFailure(reason)
     if process.returncode != 0:
-        detail = "; ".join(line for line in stderr_tail if line)[-500:] or f"exit {process.returncode}"
+        said = "; ".join(line for line in stderr_tail if line) or f"exit {process.returncode}"
+        detail = said[-_DETAIL_CHARS:]
         log.warning("ffmpeg failed: %s", detail)
         if hit_memory_limit(process.returncode, detail, memory_bytes):
             # This source's demand: a retry would meet the same cap.
             raise PermanentFailure(memory_reason(memory_bytes))
         if any(marker in detail for marker in _MACHINE_ERRORS):
-            raise TransientFailure(f"ffmpeg could not write its output ({owner_detail(detail)})")
-        raise PermanentFailure(f"the source could not be decoded ({owner_detail(detail)})")
+            raise TransientFailure(f"ffmpeg could not write its output ({detail_for_owner(said)})")
+        raise PermanentFailure(f"the source could not be decoded ({detail_for_owner(said)})")
     return list(stderr_tail)
+
+
+def detail_for_owner(said: str) -> str:
+    """The end of what ffmpeg said, as a task's owner may read it: paths are cut to their
+    file's name before the text is shortened, so no half of a local path is left."""
+    return owner_detail(said)[-_DETAIL_CHARS:]
 
 
 def _kill(process: subprocess.Popen) -> None:

@@ -32,3 +32,16 @@ def test_the_memory_reason_names_the_limit():
         memory_reason(3 * 2**30)
         == "decoding the source needs more than the 3072 MiB of memory a clip may use"
     )
+
+
+def test_a_failure_reason_never_keeps_half_of_a_local_path():
+    """A long path at the start of what is kept was cut mid-way before its folders were
+    removed, and the owner read "7/popen-gw0/.../part-01.mp4"."""
+    from services.transcoder.runner import detail_for_owner
+
+    path = "/tmp/pytest-of-root/pytest-7/popen-gw0/faults-scratch-full0/scratch/task-2c32/part-01-preview.mp4"
+    said = f"Error closing file {path}: No space left on device; " + "x" * 440
+    detail = detail_for_owner(said)
+    assert len(detail) <= 500
+    assert "pytest" not in detail and "scratch" not in detail and "popen" not in detail
+    assert detail.endswith("x" * 440)
