@@ -15,6 +15,7 @@ import json
 import math
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -79,13 +80,19 @@ class SourceInfo:
     decode: DecodeLimits = DecodeLimits()
 
 
-def run_ffprobe(path: Path, *, timeout: float, decode: DecodeLimits = DecodeLimits()) -> dict:
-    """ffprobe's JSON for ``path``, read under ``decode``; :class:`PermanentFailure` when it
-    cannot read it."""
+def run_ffprobe(
+    path: Path,
+    *,
+    timeout: float,
+    decode: DecodeLimits = DecodeLimits(),
+    show: Sequence[str] = ("-show_format", "-show_streams"),
+) -> dict:
+    """ffprobe's JSON for ``path`` (what ``show`` asks for: its format and streams by
+    default), read under ``decode``; :class:`PermanentFailure` when it cannot read it."""
     args = [*launch_prefix(decode.memory_bytes), "ffprobe", "-v", "error", "-hide_banner"]
     for option, value in source_input_options(decode).items():
         args += [f"-{option}", value]
-    args += ["-show_format", "-show_streams", "-of", "json", local_url(path)]
+    args += [*show, "-of", "json", local_url(path)]
     # ffmpeg-python's probe() cannot bound the run time, hence the direct call.
     try:
         completed = subprocess.run(

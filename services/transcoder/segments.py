@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,8 @@ import ffmpeg
 from services.transcoder.errors import PermanentFailure
 from services.transcoder.hardening import local_url, source_input_options
 from services.transcoder.plan import Part
-from services.transcoder.probe import SourceInfo
-from services.transcoder.runner import StopSignal, launch_prefix, run_ffmpeg
+from services.transcoder.probe import SourceInfo, run_ffprobe
+from services.transcoder.runner import StopSignal, run_ffmpeg
 
 # Packets kept past a part's end: B-frames shown before the end are sent after later
 # frames they depend on; a second covers any reordering an encoder does.
@@ -133,7 +132,10 @@ def can_segment(info: SourceInfo) -> bool:
 
 def source_origin(source: Path, info: SourceInfo, *, timeout: float) -> float:
     """The time the source's timeline starts at (its container's start time)."""
-    return _probe_times(source, info, "format=start_time", timeout=timeout, all_streams=True) or 0.0
+    found = run_ffprobe(
+        source, timeout=timeout, decode=info.decode, show=("-show_entries", "format=start_time")
+    )
+    return _seconds((found.get("format") or {}).get("start_time")) or 0.0
 
 
 def cut_segment(
@@ -163,7 +165,7 @@ def cut_segment(
             stop=stop,
             activity="cutting the source into parts",
         )
-        first = _probe_times(path, segment_info, "packet=pts_time", timeout=timeout, first_packet=True)
+        first = _first_video_time(path, segment_info, timeout=timeout)
         if first is not None and (first <= begin + _TIME_TOLERANCE or aim <= origin):
             # At or before the part's start, or the source's own first packet.
             return Segment(part, path, first, origin, segment_info)
@@ -186,44 +188,16 @@ def cut_segments(
     ]
 
 
-def _probe_times(
-    path: Path,
-    info: SourceInfo,
-    entries: str,
-    *,
-    timeout: float,
-    first_packet: bool = False,
-    all_streams: bool = False,
-) -> float | None:
-    """One time ffprobe reads from ``path``: its start time, or its first video packet's."""
-    args = [
-        *launch_prefix(info.decode.memory_bytes),
-        "ffprobe",
-        "-v",
-        "error",
-        *(
-            arg
-            for option, value in source_input_options(info.decode).items()
-            for arg in (f"-{option}", value)
-        ),
-        *([] if all_streams else ["-select_streams", str(info.video_stream)]),
-        "-show_entries",
-        entries,
-        *(["-read_intervals", "%+#1"] if first_packet else []),
-        "-of",
-        "csv=p=0",
-        local_url(path),
-    ]
-    try:
-        completed = subprocess.run(
-            args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise PermanentFailure(f"cutting the source into parts took longer than {timeout:.0f} s") from None
-    if completed.returncode != 0:
-        raise PermanentFailure("the source could not be cut into parts")
-    lines = completed.stdout.decode("utf-8", "replace").split()
-    return _seconds(lines[0].split(",")[0]) if lines else None
+def _first_video_time(path: Path, info: SourceInfo, *, timeout: float) -> float | None:
+    """When the segment's first video packet is shown, on the source's timeline."""
+    found = run_ffprobe(
+        path,
+        timeout=timeout,
+        decode=info.decode,
+        show=("-select_streams", "0", "-show_entries", "packet=pts_time", "-read_intervals", "%+#1"),
+    )
+    packets = found.get("packets") or [{}]
+    return _seconds(packets[0].get("pts_time"))
 
 
 def _seconds(value: object) -> float | None:
