@@ -41,9 +41,9 @@ SEGMENT_SUFFIX = ".mkv"
 # source's start. A demuxer that seeks by byte position (MPEG-TS) can land past its aim.
 SEEK_BACKS = (0.0, 2.0, 5.0, 10.0, math.inf)
 # The video codecs (ffprobe's names) whose stream copy into Matroska decodes to the same
-# frames as the source: checked for each with a 1 s clip of its encoder, and for VP8
-# and MPEG-1 by their kin (VP9, MPEG-2; an MPEG-PS file's MPEG-2 would not copy, and
-# falls back). QuickTime Animation (qtrle) is not among them: its bits per pixel do not
+# frames as the source, checked for each with a 1 s clip of its encoder; VP8, MPEG-1
+# and MPEG-2 are listed unchecked (an MPEG-PS file's MPEG-2 would not copy: a cut that
+# fails falls back). QuickTime Animation (qtrle) is not among them: its bits per pixel do not
 # survive the copy, and nothing decodes. A part of a source in any other codec is made
 # from the whole source, as is one whose cut fails.
 SEGMENT_VIDEO_CODECS = frozenset(
