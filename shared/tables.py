@@ -28,7 +28,9 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    bindparam,
     func,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -297,3 +299,19 @@ Index(
 )
 # An endpoint's delivery log, newest first.
 Index("webhook_deliveries_endpoint_idx", webhook_deliveries.c.endpoint_id, webhook_deliveries.c.created_at)
+
+# A task's clips (``:id``), in part and format order, with every column of a clip that
+# the worker and the api read back (a row's ``_asdict()`` builds their value objects).
+TASK_CLIPS = (
+    select(
+        clips.c.index,
+        clips.c.format,
+        clips.c.uri,
+        clips.c.poster_uri,
+        clips.c.preview_uri,
+        clips.c.duration_seconds,
+        clips.c.size_bytes,
+    )
+    .where(clips.c.task_id == bindparam("id"))
+    .order_by(clips.c.index, clips.c.format)
+)

@@ -18,7 +18,7 @@ from shared.config import Settings
 from shared.errors import Conflict
 from shared.events import ClipSpec, TaskStatusChanged, TaskSubmitted
 from shared.lifecycle import ACTIVE_STATUSES, TaskStatus
-from shared.tables import applied_events, clips, task_history, tasks
+from shared.tables import TASK_CLIPS, applied_events, clips, task_history, tasks
 
 _TASK_COLUMNS = (
     tasks.c.id,
@@ -44,19 +44,6 @@ _OWNER = bindparam("owner", type_=tasks.c.owner_id.type)
 
 _FIND_OWNED = select(*_TASK_COLUMNS).where(tasks.c.id == bindparam("id"), tasks.c.owner_id == _OWNER)
 _FIND_OWNED_FOR_UPDATE = _FIND_OWNED.with_for_update()
-_CLIPS = (
-    select(
-        clips.c.index,
-        clips.c.format,
-        clips.c.uri,
-        clips.c.duration_seconds,
-        clips.c.size_bytes,
-        clips.c.poster_uri,
-        clips.c.preview_uri,
-    )
-    .where(clips.c.task_id == bindparam("id"))
-    .order_by(clips.c.index, clips.c.format)
-)
 # The owner's list reads the index tasks_owner_created_idx (owner, created_at, id) in
 # either direction.
 _LIST = (
@@ -212,7 +199,9 @@ def find_owned(
     row = conn.execute(_FIND_OWNED, {"id": task_id, "owner": owner_id}).first()
     if row is None:
         return None
-    clips = tuple(Clip(**c._asdict()) for c in conn.execute(_CLIPS, {"id": task_id})) if with_clips else ()
+    clips = (
+        tuple(Clip(**c._asdict()) for c in conn.execute(TASK_CLIPS, {"id": task_id})) if with_clips else ()
+    )
     return Task.from_row(row, clips)
 
 

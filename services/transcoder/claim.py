@@ -28,7 +28,7 @@ from shared.db import SET_READ_ONLY, read_only
 from shared.events import ClipOutput
 from shared.lifecycle import TaskStatus
 from shared.logging import task_logger
-from shared.tables import clips, tasks
+from shared.tables import TASK_CLIPS, tasks
 
 log = task_logger(__name__)
 
@@ -36,20 +36,6 @@ _Read = TypeVar("_Read")
 
 _TASK_STATE = select(tasks.c.status, tasks.c.attempt, tasks.c.deleted_at.is_not(None)).where(
     tasks.c.id == bindparam("id")
-)
-
-_RECORDED_CLIPS = (
-    select(
-        clips.c.index,
-        clips.c.format,
-        clips.c.uri,
-        clips.c.poster_uri,
-        clips.c.preview_uri,
-        clips.c.duration_seconds,
-        clips.c.size_bytes,
-    )
-    .where(clips.c.task_id == bindparam("id"))
-    .order_by(clips.c.index, clips.c.format)
 )
 
 
@@ -122,7 +108,7 @@ class TaskClaim:
     def recorded_clips(self) -> tuple[ClipOutput, ...]:
         """The task's clips the notifier has recorded (made by earlier attempts too), read
         on the claim's connection."""
-        rows = self._read(lambda conn: conn.execute(_RECORDED_CLIPS, {"id": self.task_id}).all())
+        rows = self._read(lambda conn: conn.execute(TASK_CLIPS, {"id": self.task_id}).all())
         return tuple(ClipOutput(**row._asdict()) for row in rows)
 
     def _read(self, query: Callable[[Connection], _Read]) -> _Read:
