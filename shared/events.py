@@ -106,6 +106,30 @@ class TaskSubmitted(_Frozen):
     submitted_at: datetime = Field(default_factory=_now)
 
 
+class PartSubmitted(_Frozen):
+    """``video-tasks``: one part of a task whose parts are made across the fleet.
+
+    The worker that planned the task publishes one per part, after it stored the part's
+    segment (``segment``, in the task's folder of the clips bucket). The part's first
+    instant is ``seek_to`` on the timeline the segment keeps; ``parts_total`` is the
+    number of parts of the plan, so the worker that records the last one can tell.
+    """
+
+    event_type: Literal["PartSubmitted"] = "PartSubmitted"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str = Field(default_factory=_new_event_id)
+    task_id: uuid.UUID
+    owner_id: uuid.UUID
+    index: Annotated[int, Field(ge=1)]
+    start: Annotated[float, Field(ge=0)]
+    duration: Annotated[float, Field(gt=0)]
+    seek_to: Annotated[float, Field(ge=0)]
+    segment: str  # gs://bucket/object of the part's segment
+    parts_total: Annotated[int, Field(ge=1)]
+    spec: ClipSpec = ClipSpec()
+    submitted_at: datetime = Field(default_factory=_now)
+
+
 class ClipOutput(_Frozen):
     index: int
     format: ClipFormat = "16:9"
@@ -122,6 +146,11 @@ class TaskStatusChanged(_Frozen):
     A ``processing`` event may carry the clips of the parts made since the last one
     (each recorded and announced as soon as it is made) and ``clips_total``, the number
     of parts the attempt's plan has; a ``processed`` event carries every clip.
+
+    ``part`` names the part of a task made across the fleet that the event is about:
+    a ``processing`` event with a part and no clips begins that part's attempt
+    ``attempt`` (each part counts its own attempts); the task's own attempt is the
+    planning worker's.
     """
 
     event_type: Literal["TaskStatusChanged"] = "TaskStatusChanged"
@@ -133,14 +162,16 @@ class TaskStatusChanged(_Frozen):
     progress: Annotated[int, Field(ge=0, le=100)] = 0
     outputs: tuple[ClipOutput, ...] = ()
     clips_total: Annotated[int, Field(ge=0)] | None = None
+    part: Annotated[int, Field(ge=1)] | None = None
     failure_reason: str | None = None
     worker_id: str | None = None
     occurred_at: datetime = Field(default_factory=_now)
 
 
-Event = TaskSubmitted | TaskStatusChanged
+Event = TaskSubmitted | PartSubmitted | TaskStatusChanged
 _EVENT_TYPES: dict[str, type[Event]] = {
     "TaskSubmitted": TaskSubmitted,
+    "PartSubmitted": PartSubmitted,
     "TaskStatusChanged": TaskStatusChanged,
 }
 

@@ -5,7 +5,10 @@
   16:9 clip ``part-NN.mp4``, its poster ``part-NN.jpg`` and its preview
   ``part-NN-preview.mp4`` (NN counts from 01); another format's carry its name with an
   ``x`` for the colon: ``part-NN-9x16.mp4``, ``part-NN-9x16.jpg``,
-  ``part-NN-9x16-preview.mp4``.
+  ``part-NN-9x16-preview.mp4``;
+- while a task's parts are made across the fleet, the clips bucket also holds each
+  part's segment of the source in the task's folder, ``segments/part-NN.mkv``; the
+  worker that records the task's outcome deletes them.
 
 The names are deterministic, so processing a task again overwrites its outputs rather
 than adding to them, and deleting a task is deleting its two folders.
@@ -59,6 +62,11 @@ def preview_object(task_id: object, index: int, clip_format: str = DEFAULT_FORMA
     """The clips-bucket object of the animated preview of a task's clip number ``index``
     in ``clip_format``."""
     return _part_stem(task_id, index, clip_format) + "-preview.mp4"
+
+
+def segment_object(task_id: object, index: int) -> str:
+    """The clips-bucket object of the segment of the source part ``index`` is made from."""
+    return f"{task_folder(task_id)}segments/part-{index:02d}.mkv"
 
 
 def is_task_output(uri: str, clips_bucket: str, task_id: object) -> bool:

@@ -159,6 +159,23 @@ clips = Table(
 )
 Index("clips_made_at_idx", clips.c.made_at)
 
+# The attempts of each part of a task made across the fleet (0009): the notifier keeps
+# the highest a part's processing events announced.
+task_parts = Table(
+    "task_parts",
+    metadata,
+    Column(
+        "task_id",
+        Uuid,
+        ForeignKey("tasks.id", name="task_parts_task_id_fkey", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("index", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("task_id", "index", name="task_parts_pkey"),
+)
+
 outbox = Table(
     "outbox",
     metadata,

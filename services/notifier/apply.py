@@ -23,7 +23,7 @@ from shared.config import get_settings
 from shared.events import MalformedEvent, TaskStatusChanged
 from shared.lifecycle import TaskStatus
 from shared.logging import about_task, task_logger
-from shared.tables import applied_events, clips, task_history, tasks
+from shared.tables import applied_events, clips, task_history, task_parts, tasks
 
 logger = task_logger(__name__)
 
@@ -69,6 +69,9 @@ def apply_status_change(
     ``delete_object`` deletes one ``gs://`` object (by default through the notifier's
     storage client, made once per instance).
 
+    An event about one part of a task made across the fleet (``part``) first records that
+    part's attempt; the task row is then changed as by any event, at the task's attempt.
+
     A change of status writes its webhook deliveries (:mod:`shared.webhooks`) in the same
     transaction, their links under ``public_base_url`` (default: PUBLIC_BASE_URL); a
     redelivered event finds its event id recorded and writes none again.
@@ -107,6 +110,10 @@ def _apply(
             return Result(Outcome.DUPLICATE)
 
         state = _lock_task(conn, event)
+        if event.part is not None:
+            _record_part_attempt(conn, event)
+            # A part counts its own attempts; the task's attempt is its planning worker's.
+            event = event.model_copy(update={"attempt": state.attempt})
         change = plan_change(state, event)
         if change is None:
             orphans = orphaned_objects(state, event, _recorded_objects(conn, event))
@@ -149,6 +156,20 @@ def _lock_task(conn: Connection, event: TaskStatusChanged) -> TaskState:
         attempt=row.attempt,
         deleted=row.deleted,
         clips_total=row.clips_total,
+    )
+
+
+def _record_part_attempt(conn: Connection, event: TaskStatusChanged) -> None:
+    """Keep the highest attempt the part's events announced (a late one never lowers it)."""
+    upsert = insert(task_parts).values(task_id=event.task_id, index=event.part, attempt=event.attempt)
+    conn.execute(
+        upsert.on_conflict_do_update(
+            constraint="task_parts_pkey",
+            set_={
+                "attempt": func.greatest(task_parts.c.attempt, upsert.excluded.attempt),
+                "updated_at": func.now(),
+            },
+        )
     )
 
 

@@ -60,6 +60,8 @@ def check_event(event: TaskStatusChanged) -> None:
     # before it stay the task's).
     if event.outputs and event.status not in (TaskStatus.PROCESSING, TaskStatus.PROCESSED, TaskStatus.FAILED):
         raise MalformedEvent(f"a {event.status} event names outputs")
+    if event.part is not None and event.part > MAX_INT4:
+        raise MalformedEvent(f"part {event.part} is out of range")
     if event.clips_total is not None and event.clips_total > MAX_INT4:
         raise MalformedEvent(f"clips_total {event.clips_total} is out of range")
     # One clip per part and format (the clips table's key).

@@ -1,7 +1,8 @@
-"""A worker's claim on a task, and what it reads of the task while it holds it.
+"""A worker's claim on a task (or on one part of it), and what it reads of the task
+while it holds it.
 
-The claim is a PostgreSQL session advisory lock keyed by the task id, taken on a
-connection the worker holds while it works. A second worker given the same task cannot
+The claim is a PostgreSQL session advisory lock keyed by the task id (and the part's
+index), taken on a connection the worker holds while it works. A second worker given the same task cannot
 take it and hands its copy back; if the first worker dies, its connection closes and the
 claim goes with it. The claim is a lock, not a write: it works in a read-only
 transaction and under a role that may only SELECT.
@@ -18,9 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import BigInteger, bindparam, func, literal, select
+from sqlalchemy import BigInteger, Integer, bindparam, func, literal, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.elements import BindParameter
 
 from services.transcoder.decisions import StopReason, was_canceled
 from services.transcoder.runner import StopSignal
@@ -28,12 +30,15 @@ from shared.db import SET_READ_ONLY, read_only
 from shared.events import ClipOutput
 from shared.lifecycle import TaskStatus
 from shared.logging import task_logger
-from shared.tables import TASK_CLIPS, tasks
+from shared.tables import TASK_CLIPS, task_parts, tasks
 
 log = task_logger(__name__)
 
 _Read = TypeVar("_Read")
 
+_PART_ATTEMPT = select(task_parts.c.attempt).where(
+    task_parts.c.task_id == bindparam("id"), task_parts.c.index == bindparam("index")
+)
 _TASK_STATE = select(tasks.c.status, tasks.c.attempt, tasks.c.deleted_at.is_not(None)).where(
     tasks.c.id == bindparam("id")
 )
@@ -71,15 +76,27 @@ class ClaimLost(Exception):
 
 
 class TaskClaim:
-    """This worker's claim on a task: a session advisory lock on a connection held for
-    as long as the work lasts. Reads of the task go through the same connection, so a
-    broken connection (which releases the lock) is noticed at the next read."""
+    """This worker's claim on a task, or with ``part`` on that part of it: a session
+    advisory lock on a connection held for as long as the work lasts. Reads of the task
+    go through the same connection, so a broken connection (which releases the lock) is
+    noticed at the next read. A part's claim leaves the task's free: the task's other
+    parts are made at the same time."""
 
-    def __init__(self, engine: Engine, task_id: uuid.UUID) -> None:
+    def __init__(self, engine: Engine, task_id: uuid.UUID, part: int | None = None) -> None:
         self._engine = engine
         self.task_id = task_id
-        # Advisory lock keys are 64-bit: the first half of the task's UUID.
-        self._key = int.from_bytes(task_id.bytes[:8], "big", signed=True)
+        self.part = part
+        # A task's key is one bigint, the first half of its UUID; a part's is two
+        # integers, the UUID's first quarter and the index: PostgreSQL keeps the one-key
+        # and the two-key locks apart, so a part's claim never meets a task's.
+        self._keys: tuple[BindParameter[int], ...]
+        if part is None:
+            self._keys = (literal(int.from_bytes(task_id.bytes[:8], "big", signed=True), BigInteger),)
+        else:
+            self._keys = (
+                literal(int.from_bytes(task_id.bytes[:4], "big", signed=True), Integer),
+                literal(part, Integer),
+            )
         self._conn: Connection | None = None
         self._lock = threading.Lock()
 
@@ -88,9 +105,7 @@ class TaskClaim:
         try:
             with conn.begin():
                 conn.execute(SET_READ_ONLY)
-                # The lock key is a bigint: pg_try_advisory_lock(bigint), the one-key form.
-                key = literal(self._key, BigInteger)
-                taken = conn.execute(select(func.pg_try_advisory_lock(key))).scalar_one()
+                taken = conn.execute(select(func.pg_try_advisory_lock(*self._keys))).scalar_one()
         except BaseException:
             conn.close()
             raise
@@ -110,6 +125,13 @@ class TaskClaim:
         on the claim's connection."""
         rows = self._read(lambda conn: conn.execute(TASK_CLIPS, {"id": self.task_id}).all())
         return tuple(ClipOutput(**row._asdict()) for row in rows)
+
+    def part_attempt(self) -> int:
+        """The attempts the notifier recorded for the claimed part (0: none yet)."""
+        found = self._read(
+            lambda conn: conn.execute(_PART_ATTEMPT, {"id": self.task_id, "index": self.part}).scalar()
+        )
+        return int(found or 0)
 
     def _read(self, query: Callable[[Connection], _Read]) -> _Read:
         """``query`` in a read-only transaction on the claim's connection."""
@@ -137,7 +159,8 @@ class TaskClaim:
     @contextmanager
     def watch(self, stop: StopSignal, every: float) -> Iterator[None]:
         """Re-read the task every ``every`` seconds while the block runs, and stop the
-        run when it is canceled or deleted, or when the claim is lost."""
+        run when it is canceled or deleted, or when the claim is lost; a part's run also
+        when its task is settled elsewhere (another part failed it)."""
         done = threading.Event()
         # The watching thread logs about the same task as the one that watches.
         context = contextvars.copy_context()
@@ -165,6 +188,9 @@ class TaskClaim:
                 return
             if was_canceled(state):
                 stop.set(StopReason.CANCELED)
+                return
+            if self.part is not None and state is not None and state.settled:
+                stop.set(StopReason.SETTLED)
                 return
 
     def wait_recorded(self, timeout: float, every: float) -> bool:

@@ -9,6 +9,11 @@ Three moments decide, each from what is known then to one action:
 - :func:`recheck`, before an outcome is published, with the task as it is now: cancel,
   ack (it was decided elsewhere), or report.
 
+A part of a task made across the fleet (``PartSubmitted``) has its own two moments,
+:func:`admit_part` and :func:`conclude_part`, counted in the part's own attempts; a part
+whose clips are recorded ends in :class:`Complete`, where :func:`complete` says whether
+the task is whole.
+
 The worker carries the action out (``worker.py``), as the notifier's ``apply.py``
 carries out ``changes.py``.
 """
@@ -33,6 +38,7 @@ class StopReason(enum.StrEnum):
     CANCELED = "canceled"
     DRAINING = "draining"
     LOST_CLAIM = "lost the claim on the task"
+    SETTLED = "the task was settled elsewhere"  # a part's task failed, or is processed
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,22 @@ class Begin:
     attempt: int
 
 
-# How the run of an attempt ended: its clips, or the exception that ended it.
-RunResult = tuple[ClipOutput, ...] | PermanentFailure | TransientFailure | ProcessingStopped
+@dataclass(frozen=True)
+class FannedOut:
+    """The attempt planned the task and handed its ``parts`` to the fleet, each a
+    ``PartSubmitted`` of its own: the task's message is done with."""
+
+    parts: int
+
+
+@dataclass(frozen=True)
+class Complete:
+    """The part's clips are recorded: report the task processed if every part's are
+    (:func:`complete`), else ack."""
+
+
+# How the run of an attempt ended: its clips, its parts handed out, or what ended it.
+RunResult = tuple[ClipOutput, ...] | FannedOut | PermanentFailure | TransientFailure | ProcessingStopped
 
 
 def was_canceled(state: TaskState | None) -> bool:
@@ -112,8 +132,10 @@ def admit(state: TaskState | None, max_attempts: int) -> Drop | Ack | Report | B
     return Begin(state.attempt + 1)
 
 
-def conclude(run: RunResult, attempt: int, max_attempts: int) -> Cancel | HandBack | Report:
+def conclude(run: RunResult, attempt: int, max_attempts: int) -> Cancel | HandBack | Ack | Report:
     """What to do once attempt ``attempt`` ended with ``run``."""
+    if isinstance(run, FannedOut):
+        return Ack(f"{run.parts} parts handed to the fleet")
     if isinstance(run, ProcessingStopped):
         if run.why == StopReason.CANCELED:
             return Cancel(attempt)
@@ -138,3 +160,55 @@ def recheck(latest: TaskState | None, report: Report) -> Cancel | Ack | Report:
     if latest.status.is_final:
         return Ack(f"task already {latest.status}")  # never a second, different outcome
     return report
+
+
+# --- a part of a task made across the fleet --------------------------------------------------
+
+
+def admit_part(
+    state: TaskState | None, index: int, part_attempt: int, recorded: bool, max_attempts: int
+) -> Drop | Ack | Report | Complete | Begin:
+    """What to do with part ``index`` arriving with its task in ``state``, the part's
+    attempts so far and whether its clips are ``recorded`` already. A failure is reported
+    at the task's attempt, naming the part."""
+    if state is None:
+        return Drop("no such task")
+    if state.settled:
+        return Ack(f"task already {'deleted' if state.deleted else state.status}")
+    if recorded:
+        # A redelivery after the part was made: only the task's completion may be left.
+        return Complete()
+    if part_attempt >= max_attempts:
+        return Report.failed(
+            state.attempt, f"part {index}: processing was interrupted {part_attempt} times; giving up"
+        )
+    return Begin(part_attempt + 1)
+
+
+def conclude_part(
+    run: RunResult, index: int, part_attempt: int, task_attempt: int, max_attempts: int
+) -> Cancel | HandBack | Ack | Report | Complete:
+    """What to do once attempt ``part_attempt`` of part ``index`` ended with ``run``."""
+    if isinstance(run, ProcessingStopped):
+        if run.why == StopReason.CANCELED:
+            return Cancel(task_attempt)
+        if run.why == StopReason.SETTLED:
+            return Ack("task settled while the part was made")
+        return HandBack(f"stopped ({run.why})")
+    if isinstance(run, TransientFailure):
+        if part_attempt < max_attempts:
+            return HandBack(f"transient failure ({run.reason})")
+        return Report.failed(
+            task_attempt, f"part {index}: {run.reason}; gave up after {part_attempt} attempts"
+        )
+    if isinstance(run, PermanentFailure):
+        return Report.failed(task_attempt, f"part {index}: {run.reason}")
+    return Complete()
+
+
+def complete(recorded: tuple[ClipOutput, ...], parts_total: int, formats: frozenset[str]) -> bool:
+    """Whether the recorded clips hold every part of the plan in every format."""
+    held: dict[int, set[str]] = {}
+    for clip in recorded:
+        held.setdefault(clip.index, set()).add(clip.format)
+    return all(formats <= held.get(index, set()) for index in range(1, parts_total + 1))

@@ -32,6 +32,7 @@ from urllib.parse import urljoin
 import requests
 from google.api_core import exceptions as gexc
 from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
 from urllib3 import exceptions as urllib3_exceptions
 
 from services.transcoder.errors import PermanentFailure, ProcessingStopped, TransientFailure
@@ -300,29 +301,42 @@ def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
-def fetch_upload(client: storage.Client, uri: str, destination: Path, *, bucket: str, max_bytes: int) -> int:
-    """Stream an uploaded source (``gs://<uploads bucket>/...``) to ``destination``."""
+def fetch_upload(
+    client: storage.Client,
+    uri: str,
+    destination: Path,
+    *,
+    bucket: str,
+    max_bytes: int,
+    what: str = "uploaded source",
+    client_retry: bool = True,
+) -> int:
+    """Stream an object of ``bucket`` to ``destination``: an uploaded source
+    (``gs://<uploads bucket>/...``), or a part's segment (``what`` names it in reasons).
+    Without ``client_retry`` the client library does not retry on its own: the caller's
+    retries (which a cancellation interrupts) are the only ones."""
+    retry = DEFAULT_RETRY if client_retry else None
     try:
         source_bucket, name = parse_gs_uri(uri)
     except ValueError as exc:
         raise PermanentFailure(str(exc)) from None
     if source_bucket != bucket:
-        raise PermanentFailure("the source must be an upload in the uploads bucket")
+        raise PermanentFailure(f"the {what} must be in the platform's own bucket")
     blob = client.bucket(bucket).blob(name)
     try:
-        blob.reload()
+        blob.reload(retry=retry)
         if blob.size is not None and blob.size > max_bytes:
-            raise PermanentFailure(f"the source is {blob.size} bytes, over the {max_bytes} bytes limit")
-        blob.download_to_filename(str(destination))
+            raise PermanentFailure(f"the {what} is {blob.size} bytes, over the {max_bytes} bytes limit")
+        blob.download_to_filename(str(destination), retry=retry)
     except gexc.NotFound:
-        raise PermanentFailure("the uploaded source no longer exists") from None
+        raise PermanentFailure(f"the {what} no longer exists") from None
     except gexc.Forbidden:
-        raise PermanentFailure("the uploaded source cannot be read") from None
+        raise PermanentFailure(f"the {what} cannot be read") from None
     except (
         gexc.ServerError,
         gexc.TooManyRequests,
         requests.exceptions.ConnectionError,
         requests.exceptions.Timeout,
     ) as exc:
-        raise TransientFailure(f"the uploaded source could not be read now ({_short(exc)})") from None
+        raise TransientFailure(f"the {what} could not be read now ({_short(exc)})") from None
     return destination.stat().st_size

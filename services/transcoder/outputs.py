@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import requests
 from google.api_core import exceptions as gexc
@@ -15,6 +16,7 @@ from google.cloud import storage
 from services.transcoder.errors import PermanentFailure, TransientFailure
 from services.transcoder.pipeline import LocalClip
 from services.transcoder.plan import clip_object_name, poster_object_name, preview_object_name, task_prefix
+from shared import layout
 from shared.events import ClipOutput
 from shared.logging import task_logger
 from shared.storage import gs_uri
@@ -58,6 +60,15 @@ class ClipStore:
             duration_seconds=clip.duration_seconds,
             size_bytes=clip.size_bytes,
         )
+
+    def store_segment(self, task_id: uuid.UUID, index: int, path: Path) -> str:
+        """Store part ``index``'s segment in the task's folder; its ``gs://`` URI."""
+        name = layout.segment_object(task_id, index)
+        with storage_errors("storing a part's segment"):
+            self.client.bucket(self.bucket).blob(name, chunk_size=self.chunk_bytes).upload_from_filename(
+                str(path), content_type="video/x-matroska", retry=None
+            )
+        return gs_uri(self.bucket, name)
 
     def delete_all(self, task_id: uuid.UUID, keep: Collection[str] = ()) -> int:
         """Delete every object under the task's prefix but those ``keep`` names (``gs://``

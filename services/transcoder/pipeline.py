@@ -90,6 +90,7 @@ def iter_clips(
     on_progress: Callable[[float], None] | None = None,
     on_plan: Callable[[int], object] | None = None,
     skip: Collection[int] = (),
+    parts: list[Part] | None = None,
 ) -> Iterator[LocalClip]:
     """Make the clips of ``source`` in ``workdir``, one ffmpeg run per part for all its
     formats, and yield each part's clips (one per format, in the spec's order) as the
@@ -97,13 +98,15 @@ def iter_clips(
     frame's card is drawn in ``card_font`` into ``workdir`` first. ``on_progress``
     receives the task's percentage (0-100, unthrottled; wrap it in
     :class:`ProgressThrottle`), ``on_plan`` the number of parts once they are planned.
-    Parts whose index is in ``skip`` (made by an earlier attempt) are not made again.
+    Parts whose index is in ``skip`` (made by an earlier attempt) are not made again;
+    ``parts`` is the plan when the caller made it already.
 
     A part after the first is made from its own segment where the source allows: the
     frames a run on the whole source gives where its demuxer seeks exactly, and the right
     ones where it does not (docs/transcoder.md, "Parts from their segments"). The first
     part has nothing before it to leave out, and reads the source itself."""
-    parts = plan_task(source, info, spec, ffmpeg_timeout=ffmpeg_timeout, stop=stop)
+    if parts is None:
+        parts = plan_task(source, info, spec, ffmpeg_timeout=ffmpeg_timeout, stop=stop)
     if on_plan is not None:
         on_plan(len(parts))
     planned = [part.duration + 2 * spec.card_seconds for part in parts]

@@ -31,6 +31,7 @@ class StatusReporter:
         outputs: tuple[ClipOutput, ...] = (),
         clips_total: int | None = None,
         failure_reason: str | None = None,
+        part: int | None = None,
     ) -> Future:
         """Publish the change; the future's ``result()`` waits for Pub/Sub to take it.
         A failure is logged either way."""
@@ -42,11 +43,12 @@ class StatusReporter:
             outputs=outputs,
             clips_total=clips_total,
             failure_reason=failure_reason,
+            part=part,
             worker_id=self.worker_id,
         )
         future = self.publisher.publish(self.topic, event)
         # The callback runs on a Pub/Sub thread: the line names its task itself.
-        extra = {"task_id": str(task_id), "status": str(status), "progress": progress}
+        extra = {"task_id": str(task_id), "status": str(status), "progress": progress, "part": part}
 
         def logged(done: Future) -> None:
             if done.exception() is not None:

@@ -1,27 +1,53 @@
 """The stages of one attempt at a task: fetch the source, probe it, make the clips, and
 upload each part's clips as soon as they are made (so the scratch disk holds one part's
 clips at a time), announcing them at once on ``task-events``: the notifier records each
-clip as it comes, and a later attempt makes only the parts no earlier one recorded."""
+clip as it comes, and a later attempt makes only the parts no earlier one recorded.
+
+A task of at least ``FANOUT_MIN_PARTS`` parts is not made here: the attempt plans it,
+stores each part's segment and hands the parts to the fleet (:meth:`AttemptStages.fan_out`);
+:meth:`AttemptStages.run_part` is the stage of one such part, on whichever worker it
+reaches (docs/transcoder.md, "Parts across the fleet")."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+from google.api_core.exceptions import GoogleAPIError
 from google.cloud import storage
 
+from services.transcoder.decisions import FannedOut
+from services.transcoder.errors import PermanentFailure, TransientFailure
 from services.transcoder.fetch import FetchPolicy, Resolver, UrlFetcher, fetch_upload
 from services.transcoder.outputs import ClipStore, storage_errors
-from services.transcoder.pipeline import DEFAULT_LOGO, ProgressThrottle, iter_clips
-from services.transcoder.plan import clip_frames
+from services.transcoder.pipeline import (
+    DEFAULT_LOGO,
+    ProgressThrottle,
+    draw_cards,
+    iter_clips,
+    make_part,
+    plan_task,
+)
+from services.transcoder.plan import Part, clip_frames
 from services.transcoder.probe import SourceInfo, SourceLimits, probe_source
 from services.transcoder.reports import StatusReporter
 from services.transcoder.retries import RetryPolicy
 from services.transcoder.runner import StopSignal
+from services.transcoder.segments import Segment, can_segment, cut_segment, source_origin
+from shared import layout
 from shared.config import Settings
-from shared.events import ClipOutput, TaskSubmitted
+from shared.events import ClipOutput, PartSubmitted, TaskSubmitted
 from shared.lifecycle import TaskStatus
+from shared.logging import task_logger
+from shared.storage import gs_uri
+
+log = task_logger(__name__)
+
+PUBLISH_TIMEOUT_SECONDS = 60.0
 
 
 class AttemptStages:
@@ -72,17 +98,26 @@ class AttemptStages:
 
     def run(
         self, task: TaskSubmitted, attempt: int, stop: StopSignal, made: list[ClipOutput]
-    ) -> tuple[ClipOutput, ...]:
+    ) -> tuple[ClipOutput, ...] | FannedOut:
         """Every stage, in a scratch folder that goes whatever happens; every clip's
-        outputs. ``made`` holds the clips already recorded (their parts are not made
-        again) and receives each part's clips as they are announced."""
+        outputs, or the parts handed to the fleet. ``made`` holds the clips already
+        recorded (their parts are not made again) and receives each part's clips as they
+        are announced."""
         with TemporaryDirectory(prefix=f"task-{task.task_id}-", dir=self.settings.scratch_dir) as scratch:
             workdir = Path(scratch)
             source = workdir / "source"
             self.retry.transient(lambda: self.fetch_source(task.source, source, stop), stop=stop)
             stop.raise_if_set()
             info = probe_source(source, self.limits, timeout=self.settings.probe_timeout_seconds)
-            return self.make_and_upload_clips(task, attempt, source, info, workdir, stop, made)
+            parts = plan_task(
+                source, info, task.spec, ffmpeg_timeout=self.settings.ffmpeg_timeout_seconds, stop=stop
+            )
+            fan_out = self.settings.fanout_min_parts
+            if fan_out and len(parts) >= fan_out and can_segment(info):
+                handed = self.fan_out(task, attempt, source, info, parts, workdir, stop, made)
+                if handed is not None:
+                    return handed
+            return self.make_and_upload_clips(task, attempt, source, info, workdir, stop, made, parts)
 
     def fetch_source(self, source: str, destination: Path, stop: StopSignal) -> int:
         """Download the task's source: an upload from the uploads bucket, or a URL (a
@@ -107,17 +142,13 @@ class AttemptStages:
         workdir: Path,
         stop: StopSignal,
         made: list[ClipOutput],
+        parts: list[Part] | None = None,
     ) -> tuple[ClipOutput, ...]:
         """One ffmpeg run per part not made yet; each format's clip, poster and preview
         uploaded (retried in place) and removed from scratch before the next part, the
         part's clips announced with the progress as soon as all its formats are stored."""
         formats = {frame.format for frame in clip_frames(task.spec)}
-        recorded: dict[int, set[str]] = {}
-        for output in made:
-            recorded.setdefault(output.index, set()).add(output.format)
-        whole = {index for index, kinds in recorded.items() if formats <= kinds}
-        # A part recorded in only some of its formats is made again, in all of them.
-        made[:] = [output for output in made if output.index in whole]
+        whole = _whole_parts(made, formats)
         announce = functools.partial(self.reporter.publish, task.task_id, TaskStatus.PROCESSING, attempt)
         progress = ProgressThrottle(
             lambda percent: announce(progress=percent), self.settings.progress_interval_seconds
@@ -141,6 +172,7 @@ class AttemptStages:
             on_progress=on_progress,
             on_plan=lambda count: announce(clips_total=count),
             skip=whole,
+            parts=parts,
         ):
             part.append(
                 self.retry.transient(functools.partial(self.clips.upload, task.task_id, clip), stop=stop)
@@ -156,3 +188,140 @@ class AttemptStages:
                 part = []
             stop.raise_if_set()
         return tuple(sorted(made, key=lambda output: (output.index, output.format)))
+
+    # --- a task made across the fleet ------------------------------------------------------
+
+    def cut_segments(
+        self, source: Path, info: SourceInfo, parts: list[Part], workdir: Path, stop: StopSignal
+    ) -> list[Segment] | None:
+        """Every part's segment, cut from the source in ``workdir``; None (logged) when
+        one cannot be cut, and the task is then made here from the whole source."""
+        timeout = self.settings.ffmpeg_timeout_seconds
+        if not parts:
+            return []
+        origin = source_origin(source, info, timeout=timeout)
+        segments: list[Segment] = []
+        try:
+            for part in parts:
+                stop.raise_if_set()
+                segments.append(
+                    cut_segment(source, info, part, workdir, origin=origin, timeout=timeout, stop=stop)
+                )
+        except PermanentFailure as failure:
+            log.warning("the task is made here, from the whole source: %s", failure.reason)
+            for segment in segments:
+                segment.path.unlink(missing_ok=True)
+            return None
+        return segments
+
+    def fan_out(
+        self,
+        task: TaskSubmitted,
+        attempt: int,
+        source: Path,
+        info: SourceInfo,
+        parts: list[Part],
+        workdir: Path,
+        stop: StopSignal,
+        made: list[ClipOutput],
+    ) -> tuple[ClipOutput, ...] | FannedOut | None:
+        """Cut and store the segment of every part no earlier attempt recorded and
+        publish a ``PartSubmitted`` for each; the clips themselves when every part is
+        recorded, None when a segment cannot be cut (the task is then made here)."""
+        formats = {frame.format for frame in clip_frames(task.spec)}
+        whole = _whole_parts(made, formats)
+        segments = self.cut_segments(
+            source, info, [part for part in parts if part.index not in whole], workdir, stop
+        )
+        if segments is None:
+            return None
+        self.reporter.publish(task.task_id, TaskStatus.PROCESSING, attempt, clips_total=len(parts))
+        handed: list[PartSubmitted] = []
+        for segment in segments:
+            part = segment.part
+            stop.raise_if_set()
+            uri = self.retry.transient(
+                functools.partial(self.clips.store_segment, task.task_id, part.index, segment.path), stop=stop
+            )
+            segment.path.unlink()
+            handed.append(
+                PartSubmitted(
+                    task_id=task.task_id,
+                    owner_id=task.owner_id,
+                    index=part.index,
+                    start=part.start,
+                    duration=part.duration,
+                    seek_to=segment.seek_to,
+                    segment=uri,
+                    parts_total=len(parts),
+                    spec=task.spec,
+                )
+            )
+        if not handed:
+            return tuple(sorted(made, key=lambda output: (output.index, output.format)))
+        publisher = self.reporter.publisher
+        futures = [publisher.publish(self.settings.topic_video_tasks, event) for event in handed]
+        try:
+            for future in futures:
+                future.result(PUBLISH_TIMEOUT_SECONDS)
+        except (GoogleAPIError, FutureTimeout) as exc:
+            # The task's message comes back, and its next attempt hands the parts out again.
+            raise TransientFailure(f"handing the parts to the fleet failed ({type(exc).__name__})") from exc
+        log.info("%d of %d parts handed to the fleet", len(handed), len(parts))
+        return FannedOut(len(handed))
+
+    def run_part(
+        self, part: PartSubmitted, stop: StopSignal, announce: Callable[[tuple[ClipOutput, ...]], object]
+    ) -> tuple[ClipOutput, ...]:
+        """Make one part of a task made across the fleet from its stored segment, upload
+        its clips and ``announce`` them; every format's clip."""
+        expected = gs_uri(self.clips.bucket, layout.segment_object(part.task_id, part.index))
+        if part.segment != expected:
+            raise PermanentFailure(f"part {part.index} names a segment that is not its own")
+        prefix = f"task-{part.task_id}-part-{part.index:02d}-"
+        with TemporaryDirectory(prefix=prefix, dir=self.settings.scratch_dir) as scratch:
+            workdir = Path(scratch)
+            segment = workdir / "segment.mkv"
+            self.retry.transient(
+                lambda: fetch_upload(
+                    self.storage,
+                    part.segment,
+                    segment,
+                    bucket=self.clips.bucket,
+                    max_bytes=self.settings.max_source_bytes,
+                    what="part's segment",
+                    client_retry=False,
+                ),
+                stop=stop,
+            )
+            stop.raise_if_set()
+            info = probe_source(segment, self.limits, timeout=self.settings.probe_timeout_seconds)
+            made = make_part(
+                segment,
+                info,
+                Part(part.index, part.start, part.duration),
+                part.spec,
+                workdir=workdir,
+                cards=draw_cards(part.spec, self.logo, workdir, self.card_font),
+                ffmpeg_timeout=self.settings.ffmpeg_timeout_seconds,
+                stop=stop,
+                seek_to=part.seek_to,
+            )
+            outputs = tuple(
+                self.retry.transient(functools.partial(self.clips.upload, part.task_id, clip), stop=stop)
+                for clip in made
+            )
+            stop.raise_if_set()
+            announce(outputs)
+            return outputs
+
+
+def _whole_parts(made: list[ClipOutput], formats: AbstractSet[str]) -> set[int]:
+    """The parts ``made`` holds in every format; ``made`` keeps only their clips (a part
+    recorded in only some of its formats is made again, in all of them)."""
+    recorded: dict[int, set[str]] = {}
+    for output in made:
+        recorded.setdefault(output.index, set()).add(output.format)
+    whole = {index for index, kinds in recorded.items() if formats <= kinds}
+    made[:] = [output for output in made if output.index in whole]
+    return whole

@@ -1,6 +1,7 @@
 """The worker: pulls ``video-tasks``, makes the clips, reports on ``task-events``.
 
-One message is one task. Its stages, in order (what decides at each turn is in
+One message is one task, or one part of a task made across the fleet (``parts.py``).
+A task's stages, in order (what decides at each turn is in
 ``decisions.py``; this module carries the decisions out):
 
 1. **Admit**: read the task through the read-only path; a task already processed,
@@ -12,10 +13,12 @@ One message is one task. Its stages, in order (what decides at each turn is in
 3. **Fetch** the source, **probe** it, **make the clips** part by part and **upload**
    each part's clips (``stages.py``, ``outputs.py``), announcing them at once with the
    progress; parts an earlier attempt recorded are not made again. Every second the
-   claim's connection re-reads the task: a cancellation stops ffmpeg at once.
-4. **Report**: re-check the task, publish the outcome, wait until the notifier has
-   recorded it (bounded), ack, and let go of the claim: whoever takes the task next
-   sees the outcome.
+   claim's connection re-reads the task: a cancellation stops ffmpeg at once. A task of
+   at least ``FANOUT_MIN_PARTS`` parts is instead cut into its parts' segments, which
+   are stored, and its parts handed to the fleet; its message is then acked.
+4. **Report** (``outcomes.py``): re-check the task, publish the outcome, wait until
+   the notifier has recorded it (bounded), ack, and let go of the claim: whoever takes
+   the task next sees the outcome.
 
 Transient errors are retried in place (``retries.py``), then hand the task back to a
 later delivery; permanent ones fail it at once.
@@ -28,8 +31,7 @@ import os
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from google.cloud import pubsub_v1, storage
@@ -40,10 +42,9 @@ from services.transcoder.claim import TaskClaim, read_task_state
 from services.transcoder.decisions import (
     Ack,
     Begin,
-    Cancel,
     Drop,
-    HandBack,
     Report,
+    RunResult,
     StopReason,
     admit,
     conclude,
@@ -51,18 +52,19 @@ from services.transcoder.decisions import (
 )
 from services.transcoder.errors import (
     PermanentFailure,
-    ProcessingError,
     ProcessingStopped,
     TransientFailure,
 )
 from services.transcoder.fetch import Resolver, system_resolver
+from services.transcoder.outcomes import PUBLISH_TIMEOUT_SECONDS, Decision, Outcomes
 from services.transcoder.outputs import ClipStore
+from services.transcoder.parts import PartHandler
 from services.transcoder.reports import StatusReporter
 from services.transcoder.retries import RetryPolicy
 from services.transcoder.runner import StopSignal
 from services.transcoder.stages import AttemptStages
 from shared.config import Settings
-from shared.events import ClipOutput, MalformedEvent, TaskSubmitted, decode
+from shared.events import MalformedEvent, PartSubmitted, TaskSubmitted, decode
 from shared.lifecycle import TaskStatus
 from shared.logging import about_task, task_logger
 from shared.pubsub import Publisher, keep_pulling, subscription_path
@@ -77,9 +79,6 @@ task_logger("services.transcoder.pipeline")
 BUSY_TASK_PAUSE_SECONDS = 5.0
 # After an unexpected error, the message comes back after this pause rather than at once.
 UNEXPECTED_ERROR_PAUSE_SECONDS = 1.0
-PUBLISH_TIMEOUT_SECONDS = 60.0
-
-Decision = Drop | Ack | HandBack | Cancel | Report
 
 
 class Worker:
@@ -111,9 +110,20 @@ class Worker:
             retry=self.retry,
             resolver=resolver,
         )
+        self.outcomes = Outcomes(settings, clips=self.clips, reporter=self.reporter, retry=self.retry)
         self._draining = threading.Event()
         self._active: set[StopSignal] = set()
         self._active_lock = threading.Lock()
+        self.parts = PartHandler(
+            settings,
+            engine=engine,
+            stages=self.stages,
+            outcomes=self.outcomes,
+            retry=self.retry,
+            stoppable=self._stoppable,
+            draining=self._draining.is_set,
+            pause=self._draining.wait,
+        )
 
     # --- the pull loop ------------------------------------------------------------------
 
@@ -206,6 +216,10 @@ class Worker:
         if task is None:
             message.ack()
             return
+        if isinstance(task, PartSubmitted):
+            with about_task(task.task_id):
+                self.parts.handle(task, message)
+            return
         with about_task(task.task_id):
             if self._draining.is_set():
                 message.nack()  # pulled as the drain began: another worker takes it
@@ -213,7 +227,7 @@ class Worker:
             state = self.retry.database(lambda: read_task_state(self.engine, task.task_id))
             arrival = admit(state, self.settings.max_attempts)
             if isinstance(arrival, Drop | Ack):
-                self._carry_out(arrival, task, message)
+                self.outcomes.carry_out(arrival, task.task_id, message)
                 return
             claim = TaskClaim(self.engine, task.task_id)
             if not self.retry.database(claim.try_acquire):
@@ -234,7 +248,7 @@ class Worker:
             decision = self._attempt(task, claim, decision.attempt)
         elif isinstance(decision, Report):
             log.warning("%s", decision.failure_reason)
-        self._carry_out(decision, task, message, claim)
+        self.outcomes.carry_out(decision, task.task_id, message, claim)
 
     # --- one attempt ---------------------------------------------------------------------
 
@@ -254,7 +268,7 @@ class Worker:
             made = list(claim.recorded_clips())
             if made:
                 log.info("resuming: %d clip(s) already recorded", len(made))
-            run: tuple[ClipOutput, ...] | ProcessingStopped | PermanentFailure | TransientFailure
+            run: RunResult
             with claim.watch(stop, self.settings.cancel_poll_seconds):
                 try:
                     run = self.stages.run(task, attempt, stop, made)
@@ -275,66 +289,9 @@ class Worker:
             )
         return decision
 
-    # --- carrying a decision out: ack, hand back, cancel, report ----------------------------
 
-    def _carry_out(
-        self, decision: Decision, task: TaskSubmitted, message, claim: TaskClaim | None = None
-    ) -> None:
-        match decision:
-            case Drop(why):
-                log.error("%s; dropping its message", why)
-                message.ack()
-            case Ack(why):
-                log.info("%s; acking without work", why)
-                message.ack()
-            case HandBack(why):
-                log.warning("%s; handing the task back", why)
-                message.nack()
-            case Cancel(attempt):
-                deleted = self._delete_outputs(task.task_id)
-                log.info("canceled: ffmpeg stopped, %d partial output(s) deleted", deleted)
-                # Stale for the notifier (the api recorded the cancellation), kept for the record.
-                self.reporter.publish(task.task_id, TaskStatus.CANCELED, attempt)
-                message.ack()
-            case Report():
-                self._report(task, decision, claim)
-                message.ack()
-
-    def _report(self, task: TaskSubmitted, report: Report, claim: TaskClaim) -> None:
-        """Publish the outcome, then wait (bounded) until the notifier recorded it."""
-        if report.status is TaskStatus.FAILED:
-            # What no clip of the task names (a part cut short) is not a clip of it.
-            kept = {*report.outputs, *claim.recorded_clips()}
-            self._delete_outputs(task.task_id, keep={uri for clip in kept for uri in _objects(clip)})
-        self.reporter.publish(
-            task.task_id,
-            report.status,
-            report.attempt,
-            progress=report.progress,
-            outputs=report.outputs,
-            failure_reason=report.failure_reason,
-        ).result(PUBLISH_TIMEOUT_SECONDS)
-        if not claim.wait_recorded(
-            self.settings.outcome_confirm_seconds, every=min(0.2, self.settings.cancel_poll_seconds)
-        ):
-            log.warning("the outcome is not recorded yet; letting go of the task anyway")
-
-    def _delete_outputs(self, task_id: uuid.UUID, keep: Collection[str] = ()) -> int:
-        """Delete the task's objects but ``keep``, retried in place. If storage still
-        fails they stay (the api deletes them with the task): the outcome does not change."""
-        try:
-            return self.retry.transient(lambda: self.clips.delete_all(task_id, keep))
-        except ProcessingError as failure:
-            log.warning("partial outputs not deleted: %s", failure.reason)
-            return 0
-
-
-def _objects(clip: ClipOutput) -> list[str]:
-    return [uri for uri in (clip.uri, clip.poster_uri, clip.preview_uri) if uri]
-
-
-def _task_of(message: pubsub_v1.subscriber.message.Message) -> TaskSubmitted | None:
-    """The task a message submits; None (logged) for one that can never be processed."""
+def _task_of(message: pubsub_v1.subscriber.message.Message) -> TaskSubmitted | PartSubmitted | None:
+    """The task or part a message submits; None (logged) for one that can never be processed."""
     try:
         event = decode(message.data, dict(message.attributes))
     except MalformedEvent as exc:
@@ -344,7 +301,7 @@ def _task_of(message: pubsub_v1.subscriber.message.Message) -> TaskSubmitted | N
             extra={"message_id": message.message_id},
         )
         return None
-    if not isinstance(event, TaskSubmitted):
+    if not isinstance(event, TaskSubmitted | PartSubmitted):
         log.error(
             "dropping a %s on the tasks subscription", event.event_type, extra={"task_id": str(event.task_id)}
         )

@@ -39,6 +39,64 @@ def make_source(path: Path, *, seconds: float, width: int = 320, height: int = 2
     return make_video(path, seconds=seconds, width=width, height=height, extra=("-shortest",), **encoding)
 
 
+def make_level_source(
+    path: Path, container: str = "mp4", *, seconds: float, fps: int = 30, gop: int = 70, levels: int = 50
+) -> Path:
+    """A source whose frame N is flat grey at level 16 + 4 x (N mod ``levels``), with a
+    tone: H.264 with B-frames and a keyframe every ``gop`` frames, so a part can start
+    between two. Read its frames back with :func:`grey_levels`. In MPEG-TS the timeline
+    starts at 1.4 s."""
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"color=c=black:s=64x36:r={fps}:d={seconds},geq=lum='16+mod(N\\,{levels})*4':cb=128:cr=128",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-bf",
+        "3",
+        "-g",
+        str(gop),
+        "-x264-params",
+        "scenecut=0",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-f",
+        container,
+        str(path),
+    )
+    return path
+
+
+def grey_levels(video: Path) -> list[int]:
+    """Each frame's grey level, read at the centre of the picture."""
+    raw = subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(video),
+            "-vf",
+            "crop=8:8,scale=1:1,format=gray",
+            "-f",
+            "rawvideo",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return list(raw)
+
+
 def source_info(**changes: Any) -> SourceInfo:
     """What a probe says of a 45 s 1920x1080 30 fps H.264 source with sound, with
     ``changes`` (for the pure command builders' tests; no file behind it)."""

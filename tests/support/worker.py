@@ -147,10 +147,17 @@ def listings_of(bucket: str) -> Callable[[str, str], bool]:
 
 
 class FlakyStorageProxy:
-    """Forwards to the storage emulator, answering 503 to the first ``failures`` requests
-    that ``refuse(method, path)`` picks (uploads, unless told otherwise)."""
+    """Forwards to the storage emulator, answering ``status`` (503 unless told otherwise)
+    to the first ``failures`` requests that ``refuse(method, path)`` picks (uploads,
+    unless told otherwise)."""
 
-    def __init__(self, upstream: str, failures: int, refuse: Callable[[str, str], bool] = uploads) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        failures: int,
+        refuse: Callable[[str, str], bool] = uploads,
+        status: int = 503,
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.failures_left = failures
         self.failed = 0
@@ -166,7 +173,7 @@ class FlakyStorageProxy:
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if refuse(self.command, self.path) and proxy._take_failure():
-                    self.send_response(503)
+                    self.send_response(status)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -247,6 +254,15 @@ class Notifier:
             and e.progress == 0
             and e.clips_total is None
             and not e.outputs
+            and e.part is None
+        ]
+
+    def part_starts(self, task_id: uuid.UUID) -> list[tuple[int, int, str | None]]:
+        """Each part attempt announced, as (part, attempt, worker id), in order."""
+        return [
+            (e.part, e.attempt, e.worker_id)
+            for e in self.for_task(task_id)
+            if e.part is not None and e.status is TaskStatus.PROCESSING and not e.outputs and e.progress == 0
         ]
 
     def outcomes(self, task_id: uuid.UUID) -> list[TaskStatusChanged]:

@@ -1,8 +1,9 @@
-"""Create or update the transcoder's read-only database role: SELECT on `tasks` and
-`clips`, nothing else.
+"""Create or update the transcoder's read-only database role: SELECT on `tasks`,
+`clips` and `task_parts`, nothing else.
 
-The design lets the transcoder read a task's status (has it been canceled?) and, to
-resume a task, which of its clips are already recorded, but never write the database. Cloud SQL users created through its API join `cloudsqlsuperuser`, so
+The design lets the transcoder read a task's status (has it been canceled?), to resume
+a task which of its clips are already recorded, and how many attempts each part of a
+task made across the fleet has had, but never write the database. Cloud SQL users created through its API join `cloudsqlsuperuser`, so
 this role is made with plain SQL instead, by the application's owner role, after the
 migrations (cloudbuild.yaml, step `db-roles`). Idempotent: every run converges the role.
 
@@ -29,7 +30,7 @@ import sys
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-READABLE_TABLES = ("clips", "tasks")
+READABLE_TABLES = ("clips", "task_parts", "tasks")
 SCRAM_ITERATIONS = 4096
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

@@ -14,7 +14,7 @@ from services.transcoder.pipeline import DEFAULT_LOGO, LocalClip, iter_clips, ma
 from services.transcoder.probe import SourceInfo, SourceLimits, probe_source
 from services.transcoder.segments import Segment, cut_segments
 from shared.events import ClipSpec
-from tests.support.media import ffmpeg
+from tests.support.media import grey_levels, make_level_source
 
 LIMITS = SourceLimits(max_bytes=10**9, max_seconds=3600, max_width=7680, max_height=4320)
 FPS = 30
@@ -27,57 +27,7 @@ CONTAINERS = ("mp4", "mpegts")
 
 
 def _make_source(path: Path, container: str) -> Path:
-    """50 s whose frame N is flat grey at level 16 + 4 x (N mod 50), with a tone; H.264
-    with B-frames and a keyframe every 70 frames. In MPEG-TS the timeline starts at 1.4 s."""
-    ffmpeg(
-        "-f",
-        "lavfi",
-        "-i",
-        f"color=c=black:s=64x36:r={FPS}:d={SECONDS},geq=lum='16+mod(N\\,{LEVELS})*4':cb=128:cr=128",
-        "-f",
-        "lavfi",
-        "-i",
-        f"sine=frequency=440:sample_rate=48000:duration={SECONDS}",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-bf",
-        "3",
-        "-g",
-        str(GOP),
-        "-x264-params",
-        "scenecut=0",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-f",
-        container,
-        str(path),
-    )
-    return path
-
-
-def _levels(video: Path) -> list[int]:
-    """Each frame's grey level, read at the centre of the picture."""
-    raw = subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-i",
-            str(video),
-            "-vf",
-            "crop=8:8,scale=1:1,format=gray",
-            "-f",
-            "rawvideo",
-            "-",
-        ],
-        capture_output=True,
-        check=True,
-    ).stdout
-    return list(raw)
+    return make_level_source(path, container, seconds=SECONDS, fps=FPS, gop=GOP, levels=LEVELS)
 
 
 def _frame_hashes(clip: Path) -> list[str]:
@@ -170,14 +120,14 @@ def test_a_segment_holds_about_its_part_only(made):
 
 def test_consecutive_clips_join_with_no_missing_or_repeated_frame(made):
     """The clips' content, end to end, is every frame of the source once, in order."""
-    expected = _levels(made.source)
+    expected = grey_levels(made.source)
     assert len(expected) == SECONDS * FPS
     # Neighbouring frames of the source are 4 levels apart (4.7 once read in full range).
     assert len(set(expected[:LEVELS])) == LEVELS
     for clips in (made.from_segments, made.pipeline):
         content: list[int] = []
         for clip in clips:
-            content += _levels(clip.path)[CARD_FRAMES:-CARD_FRAMES]
+            content += grey_levels(clip.path)[CARD_FRAMES:-CARD_FRAMES]
         assert len(content) == len(expected)
         wrong = [i for i, (got, want) in enumerate(zip(content, expected)) if abs(got - want) > 1]
         assert not wrong, f"frames {wrong[:5]} differ from the source's"

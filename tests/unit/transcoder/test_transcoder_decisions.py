@@ -8,12 +8,17 @@ from services.transcoder.decisions import (
     Ack,
     Begin,
     Cancel,
+    Complete,
     Drop,
+    FannedOut,
     HandBack,
     Report,
     StopReason,
     admit,
+    admit_part,
+    complete,
     conclude,
+    conclude_part,
     recheck,
     was_canceled,
 )
@@ -162,5 +167,88 @@ def test_was_canceled(latest, canceled):
 
 
 def test_stop_reasons_are_the_words_logged_and_compared():
-    assert [str(reason) for reason in StopReason] == ["canceled", "draining", "lost the claim on the task"]
+    assert [str(reason) for reason in StopReason] == [
+        "canceled",
+        "draining",
+        "lost the claim on the task",
+        "the task was settled elsewhere",
+    ]
     assert ProcessingStopped(StopReason.CANCELED).why == "canceled"
+
+
+def test_a_task_whose_parts_went_to_the_fleet_is_acked():
+    assert conclude(FannedOut(3), 1, MAX) == Ack("3 parts handed to the fleet")
+
+
+# --- a part of a task made across the fleet --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arrived, part_attempt, recorded, expected",
+    [
+        (None, 0, False, Drop("no such task")),
+        (state(DONE, 1), 0, True, Ack("task already processed")),
+        (state(FAILED, 1), 1, False, Ack("task already failed")),
+        (state(CANCELED, 1), 0, False, Ack("task already canceled")),
+        (state(P, 1, deleted=True), 0, False, Ack("task already deleted")),
+        # Made already: only the task's completion may be left to do.
+        (state(P, 1), 1, True, Complete()),
+        (state(P, 1), MAX, True, Complete()),
+        # A part counts its own attempts; the task's is its planning worker's.
+        (state(P, 1), 0, False, Begin(1)),
+        (state(P, 2), 2, False, Begin(3)),
+        (
+            state(P, 2),
+            MAX,
+            False,
+            Report.failed(2, f"part 4: processing was interrupted {MAX} times; giving up"),
+        ),
+    ],
+)
+def test_part_arrival(arrived, part_attempt, recorded, expected):
+    assert admit_part(arrived, 4, part_attempt, recorded, MAX) == expected
+
+
+@pytest.mark.parametrize(
+    "run, part_attempt, expected",
+    [
+        (CLIPS, 1, Complete()),
+        (ProcessingStopped(StopReason.CANCELED), 1, Cancel(2)),
+        (ProcessingStopped(StopReason.SETTLED), 1, Ack("task settled while the part was made")),
+        (ProcessingStopped(StopReason.DRAINING), 1, HandBack("stopped (draining)")),
+        (TransientFailure("storage is down"), 1, HandBack("transient failure (storage is down)")),
+        (
+            TransientFailure("storage is down"),
+            MAX,
+            Report.failed(2, f"part 4: storage is down; gave up after {MAX} attempts"),
+        ),
+        (PermanentFailure("the source is damaged"), 1, Report.failed(2, "part 4: the source is damaged")),
+    ],
+)
+def test_part_end(run, part_attempt, expected):
+    assert conclude_part(run, 4, part_attempt, 2, MAX) == expected
+
+
+def _clip(index, clip_format="16:9"):
+    return ClipOutput(
+        index=index, format=clip_format, uri=f"gs://c/{index}", duration_seconds=4, size_bytes=1
+    )
+
+
+@pytest.mark.parametrize(
+    "recorded, formats, whole",
+    [
+        ((_clip(1), _clip(2), _clip(3)), {"16:9"}, True),
+        ((_clip(3), _clip(1), _clip(2), _clip(4)), {"16:9"}, True),
+        ((_clip(1), _clip(3)), {"16:9"}, False),
+        ((), {"16:9"}, False),
+        ((_clip(1), _clip(2), _clip(3), _clip(1, "9:16"), _clip(2, "9:16")), {"16:9", "9:16"}, False),
+        (
+            (_clip(1), _clip(2), _clip(3), _clip(1, "9:16"), _clip(2, "9:16"), _clip(3, "9:16")),
+            {"16:9", "9:16"},
+            True,
+        ),
+    ],
+)
+def test_a_task_is_complete_when_every_part_is_recorded_in_every_format(recorded, formats, whole):
+    assert complete(recorded, 3, frozenset(formats)) is whole
