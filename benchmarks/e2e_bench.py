@@ -20,11 +20,14 @@ Part 2, throughput: ``--tasks`` tasks submitted at once (a 10 s 640x360 source: 
 from the first ``POST`` to the last ``processed`` a client sees (polled every 500 ms),
 with each worker's busy time per task and its idle gap between two tasks.
 
-Part 3, clips as they are made: a 180 s 1920x1080 source (9 parts) submitted by URL to
-a stack with one worker; a client polling ``GET /tasks/<id>`` every 100 ms notes when
-each clip first appears in the task and when the task is processed. The reference is one
-clip's ffmpeg alone (the 20 s 1080p source of part 1, made by ``iter_clips`` in this
-process, in the same run). Parts are still made one after the other by one worker.
+Part 3, parts across the fleet: a 180 s 1920x1080 source (9 parts) submitted by URL to
+a stack with one worker, then to one with two, every ffmpeg run at one thread
+(``FFMPEG_THREADS=1``: the stand-in for a fleet of one-core machines on a 2-core one). A
+client polling ``GET /tasks/<id>`` every 100 ms notes when each clip first appears in the
+task and when the task is processed. The split step is the planning worker's own figure
+(its "parts handed to the fleet in N s" log line: cutting the segments and storing
+them). The reference is one clip's ffmpeg alone at one thread (the 20 s 1080p source of
+part 1, made by ``iter_clips`` in this process, in the same run).
 
 Every stack is a fresh local stack started through the launcher (its own PostgreSQL,
 Pub/Sub fake and Storage emulator, on free ports), with the default settings.
@@ -33,6 +36,7 @@ Pub/Sub fake and Storage emulator, on free ports), with the default settings.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -258,13 +262,14 @@ def recorded_times(engine: sqlalchemy.Engine, task_id: str) -> dict[str, datetim
     }
 
 
-def ffmpeg_alone(source: Path) -> float:
+def ffmpeg_alone(source: Path, threads: int = 0) -> float:
     settings = Settings()
     limits = SourceLimits(
         settings.max_source_bytes,
         settings.max_source_seconds,
         settings.max_source_width,
         settings.max_source_height,
+        threads=threads,
     )
     info = probe_source(source, limits)
     with tempfile.TemporaryDirectory(prefix="idrl-bench-clip-") as workdir:
@@ -381,13 +386,27 @@ def worker_timeline(database_url: str, task_ids: set[str]) -> tuple[float, float
 
 @dataclass(frozen=True)
 class Progressive:
+    workers: int
     parts: int
     clips_seen: list[float]  # POST sent -> each clip first seen by the client, in order
     processed: float  # POST sent -> processed seen by the client
-    reference: float  # one clip's ffmpeg alone
+    split: float  # the planning worker's cut and store of every segment
+    reference: float  # one clip's ffmpeg alone, at one thread
 
 
-def progressive_run(stack: LocalStack, source_url: str, reference_source: Path) -> Progressive:
+ONE_THREAD = {"ffmpeg_threads": "1"}
+
+
+def split_seconds(stack: LocalStack) -> float:
+    """The split step's seconds, from the planning worker's log line."""
+    for log in sorted(stack.config.logs_dir.glob("transcoder-*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if '"split_seconds"' in line:
+                return float(json.loads(line)["split_seconds"])
+    raise SystemExit("no worker logged its split step: was the task made across the fleet?")
+
+
+def progressive_run(stack: LocalStack, workers: int, source_url: str, reference_source: Path) -> Progressive:
     session = PlatformClient.sign_up(stack.base_url, "bench").session
     started = time.perf_counter()
     task_id = submit(session, stack.base_url, source_url)
@@ -405,7 +424,14 @@ def progressive_run(stack: LocalStack, source_url: str, reference_source: Path) 
             raise SystemExit(f"task {task_id} not processed after {TASK_TIMEOUT} s: {task}")
         polls += 1
         time.sleep(max(0.0, polls * POLL_SECONDS - (time.perf_counter() - started)))
-    return Progressive(task["clips_total"], sorted(seen.values()), now, ffmpeg_alone(reference_source))
+    return Progressive(
+        workers,
+        task["clips_total"],
+        sorted(seen.values()),
+        now,
+        split_seconds(stack),
+        ffmpeg_alone(reference_source, threads=1),
+    )
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -480,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument(
-        "--only-progressive", action="store_true", help="run part 3 alone (clips as they are made)"
+        "--only-progressive", action="store_true", help="run part 3 alone (parts across the fleet)"
     )
     args = parser.parse_args(argv)
 
@@ -491,30 +517,37 @@ def main(argv: list[str] | None = None) -> int:
         small = make_bench_source(media / "run-360p-10s.mp4", 10, 640, 360)
         runs: list[LatencyRun] = []
         bursts: list[Burst] = []
-        progressive: Progressive | None = None
         with serve_folder(media) as served:
             if not args.only_progressive:
                 runs, bursts = latency_and_throughput(args, workdir, served, big, small)
-            say("part 3: clips as they are made, 180 s 1080p source, one worker")
+            say("part 3: parts across the fleet, 180 s 1080p source, 1 and 2 workers at one thread")
             long = make_bench_source(media / "run-1080p-180s.mp4", 180, 1920, 1080)
-            with stack_with(workdir, 1) as stack:
-                progressive = progressive_run(stack, served.url(long), big)
-            say(
-                f"  first clip {progressive.clips_seen[0]:.1f} s, all {progressive.parts} clips "
-                f"{progressive.processed:.1f} s, one clip's ffmpeg alone {progressive.reference:.1f} s; {load()}"
-            )
+            fleet: list[Progressive] = []
+            for workers in (1, 2):
+                with stack_with(workdir, workers, ONE_THREAD) as stack:
+                    fleet.append(progressive_run(stack, workers, served.url(long), big))
+                run = fleet[-1]
+                say(
+                    f"  {workers} worker(s): first clip {run.clips_seen[0]:.1f} s, all {run.parts} clips "
+                    f"{run.processed:.1f} s, split {run.split:.2f} s, one clip's ffmpeg alone "
+                    f"{run.reference:.1f} s; {load()}"
+                )
 
     say()
     say(
-        "| parts | first clip seen | last clip seen | processed seen | one clip's ffmpeg alone "
-        "| first clip / one clip alone |"
+        "| workers | parts | split | first clip seen | last clip seen | processed seen "
+        "| one clip's ffmpeg alone (1 thread) | first clip / one clip alone | all clips / 1 worker "
+        "| split / 1-worker total |"
     )
-    say("|---|---|---|---|---|---|")
-    say(
-        f"| {progressive.parts} | {progressive.clips_seen[0]:.1f} s | {progressive.clips_seen[-1]:.1f} s "
-        f"| {progressive.processed:.1f} s | {progressive.reference:.1f} s "
-        f"| {progressive.clips_seen[0] / progressive.reference:.2f} |"
-    )
+    say("|---|---|---|---|---|---|---|---|---|---|")
+    alone = fleet[0].processed
+    for run in fleet:
+        say(
+            f"| {run.workers} | {run.parts} | {run.split:.2f} s | {run.clips_seen[0]:.1f} s "
+            f"| {run.clips_seen[-1]:.1f} s | {run.processed:.1f} s | {run.reference:.1f} s "
+            f"| {run.clips_seen[0] / run.reference:.2f} | {run.processed / alone:.2f} "
+            f"| {100 * run.split / alone:.1f} % |"
+        )
     if not runs:
         return 0
     say()

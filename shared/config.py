@@ -239,7 +239,7 @@ class Settings(BaseSettings):
     """Threads of each ffmpeg run's decoder, filter graph and encoders; 0: ffmpeg's choice
     (about one per core each). One thread makes a clip slower but costs less CPU, the more
     so with several formats (docs/benchmarks.md, "Clip options")."""
-    fanout_min_parts: int = Field(default=0, ge=0)
+    fanout_min_parts: int = Field(default=2, ge=0)
     """A task of at least this many parts is planned by one worker, which stores each
     part's segment of the source and hands the parts to the fleet as messages of their
     own, so idle workers make them at once (docs/transcoder.md, "Parts across the

@@ -206,9 +206,9 @@ variable "transcoder_max_replicas" {
 }
 
 variable "transcoder_backlog_per_instance" {
-  description = "Undelivered messages on video-tasks-transcoder that one instance is expected to absorb; the autoscaler runs backlog / this many instances."
+  description = "Undelivered messages on video-tasks-transcoder that one instance is expected to absorb; the autoscaler runs backlog / this many instances. A message is one part of a task (or a task to plan), so 16 is about two minutes of work for an instance's two slots (docs/deploy.md, Scaling)."
   type        = number
-  default     = 4
+  default     = 16
 }
 
 variable "transcoder_drain_seconds" {

@@ -49,7 +49,7 @@ class Outcomes:
                 log.error("%s; dropping its message", why)
                 message.ack()
             case Ack(why):
-                log.info("%s; acking without work", why)
+                log.info("%s; acking its message", why)
                 message.ack()
             case HandBack(why):
                 log.warning("%s; handing the task back", why)

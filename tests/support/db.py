@@ -14,7 +14,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from shared.tables import applied_events as applied_events_table
-from shared.tables import clips, task_history, tasks, tus_uploads, users
+from shared.tables import clips, task_history, task_parts, tasks, tus_uploads, users
 
 # What a clip row holds besides its task: the columns ``clip_rows`` reads unless told.
 CLIP_COLUMNS = ("index", "uri", "duration_seconds", "size_bytes")
@@ -79,6 +79,15 @@ def clip_rows(engine: Engine, task_id: uuid.UUID | str, *columns: str) -> list[d
     with engine.connect() as conn:
         rows = conn.execute(select(*wanted).where(clips.c.task_id == task_id).order_by(clips.c.index))
         return [dict(row) for row in rows.mappings()]
+
+
+def part_attempts(engine: Engine, task_id: uuid.UUID | str) -> dict[int, int]:
+    """The attempts the notifier recorded for each part of a task made across the fleet."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(task_parts.c.index, task_parts.c.attempt).where(task_parts.c.task_id == task_id)
+        )
+        return {index: attempt for index, attempt in rows}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from shared import db, layout
 from shared.events import ClipOutput, TaskStatusChanged
 from shared.lifecycle import TaskStatus
 from shared.tables import applied_events
-from tests.support.db import clip_rows, count_rows, history, task_row
+from tests.support.db import clip_rows, count_rows, history, part_attempts, task_row
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 RANK = {"queued": 0, "processing": 1, "processed": 2, "failed": 2, "canceled": 2}
@@ -385,3 +385,39 @@ def test_a_late_event_naming_another_tasks_clips_deletes_none_of_them(engine, se
 
     assert result.outcome is Outcome.STALE and result.orphans_deleted == ()
     assert bucket.blob(theirs).exists()
+
+
+def test_a_parts_events_count_its_own_attempts_and_leave_the_tasks(engine, settings, make_task, deliver):
+    task_id = make_task()
+    deliver(status_event(task_id, TaskStatus.PROCESSING, attempt=1, seconds=1))
+    for part, attempt, seconds in ((2, 1, 2), (3, 1, 3), (2, 2, 4), (2, 1, 5)):
+        deliver(status_event(task_id, TaskStatus.PROCESSING, attempt=attempt, part=part, seconds=seconds))
+    # The highest attempt each part announced, a late lower one notwithstanding.
+    assert part_attempts(engine, task_id) == {2: 2, 3: 1}
+    # The task's attempt is the planning worker's.
+    assert task_row(engine, task_id)["attempt"] == 1
+    clip = outputs(settings.clips_bucket, task_id, parts=3)[2]
+    made = status_event(
+        task_id, TaskStatus.PROCESSING, attempt=2, part=2, progress=33, seconds=6, outputs=(clip,)
+    )
+    assert deliver(made).outcome is Outcome.APPLIED
+    row = task_row(engine, task_id)
+    assert (row["attempt"], row["progress"]) == (1, 33)
+    assert [c["index"] for c in clip_rows(engine, task_id)] == [2]
+    # A part's failure fails the task at the task's attempt.
+    failed = status_event(
+        task_id, TaskStatus.FAILED, attempt=3, part=3, seconds=7, failure_reason="part 3: gone"
+    )
+    assert deliver(failed).outcome is Outcome.APPLIED
+    row = task_row(engine, task_id)
+    assert (row["status"], row["attempt"], row["failure_reason"]) == ("failed", 1, "part 3: gone")
+    assert part_attempts(engine, task_id) == {2: 2, 3: 3}
+
+
+def test_a_part_out_of_range_is_dropped(engine, make_task, deliver, caplog):
+    task_id = make_task()
+    with caplog.at_level(logging.INFO, logger="services.notifier"):
+        assert deliver(status_event(task_id, TaskStatus.PROCESSING, part=2**31)) is None
+    dropped = [r for r in caplog.records if r.getMessage().startswith("dropped")]
+    assert len(dropped) == 1 and f"part {2**31} is out of range" in dropped[0].getMessage()
+    assert part_attempts(engine, task_id) == {}

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from sqlalchemy import select
 
 from shared.db import create_engine
 from shared.events import ClipSpec
 from shared.lifecycle import TaskStatus
 from shared.storage import parse_gs_uri, storage_client
-from shared.tables import task_parts
-from tests.support.db import cancel_task, task_row
+from tests.support.db import cancel_task, part_attempts, task_row
 from tests.support.media import grey_levels, make_level_source, make_video
 from tests.support.worker import (
     FlakyStorageProxy,
@@ -71,14 +69,6 @@ def level_source(tmp_path_factory) -> Path:
     return make_level_source(tmp_path_factory.mktemp("fanout") / "levels.mp4", seconds=6, fps=FPS, gop=GOP)
 
 
-def _part_attempts(engine, task_id) -> dict[int, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(task_parts.c.index, task_parts.c.attempt).where(task_parts.c.task_id == task_id)
-        )
-        return dict(rows.all())
-
-
 def _download(tsettings, uri: str, folder: Path) -> Path:
     bucket, name = parse_gs_uri(uri)
     path = folder / Path(name).name
@@ -109,7 +99,7 @@ def test_two_workers_make_a_tasks_parts_and_the_clips_join_frame_exactly(
     starts = notifier.part_starts(task.task_id)
     assert sorted((part, attempt) for part, attempt, _ in starts) == [(1, 1), (2, 1), (3, 1)]
     assert {worker for _, _, worker in starts} == {"worker-a", "worker-b"}
-    assert _part_attempts(engine, task.task_id) == {1: 1, 2: 1, 3: 1}
+    assert part_attempts(engine, task.task_id) == {1: 1, 2: 1, 3: 1}
     (processed,) = notifier.outcomes(task.task_id)
     assert [clip.index for clip in processed.outputs] == [1, 2, 3]
     # The parts' segments went with the outcome: only the clips are left.
@@ -143,7 +133,7 @@ def test_a_part_that_fails_transiently_is_retried_alone(
         proxy.close()
     assert proxy.failed == 1
     assert (row["status"], row["attempt"]) == ("processed", 1), row
-    assert _part_attempts(engine, task.task_id) == {1: 1, 2: 2, 3: 1}
+    assert part_attempts(engine, task.task_id) == {1: 1, 2: 2, 3: 1}
     assert sorted((part, attempt) for part, attempt, _ in notifier.part_starts(task.task_id)) == [
         (1, 1),
         (2, 1),

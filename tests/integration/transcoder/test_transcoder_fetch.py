@@ -472,7 +472,7 @@ def test_a_slow_source_fails_its_task_in_its_limit_and_the_worker_takes_the_next
 def test_a_cancel_during_a_fetch_ends_it_and_the_worker_takes_the_next(
     patient, engine, notifier, slow_server, slow_base, video_url, caplog
 ):
-    caplog.set_level(logging.INFO, logger="services.transcoder.worker")
+    caplog.set_level(logging.INFO, logger="services.transcoder")
     path = f"/length?{uuid.uuid4()}"
     task = insert_task(engine, f"{slow_base}{path}", SMALL)
     good = insert_task(engine, video_url, SMALL)
