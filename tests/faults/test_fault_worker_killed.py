@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import psutil
 import pytest
 
 from infra.local.process import wait_until
@@ -24,6 +23,7 @@ from tests.support.faults import (
     wait_for,
     wait_until_settled,
 )
+from tests.support.worker import gone
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -36,14 +36,6 @@ def stack(tmp_path_factory, storage_emulator_host) -> Iterator[FaultStack]:
         transcoder_workers=2,
     ) as stack:
         yield stack
-
-
-def _gone(process: psutil.Process) -> bool:
-    # Dead, or a zombie nobody reaps (this machine's init may not): no longer encoding.
-    try:
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_a_worker_killed_mid_clip_leaves_one_processed_task_and_no_orphan(
@@ -68,7 +60,7 @@ def test_a_worker_killed_mid_clip_leaves_one_processed_task_and_no_orphan(
 
     stack.kill9(victim, whole_group=False)  # the worker alone: its ffmpeg must die with it
     killed_at = time.monotonic()
-    assert wait_until(lambda: _gone(ffmpeg), timeout=30), f"ffmpeg {ffmpeg.pid} outlived its worker"
+    assert wait_until(lambda: gone(ffmpeg), timeout=30), f"ffmpeg {ffmpeg.pid} outlived its worker"
 
     try:
         settled_at = wait_until_settled(stack)

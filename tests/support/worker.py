@@ -348,6 +348,14 @@ def ffmpeg_under(pid: int) -> list[psutil.Process]:
     return found
 
 
+def gone(process: psutil.Process) -> bool:
+    """Dead, or a zombie nobody reaps (this machine's init may not): no longer running."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 @dataclass
 class WorkerProcess:
     process: subprocess.Popen

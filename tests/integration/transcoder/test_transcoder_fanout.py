@@ -8,10 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import psutil
 import pytest
 
-from shared.db import create_engine
 from shared.events import ClipSpec
 from shared.lifecycle import TaskStatus
 from shared.storage import parse_gs_uri, storage_client
@@ -19,9 +17,9 @@ from tests.support.db import cancel_task, part_attempts, task_row
 from tests.support.media import grey_levels, make_level_source, make_video
 from tests.support.worker import (
     FlakyStorageProxy,
-    Notifier,
     clip_objects,
     ffmpeg_under,
+    gone,
     insert_task,
     submit,
     upload_source,
@@ -49,19 +47,6 @@ def tsettings(settings):
             "fanout_min_parts": 2,
         }
     )
-
-
-@pytest.fixture
-def engine(tsettings):
-    engine = create_engine(tsettings)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def notifier(tsettings, engine):
-    with Notifier(tsettings, engine).running() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +160,7 @@ def test_cancel_stops_every_parts_ffmpeg_and_leaves_no_object(tsettings, engine,
             lambda: len(found := ffmpeg_under(os.getpid())) == 2 and found, 120, "two parts' ffmpeg"
         )
         cancel_task(engine, task.task_id)
-        wait_for(lambda: all(_gone(ffmpeg) for ffmpeg in running), 30, "every part's ffmpeg to stop")
+        wait_for(lambda: all(gone(ffmpeg) for ffmpeg in running), 30, "every part's ffmpeg to stop")
         wait_for(
             lambda: [s[0] for s in notifier.statuses(task.task_id)].count("canceled") == 2,
             30,
@@ -184,10 +169,3 @@ def test_cancel_stops_every_parts_ffmpeg_and_leaves_no_object(tsettings, engine,
     assert clip_objects(tsettings, task.task_id) == []
     assert task_row(engine, task.task_id)["status"] == "canceled"
     assert notifier.outcomes(task.task_id) == []
-
-
-def _gone(process: psutil.Process) -> bool:
-    try:
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True

@@ -19,13 +19,11 @@ from services.transcoder.plan import Part
 from services.transcoder.probe import SourceInfo, SourceLimits, probe_source
 from services.transcoder.runner import run_ffmpeg
 from shared.config import get_settings
-from shared.db import create_engine
 from shared.events import ClipSpec
 from tests.support.bombs import resolution_bomb_mkv
 from tests.support.canary import Canary
 from tests.support.media import ffmpeg, ffprobe, make_video, source_info
 from tests.support.worker import (
-    Notifier,
     insert_task,
     submit,
     upload_source,
@@ -216,19 +214,6 @@ def tsettings(settings):
             "ffmpeg_timeout_seconds": 120,
         }
     )
-
-
-@pytest.fixture
-def engine(tsettings):
-    engine = create_engine(tsettings)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def notifier(tsettings, engine):
-    with Notifier(tsettings, engine).running() as running:
-        yield running
 
 
 def test_a_picture_growing_past_the_limit_after_the_probe_fails_its_task_alone(

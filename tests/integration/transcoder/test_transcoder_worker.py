@@ -20,9 +20,9 @@ from tests.support.db import cancel_task, task_row
 from tests.support.media import make_video
 from tests.support.worker import (
     FlakyStorageProxy,
-    Notifier,
     clip_objects,
     ffmpeg_under,
+    gone,
     insert_task,
     listings_of,
     mark_interrupted,
@@ -52,19 +52,6 @@ def tsettings(settings):
     )
 
 
-@pytest.fixture
-def engine(tsettings):
-    engine = create_engine(tsettings)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def notifier(tsettings, engine):
-    with Notifier(tsettings, engine).running() as running:
-        yield running
-
-
 @pytest.fixture(scope="module")
 def short_source(tmp_path_factory):
     return make_video(tmp_path_factory.mktemp("short") / "short.mp4", seconds=2)
@@ -77,13 +64,6 @@ def long_source(tmp_path_factory):
 
 def ffmpeg_of_this_process() -> list[psutil.Process]:
     return ffmpeg_under(os.getpid())
-
-
-def gone(process: psutil.Process) -> bool:
-    try:
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_an_upload_becomes_clips_with_progress_and_outputs(tsettings, engine, notifier, short_source):
