@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.lifecycle import TaskStatus
 
@@ -42,6 +42,9 @@ class _Frozen(BaseModel):
 ClipFormat = Literal["16:9", "9:16", "1:1"]
 FORMAT_SIZES: Final[dict[str, tuple[int, int]]] = {"9:16": (720, 1280), "1:1": (1080, 1080)}
 CARD_TEXT_MAX_CHARS: Final = 60
+# The most parts a plan may have: far above any source the limits let in (the longest
+# allowed source cut into its shortest parts), low enough to count them cheaply.
+MAX_PARTS: Final = 100_000
 
 
 class FormatSpec(_Frozen):
@@ -120,14 +123,20 @@ class PartSubmitted(_Frozen):
     event_id: str = Field(default_factory=_new_event_id)
     task_id: uuid.UUID
     owner_id: uuid.UUID
-    index: Annotated[int, Field(ge=1)]
+    index: Annotated[int, Field(ge=1, le=MAX_PARTS)]
     start: Annotated[float, Field(ge=0)]
     duration: Annotated[float, Field(gt=0)]
     seek_to: Annotated[float, Field(ge=0)]
     segment: str  # gs://bucket/object of the part's segment
-    parts_total: Annotated[int, Field(ge=1)]
+    parts_total: Annotated[int, Field(ge=1, le=MAX_PARTS)]
     spec: ClipSpec = ClipSpec()
     submitted_at: datetime = Field(default_factory=_now)
+
+    @model_validator(mode="after")
+    def _index_within_the_plan(self) -> PartSubmitted:
+        if self.index > self.parts_total:
+            raise ValueError(f"part {self.index} of a plan of {self.parts_total}")
+        return self
 
 
 class ClipOutput(_Frozen):

@@ -322,7 +322,8 @@ class AttemptStages:
                 self.retry.transient(functools.partial(self.clips.upload, part.task_id, clip), stop=stop)
                 for clip in made
             )
-            stop.raise_if_set()
+            # Announced even if the task was settled meanwhile: the notifier then deletes
+            # the objects as a late event's, so none is left behind.
             announce(outputs)
             return outputs
 

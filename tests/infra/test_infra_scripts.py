@@ -93,7 +93,7 @@ def _as_role(database_url: str, role: str, password: str) -> sqlalchemy.Engine:
     return sqlalchemy.create_engine(url, poolclass=NullPool)
 
 
-def test_transcoder_role_may_select_tasks_and_clips_and_nothing_else(database_url, read_only_role):
+def test_transcoder_role_may_select_tasks_clips_and_parts_and_nothing_else(database_url, read_only_role):
     owner, role, password = read_only_role
     for _ in range(2):  # converges: a second run changes nothing and does not fail
         with owner.begin() as connection:
@@ -111,7 +111,11 @@ def test_transcoder_role_may_select_tasks_and_clips_and_nothing_else(database_ur
             ),
             {"r": role},
         ).all()
-        assert sorted(tuple(row) for row in granted) == [("clips", "SELECT"), ("tasks", "SELECT")]
+        assert sorted(tuple(row) for row in granted) == [
+            ("clips", "SELECT"),
+            ("task_parts", "SELECT"),
+            ("tasks", "SELECT"),
+        ]
 
     reader = _as_role(database_url, role, password)
     try:
@@ -158,7 +162,7 @@ def test_transcoder_role_loses_grants_it_should_not_have(database_url, read_only
             .scalars()
             .all()
         )
-    assert sorted(granted) == ["clips", "tasks"]
+    assert sorted(granted) == ["clips", "task_parts", "tasks"]
 
 
 # --- notifier source archive -------------------------------------------------------------

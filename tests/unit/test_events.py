@@ -9,6 +9,7 @@ from shared.events import (
     ClipOutput,
     ClipSpec,
     MalformedEvent,
+    PartSubmitted,
     TaskStatusChanged,
     TaskSubmitted,
     decode,
@@ -76,3 +77,36 @@ def test_spec_refuses_odd_geometry_and_unknown_fits():
         ClipSpec(width=1279)
     with pytest.raises(ValueError):
         ClipSpec(fit="stretch")
+
+
+def _part(**changes):
+    fields = {
+        "task_id": uuid.uuid4(),
+        "owner_id": uuid.uuid4(),
+        "index": 2,
+        "start": 20.0,
+        "duration": 20.0,
+        "seek_to": 21.4,
+        "segment": "gs://clips/tasks/t/segments/part-02.mkv",
+        "parts_total": 3,
+        "spec": ClipSpec(formats=({"format": "9:16"},)),
+    }
+    return PartSubmitted(**{**fields, **changes})
+
+
+def test_part_submitted_round_trips():
+    event = _part()
+    data, attributes = encode(event)
+    assert attributes["event_type"] == "PartSubmitted"
+    assert decode(data, attributes) == event
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"index": 0}, {"index": 4}, {"parts_total": 0}, {"parts_total": 100_001, "index": 1}, {"duration": 0}],
+)
+def test_a_part_outside_its_plan_is_malformed(changes):
+    data, attributes = encode(_part())
+    body = {**json.loads(data), **changes}
+    with pytest.raises(MalformedEvent, match="invalid PartSubmitted"):
+        decode(json.dumps(body).encode(), attributes)
