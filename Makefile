@@ -46,7 +46,7 @@ WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite
 PYTEST_ARGS ?=
 LOCK_ARGS ?=
 
-.PHONY: help install system-packages pstest web up down test screenshots fmt lock migrate clean scan bench bench-api bench-e2e bench-webhooks bench-loudness bench-queue bench-fanout load
+.PHONY: help install system-packages pstest web up down test screenshots fmt lock migrate clean scan bench bench-api bench-e2e bench-webhooks bench-loudness bench-queue bench-fanout bench-cancel load
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -172,6 +172,9 @@ bench-queue: install pstest ## the place-in-line ETAs of 20 tasks against when t
 
 bench-fanout: install ## the split into per-part segments, each part at one thread, and 1 to 16 workers
 	$(PYTHON) benchmarks/fanout_bench.py
+
+bench-cancel: install pstest ## a cancel of a task made across two workers: every part's ffmpeg stopped, objects left
+	$(PYTHON) benchmarks/cancel_bench.py
 
 load: install pstest ## Locust against a fresh local stack through the gateway; writes docs/load.md
 	$(PYTHON) benchmarks/load.py
