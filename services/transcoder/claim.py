@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import BigInteger, Integer, bindparam, func, literal, select
+from sqlalchemy import BigInteger, Integer, bindparam, exists, func, literal, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import BindParameter
@@ -39,9 +39,12 @@ _Read = TypeVar("_Read")
 _PART_ATTEMPT = select(task_parts.c.attempt).where(
     task_parts.c.task_id == bindparam("id"), task_parts.c.index == bindparam("index")
 )
-_TASK_STATE = select(tasks.c.status, tasks.c.attempt, tasks.c.deleted_at.is_not(None)).where(
-    tasks.c.id == bindparam("id")
-)
+_TASK_STATE = select(
+    tasks.c.status,
+    tasks.c.attempt,
+    tasks.c.deleted_at.is_not(None),
+    exists().where(task_parts.c.task_id == tasks.c.id),
+).where(tasks.c.id == bindparam("id"))
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class TaskState:
     status: TaskStatus
     attempt: int
     deleted: bool
+    # Its parts were handed to the fleet (the notifier holds a row for each).
+    handed_out: bool = False
 
     @property
     def settled(self) -> bool:
@@ -62,7 +67,7 @@ def _read_state(conn: Connection, task_id: uuid.UUID) -> TaskState | None:
     row = conn.execute(_TASK_STATE, {"id": task_id}).first()
     if row is None:
         return None
-    return TaskState(TaskStatus(row[0]), int(row[1]), bool(row[2]))
+    return TaskState(TaskStatus(row[0]), int(row[1]), bool(row[2]), bool(row[3]))
 
 
 def read_task_state(engine: Engine, task_id: uuid.UUID) -> TaskState | None:
@@ -196,10 +201,19 @@ class TaskClaim:
     def wait_recorded(self, timeout: float, every: float) -> bool:
         """Re-read the task until the notifier has recorded a final status (or it is
         gone), at most ``timeout`` seconds; False if it had not by then."""
+        return self._wait_until(lambda state: state is None or state.settled, timeout, every)
+
+    def wait_handed_out(self, timeout: float, every: float) -> bool:
+        """Re-read the task until the notifier has recorded its parts handed out (or it
+        is gone or settled), at most ``timeout`` seconds; False if it had not by then."""
+        return self._wait_until(
+            lambda state: state is None or state.settled or state.handed_out, timeout, every
+        )
+
+    def _wait_until(self, done: Callable[[TaskState | None], bool], timeout: float, every: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = self.state()
-            if state is None or state.settled:
+            if done(self.state()):
                 return True
             time.sleep(every)
         return False

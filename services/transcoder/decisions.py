@@ -126,6 +126,11 @@ def admit(state: TaskState | None, max_attempts: int) -> Drop | Ack | Report | B
     if state.settled:
         # A redelivery or a duplicate: the first costs the work, the others one query.
         return Ack(f"task already {'deleted' if state.deleted else state.status}")
+    if state.handed_out:
+        # Its parts went to the fleet before, and the task came again (a duplicate, or
+        # the outbox sweep after a part message was lost): handing out again the parts
+        # not recorded is the same attempt, not a new one.
+        return Begin(state.attempt)
     if state.attempt >= max_attempts:
         # Every earlier attempt died or was handed back without an outcome.
         return Report.failed(state.attempt, f"processing was interrupted {state.attempt} times; giving up")

@@ -267,6 +267,14 @@ class AttemptStages:
         try:
             for future in futures:
                 future.result(PUBLISH_TIMEOUT_SECONDS)
+            # Then each part is announced handed out (its attempt 0): a copy of the task
+            # that comes again hands them out again without a new attempt.
+            announced = [
+                self.reporter.publish(task.task_id, TaskStatus.PROCESSING, 0, part=event.index)
+                for event in handed
+            ]
+            for done in announced:
+                done.result(PUBLISH_TIMEOUT_SECONDS)
         except (GoogleAPIError, FutureTimeout) as exc:
             # The task's message comes back, and its next attempt hands the parts out again.
             raise TransientFailure(f"handing the parts to the fleet failed ({type(exc).__name__})") from exc

@@ -43,6 +43,7 @@ from services.transcoder.decisions import (
     Ack,
     Begin,
     Drop,
+    FannedOut,
     Report,
     RunResult,
     StopReason,
@@ -274,6 +275,10 @@ class Worker:
                     run = self.stages.run(task, attempt, stop, made)
                 except (ProcessingStopped, PermanentFailure, TransientFailure) as ended:
                     run = ended
+        if isinstance(run, FannedOut) and not claim.wait_handed_out(
+            self.settings.outcome_confirm_seconds, every=min(0.2, self.settings.cancel_poll_seconds)
+        ):
+            log.warning("the parts handed out are not recorded yet; acking the task anyway")
         decision: Decision = conclude(run, attempt, self.settings.max_attempts)
         if isinstance(decision, Report) and decision.status is TaskStatus.FAILED:
             # The clips made before the failure stay the task's (docs/transcoder.md).

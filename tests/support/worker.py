@@ -262,7 +262,11 @@ class Notifier:
         return [
             (e.part, e.attempt, e.worker_id)
             for e in self.for_task(task_id)
-            if e.part is not None and e.status is TaskStatus.PROCESSING and not e.outputs and e.progress == 0
+            if e.part is not None
+            and e.status is TaskStatus.PROCESSING
+            and not e.outputs
+            and e.progress == 0
+            and e.attempt > 0  # attempt 0: the planner handed the part out
         ]
 
     def outcomes(self, task_id: uuid.UUID) -> list[TaskStatusChanged]:

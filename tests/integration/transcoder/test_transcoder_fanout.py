@@ -98,6 +98,25 @@ def test_two_workers_make_a_tasks_parts_and_the_clips_join_frame_exactly(
     assert max(abs(a - b) for a, b in zip(content, expected)) <= 2
 
 
+def test_a_task_that_comes_again_after_its_parts_went_out_is_not_a_new_attempt(
+    tsettings, engine, notifier, level_source
+):
+    task = insert_task(engine, upload_source(tsettings, level_source), SPEC)
+    with worker_thread(tsettings, engine):
+        # A duplicate, as the outbox sweep sends when a part message is lost: the second
+        # copy comes after the first handed the parts out.
+        submit(tsettings, task)
+        submit(tsettings, task)
+        row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
+        wait_for(lambda: len(notifier.starts(task.task_id)) == 2, 60, "the second copy to be handled")
+    assert (row["status"], row["attempt"]) == ("processed", 1), row
+    assert notifier.starts(task.task_id) == [1, 1]  # both copies at attempt 1
+    # Each part was made once: the copies of a part made already were acked.
+    assert sorted(part for part, _, _ in notifier.part_starts(task.task_id)) == [1, 2, 3]
+    assert part_attempts(engine, task.task_id) == {1: 1, 2: 1, 3: 1}
+    assert clip_objects(tsettings, task.task_id) == _clip_names(task.task_id, 3)
+
+
 def _segment_reads_of(part: int):
     """Reads of part ``part``'s segment (its metadata is read first)."""
     name = f"segments%2Fpart-{part:02d}.mkv"

@@ -72,6 +72,11 @@ def state(status, attempt=0, deleted=False):
             Report(FAILED, MAX, failure_reason=f"processing was interrupted {MAX} times; giving up"),
         ),
         (state(P, MAX + 2), Report.failed(MAX + 2, f"processing was interrupted {MAX + 2} times; giving up")),
+        # Its parts were handed out before: handing out again is the same attempt.
+        (TaskState(P, 1, False, handed_out=True), Begin(1)),
+        (TaskState(P, MAX, False, handed_out=True), Begin(MAX)),
+        (TaskState(DONE, 1, False, handed_out=True), Ack("task already processed")),
+        (TaskState(P, 1, True, handed_out=True), Ack("task already deleted")),
     ],
 )
 def test_admit(arrived, expected):
