@@ -126,7 +126,7 @@ class PartSubmitted(_Frozen):
     index: Annotated[int, Field(ge=1, le=MAX_PARTS)]
     start: Annotated[float, Field(ge=0)]
     duration: Annotated[float, Field(gt=0)]
-    seek_to: Annotated[float, Field(ge=0)]
+    seek_to: float  # a container's timeline may start before zero
     segment: str  # gs://bucket/object of the part's segment
     parts_total: Annotated[int, Field(ge=1, le=MAX_PARTS)]
     spec: ClipSpec = ClipSpec()
@@ -158,8 +158,8 @@ class TaskStatusChanged(_Frozen):
 
     ``part`` names the part of a task made across the fleet that the event is about:
     a ``processing`` event with a part and no clips begins that part's attempt
-    ``attempt`` (each part counts its own attempts); the task's own attempt is the
-    planning worker's.
+    ``attempt`` (each part counts its own attempts; attempt 0: the planning worker
+    handed the part out); the task's own attempt is the planning worker's.
     """
 
     event_type: Literal["TaskStatusChanged"] = "TaskStatusChanged"

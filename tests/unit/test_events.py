@@ -94,8 +94,9 @@ def _part(**changes):
     return PartSubmitted(**{**fields, **changes})
 
 
-def test_part_submitted_round_trips():
-    event = _part()
+@pytest.mark.parametrize("seek_to", [21.4, -0.021])  # a timeline may start before zero
+def test_part_submitted_round_trips(seek_to):
+    event = _part(seek_to=seek_to)
     data, attributes = encode(event)
     assert attributes["event_type"] == "PartSubmitted"
     assert decode(data, attributes) == event
