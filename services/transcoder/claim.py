@@ -201,22 +201,28 @@ class TaskClaim:
     def wait_recorded(self, timeout: float, every: float) -> bool:
         """Re-read the task until the notifier has recorded a final status (or it is
         gone), at most ``timeout`` seconds; False if it had not by then."""
-        return self._wait_until(lambda state: state is None or state.settled, timeout, every)
+        return self.poll(lambda: _gone_or_settled(self.state()), timeout, every)
 
     def wait_handed_out(self, timeout: float, every: float) -> bool:
         """Re-read the task until the notifier has recorded its parts handed out (or it
         is gone or settled), at most ``timeout`` seconds; False if it had not by then."""
-        return self._wait_until(
-            lambda state: state is None or state.settled or state.handed_out, timeout, every
-        )
+        return self.poll(lambda: _handed_out_or_done(self.state()), timeout, every)
 
-    def _wait_until(self, done: Callable[[TaskState | None], bool], timeout: float, every: float) -> bool:
+    def poll(self, read: Callable[[], _Read], timeout: float, every: float) -> _Read:
+        """``read`` (a read on the claim's connection) every ``every`` seconds until what
+        it returns is truthy, at most ``timeout`` seconds; the last value read."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if done(self.state()):
-                return True
+        while not (found := read()) and time.monotonic() < deadline:
             time.sleep(every)
-        return False
+        return found
+
+
+def _gone_or_settled(state: TaskState | None) -> bool:
+    return state is None or state.settled
+
+
+def _handed_out_or_done(state: TaskState | None) -> bool:
+    return _gone_or_settled(state) or (state is not None and state.handed_out)
 
 
 def _first_line(exc: BaseException) -> str:

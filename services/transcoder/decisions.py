@@ -21,6 +21,8 @@ carries out ``changes.py``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -211,9 +213,14 @@ def conclude_part(
     return Complete()
 
 
-def complete(recorded: tuple[ClipOutput, ...], parts_total: int, formats: frozenset[str]) -> bool:
-    """Whether the recorded clips hold every part of the plan in every format."""
+def whole_parts(recorded: Iterable[ClipOutput], formats: AbstractSet[str]) -> set[int]:
+    """The parts ``recorded`` holds in every one of ``formats``."""
     held: dict[int, set[str]] = {}
     for clip in recorded:
         held.setdefault(clip.index, set()).add(clip.format)
-    return all(formats <= held.get(index, set()) for index in range(1, parts_total + 1))
+    return {index for index, kinds in held.items() if formats <= kinds}
+
+
+def complete(recorded: tuple[ClipOutput, ...], parts_total: int, formats: AbstractSet[str]) -> bool:
+    """Whether the recorded clips hold every part of the plan in every format."""
+    return whole_parts(recorded, formats) >= set(range(1, parts_total + 1))

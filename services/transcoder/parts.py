@@ -33,10 +33,11 @@ from services.transcoder.decisions import (
     complete,
     conclude_part,
     recheck,
+    whole_parts,
 )
 from services.transcoder.errors import PermanentFailure, ProcessingStopped, TransientFailure
 from services.transcoder.outcomes import PUBLISH_TIMEOUT_SECONDS, Decision, Outcomes
-from services.transcoder.plan import clip_frames
+from services.transcoder.plan import clip_formats
 from services.transcoder.retries import RetryPolicy
 from services.transcoder.runner import StopSignal
 from services.transcoder.stages import AttemptStages
@@ -150,7 +151,7 @@ class PartHandler:
                 except (ProcessingStopped, PermanentFailure, TransientFailure) as ended:
                     run = ended
         decision = conclude_part(run, part.index, attempt, task_attempt, self.settings.max_attempts)
-        if isinstance(decision, HandBack) and not self._poll(lambda: claim.part_attempt() >= attempt):
+        if isinstance(decision, HandBack) and not self._poll(claim, lambda: claim.part_attempt() >= attempt):
             # Its next delivery counts from the attempts recorded: this one must be among them.
             log.warning("part %d's attempt %d is not recorded yet", part.index, attempt)
         if isinstance(decision, Report):
@@ -169,11 +170,10 @@ class PartHandler:
             found = claim.recorded_clips()
             return found if _holds_part(found, part) else ()
 
-        recorded = self._poll(recorded_with_part)
+        recorded = self._poll(claim, recorded_with_part)
         if not recorded:
             return HandBack(f"part {part.index}'s clips are not recorded yet")
-        formats = frozenset(frame.format for frame in clip_frames(part.spec))
-        if not complete(recorded, part.parts_total, formats):
+        if not complete(recorded, part.parts_total, clip_formats(part.spec)):
             return Ack(f"part {part.index} recorded")
         outputs = tuple(sorted(recorded, key=lambda clip: (clip.index, clip.format)))
         report = recheck(claim.state(), Report(TaskStatus.PROCESSED, task_attempt, outputs=outputs))
@@ -181,16 +181,13 @@ class PartHandler:
             log.info("every part is recorded: the task is processed")
         return report
 
-    def _poll(self, read: Callable[[], _Found]) -> _Found:
-        """``read`` until what it returns is truthy, at most ``outcome_confirm_seconds``;
-        the last value read."""
-        deadline = time.monotonic() + self.settings.outcome_confirm_seconds
-        while not (found := read()) and time.monotonic() < deadline:
-            time.sleep(min(0.2, self.settings.cancel_poll_seconds))
-        return found
+    def _poll(self, claim: TaskClaim, read: Callable[[], _Found]) -> _Found:
+        """``read`` until it is truthy, at most ``outcome_confirm_seconds``."""
+        return claim.poll(
+            read, self.settings.outcome_confirm_seconds, min(0.2, self.settings.cancel_poll_seconds)
+        )
 
 
 def _holds_part(recorded: tuple[ClipOutput, ...], part: PartSubmitted) -> bool:
     """Whether ``recorded`` holds the part in every format of its spec."""
-    formats = {frame.format for frame in clip_frames(part.spec)}
-    return formats <= {clip.format for clip in recorded if clip.index == part.index}
+    return part.index in whole_parts(recorded, clip_formats(part.spec))

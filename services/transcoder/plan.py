@@ -193,6 +193,11 @@ def clip_frames(spec: ClipSpec) -> tuple[Frame, ...]:
     return tuple(frames)
 
 
+def clip_formats(spec: ClipSpec) -> frozenset[str]:
+    """The formats each part of ``spec`` is delivered in."""
+    return frozenset(frame.format for frame in clip_frames(spec))
+
+
 def clip_object_name(task_id: object, part: Part, clip_format: str = layout.DEFAULT_FORMAT) -> str:
     """Where a part's clip in ``clip_format`` is stored in the clips bucket (``shared.layout``)."""
     return layout.clip_object(task_id, part.index, clip_format)

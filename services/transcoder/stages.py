@@ -21,7 +21,7 @@ from tempfile import TemporaryDirectory
 from google.api_core.exceptions import GoogleAPIError
 from google.cloud import storage
 
-from services.transcoder.decisions import FannedOut
+from services.transcoder.decisions import FannedOut, whole_parts
 from services.transcoder.errors import PermanentFailure, TransientFailure
 from services.transcoder.fetch import FetchPolicy, Resolver, UrlFetcher, fetch_upload
 from services.transcoder.outputs import ClipStore, storage_errors
@@ -33,7 +33,7 @@ from services.transcoder.pipeline import (
     make_part,
     plan_task,
 )
-from services.transcoder.plan import Part, clip_frames
+from services.transcoder.plan import Part, clip_formats
 from services.transcoder.probe import SourceInfo, SourceLimits, probe_source
 from services.transcoder.reports import StatusReporter
 from services.transcoder.retries import RetryPolicy
@@ -148,8 +148,8 @@ class AttemptStages:
         """One ffmpeg run per part not made yet; each format's clip, poster and preview
         uploaded (retried in place) and removed from scratch before the next part, the
         part's clips announced with the progress as soon as all its formats are stored."""
-        formats = {frame.format for frame in clip_frames(task.spec)}
-        whole = _whole_parts(made, formats)
+        formats = clip_formats(task.spec)
+        whole = _keep_whole_parts(made, formats)
         announce = functools.partial(self.reporter.publish, task.task_id, TaskStatus.PROCESSING, attempt)
         progress = ProgressThrottle(
             lambda percent: announce(progress=percent), self.settings.progress_interval_seconds
@@ -229,8 +229,7 @@ class AttemptStages:
         """Cut and store the segment of every part no earlier attempt recorded and
         publish a ``PartSubmitted`` for each; the clips themselves when every part is
         recorded, None when a segment cannot be cut (the task is then made here)."""
-        formats = {frame.format for frame in clip_frames(task.spec)}
-        whole = _whole_parts(made, formats)
+        whole = _keep_whole_parts(made, clip_formats(task.spec))
         started = time.monotonic()
         segments = self.cut_segments(
             source, info, [part for part in parts if part.index not in whole], workdir, stop
@@ -336,12 +335,9 @@ class AttemptStages:
             return outputs
 
 
-def _whole_parts(made: list[ClipOutput], formats: AbstractSet[str]) -> set[int]:
+def _keep_whole_parts(made: list[ClipOutput], formats: AbstractSet[str]) -> set[int]:
     """The parts ``made`` holds in every format; ``made`` keeps only their clips (a part
     recorded in only some of its formats is made again, in all of them)."""
-    recorded: dict[int, set[str]] = {}
-    for output in made:
-        recorded.setdefault(output.index, set()).add(output.format)
-    whole = {index for index, kinds in recorded.items() if formats <= kinds}
+    whole = whole_parts(made, formats)
     made[:] = [output for output in made if output.index in whole]
     return whole
