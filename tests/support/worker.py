@@ -223,6 +223,12 @@ class FlakyStorageProxy:
         self.server.shutdown()
         self.server.server_close()
 
+    def __enter__(self) -> FlakyStorageProxy:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 # --- the notifier ---------------------------------------------------------------------------
 

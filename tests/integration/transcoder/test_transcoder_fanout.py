@@ -126,15 +126,14 @@ def _segment_reads_of(part: int):
 def test_a_part_that_fails_transiently_is_retried_alone(
     tsettings, engine, notifier, level_source, storage_emulator_host
 ):
-    proxy = FlakyStorageProxy(storage_emulator_host, 1, refuse=_segment_reads_of(2))
     once = tsettings.model_copy(update={"retry_tries": 1})  # the failure hands the part back
     task = insert_task(engine, upload_source(tsettings, level_source), SPEC)
-    try:
-        with worker_thread(once, engine, storage_client=proxy.client()):
-            submit(tsettings, task)
-            row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
-    finally:
-        proxy.close()
+    with (
+        FlakyStorageProxy(storage_emulator_host, 1, refuse=_segment_reads_of(2)) as proxy,
+        worker_thread(once, engine, storage_client=proxy.client()),
+    ):
+        submit(tsettings, task)
+        row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
     assert proxy.failed == 1
     assert (row["status"], row["attempt"]) == ("processed", 1), row
     assert part_attempts(engine, task.task_id) == {1: 1, 2: 2, 3: 1}
@@ -150,14 +149,13 @@ def test_a_part_that_fails_transiently_is_retried_alone(
 def test_a_part_that_fails_for_good_fails_the_task_naming_it(
     tsettings, engine, notifier, level_source, storage_emulator_host
 ):
-    proxy = FlakyStorageProxy(storage_emulator_host, 100, refuse=_segment_reads_of(3), status=403)
     task = insert_task(engine, upload_source(tsettings, level_source), SPEC)
-    try:
-        with worker_thread(tsettings, engine, storage_client=proxy.client()):
-            submit(tsettings, task)
-            row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
-    finally:
-        proxy.close()
+    with (
+        FlakyStorageProxy(storage_emulator_host, 100, refuse=_segment_reads_of(3), status=403) as proxy,
+        worker_thread(tsettings, engine, storage_client=proxy.client()),
+    ):
+        submit(tsettings, task)
+        row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
     assert row["status"] == "failed", row
     assert row["failure_reason"] == "part 3: the part's segment cannot be read"
     # The parts made before it are recorded and stay the task's; nothing else is left.

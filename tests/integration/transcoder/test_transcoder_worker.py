@@ -290,14 +290,13 @@ def test_transient_storage_failures_are_retried_then_bounded(
     tsettings, engine, notifier, short_source, storage_emulator_host, failures, tries, outcome, attempt
 ):
     tsettings = tsettings.model_copy(update={"retry_tries": tries})
-    proxy = FlakyStorageProxy(storage_emulator_host, failures)
     task = insert_task(engine, upload_source(tsettings, short_source), SMALL)
-    try:
-        with worker_thread(tsettings, engine, storage_client=proxy.client()):
-            submit(tsettings, task)
-            row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
-    finally:
-        proxy.close()
+    with (
+        FlakyStorageProxy(storage_emulator_host, failures) as proxy,
+        worker_thread(tsettings, engine, storage_client=proxy.client()),
+    ):
+        submit(tsettings, task)
+        row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
     assert (row["status"], row["attempt"]) == (outcome, attempt), row
     assert len(notifier.outcomes(task.task_id)) == 1
     if outcome == "processed":
@@ -331,14 +330,13 @@ def test_outputs_storage_will_not_delete_leave_the_failure_its_own_reason(
 ):
     # The source is refused (a permanent failure of the first attempt); deleting the
     # task's outputs then meets a storage that answers 503 to every listing.
-    proxy = FlakyStorageProxy(storage_emulator_host, 1000, refuse=listings_of(tsettings.clips_bucket))
     task = insert_task(engine, "http://127.1/run.mp4", SMALL)
-    try:
-        with worker_thread(tsettings, engine, storage_client=proxy.client()):
-            submit(tsettings, task)
-            row = wait_status(engine, task.task_id, TaskStatus.FAILED, TaskStatus.PROCESSED)
-    finally:
-        proxy.close()
+    with (
+        FlakyStorageProxy(storage_emulator_host, 1000, refuse=listings_of(tsettings.clips_bucket)) as proxy,
+        worker_thread(tsettings, engine, storage_client=proxy.client()),
+    ):
+        submit(tsettings, task)
+        row = wait_status(engine, task.task_id, TaskStatus.FAILED, TaskStatus.PROCESSED)
     assert (row["status"], row["attempt"]) == ("failed", 1), row
     assert "loopback" in row["failure_reason"], row
     assert proxy.failed == tsettings.retry_tries  # the deletion was tried, in place
