@@ -251,10 +251,12 @@ def _store_new(new: NewTask) -> tuple[Response, bool]:
         log.critical("fault injection: exiting after the commit, before the publish")
         os._exit(_CRASH_EXIT_CODE)
 
-    if created.dispatched:
-        publish_committed(engine, deps.publisher(), settings, [created.message])
+    # The answer shows the task as it was accepted: read before the publish, since a
+    # worker that takes the task at once may have it processing by the time it is sent.
     with engine.connect() as conn:
         task = task_store.find_owned(conn, new.id, new.owner_id)
+    if created.dispatched:
+        publish_committed(engine, deps.publisher(), settings, [created.message])
     return _task_response(task, 202), True
 
 
