@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/queue_eta_bench.py [--tasks 20] [--users 2]
 
 ``--tasks`` tasks are submitted at once by URL, shared round robin among ``--users``
-users (each holds at most ``MAX_TASKS_IN_FLIGHT_PER_USER`` in flight, so the rest wait
+users (each holds at most ``MAX_PARTS_IN_FLIGHT_PER_USER`` in flight, so the rest wait
 held), to a fresh local stack with one worker and the default settings (but for a read
 limit raised so the polling stays under it). The sources are 20, 25, 30, 35 and 40 s of
 ffmpeg's ``testsrc`` at 640x360, in turn: one part for the 20 s source, two for the

@@ -12,11 +12,14 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The ffmpeg runs a part may take: its scene window, its loudness measurement, its clip.
 _FFMPEG_RUNS_PER_PART = 3
+# Settings that were renamed: a process given the old name stops, rather than quietly
+# running on the new one's default.
+RENAMED_SETTINGS = {"MAX_TASKS_IN_FLIGHT_PER_USER": "MAX_PARTS_IN_FLIGHT_PER_USER"}
 
 
 class Settings(BaseSettings):
@@ -136,9 +139,11 @@ class Settings(BaseSettings):
     reads_per_minute_per_user: int = 600
     """Reads (`GET /tasks`, `GET /tasks/<id>`, downloads) allowed per user each minute
     (then 429)."""
-    max_tasks_in_flight_per_user: int = Field(default=4, ge=1)
-    """Tasks of one user dispatched to the workers and not finished at once; later
-    submissions are accepted and wait, queued, for one of them to end."""
+    max_parts_in_flight_per_user: int = Field(default=4, ge=1)
+    """Units of work of one user let out to the workers and not done at once: a task
+    until a worker plans it, then each of its parts until its clips are recorded. Later
+    ones are accepted and wait, queued, for one of them to end; the fleet takes the
+    waiting users' units in turn."""
     max_stored_bytes_per_user: int = Field(default=20 * 1024**3, ge=1)
     """Bytes one user may keep stored (uploaded originals and clips of tasks not deleted);
     a submission past it is refused with 409 `storage_quota_exceeded`."""
@@ -301,6 +306,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     """Lowest level logged."""
 
+    @model_validator(mode="after")
+    def _no_renamed_setting(self) -> Settings:
+        given = {name.upper() for name in os.environ}
+        for old, new in RENAMED_SETTINGS.items():
+            if old in given:
+                raise ValueError(f"{old} is now {new}: set that instead")
+        return self
+
     @field_validator("tus_upload_expiry_hours", "tus_max_uploads_in_progress")
     @classmethod
     def _positive(cls, value: float) -> float:
@@ -398,7 +411,7 @@ PRODUCTION_SETTINGS: dict[str, tuple[str | tuple[str, ...], ...]] = {
     ),
     "auth": (DATABASE, ("token_signing_key", "token_signing_key_file", "token_signing_key_secret")),
     "transcoder": (DATABASE, "google_cloud_project", "uploads_bucket", "clips_bucket"),
-    "notifier": (DATABASE, "clips_bucket", "public_base_url"),
+    "notifier": (DATABASE, "google_cloud_project", "clips_bucket", "public_base_url"),
     "dispatcher": (DATABASE, "webhook_secret_key"),
 }
 """What each service must be given in production (a tuple: any one of its names)."""

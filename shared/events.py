@@ -110,12 +110,15 @@ class TaskSubmitted(_Frozen):
 
 
 class PartSubmitted(_Frozen):
-    """``video-tasks``: one part of a task whose parts are made across the fleet.
+    """One part of a task whose parts are made across the fleet.
 
-    The worker that planned the task publishes one per part, after it stored the part's
-    segment (``segment``, in the task's folder of the clips bucket). The part's first
-    instant is ``seek_to`` on the timeline the segment keeps; ``parts_total`` is the
-    number of parts of the plan, so the worker that records the last one can tell.
+    The worker that planned the task publishes one per part on ``task-events``, after it
+    stored the part's segment (``segment``, in the task's folder of the clips bucket).
+    The notifier records the part and writes the same event to the outbox for
+    ``video-tasks``, where it goes out when the task's owner has room (``shared.outbox``).
+    The part's first instant is ``seek_to`` on the timeline the segment keeps;
+    ``parts_total`` is the number of parts of the plan, so the worker that records the
+    last one can tell.
     """
 
     event_type: Literal["PartSubmitted"] = "PartSubmitted"
@@ -158,8 +161,8 @@ class TaskStatusChanged(_Frozen):
 
     ``part`` names the part of a task made across the fleet that the event is about:
     a ``processing`` event with a part and no clips begins that part's attempt
-    ``attempt`` (each part counts its own attempts; attempt 0: the planning worker
-    handed the part out); the task's own attempt is the planning worker's.
+    ``attempt`` (each part counts its own attempts, from 1; its ``PartSubmitted``
+    recorded it at 0); the task's own attempt is the planning worker's.
     """
 
     event_type: Literal["TaskStatusChanged"] = "TaskStatusChanged"
@@ -194,6 +197,9 @@ def encode(event: Event) -> tuple[bytes, dict[str, str]]:
         "task_id": str(event.task_id),
         "schema_version": str(event.schema_version),
     }
+    if isinstance(event, PartSubmitted):
+        # The outbox finds a part's row by its task and index (shared/outbox.py).
+        attributes["part"] = str(event.index)
     return data, attributes
 
 

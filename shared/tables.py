@@ -159,8 +159,8 @@ clips = Table(
 )
 Index("clips_made_at_idx", clips.c.made_at)
 
-# The attempts of each part of a task made across the fleet (0009): the notifier keeps
-# the highest a part's processing events announced.
+# Each part of a task made across the fleet (0009): the notifier keeps the highest
+# attempt a part's processing events announced.
 task_parts = Table(
     "task_parts",
     metadata,
@@ -173,7 +173,27 @@ task_parts = Table(
     Column("index", Integer, nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # (0010) Handed out by the planning worker; let out to the fleet when its owner had
+    # room (NULL: held); its clips recorded (NULL: not made yet).
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("dispatched_at", DateTime(timezone=True)),
+    Column("made_at", DateTime(timezone=True)),
     PrimaryKeyConstraint("task_id", "index", name="task_parts_pkey"),
+)
+# Parts waiting for their owner to have room, in their task's order (shared/outbox.py).
+Index(
+    "task_parts_held_idx",
+    task_parts.c.task_id,
+    task_parts.c.index,
+    postgresql_where=text("dispatched_at IS NULL"),
+)
+# Parts let out and not made: each holds one of its owner's places, and the ones not
+# started are the fleet's line (services/api/queue.py).
+Index(
+    "task_parts_in_flight_idx",
+    task_parts.c.task_id,
+    task_parts.c.dispatched_at,
+    postgresql_where=text("dispatched_at IS NOT NULL AND made_at IS NULL"),
 )
 
 outbox = Table(

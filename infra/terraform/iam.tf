@@ -137,8 +137,9 @@ resource "google_pubsub_topic_iam_member" "publishers" {
     "api/video_tasks"        = { account = "api", topic = module.video_tasks.topic_id }
     "api/task_events"        = { account = "api", topic = module.task_events.topic_id }
     "transcoder/task_events" = { account = "transcoder", topic = module.task_events.topic_id }
-    # The worker that plans a task publishes its parts (PartSubmitted) on video-tasks.
-    "transcoder/video_tasks" = { account = "transcoder", topic = module.video_tasks.topic_id }
+    # The notifier lets a user's held parts and tasks out the moment the user has room
+    # (the outbox rows it writes; the api's relay publishes any it could not).
+    "notifier/video_tasks" = { account = "notifier", topic = module.video_tasks.topic_id }
   }
 
   topic  = each.value.topic

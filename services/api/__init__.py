@@ -46,11 +46,11 @@ def create_app(settings: Settings | None = None, *, token_verifier: TokenVerifie
     from services.api import identity
     from services.api.objects import ping_storage
     from services.api.openapi import document
-    from services.api.outbox import OutboxRelay
     from services.api.routes import tasks
     from services.api.tus import tus
     from services.api.tus_sweep import UploadSweep
     from services.api.webhooks import webhooks
+    from shared.outbox import OutboxRelay
 
     identity.init_app(app, settings)
     app.register_blueprint(tasks)

@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import Interval, Select, Uuid, and_, bindparam, distinct, func, select, tuple_
 from sqlalchemy.engine import Connection
 
-from services.api.outbox import HELD_TASK, IN_FLIGHT_TASK
 from services.api.tasks import Task
 from shared.lifecycle import TaskStatus
+from shared.outbox import HELD_TASK, IN_FLIGHT_TASK
 from shared.tables import clips, tasks
 
 # The throughput and the mean size of a task are measured on the work of this window.

@@ -37,7 +37,6 @@ from services.api.objects import (
     stream_bytes,
 )
 from services.api.options import OPTION_FIELDS, TaskOptions, parse_options, parse_text_options
-from services.api.outbox import publish_committed
 from services.api.tasks import IdempotencyKeyTaken, NewTask, StorageQuotaExceeded, Task, UnknownOwner
 from services.api.tus_tasks import SubmitFinishedUpload, submit_finished_upload
 from services.api.uploads import MULTIPART_OVERHEAD_BYTES, receive_upload
@@ -54,6 +53,7 @@ from shared.errors import (
 )
 from shared.events import ClipFormat
 from shared.logging import about_task, task_logger
+from shared.outbox import publish_committed
 from shared.urlpolicy import check_source_url
 from shared.web import error_response, json_object, validated
 

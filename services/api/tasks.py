@@ -12,12 +12,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError
 
-from services.api.outbox import OutboxMessage, enqueue, in_flight, lock_owner, withdraw_submitted
 from shared import db, webhooks
 from shared.config import Settings
 from shared.errors import Conflict
 from shared.events import ClipSpec, TaskStatusChanged, TaskSubmitted
 from shared.lifecycle import ACTIVE_STATUSES, TaskStatus
+from shared.outbox import OutboxMessage, enqueue, in_flight, lock_owner, withdraw_units
 from shared.tables import TASK_CLIPS, applied_events, clips, task_history, tasks
 
 _TASK_COLUMNS = (
@@ -247,7 +247,7 @@ def create(conn: Connection, new: NewTask, settings: Settings) -> Created:
     if not lock_owner(conn, new.owner_id):
         raise UnknownOwner()
     check_quota(stored_bytes(conn, new.owner_id), new.source_bytes or 0, settings.max_stored_bytes_per_user)
-    dispatch = in_flight(conn, new.owner_id) < settings.max_tasks_in_flight_per_user
+    dispatch = in_flight(conn, new.owner_id) < settings.max_parts_in_flight_per_user
     if new.idempotency_key is not None:
         conn.execute(
             _RELEASE_EXPIRED_KEY,
@@ -334,8 +334,8 @@ def delete(
         # The api applied this change itself: the notifier, receiving it, skips it.
         conn.execute(_APPLIED, {"event_id": event.event_id, "task_id": task.id})
         messages.append(enqueue(conn, settings.topic_task_events, event))
-        # A held task was never published: now it never will be.
-        withdraw_submitted(conn, task.id)
+        # A held task, or its held parts, were never published: now they never will be.
+        withdraw_units(conn, task.id)
         webhooks.record_task_event(
             conn, settings.public_base_url, task.id, "task.canceled", occurred_at=event.occurred_at
         )

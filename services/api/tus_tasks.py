@@ -17,13 +17,13 @@ from services.api import deps, tus_state
 from services.api import tasks as task_store
 from services.api.objects import STORAGE_ERRORS, storage_unavailable
 from services.api.options import options_from_metadata
-from services.api.outbox import publish_committed
 from services.api.tasks import NewTask, UnknownOwner
 from services.api.tus import parse_metadata
 from services.api.uploads import SNIFF_BYTES, video_container
 from shared import storage
 from shared.config import Settings
 from shared.errors import Conflict, NotFound, Unauthorized
+from shared.outbox import publish_committed
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
-"""Apply one ``TaskStatusChanged`` to the database, exactly once, in one transaction."""
+"""Apply one ``TaskStatusChanged`` to the database, or record one ``PartSubmitted``,
+exactly once, in one transaction."""
 
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,9 +22,10 @@ from services.notifier.changes import (
 )
 from shared import storage, webhooks
 from shared.config import get_settings
-from shared.events import MalformedEvent, TaskStatusChanged
-from shared.lifecycle import TaskStatus
+from shared.events import MalformedEvent, PartSubmitted, TaskStatusChanged
+from shared.lifecycle import ACTIVE_STATUSES, TaskStatus
 from shared.logging import about_task, task_logger
+from shared.outbox import OutboxMessage, enqueue, withdraw_units
 from shared.tables import applied_events, clips, task_history, task_parts, tasks
 
 logger = task_logger(__name__)
@@ -45,6 +48,11 @@ class Result:
     outcome: Outcome
     change: Change | None = None
     orphans_deleted: tuple[str, ...] = ()
+    # The task's owner, when what was written may have made room for the owner's held
+    # units (a part made, a part recorded, the task ended): the caller lets them out.
+    room_for: uuid.UUID | None = None
+    # Outbox rows written that may go out at once (a part let out again).
+    messages: tuple[OutboxMessage, ...] = ()
 
 
 def apply_status_change(
@@ -109,7 +117,7 @@ def _apply(
         if first_time is None:
             return Result(Outcome.DUPLICATE)
 
-        state = _lock_task(conn, event)
+        state, owner_id = _lock_task(conn, event.task_id)
         if event.part is not None:
             _record_part_attempt(conn, event)
             # A part counts its own attempts; the task's attempt is its planning worker's.
@@ -120,7 +128,11 @@ def _apply(
             deleted = _delete_orphans(orphans, event, clips_bucket, delete_object)
             return Result(Outcome.STALE, orphans_deleted=deleted)
 
-        new_clips = _write_change(conn, event, change)
+        new_clips, parts_made = _write_change(conn, event, change)
+        ended = change.status not in ACTIVE_STATUSES
+        if ended:
+            # Held parts of a task that ended never go out.
+            withdraw_units(conn, event.task_id)
         announced = change.status_changed and change.status is not TaskStatus.QUEUED
         if announced or new_clips:
             base_url = get_settings().public_base_url if public_base_url is None else public_base_url
@@ -132,10 +144,59 @@ def _apply(
                 new_clips=new_clips,
                 occurred_at=change.occurred_at,
             )
-        return Result(Outcome.APPLIED, change=change)
+        room = ended or parts_made > 0
+        return Result(Outcome.APPLIED, change=change, room_for=owner_id if room else None)
 
 
-def _lock_task(conn: Connection, event: TaskStatusChanged) -> TaskState:
+def record_part(engine: Engine, event: PartSubmitted, *, topic: str) -> Result:
+    """Record a part its planning worker handed out, and write its ``PartSubmitted`` to
+    the outbox for ``topic`` (``video-tasks``), in one transaction.
+
+    The part is held (``dispatched_at`` NULL) until its owner has room: the result names
+    the owner, and the caller lets the owner's held units out (``shared.outbox``). A
+    part handed out again (the task's message came back) that was let out and is not
+    made goes out again at once, in case its message was lost; one held, or made, does
+    not. A part of a task that ended, or was deleted, is not recorded. Raises
+    :class:`MalformedEvent` for an event that can never apply.
+    """
+    with about_task(event.task_id), engine.begin() as conn:
+        first_time = conn.execute(
+            insert(applied_events)
+            .values(event_id=event.event_id, task_id=event.task_id)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(applied_events.c.event_id)
+        ).first()
+        if first_time is None:
+            return Result(Outcome.DUPLICATE)
+        state, owner_id = _lock_task(conn, event.task_id)
+        if owner_id != event.owner_id:
+            raise MalformedEvent("the part names an owner that is not its task's")
+        if state.deleted or state.status not in ACTIVE_STATUSES:
+            logger.info("part %d of a task that ended: not handed out", event.index)
+            return Result(Outcome.STALE)
+        recorded = conn.execute(
+            insert(task_parts)
+            .values(task_id=event.task_id, index=event.index, attempt=0)
+            .on_conflict_do_nothing(constraint="task_parts_pkey")
+            .returning(task_parts.c.index)
+        ).first()
+        if recorded is not None:
+            enqueue(conn, topic, event)
+            logger.info("part %d of %d handed out", event.index, event.parts_total)
+            return Result(Outcome.APPLIED, room_for=owner_id)
+        part = conn.execute(
+            select(task_parts.c.dispatched_at, task_parts.c.made_at).where(
+                task_parts.c.task_id == event.task_id, task_parts.c.index == event.index
+            )
+        ).one()
+        if part.dispatched_at is None or part.made_at is not None:
+            return Result(Outcome.STALE)
+        logger.info("part %d handed out again: it goes out again", event.index)
+        return Result(Outcome.APPLIED, messages=(enqueue(conn, topic, event),))
+
+
+def _lock_task(conn: Connection, task_id: uuid.UUID) -> tuple[TaskState, uuid.UUID]:
+    """The task's state and owner, its row locked until the transaction ends."""
     row = conn.execute(
         select(
             tasks.c.status,
@@ -143,25 +204,31 @@ def _lock_task(conn: Connection, event: TaskStatusChanged) -> TaskState:
             tasks.c.attempt,
             tasks.c.deleted_at.is_not(None).label("deleted"),
             tasks.c.clips_total,
+            tasks.c.owner_id,
         )
-        .where(tasks.c.id == event.task_id)
+        .where(tasks.c.id == task_id)
         .with_for_update()
     ).first()
     if row is None:
         # Raising rolls back the applied_events row: nothing is written for it.
-        raise UnknownTask(f"no task {event.task_id}")
-    return TaskState(
+        raise UnknownTask(f"no task {task_id}")
+    state = TaskState(
         status=TaskStatus(row.status),
         progress=row.progress,
         attempt=row.attempt,
         deleted=row.deleted,
         clips_total=row.clips_total,
     )
+    return state, row.owner_id
 
 
 def _record_part_attempt(conn: Connection, event: TaskStatusChanged) -> None:
-    """Keep the highest attempt the part's events announced (a late one never lowers it)."""
-    upsert = insert(task_parts).values(task_id=event.task_id, index=event.part, attempt=event.attempt)
+    """Keep the highest attempt the part's events announced (a late one never lowers it).
+    A part's row is written when it is handed out; one missing was let out before rows
+    were held (migration 0010), so a row written here counts as let out."""
+    upsert = insert(task_parts).values(
+        task_id=event.task_id, index=event.part, attempt=event.attempt, dispatched_at=func.now()
+    )
     conn.execute(
         upsert.on_conflict_do_update(
             constraint="task_parts_pkey",
@@ -212,9 +279,10 @@ def _delete_orphans(
     return tuple(deleted)
 
 
-def _write_change(conn: Connection, event: TaskStatusChanged, change: Change) -> list[ClipKey]:
+def _write_change(conn: Connection, event: TaskStatusChanged, change: Change) -> tuple[list[ClipKey], int]:
     """Write the change, its clips and its history line; the clips recorded for the
-    first time (each announced once, as ``clip.ready``)."""
+    first time (each announced once, as ``clip.ready``), and how many of the task's
+    handed-out parts are made now."""
     values: dict[str, object] = {
         "status": str(change.status),
         "progress": change.progress,
@@ -235,6 +303,17 @@ def _write_change(conn: Connection, event: TaskStatusChanged, change: Change) ->
         values["status_changed_at"] = change.occurred_at
     conn.execute(update(tasks).where(tasks.c.id == event.task_id).values(values))
     new_clips = _record_clips(conn, event, complete=change.status is TaskStatus.PROCESSED)
+    parts_made = 0
+    if event.outputs:
+        parts_made = conn.execute(
+            update(task_parts)
+            .where(
+                task_parts.c.task_id == event.task_id,
+                task_parts.c.index.in_({clip.index for clip in event.outputs}),
+                task_parts.c.made_at.is_(None),
+            )
+            .values(made_at=func.now())
+        ).rowcount
     conn.execute(
         insert(task_history).values(
             task_id=event.task_id,
@@ -255,7 +334,7 @@ def _write_change(conn: Connection, event: TaskStatusChanged, change: Change) ->
             "clips_recorded": len(event.outputs),
         },
     )
-    return new_clips
+    return new_clips, parts_made
 
 
 def _record_clips(conn: Connection, event: TaskStatusChanged, *, complete: bool) -> list[ClipKey]:

@@ -261,19 +261,14 @@ class AttemptStages:
             )
         if not handed:
             return tuple(sorted(made, key=lambda output: (output.index, output.format)))
+        # To the notifier, which records each part (a copy of the task that comes again
+        # then hands them out again without a new attempt) and lets it out to the fleet
+        # when the task's owner has room.
         publisher = self.reporter.publisher
-        futures = [publisher.publish(self.settings.topic_video_tasks, event) for event in handed]
+        futures = [publisher.publish(self.settings.topic_task_events, event) for event in handed]
         try:
             for future in futures:
                 future.result(PUBLISH_TIMEOUT_SECONDS)
-            # Then each part is announced handed out (its attempt 0): a copy of the task
-            # that comes again hands them out again without a new attempt.
-            announced = [
-                self.reporter.publish(task.task_id, TaskStatus.PROCESSING, 0, part=event.index)
-                for event in handed
-            ]
-            for done in announced:
-                done.result(PUBLISH_TIMEOUT_SECONDS)
         except (GoogleAPIError, FutureTimeout) as exc:
             # The task's message comes back, and its next attempt hands the parts out again.
             raise TransientFailure(f"handing the parts to the fleet failed ({type(exc).__name__})") from exc

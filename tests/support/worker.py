@@ -21,10 +21,10 @@ import psutil
 import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1, storage
-from sqlalchemy import insert, update
+from sqlalchemy import func, insert, update
 from sqlalchemy.engine import Engine
 
-from services.notifier.apply import apply_status_change
+from services.notifier.main import apply_event, let_out
 from services.transcoder.worker import Worker
 from shared import layout
 from shared.config import Settings
@@ -64,7 +64,8 @@ def wait_status(engine: Engine, task_id: uuid.UUID, *statuses: str, timeout: flo
 
 
 def insert_task(engine: Engine, source: str, spec: ClipSpec = ClipSpec()) -> TaskSubmitted:
-    """A queued task row (and its owner), and the TaskSubmitted the api would publish."""
+    """A queued task row (and its owner), dispatched as the api dispatches a task whose
+    owner has room, and the TaskSubmitted the api would publish."""
     owner = insert_user(engine)
     task = TaskSubmitted(task_id=uuid.uuid4(), owner_id=owner, source=source, spec=spec)
     with engine.begin() as conn:
@@ -75,6 +76,7 @@ def insert_task(engine: Engine, source: str, spec: ClipSpec = ClipSpec()) -> Tas
                 source_kind="upload" if source.startswith("gs://") else "url",
                 source=source,
                 spec=spec.model_dump(mode="json"),
+                dispatched_at=func.now(),
             )
         )
     return task
@@ -236,11 +238,14 @@ class FlakyStorageProxy:
 @dataclass
 class Notifier:
     """Applies every task-events message to the database with the notifier's own code,
-    and keeps each event it saw, for the tests to count outcomes."""
+    and lets out what that made room for (a part handed out, a part made, a task ended),
+    as the notifier does; keeps each status change it saw, for the tests to count
+    outcomes."""
 
     settings: Settings
     engine: Engine
     events: list[TaskStatusChanged] = field(default_factory=list)
+    publisher: Publisher | None = None
 
     def for_task(self, task_id: uuid.UUID) -> list[TaskStatusChanged]:
         # Redelivered copies carry the same event id: count each event once.
@@ -268,11 +273,7 @@ class Notifier:
         return [
             (e.part, e.attempt, e.worker_id)
             for e in self.for_task(task_id)
-            if e.part is not None
-            and e.status is TaskStatus.PROCESSING
-            and not e.outputs
-            and e.progress == 0
-            and e.attempt > 0  # attempt 0: the planner handed the part out
+            if e.part is not None and e.status is TaskStatus.PROCESSING and not e.outputs and e.progress == 0
         ]
 
     def outcomes(self, task_id: uuid.UUID) -> list[TaskStatusChanged]:
@@ -280,13 +281,19 @@ class Notifier:
 
     def _callback(self, message) -> None:
         event = decode(message.data, dict(message.attributes))
-        self.events.append(event)
-        apply_status_change(self.engine, event, clips_bucket=self.settings.clips_bucket)
+        if isinstance(event, TaskStatusChanged):
+            self.events.append(event)
+        result = apply_event(
+            self.engine, event, clips_bucket=self.settings.clips_bucket, settings=self.settings
+        )
+        if self.publisher is not None:
+            let_out(self.engine, self.publisher, self.settings, result)
         message.ack()
 
     @contextmanager
     def running(self):
         path = subscription_path(self.settings, self.settings.subscription_notifier)
+        self.publisher = self.publisher or Publisher(self.settings)
         with pubsub_v1.SubscriberClient() as subscriber:
             future = subscriber.subscribe(path, self._callback, await_callbacks_on_shutdown=True)
             try:

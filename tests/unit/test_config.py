@@ -55,6 +55,7 @@ def test_a_setting_given_empty_is_missing(no_settings_in_the_environment):
     settings = Settings(
         environment="production",
         database_url="",
+        google_cloud_project="idrl-prod",
         clips_bucket="idrl-prod-clips",
         public_base_url="https://videos.example",
     )
@@ -72,6 +73,7 @@ def test_one_of_a_group_is_enough(no_settings_in_the_environment):
 
 def test_the_environment_counts_as_given(monkeypatch, no_settings_in_the_environment):
     monkeypatch.setenv("INSTANCE_CONNECTION_NAME", "p:r:i")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "idrl-prod")
     monkeypatch.setenv("CLIPS_BUCKET", "idrl-prod-clips")
     monkeypatch.setenv("PUBLIC_BASE_URL", "https://videos.example")
     Settings(environment="production").require_production("notifier")
@@ -89,7 +91,15 @@ def test_the_readme_lists_every_setting_as_the_code_defines_it():
     assert listed.count("\n| `") == len(Settings.model_fields)
 
 
-@pytest.mark.parametrize("field", ["max_tasks_in_flight_per_user", "max_stored_bytes_per_user"])
+def test_a_renamed_setting_stops_the_process_naming_its_new_name(monkeypatch):
+    monkeypatch.setenv("MAX_TASKS_IN_FLIGHT_PER_USER", "8")
+    with pytest.raises(
+        ValidationError, match="MAX_TASKS_IN_FLIGHT_PER_USER is now MAX_PARTS_IN_FLIGHT_PER_USER"
+    ):
+        Settings()
+
+
+@pytest.mark.parametrize("field", ["max_parts_in_flight_per_user", "max_stored_bytes_per_user"])
 def test_the_per_user_limits_must_be_positive(field):
     with pytest.raises(ValidationError, match=field):
         Settings(**{field: 0})

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, select, update
 
 from services.api import tasks as task_store
-from services.api.outbox import OutboxRelay, relay_once, requeue_stalled
 from services.api.tasks import IdempotencyKeyTaken, NewTask
 from shared.events import ClipSpec
+from shared.outbox import OutboxRelay, relay_once, requeue_stalled
 from shared.pubsub import ensure_subscription, ensure_topic
 from shared.tables import outbox, tasks
 from tests.support.api import pull_events
@@ -91,7 +91,7 @@ def test_the_relay_thread_drains_a_backlog_larger_than_a_batch(make_app, api_set
             "outbox_relay_interval_seconds": 0.2,
             "outbox_republish_after_seconds": 0,
             "outbox_relay_batch": 2,
-            "max_tasks_in_flight_per_user": 5,
+            "max_parts_in_flight_per_user": 5,
         }
     )
     app = make_app(settings)

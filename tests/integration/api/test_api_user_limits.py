@@ -1,5 +1,6 @@
-"""Per-user limits on work and storage: a cap on tasks in flight (later submissions wait,
-queued, and go out as earlier ones end) and a cap on stored bytes (409 at submit)."""
+"""Per-user limits on work and storage: a cap on units in flight (tasks until planned, then
+their parts; later ones wait, queued, and go out as earlier ones end) and a cap on stored
+bytes (409 at submit)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import uuid
 
 from sqlalchemy import func, select
 
-from services.api.outbox import OutboxRelay, relay_once, release_held
 from services.notifier.apply import apply_status_change
-from shared.events import TaskStatusChanged
+from services.notifier.main import apply_event, let_out
+from shared import layout
+from shared.events import ClipOutput, PartSubmitted, TaskStatusChanged
 from shared.lifecycle import TaskStatus
-from shared.tables import outbox, tasks
+from shared.outbox import OutboxRelay, relay_once, release_held
+from shared.storage import gs_uri
+from shared.tables import outbox, task_parts, tasks
 from tests.support.api import SOURCE, assert_error, multipart, object_names, pull_events, store_processed
 from tests.support.db import count_rows
 
@@ -34,8 +38,9 @@ def _submitted(settings, *, want: int, timeout: float) -> list[uuid.UUID]:
     return [event.task_id for event in events]
 
 
-def _worker_reports(engine, settings, task_id: uuid.UUID, *statuses: TaskStatus) -> None:
-    """What a worker's events do to the task, applied by the notifier's own code."""
+def _worker_reports(engine, settings, task_id: uuid.UUID, *statuses: TaskStatus, publisher=None) -> None:
+    """What a worker's events do to the task, applied by the notifier's own code (and,
+    given the ``publisher``, what that made room for let out, as the notifier does)."""
     for status in statuses:
         event = TaskStatusChanged(
             task_id=task_id,
@@ -45,7 +50,10 @@ def _worker_reports(engine, settings, task_id: uuid.UUID, *statuses: TaskStatus)
             failure_reason="the source is not a readable video" if status is TaskStatus.FAILED else None,
             worker_id="w-1",
         )
-        assert apply_status_change(engine, event, clips_bucket=settings.clips_bucket).change is not None
+        result = apply_status_change(engine, event, clips_bucket=settings.clips_bucket)
+        assert result.change is not None
+        if publisher is not None:
+            let_out(engine, publisher, settings, result)
 
 
 # --- tasks in flight ------------------------------------------------------------------------
@@ -53,7 +61,7 @@ def _worker_reports(engine, settings, task_id: uuid.UUID, *statuses: TaskStatus)
 
 def test_past_the_cap_submissions_wait_and_go_out_as_earlier_ones_end(make_app, api_settings, alice, bob):
     settings = api_settings.model_copy(
-        update={"max_tasks_in_flight_per_user": 2, "outbox_republish_after_seconds": 0}
+        update={"max_parts_in_flight_per_user": 2, "outbox_republish_after_seconds": 0}
     )
     app = make_app(settings)
     client, engine, publisher = app.test_client(), app.extensions["engine"], app.extensions["publisher"]
@@ -88,7 +96,7 @@ def test_past_the_cap_submissions_wait_and_go_out_as_earlier_ones_end(make_app, 
 def test_the_relay_thread_publishes_held_tasks_and_never_a_deleted_one(make_app, api_settings, alice):
     settings = api_settings.model_copy(
         update={
-            "max_tasks_in_flight_per_user": 1,
+            "max_parts_in_flight_per_user": 1,
             "outbox_relay_interval_seconds": 0.2,
             # Past the request's own publish: at 0 the relay could claim a row in the
             # moment between its commit and its mark, and publish it a second time.
@@ -208,3 +216,152 @@ def test_a_retry_that_raced_its_original_past_the_quota_is_answered_as_a_retry(
     assert retry.status_code == 200, retry.get_data(as_text=True)
     assert retry.get_json()["id"] == first.get_json()["id"]
     assert object_names(api_settings.uploads_bucket) == stored  # its own copy was discarded
+
+
+# --- parts in flight ------------------------------------------------------------------------
+
+
+def _units_out(settings, *, want: int) -> list[tuple[uuid.UUID, int | None]]:
+    """The units that reached the workers' subscription, as (task, part) (None: a whole
+    task's TaskSubmitted); waits for ``want`` of them."""
+    events = pull_events(settings, settings.subscription_transcoder, want=want, timeout=10)
+    return [(event.task_id, getattr(event, "index", None)) for event in events]
+
+
+def _notify(engine, publisher, settings, event) -> None:
+    """The notifier's handling of one task-events message: applied or recorded, then what
+    it made room for let out, as the function does."""
+    let_out(
+        engine,
+        publisher,
+        settings,
+        apply_event(engine, event, clips_bucket=settings.clips_bucket, settings=settings),
+    )
+
+
+def _hand_out(engine, publisher, settings, task_id: uuid.UUID, owner_id: uuid.UUID, parts: int) -> list:
+    """What the worker that plans the task publishes: a PartSubmitted per part."""
+    handed = [
+        PartSubmitted(
+            task_id=task_id,
+            owner_id=owner_id,
+            index=index,
+            start=(index - 1) * 20.0,
+            duration=20.0,
+            seek_to=(index - 1) * 20.0,
+            segment=gs_uri(settings.clips_bucket, layout.segment_object(task_id, index)),
+            parts_total=parts,
+        )
+        for index in range(1, parts + 1)
+    ]
+    for part in handed:
+        _notify(engine, publisher, settings, part)
+    return handed
+
+
+def _part_made(engine, publisher, settings, task_id: uuid.UUID, index: int) -> None:
+    clip = ClipOutput(
+        index=index,
+        uri=gs_uri(settings.clips_bucket, layout.clip_object(task_id, index)),
+        duration_seconds=20.0,
+        size_bytes=1000,
+    )
+    event = TaskStatusChanged(
+        task_id=task_id, status=TaskStatus.PROCESSING, attempt=1, part=index, progress=10, outputs=(clip,)
+    )
+    _notify(engine, publisher, settings, event)
+
+
+def _dispatched_parts(engine, task_id: uuid.UUID) -> list[int]:
+    with engine.connect() as conn:
+        return sorted(
+            conn.execute(
+                select(task_parts.c.index).where(
+                    task_parts.c.task_id == task_id, task_parts.c.dispatched_at.is_not(None)
+                )
+            ).scalars()
+        )
+
+
+def _part_rows(engine, task_id: uuid.UUID) -> list[int]:
+    """The parts of the task whose PartSubmitted rows the outbox holds, published or not."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(outbox.c.attributes["part"].astext).where(
+                outbox.c.attributes["event_type"].astext == "PartSubmitted",
+                outbox.c.attributes["task_id"].astext == str(task_id),
+            )
+        ).scalars()
+        return sorted(int(part) for part in rows)
+
+
+def test_a_planned_tasks_parts_take_its_place_and_go_out_as_room_is_made(make_app, api_settings, alice, bob):
+    settings = api_settings.model_copy(
+        update={"max_parts_in_flight_per_user": 2, "outbox_republish_after_seconds": 0}
+    )
+    app = make_app(settings)
+    client, engine, publisher = app.test_client(), app.extensions["engine"], app.extensions["publisher"]
+    first, second, third = _submit(client, alice, 3)
+    assert sorted(_units_out(settings, want=2)) == sorted([(first, None), (second, None)])
+
+    # The worker that takes the first plans it into three parts: the task's place goes to
+    # its parts, and the one place free lets the first part out, at once.
+    _worker_reports(engine, settings, first, TaskStatus.PROCESSING)
+    handed = _hand_out(engine, publisher, settings, first, alice.id, parts=3)
+    assert _units_out(settings, want=1) == [(first, 1)]
+    assert _dispatched_parts(engine, first) == [1]
+    # Held parts' rows are never claimed by the relay, nor let out past the cap.
+    assert relay_once(engine, publisher, settings) == 0
+    assert release_held(engine, publisher, settings) == 0
+    # Another user is not held behind alice's parts.
+    [bobs] = _submit(client, bob, 1)
+    assert _units_out(settings, want=1) == [(bobs, None)]
+
+    # Part 1 made: part 2 goes out, before alice's later task.
+    _part_made(engine, publisher, settings, first, 1)
+    assert _units_out(settings, want=1) == [(first, 2)]
+    # The second task ends: the first task's last part goes out, still before the third.
+    _worker_reports(engine, settings, second, TaskStatus.PROCESSED, publisher=publisher)
+    assert _units_out(settings, want=1) == [(first, 3)]
+    assert client.get(f"/tasks/{third}", headers=alice.headers).get_json()["status"] == "queued"
+    # Part 2 made: no part is held any more, so the third task goes out.
+    _part_made(engine, publisher, settings, first, 2)
+    assert _units_out(settings, want=1) == [(third, None)]
+
+    # A part handed out again (its task's message came back) goes out again only if it
+    # was let out and is not made: its message may have been lost.
+    for part in handed:
+        _notify(engine, publisher, settings, part.model_copy(update={"event_id": str(uuid.uuid4())}))
+    assert _units_out(settings, want=1) == [(first, 3)]
+    assert _part_rows(engine, first) == [1, 2, 3, 3]
+    assert release_held(engine, publisher, settings) == 0
+    assert count_rows(engine, outbox, outbox.c.published_at.is_(None)) == 0
+
+
+def test_a_deleted_or_failed_tasks_held_parts_never_go_out(make_app, api_settings, alice):
+    settings = api_settings.model_copy(
+        update={"max_parts_in_flight_per_user": 1, "outbox_republish_after_seconds": 0}
+    )
+    app = make_app(settings)
+    client, engine, publisher = app.test_client(), app.extensions["engine"], app.extensions["publisher"]
+    deleted, failed, last = _submit(client, alice, 3)
+    assert _units_out(settings, want=1) == [(deleted, None)]
+    _worker_reports(engine, settings, deleted, TaskStatus.PROCESSING)
+    _hand_out(engine, publisher, settings, deleted, alice.id, parts=3)
+    assert _units_out(settings, want=1) == [(deleted, 1)]
+
+    # Deleting the task withdraws its held parts with it; its place goes to the next task.
+    assert client.delete(f"/tasks/{deleted}", headers=alice.headers).status_code == 204
+    assert release_held(engine, publisher, settings) == 1
+    assert _units_out(settings, want=1) == [(failed, None)]
+    # A task that fails at a part drops its held parts: the next task goes out at once.
+    _worker_reports(engine, settings, failed, TaskStatus.PROCESSING)
+    _hand_out(engine, publisher, settings, failed, alice.id, parts=2)
+    assert _units_out(settings, want=1) == [(failed, 1)]
+    _worker_reports(engine, settings, failed, TaskStatus.FAILED, publisher=publisher)
+    assert _units_out(settings, want=1) == [(last, None)]
+    assert _part_rows(engine, deleted) == [1] and _part_rows(engine, failed) == [1]
+
+    assert relay_once(engine, publisher, settings) == 0
+    assert count_rows(engine, outbox, outbox.c.published_at.is_(None)) == 0
+    assert _dispatched_parts(engine, deleted) == [1] and _dispatched_parts(engine, failed) == [1]

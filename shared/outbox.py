@@ -8,12 +8,18 @@ in every api process (:class:`OutboxRelay`) republishes rows still unmarked afte
 replicas never publish the same row at the same moment. A row may still be published
 twice (a crash after the publish, before the mark): every consumer is idempotent.
 
-Each user has at most ``max_tasks_in_flight_per_user`` tasks in flight: dispatched (their
-TaskSubmitted let out to the workers) and not finished. A task submitted past that is
-stored with its row but held (``tasks.dispatched_at`` is NULL): the request does not
-publish it, the relay never claims it, and each relay round lets out the oldest held
-tasks of every user who has a free slot again (:func:`release_held`). Deleting a held task
-removes its unpublished row in the same transaction, so it is never published.
+Each user has at most ``max_parts_in_flight_per_user`` units of work in flight: let out
+to the workers and not done. A unit is a task until a worker plans it, then each of its
+parts until its clips are recorded (a task made by one worker stays one unit until it
+ends). A unit past that is stored but held: a task with ``tasks.dispatched_at`` NULL (the
+request does not publish it), a part with ``task_parts.dispatched_at`` NULL (the notifier
+records its PartSubmitted but does not publish it). The relay never claims a held unit's
+row. Whenever a unit ends (the notifier, at once) and each relay round (every api, as a
+fallback) the oldest held units of every user with room are let out (:func:`release` and
+:func:`release_held`): a user's earlier task's parts before a later task. No user ever has
+more than that many messages in the fleet's line, so the fleet takes every waiting user's
+work in turn. Deleting a task removes its unpublished rows in the same transaction, and a
+task that ends drops its held parts' rows, so neither is ever published.
 
 A published message can still be lost after Pub/Sub accepted it: a Pub/Sub emulator
 restart, a subscription deleted and created again, a processed event lost after the
@@ -31,7 +37,22 @@ from datetime import timedelta
 from typing import Any
 
 from google.api_core.exceptions import GoogleAPIError
-from sqlalchemy import Interval, Text, Uuid, and_, bindparam, cast, delete, exists, func, select, update
+from sqlalchemy import (
+    Integer,
+    Interval,
+    Text,
+    Uuid,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    select,
+    tuple_,
+    union,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,7 +63,7 @@ from shared.lifecycle import TaskStatus
 from shared.logging import about_task, task_logger
 from shared.periodic import PeriodicThread
 from shared.pubsub import Publisher
-from shared.tables import outbox, tasks, users
+from shared.tables import outbox, task_parts, tasks, users
 
 log = task_logger(__name__)
 
@@ -51,9 +72,13 @@ _KEEP_PUBLISHED = timedelta(days=1)
 _PRUNE_EVERY = timedelta(hours=1)
 
 _INSERT = insert(outbox).returning(outbox.c.id)
-# The task a TaskSubmitted row submits (rows of other events name no task to dispatch).
-_IS_SUBMITTED = outbox.c.attributes["event_type"].astext == "TaskSubmitted"
+# The unit a row lets out: a TaskSubmitted its task, a PartSubmitted its task's part
+# (rows of other events name no unit to dispatch).
+_EVENT_TYPE = outbox.c.attributes["event_type"].astext
+_IS_SUBMITTED = _EVENT_TYPE == "TaskSubmitted"
+_IS_PART = _EVENT_TYPE == "PartSubmitted"
 _ROW_TASK_ID = outbox.c.attributes["task_id"].astext
+_ROW_PART = outbox.c.attributes["part"].astext
 _CLAIM = (
     select(outbox.c.id, outbox.c.topic, outbox.c.data, outbox.c.attributes)
     .where(
@@ -63,6 +88,12 @@ _CLAIM = (
             _IS_SUBMITTED,
             tasks.c.id == cast(_ROW_TASK_ID, Uuid),
             tasks.c.dispatched_at.is_(None),
+        ),
+        ~exists().where(
+            _IS_PART,
+            task_parts.c.task_id == cast(_ROW_TASK_ID, Uuid),
+            task_parts.c.index == cast(_ROW_PART, Integer),
+            task_parts.c.dispatched_at.is_(None),
         ),
     )
     .order_by(outbox.c.id)
@@ -95,7 +126,7 @@ _REQUEUE_STALLED = (
 )
 # Serialises every decision about one owner's slots (a submit, a release) across replicas.
 _LOCK_OWNER = select(users.c.id).where(users.c.id == bindparam("owner")).with_for_update(key_share=True)
-# A task in flight holds one of its owner's slots; a held task waits for one. Both are
+# A task in flight was let out and has not ended; a held task waits for room. Both are
 # the predicates of partial indexes (shared/tables.py), which the planner uses only for
 # a query that repeats them (these, and the place in line of services/api/queue.py).
 IN_FLIGHT_TASK = and_(
@@ -106,16 +137,36 @@ IN_FLIGHT_TASK = and_(
 HELD_TASK = and_(
     tasks.c.dispatched_at.is_(None), tasks.c.deleted_at.is_(None), tasks.c.status == TaskStatus.QUEUED
 )
-_IN_FLIGHT = select(func.count()).where(tasks.c.owner_id == bindparam("owner"), IN_FLIGHT_TASK)
-# Owners with held tasks and a free slot (owners still full are not even looked at, so
-# a crowd of them never starves the others out of a batch).
-_HELD = select(tasks.c.owner_id).where(HELD_TASK).distinct().subquery("held")
+# A task with parts was planned: its parts are its units from then on.
+PLANNED = exists().where(task_parts.c.task_id == tasks.c.id)
+# A part let out and not made (the predicate of task_parts_in_flight_idx), of a task in
+# flight; a held part, of a task in flight (task_parts_held_idx).
+IN_FLIGHT_PART = and_(task_parts.c.dispatched_at.is_not(None), task_parts.c.made_at.is_(None))
+HELD_PART = task_parts.c.dispatched_at.is_(None)
+_OF_TASK = task_parts.join(tasks, tasks.c.id == task_parts.c.task_id)
+
+
+def _units_in_flight(owner: Any) -> Any:
+    """How many units of ``owner`` (a value or a column) are in flight, as an expression."""
+    whole = select(func.count()).where(tasks.c.owner_id == owner, IN_FLIGHT_TASK, ~PLANNED)
+    parts = (
+        select(func.count())
+        .select_from(_OF_TASK)
+        .where(tasks.c.owner_id == owner, IN_FLIGHT_TASK, IN_FLIGHT_PART)
+    )
+    return whole.scalar_subquery() + parts.scalar_subquery()
+
+
+_IN_FLIGHT = select(_units_in_flight(bindparam("owner")))
+# Owners with held units and room (owners still full are not even looked at, so a crowd
+# of them never starves the others out of a batch).
+_HELD = union(
+    select(tasks.c.owner_id).where(HELD_TASK),
+    select(tasks.c.owner_id).select_from(_OF_TASK).where(IN_FLIGHT_TASK, HELD_PART),
+).subquery("held")
 _OWNERS_WITH_ROOM = (
     select(_HELD.c.owner_id)
-    .where(
-        select(func.count()).where(tasks.c.owner_id == _HELD.c.owner_id, IN_FLIGHT_TASK).scalar_subquery()
-        < bindparam("cap")
-    )
+    .where(_units_in_flight(_HELD.c.owner_id) < bindparam("cap"))
     .limit(bindparam("batch"))
 )
 _OLDEST_HELD = (
@@ -131,16 +182,35 @@ _DISPATCH_OLDEST_HELD = (
     .values(dispatched_at=func.now())
     .returning(cast(tasks.c.id, Text).label("task_id"))
 )
+# The owner's held parts, the earliest task's first: a task is done before a later one.
+_OLDEST_HELD_PARTS = (
+    select(task_parts.c.task_id, task_parts.c.index)
+    .select_from(_OF_TASK)
+    .where(tasks.c.owner_id == bindparam("owner"), IN_FLIGHT_TASK, HELD_PART)
+    .order_by(tasks.c.created_at, tasks.c.id, task_parts.c.index)
+    .limit(bindparam("free"))
+    .with_for_update(of=task_parts)
+)
+_DISPATCH_OLDEST_HELD_PARTS = (
+    update(task_parts)
+    .where(tuple_(task_parts.c.task_id, task_parts.c.index).in_(_OLDEST_HELD_PARTS))
+    .values(dispatched_at=func.now())
+    .returning(cast(task_parts.c.task_id, Text).label("task_id"), task_parts.c.index)
+)
+_UNPUBLISHED_UNITS = and_(outbox.c.published_at.is_(None), _IS_SUBMITTED | _IS_PART)
+_ROWS = select(outbox.c.id, outbox.c.topic, outbox.c.data, outbox.c.attributes).order_by(outbox.c.id)
 # The unpublished TaskSubmitted rows of the tasks ``:task_ids``.
-_UNPUBLISHED_SUBMITTED = and_(
+_SUBMITTED_ROWS = _ROWS.where(
     outbox.c.published_at.is_(None), _IS_SUBMITTED, _ROW_TASK_ID.in_(bindparam("task_ids", expanding=True))
 )
-_SUBMITTED_ROWS = (
-    select(outbox.c.id, outbox.c.topic, outbox.c.data, outbox.c.attributes)
-    .where(_UNPUBLISHED_SUBMITTED)
-    .order_by(outbox.c.id)
+# The unpublished PartSubmitted rows of the parts ``:parts`` ((task id, index) as text).
+_PART_ROWS = _ROWS.where(
+    outbox.c.published_at.is_(None),
+    _IS_PART,
+    tuple_(_ROW_TASK_ID, _ROW_PART).in_(bindparam("parts", expanding=True)),
 )
-_WITHDRAW_SUBMITTED = delete(outbox).where(_UNPUBLISHED_SUBMITTED)
+# A task's unpublished TaskSubmitted and PartSubmitted rows.
+_WITHDRAW_UNITS = delete(outbox).where(_UNPUBLISHED_UNITS, bindparam("task_id") == _ROW_TASK_ID)
 
 # How often the relay sweeps at most: the query reads every published row of the day.
 _SWEEP_EVERY_MAX_SECONDS = 30.0
@@ -173,14 +243,16 @@ def lock_owner(conn: Connection, owner_id: object) -> bool:
 
 
 def in_flight(conn: Connection, owner_id: object) -> int:
-    """How many of the owner's tasks are dispatched and not finished (nor deleted)."""
+    """How many of the owner's units are let out and not done: tasks not planned yet (nor
+    ended, nor deleted), and parts not made of tasks still in flight."""
     return int(conn.execute(_IN_FLIGHT, {"owner": owner_id}).scalar_one())
 
 
-def withdraw_submitted(conn: Connection, task_id: object) -> int:
-    """Remove a canceled task's TaskSubmitted if it is not published yet (a held task's
-    always is not), so no worker ever receives it; returns how many rows went."""
-    return conn.execute(_WITHDRAW_SUBMITTED, {"task_ids": [str(task_id)]}).rowcount
+def withdraw_units(conn: Connection, task_id: object) -> int:
+    """Remove the task's TaskSubmitted and PartSubmitted rows not published yet (a held
+    unit's always are not), so no worker ever receives them: for a task canceled,
+    deleted or ended. Returns how many rows went."""
+    return conn.execute(_WITHDRAW_UNITS, {"task_id": str(task_id)}).rowcount
 
 
 def _message(row: Row[*tuple[Any, ...]]) -> OutboxMessage:
@@ -188,38 +260,67 @@ def _message(row: Row[*tuple[Any, ...]]) -> OutboxMessage:
     return OutboxMessage(row.id, row.topic, bytes(row.data), attributes)
 
 
-def release_held(engine: Engine, publisher: Publisher, settings: Settings) -> int:
-    """Dispatch the oldest held tasks of every owner with free slots and publish their
-    TaskSubmitted; returns how many tasks were dispatched.
+def release(conn: Connection, owner_id: object, cap: int) -> list[OutboxMessage]:
+    """Let out the owner's oldest held units while the owner has room, in the caller's
+    transaction: parts of the earliest planned task first, then held tasks by age.
+    Returns their rows, to publish after the commit.
 
-    Each owner is decided under the owner's lock, so two replicas never fill the same
-    free slot twice. A publish that fails leaves the dispatched row to the relay.
+    The owner's row is locked first (until the transaction ends), so two processes never
+    fill the same room twice.
     """
-    cap = settings.max_tasks_in_flight_per_user
+    if not lock_owner(conn, owner_id):
+        return []
+    free = cap - in_flight(conn, owner_id)
+    if free <= 0:
+        return []
+    parts = conn.execute(_DISPATCH_OLDEST_HELD_PARTS, {"owner": owner_id, "free": free}).all()
+    free -= len(parts)
+    task_ids = (
+        conn.execute(_DISPATCH_OLDEST_HELD, {"owner": owner_id, "free": free}).scalars().all()
+        if free > 0
+        else []
+    )
+    messages = []
+    if parts:
+        keys = [(row.task_id, str(row.index)) for row in parts]
+        messages += [_message(row) for row in conn.execute(_PART_ROWS, {"parts": keys})]
+    if task_ids:
+        messages += [_message(row) for row in conn.execute(_SUBMITTED_ROWS, {"task_ids": task_ids})]
+    for row in parts:
+        with about_task(row.task_id):
+            log.info("part %d dispatched: its owner has room", row.index)
+    for task_id in task_ids:
+        with about_task(task_id):
+            log.info("task dispatched: its owner has room")
+    return messages
+
+
+def release_owner(engine: Engine, publisher: Publisher, settings: Settings, owner_id: object) -> int:
+    """:func:`release` for one owner in a transaction of its own, and publish what went
+    out; returns how many units. A publish that fails leaves the row to the relay."""
+    with engine.begin() as conn:
+        messages = release(conn, owner_id, settings.max_parts_in_flight_per_user)
+    publish_committed(engine, publisher, settings, messages)
+    return len(messages)
+
+
+def release_held(engine: Engine, publisher: Publisher, settings: Settings) -> int:
+    """Let out the oldest held units of every owner with room and publish them; returns
+    how many units went out.
+
+    Each owner is decided in a transaction of its own, under the owner's lock. A publish
+    that fails leaves the dispatched row to the relay.
+    """
     with engine.connect() as conn:
         owners = (
-            conn.execute(_OWNERS_WITH_ROOM, {"cap": cap, "batch": settings.outbox_relay_batch})
+            conn.execute(
+                _OWNERS_WITH_ROOM,
+                {"cap": settings.max_parts_in_flight_per_user, "batch": settings.outbox_relay_batch},
+            )
             .scalars()
             .all()
         )
-    dispatched = 0
-    for owner in owners:
-        with engine.begin() as conn:
-            if not lock_owner(conn, owner):
-                continue
-            free = cap - in_flight(conn, owner)
-            if free <= 0:
-                continue
-            task_ids = conn.execute(_DISPATCH_OLDEST_HELD, {"owner": owner, "free": free}).scalars().all()
-            if not task_ids:
-                continue
-            messages = [_message(row) for row in conn.execute(_SUBMITTED_ROWS, {"task_ids": task_ids})]
-        for task_id in task_ids:
-            with about_task(task_id):
-                log.info("task dispatched: its owner has a free slot again")
-        dispatched += len(task_ids)
-        publish_committed(engine, publisher, settings, messages)
-    return dispatched
+    return sum(release_owner(engine, publisher, settings, owner) for owner in owners)
 
 
 def publish_committed(
@@ -307,7 +408,7 @@ def prune(engine: Engine) -> int:
 
 
 class OutboxRelay(PeriodicThread):
-    """A daemon thread that, every ``outbox_relay_interval_seconds``, lets out held tasks
+    """A daemon thread that, every ``outbox_relay_interval_seconds``, lets out held units
     (:func:`release_held`) and publishes what is due (:func:`relay_once`)."""
 
     def __init__(self, engine: Engine, publisher: Publisher, settings: Settings) -> None:
@@ -322,7 +423,7 @@ class OutboxRelay(PeriodicThread):
         super().__init__("outbox-relay", interval, self.relay_round)
 
     def relay_round(self) -> None:
-        """One round: stalled tasks requeued now and then, held tasks let out, what is
+        """One round: stalled tasks requeued now and then, held units let out, what is
         due published, and old published rows pruned now and then."""
         if self.settings.outbox_requeue_after_seconds > 0 and self._rounds % self._rounds_per_sweep == 0:
             requeue_stalled(self.engine, self.settings)
