@@ -8,9 +8,11 @@ fleet's line (``tasks_dispatched_line_idx``), the owner's held tasks
 (``tasks_held_idx``), the clips of the last ten minutes (``clips_made_at_idx``) and one
 task's clips (``clips_pkey``); none reads all the tasks or all the clips.
 
-The unit the fleet takes is a task today: one worker makes all the parts of a task one
-after the other, so a position counts tasks. The estimate counts parts, which stay the
-measure when the unit becomes a part; only the queries that count units would change.
+The unit the fleet takes is a task until a worker plans it, then each of its parts (a
+task made by one worker stays one unit): a position counts the units let out before the
+task's own and not started (tasks still queued, parts at attempt 0), plus, for a held
+task, its owner's held units before it. A part's work is already in its processing
+task's remaining parts, so parts add to the position and not again to the estimate.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Interval, Select, Uuid, and_, bindparam, distinct, func, select, tuple_
+from sqlalchemy import Interval, Select, Uuid, and_, bindparam, distinct, func, literal, select, tuple_
 from sqlalchemy.engine import Connection
 
 from services.api.tasks import Task
 from shared.lifecycle import TaskStatus
-from shared.outbox import HELD_TASK, IN_FLIGHT_TASK
-from shared.tables import clips, tasks
+from shared.outbox import HELD_PART, HELD_TASK, IN_FLIGHT_PART, IN_FLIGHT_TASK
+from shared.tables import clips, task_parts, tasks
 
 # The throughput and the mean size of a task are measured on the work of this window.
 WINDOW = timedelta(minutes=10)
@@ -184,6 +186,27 @@ _HELD_BEFORE = select(*_GROUP).where(
 )
 
 
+# Parts let out and not started (attempt 0) of the tasks in flight: the fleet takes them
+# before a task let out after them. Their parts are counted by their own task already.
+_OF_TASK = task_parts.join(tasks, tasks.c.id == task_parts.c.task_id)
+_PARTS_WAITING = and_(IN_FLIGHT_TASK, IN_FLIGHT_PART, task_parts.c.attempt == 0)
+_ALL_PARTS_WAITING = select(func.count(), literal(0), literal(0)).select_from(_OF_TASK).where(_PARTS_WAITING)
+_PARTS_WAITING_BEFORE = (
+    select(func.count(), literal(0), literal(0))
+    .select_from(_OF_TASK)
+    .where(
+        _PARTS_WAITING,
+        task_parts.c.dispatched_at < bindparam("dispatched_at", type_=tasks.c.dispatched_at.type),
+    )
+)
+# The owner's held parts: the relay lets them out before any held task.
+_OWN_HELD_PARTS = (
+    select(func.count(), literal(0), literal(0))
+    .select_from(_OF_TASK)
+    .where(IN_FLIGHT_TASK, HELD_PART, tasks.c.owner_id == bindparam("owner", type_=Uuid))
+)
+
+
 def _ahead(conn: Connection, query: Select[int, Any, int], params: dict[str, Any]) -> Ahead:
     units, known_parts, unknown = conn.execute(query, params).one()
     return Ahead(int(units), int(known_parts), int(unknown))
@@ -207,10 +230,15 @@ def line_of(conn: Connection, task: Task) -> Line | None:
     if task.status != TaskStatus.QUEUED:
         return None
     if task.dispatched_at is not None:
-        ahead = [_ahead(conn, _DISPATCHED_BEFORE, {"dispatched_at": task.dispatched_at, "id": task.id})]
+        ahead = [
+            _ahead(conn, _DISPATCHED_BEFORE, {"dispatched_at": task.dispatched_at, "id": task.id}),
+            _ahead(conn, _PARTS_WAITING_BEFORE, {"dispatched_at": task.dispatched_at}),
+        ]
     else:
         ahead = [
             _ahead(conn, _ALL_DISPATCHED, {}),
+            _ahead(conn, _ALL_PARTS_WAITING, {}),
+            _ahead(conn, _OWN_HELD_PARTS, {"owner": task.owner_id}),
             _ahead(
                 conn, _HELD_BEFORE, {"owner": task.owner_id, "created_at": task.created_at, "id": task.id}
             ),

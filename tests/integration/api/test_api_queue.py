@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import event, func, insert, select, text, update
 
 from services.api import queue
-from shared.tables import clips, tasks
+from shared.tables import clips, task_parts, tasks
 from tests.support.api import insert_tasks, openapi_validator
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -401,7 +401,13 @@ def _plan(conn, query, params) -> dict:
 
 # Partial indexes of the tasks in flight (or held): read whole, they are as large as the
 # work waiting, whatever the size of the table. Any other index is read by a condition.
-_IN_FLIGHT_INDEXES = {"tasks_owner_in_flight_idx", "tasks_dispatched_line_idx", "tasks_held_idx"}
+_IN_FLIGHT_INDEXES = {
+    "tasks_owner_in_flight_idx",
+    "tasks_dispatched_line_idx",
+    "tasks_held_idx",
+    "task_parts_in_flight_idx",
+    "task_parts_held_idx",
+}
 
 
 @pytest.mark.parametrize(
@@ -413,6 +419,9 @@ _IN_FLIGHT_INDEXES = {"tasks_owner_in_flight_idx", "tasks_dispatched_line_idx", 
         ("_ALL_DISPATCHED", {}, set()),
         ("_DISPATCHED_BEFORE", {"dispatched_at": T0, "id": uuid.uuid4()}, {"tasks_dispatched_line_idx"}),
         ("_HELD_BEFORE", {"owner": uuid.uuid4(), "created_at": T0, "id": uuid.uuid4()}, {"tasks_held_idx"}),
+        ("_ALL_PARTS_WAITING", {}, set()),
+        ("_PARTS_WAITING_BEFORE", {"dispatched_at": T0}, set()),
+        ("_OWN_HELD_PARTS", {"owner": uuid.uuid4()}, set()),
     ],
 )
 def test_every_query_of_the_place_reads_indexes_never_a_whole_table(engine, crowd, name, params, indexes):
@@ -424,3 +433,36 @@ def test_every_query_of_the_place_reads_indexes_never_a_whole_table(engine, crow
         json.dumps(plan)
     )
     assert indexes <= {scan["Index Name"] for scan in scans}, json.dumps(plan)
+
+
+# --- parts ---------------------------------------------------------------------------------
+
+
+def test_parts_let_out_and_not_started_are_in_line_and_held_parts_go_before_their_owners_tasks(
+    client, engine, alice, bob
+):
+    [planned] = insert_tasks(engine, bob.id, 1)
+    dispatch(engine, [planned], first=T0 - timedelta(minutes=5))
+    set_tasks(engine, [planned], status="processing", clips_total=4)
+    # Bob's task's parts: 1 started, 2 let out before Alice's task and not started, 3 held,
+    # 4 let out after Alice's task.
+    parts = {1: (T0 - timedelta(minutes=4), 1), 2: (T0 - timedelta(minutes=4), 0), 3: (None, 0)}
+    parts[4] = (T0 + timedelta(minutes=1), 0)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(task_parts),
+            [
+                {"task_id": planned, "index": index, "attempt": attempt, "dispatched_at": dispatched_at}
+                for index, (dispatched_at, attempt) in parts.items()
+            ],
+        )
+    [mine] = insert_tasks(engine, alice.id, 1)
+    dispatch(engine, [mine], first=T0)
+    [alices_held] = insert_tasks(engine, alice.id, 1, start=T0 + timedelta(hours=1))
+    [bobs_held] = insert_tasks(engine, bob.id, 1, start=T0 + timedelta(hours=1))
+
+    # Part 2 only: part 1 is being made, part 4 was let out after it.
+    assert read(client, alice, mine)["queue"]["position"] == 1
+    # Held: Alice's dispatched task, parts 2 and 4; and Bob's own held part 3 before his task.
+    assert read(client, alice, alices_held)["queue"]["position"] == 3
+    assert read(client, bob, bobs_held)["queue"]["position"] == 4
