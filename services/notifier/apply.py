@@ -108,13 +108,7 @@ def _apply(
         )
         event = event.model_copy(update={"outputs": outputs})
     with engine.begin() as conn:
-        first_time = conn.execute(
-            insert(applied_events)
-            .values(event_id=event.event_id, task_id=event.task_id)
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(applied_events.c.event_id)
-        ).first()
-        if first_time is None:
+        if not _first_time(conn, event):
             return Result(Outcome.DUPLICATE)
 
         state, owner_id = _lock_task(conn, event.task_id)
@@ -160,13 +154,7 @@ def record_part(engine: Engine, event: PartSubmitted, *, topic: str) -> Result:
     :class:`MalformedEvent` for an event that can never apply.
     """
     with about_task(event.task_id), engine.begin() as conn:
-        first_time = conn.execute(
-            insert(applied_events)
-            .values(event_id=event.event_id, task_id=event.task_id)
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(applied_events.c.event_id)
-        ).first()
-        if first_time is None:
+        if not _first_time(conn, event):
             return Result(Outcome.DUPLICATE)
         state, owner_id = _lock_task(conn, event.task_id)
         if owner_id != event.owner_id:
@@ -193,6 +181,17 @@ def record_part(engine: Engine, event: PartSubmitted, *, topic: str) -> Result:
             return Result(Outcome.STALE)
         logger.info("part %d handed out again: it goes out again", event.index)
         return Result(Outcome.APPLIED, messages=(enqueue(conn, topic, event),))
+
+
+def _first_time(conn: Connection, event: TaskStatusChanged | PartSubmitted) -> bool:
+    """Record the event's id; False if it was handled before (a redelivery)."""
+    recorded = conn.execute(
+        insert(applied_events)
+        .values(event_id=event.event_id, task_id=event.task_id)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(applied_events.c.event_id)
+    ).first()
+    return recorded is not None
 
 
 def _lock_task(conn: Connection, task_id: uuid.UUID) -> tuple[TaskState, uuid.UUID]:

@@ -20,7 +20,7 @@ from infra.local.process import ManagedProcess, free_port
 from services.api.openapi import SPEC
 from shared import layout
 from shared.config import Settings
-from shared.events import Event, decode
+from shared.events import Event, PartSubmitted, decode
 from shared.pubsub import subscription_path
 from shared.storage import storage_client
 from shared.tables import clips, tasks
@@ -57,6 +57,21 @@ def pull_events(
                 if task_id is None or event.task_id == task_id:
                     found.append(event)
     return found
+
+
+def part_submitted(clips_bucket: str, task_id: uuid.UUID, owner_id: uuid.UUID, index: int, parts: int):
+    """The PartSubmitted the worker that plans a task publishes for part ``index`` of
+    ``parts`` (of 20 s each)."""
+    return PartSubmitted(
+        task_id=task_id,
+        owner_id=owner_id,
+        index=index,
+        start=(index - 1) * 20.0,
+        duration=20.0,
+        seek_to=(index - 1) * 20.0,
+        segment=f"gs://{clips_bucket}/{layout.segment_object(task_id, index)}",
+        parts_total=parts,
+    )
 
 
 def insert_tasks(

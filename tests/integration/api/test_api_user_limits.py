@@ -12,12 +12,20 @@ from sqlalchemy import func, select
 from services.notifier.apply import apply_status_change
 from services.notifier.main import apply_event, let_out
 from shared import layout
-from shared.events import ClipOutput, PartSubmitted, TaskStatusChanged
+from shared.events import ClipOutput, TaskStatusChanged
 from shared.lifecycle import TaskStatus
 from shared.outbox import OutboxRelay, relay_once, release_held
 from shared.storage import gs_uri
 from shared.tables import outbox, task_parts, tasks
-from tests.support.api import SOURCE, assert_error, multipart, object_names, pull_events, store_processed
+from tests.support.api import (
+    SOURCE,
+    assert_error,
+    multipart,
+    object_names,
+    part_submitted,
+    pull_events,
+    store_processed,
+)
 from tests.support.db import count_rows
 
 
@@ -241,19 +249,7 @@ def _notify(engine, publisher, settings, event) -> None:
 
 def _hand_out(engine, publisher, settings, task_id: uuid.UUID, owner_id: uuid.UUID, parts: int) -> list:
     """What the worker that plans the task publishes: a PartSubmitted per part."""
-    handed = [
-        PartSubmitted(
-            task_id=task_id,
-            owner_id=owner_id,
-            index=index,
-            start=(index - 1) * 20.0,
-            duration=20.0,
-            seek_to=(index - 1) * 20.0,
-            segment=gs_uri(settings.clips_bucket, layout.segment_object(task_id, index)),
-            parts_total=parts,
-        )
-        for index in range(1, parts + 1)
-    ]
+    handed = [part_submitted(settings.clips_bucket, task_id, owner_id, n, parts) for n in range(1, parts + 1)]
     for part in handed:
         _notify(engine, publisher, settings, part)
     return handed

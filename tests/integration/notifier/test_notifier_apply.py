@@ -14,9 +14,10 @@ from sqlalchemy.exc import DBAPIError
 
 from services.notifier.apply import Outcome
 from shared import db, layout
-from shared.events import ClipOutput, PartSubmitted, TaskStatusChanged
+from shared.events import ClipOutput, TaskStatusChanged
 from shared.lifecycle import TaskStatus
 from shared.tables import applied_events, outbox, task_parts
+from tests.support.api import part_submitted
 from tests.support.db import clip_rows, count_rows, history, part_attempts, task_row
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
@@ -423,18 +424,8 @@ def test_a_part_out_of_range_is_dropped(engine, make_task, deliver, caplog):
     assert part_attempts(engine, task_id) == {}
 
 
-def part_submitted(task_id, owner_id, index, parts_total=2, **fields):
-    return PartSubmitted(
-        task_id=task_id,
-        owner_id=owner_id,
-        index=index,
-        start=(index - 1) * 20.0,
-        duration=20.0,
-        seek_to=(index - 1) * 20.0,
-        segment=f"gs://clips/{layout.segment_object(task_id, index)}",
-        parts_total=parts_total,
-        **fields,
-    )
+def part_event(task_id, owner_id, index):
+    return part_submitted("clips", task_id, owner_id, index, parts=2)
 
 
 def _outbox_parts(engine, task_id) -> list[tuple[int, bool]]:
@@ -453,11 +444,11 @@ def test_a_part_handed_out_is_recorded_held_once_and_written_to_the_outbox(
     engine, settings, make_task, owner_id, deliver
 ):
     task_id = make_task(status="processing", attempt=1)
-    first = part_submitted(task_id, owner_id, 1)
+    first = part_event(task_id, owner_id, 1)
     assert deliver(first).outcome is Outcome.APPLIED
     assert deliver(first).outcome is Outcome.DUPLICATE
     # The same part handed out again while it is held: nothing more to let out.
-    again = part_submitted(task_id, owner_id, 1)
+    again = part_event(task_id, owner_id, 1)
     assert deliver(again).outcome is Outcome.STALE
     assert part_attempts(engine, task_id) == {1: 0}
     assert _outbox_parts(engine, task_id) == [(1, False)]
@@ -472,12 +463,12 @@ def test_a_part_of_an_ended_task_or_of_another_owner_is_not_handed_out(
     engine, make_task, owner_id, deliver, caplog
 ):
     ended = make_task(status="canceled", attempt=1)
-    assert deliver(part_submitted(ended, owner_id, 1)).outcome is Outcome.STALE
+    assert deliver(part_event(ended, owner_id, 1)).outcome is Outcome.STALE
     deleted = make_task(status="processing", attempt=1, deleted_at=T0)
-    assert deliver(part_submitted(deleted, owner_id, 1)).outcome is Outcome.STALE
+    assert deliver(part_event(deleted, owner_id, 1)).outcome is Outcome.STALE
     other = make_task(status="processing", attempt=1)
     with caplog.at_level(logging.ERROR, logger="services.notifier"):
-        assert deliver(part_submitted(other, uuid.uuid4(), 1)) is None
+        assert deliver(part_event(other, uuid.uuid4(), 1)) is None
     assert "names an owner that is not its task's" in caplog.text
     for task_id in (ended, deleted, other):
         assert part_attempts(engine, task_id) == {}
