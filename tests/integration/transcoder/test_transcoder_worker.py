@@ -37,7 +37,8 @@ from tests.support.worker import (
 )
 
 SMALL = ClipSpec(width=320, height=180)
-# Slow enough that a test reliably acts while ffmpeg runs (tens of seconds).
+# Slow enough that a test reliably acts while ffmpeg runs (several seconds for
+# `long_source`, many times the 1 s grace period and the 1 s cancel poll).
 SLOW = ClipSpec(width=1280, height=720, preset="slow", crf=18)
 
 
@@ -59,7 +60,8 @@ def short_source(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def long_source(tmp_path_factory):
-    return make_video(tmp_path_factory.mktemp("long") / "long.mp4", width=640, height=360, seconds=20)
+    # One part (shorter than max_part_seconds): each SLOW run of it is the one clip, part-01.
+    return make_video(tmp_path_factory.mktemp("long") / "long.mp4", width=640, height=360, seconds=6)
 
 
 def ffmpeg_of_this_process() -> list[psutil.Process]:
