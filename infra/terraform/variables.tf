@@ -206,9 +206,9 @@ variable "transcoder_max_replicas" {
 }
 
 variable "transcoder_backlog_per_instance" {
-  description = "Undelivered messages on video-tasks-transcoder that one instance is expected to absorb; the autoscaler runs backlog / this many instances. A message is one part of a task (or a task to plan), so 16 is about two minutes of work for an instance's two slots (docs/deploy.md, Scaling)."
+  description = "Undelivered messages on video-tasks-transcoder (being made or waiting) per instance; the autoscaler runs backlog / this many instances. A message is a let-out unit: a part, a task to plan, or a task made whole; the fair share holds the rest in the database. 4 is each of an instance's two slots busy with one more unit waiting (docs/deploy.md, Scaling)."
   type        = number
-  default     = 16
+  default     = 4
 }
 
 variable "transcoder_drain_seconds" {
