@@ -119,6 +119,11 @@ class PartSubmitted(_Frozen):
     The part's first instant is ``seek_to`` on the timeline the segment keeps;
     ``parts_total`` is the number of parts of the plan, so the worker that records the
     last one can tell.
+
+    ``in_place``: the planning worker makes this part itself, from the source it holds,
+    while it hands out the others. The notifier records it as let out at once (one of
+    the owner's units until its clips are recorded) and never writes it to the outbox;
+    its segment is not stored.
     """
 
     event_type: Literal["PartSubmitted"] = "PartSubmitted"
@@ -133,6 +138,7 @@ class PartSubmitted(_Frozen):
     segment: str  # gs://bucket/object of the part's segment
     parts_total: Annotated[int, Field(ge=1, le=MAX_PARTS)]
     spec: ClipSpec = ClipSpec()
+    in_place: bool = False
     submitted_at: datetime = Field(default_factory=_now)
 
     @model_validator(mode="after")

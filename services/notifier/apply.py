@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, true, tuple_, update
+from sqlalchemy import case, delete, exists, func, null, select, true, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
@@ -147,7 +147,10 @@ def record_part(engine: Engine, event: PartSubmitted, *, topic: str) -> Result:
     the outbox for ``topic`` (``video-tasks``), in one transaction.
 
     The part is held (``dispatched_at`` NULL) until its owner has room: the result names
-    the owner, and the caller lets the owner's held units out (``shared.outbox``). A
+    the owner, and the caller lets the owner's held units out (``shared.outbox``). A part
+    its planning worker makes in place (``in_place``) is recorded let out and started
+    (attempt 1, the planner's run), made if its clips are recorded already (the events
+    may come in any order), and is never written to the outbox. A
     part handed out again (the task's message came back) that was let out and is not
     made goes out again at once, in case its message was lost; one held, or made, does
     not. A part of a task that ended, or was deleted, is not recorded. Raises
@@ -162,12 +165,25 @@ def record_part(engine: Engine, event: PartSubmitted, *, topic: str) -> Result:
         if state.deleted or state.status not in ACTIVE_STATUSES:
             logger.info("part %d of a task that ended: not handed out", event.index)
             return Result(Outcome.STALE)
+        values: dict[str, object] = {"task_id": event.task_id, "index": event.index, "attempt": 0}
+        if event.in_place:
+            made = exists().where(clips.c.task_id == event.task_id, clips.c.index == event.index)
+            values |= {
+                "attempt": 1,
+                "dispatched_at": func.now(),
+                "made_at": case((made, func.now()), else_=null()),
+            }
         recorded = conn.execute(
             insert(task_parts)
-            .values(task_id=event.task_id, index=event.index, attempt=0)
+            .values(values)
             .on_conflict_do_nothing(constraint="task_parts_pkey")
             .returning(task_parts.c.index)
         ).first()
+        if event.in_place:
+            if recorded is None:
+                return Result(Outcome.STALE)  # its start came first, and recorded it started
+            logger.info("part %d of %d made in place by its planning worker", event.index, event.parts_total)
+            return Result(Outcome.APPLIED, room_for=owner_id)
         if recorded is not None:
             enqueue(conn, topic, event)
             logger.info("part %d of %d handed out", event.index, event.parts_total)

@@ -101,9 +101,13 @@ class Begin:
 @dataclass(frozen=True)
 class FannedOut:
     """The attempt planned the task and handed its ``parts`` to the fleet, each a
-    ``PartSubmitted`` of its own: the task's message is done with."""
+    ``PartSubmitted`` of its own: the task's message is done with. ``in_place``: the
+    part the attempt made itself (announced like any clip), if it made one, of a plan of
+    ``parts_total``."""
 
     parts: int
+    in_place: int | None = None
+    parts_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,26 @@ def conclude(run: RunResult, attempt: int, max_attempts: int) -> Cancel | HandBa
     if isinstance(run, PermanentFailure):
         return Report.failed(attempt, run.reason)
     return Report(TaskStatus.PROCESSED, attempt, outputs=run)
+
+
+def conclude_in_place(
+    run: FannedOut, recorded: tuple[ClipOutput, ...], attempt: int, formats: AbstractSet[str]
+) -> HandBack | Ack | Report:
+    """What the planning worker does once it handed the parts out and made ``run.in_place``
+    itself, the notifier having recorded ``recorded``: the task is processed if its part
+    was the last one recorded; a part whose clips are not recorded in time hands the task
+    back, and its next delivery, finding every part recorded or handing out again those
+    not made, decides again."""
+    assert run.in_place is not None, "a part made in place"
+    if run.in_place not in whole_parts(recorded, formats):
+        return HandBack(f"part {run.in_place}'s clips are not recorded yet")
+    if not complete(recorded, run.parts_total, formats):
+        return Ack(f"{run.parts} parts handed to the fleet, part {run.in_place} made here")
+    return Report(
+        TaskStatus.PROCESSED,
+        attempt,
+        outputs=tuple(sorted(recorded, key=lambda clip: (clip.index, clip.format))),
+    )
 
 
 def recheck(latest: TaskState | None, report: Report) -> Cancel | Ack | Report:

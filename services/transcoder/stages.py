@@ -10,10 +10,12 @@ reaches (docs/transcoder.md, "Parts across the fleet")."""
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import time
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
+from concurrent.futures import ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -98,12 +100,19 @@ class AttemptStages:
         self.fetcher.close()
 
     def run(
-        self, task: TaskSubmitted, attempt: int, stop: StopSignal, made: list[ClipOutput]
+        self,
+        task: TaskSubmitted,
+        attempt: int,
+        stop: StopSignal,
+        made: list[ClipOutput],
+        *,
+        handed_out: bool = False,
     ) -> tuple[ClipOutput, ...] | FannedOut:
         """Every stage, in a scratch folder that goes whatever happens; every clip's
         outputs, or the parts handed to the fleet. ``made`` holds the clips already
         recorded (their parts are not made again) and receives each part's clips as they
-        are announced."""
+        are announced. ``handed_out``: an earlier run handed the task's parts out, and
+        this one hands out again the parts not made, every one of them to the fleet."""
         with TemporaryDirectory(prefix=f"task-{task.task_id}-", dir=self.settings.scratch_dir) as scratch:
             workdir = Path(scratch)
             source = workdir / "source"
@@ -115,8 +124,14 @@ class AttemptStages:
             )
             fan_out = self.settings.fanout_min_parts
             if fan_out and len(parts) >= fan_out and can_segment(info):
-                handed = self.fan_out(task, attempt, source, info, parts, workdir, stop, made)
-                if handed is not None:
+                whole = _keep_whole_parts(made, clip_formats(task.spec))
+                if handed_out or parts[0].index in whole:
+                    handed = self.fan_out(task, attempt, source, info, parts, workdir, stop, made)
+                else:
+                    handed = self.fan_out_beside_the_first(
+                        task, attempt, source, info, parts, workdir, stop, made
+                    )
+                if isinstance(handed, FannedOut | tuple):
                     return handed
             return self.make_and_upload_clips(task, attempt, source, info, workdir, stop, made, parts)
 
@@ -144,12 +159,15 @@ class AttemptStages:
         stop: StopSignal,
         made: list[ClipOutput],
         parts: list[Part] | None = None,
+        *,
+        skip: AbstractSet[int] = frozenset(),
     ) -> tuple[ClipOutput, ...]:
-        """One ffmpeg run per part not made yet; each format's clip, poster and preview
-        uploaded (retried in place) and removed from scratch before the next part, the
-        part's clips announced with the progress as soon as all its formats are stored."""
+        """One ffmpeg run per part not made yet (nor in ``skip``); each format's clip,
+        poster and preview uploaded (retried in place) and removed from scratch before the
+        next part, the part's clips announced with the progress as soon as all its formats
+        are stored."""
         formats = clip_formats(task.spec)
-        whole = _keep_whole_parts(made, formats)
+        whole = _keep_whole_parts(made, formats) | skip
         announce = functools.partial(self.reporter.publish, task.task_id, TaskStatus.PROCESSING, attempt)
         progress = ProgressThrottle(
             lambda percent: announce(progress=percent), self.settings.progress_interval_seconds
@@ -215,7 +233,7 @@ class AttemptStages:
             return None
         return segments
 
-    def fan_out(
+    def fan_out_beside_the_first(
         self,
         task: TaskSubmitted,
         attempt: int,
@@ -226,52 +244,95 @@ class AttemptStages:
         stop: StopSignal,
         made: list[ClipOutput],
     ) -> tuple[ClipOutput, ...] | FannedOut | None:
-        """Cut and store the segment of every part no earlier attempt recorded and
-        publish a ``PartSubmitted`` for each; the clips themselves when every part is
-        recorded, None when a segment cannot be cut (the task is then made here)."""
+        """Make the first part here, from the source this worker already holds, while a
+        thread cuts, stores and hands out the others: the first clip comes one part's
+        time after the fetch, not after the split too, and the fleet gets the other parts
+        as soon as without it. The first part is handed out ``in_place`` before it is
+        made, so the notifier counts it as one of the owner's units.
+
+        The parts handed out, with the first made (:class:`FannedOut`, ``in_place``);
+        None when a segment cannot be cut (the first part is made, and the task is then
+        made here). A failure of the first part waits for the hand-out to end, then
+        fails or hands back the task; a failure of the hand-out, the first part made,
+        hands the task back, and its next delivery hands out the parts not made."""
+        first = parts[0]
+        self.reporter.publish(task.task_id, TaskStatus.PROCESSING, attempt, clips_total=len(parts))
+        self._hand_out([self._part_submitted(task, first, len(parts), in_place=True)])
+        # Its first attempt as a part, announced as any part's is (by the worker making it).
+        self.reporter.publish(task.task_id, TaskStatus.PROCESSING, 1, part=first.index)
+        others = {part.index for part in parts[1:]}
+        with ThreadPoolExecutor(1, thread_name_prefix="hand-out") as pool:
+            # In a copy of this context, so the thread's log lines name the task too.
+            handing = pool.submit(
+                contextvars.copy_context().run,
+                functools.partial(self.fan_out, leave={first.index}),
+                task,
+                attempt,
+                source,
+                info,
+                parts,
+                workdir,
+                stop,
+                list(made),
+            )
+            try:
+                self.make_and_upload_clips(
+                    task, attempt, source, info, workdir, stop, made, parts, skip=others
+                )
+            except PermanentFailure as failure:
+                wait([handing])
+                raise PermanentFailure(f"part {first.index}: {failure.reason}") from failure
+            except BaseException:
+                wait([handing])
+                raise
+            handed = handing.result()
+        if handed is None:
+            return None
+        return FannedOut(
+            handed.parts if isinstance(handed, FannedOut) else 0, in_place=first.index, parts_total=len(parts)
+        )
+
+    def fan_out(
+        self,
+        task: TaskSubmitted,
+        attempt: int,
+        source: Path,
+        info: SourceInfo,
+        parts: list[Part],
+        workdir: Path,
+        stop: StopSignal,
+        made: list[ClipOutput],
+        *,
+        leave: AbstractSet[int] = frozenset(),
+    ) -> tuple[ClipOutput, ...] | FannedOut | None:
+        """Cut and store the segment of every part no earlier attempt recorded (nor in
+        ``leave``: made here) and publish a ``PartSubmitted`` for each; the clips
+        themselves when every part is recorded, None when a segment cannot be cut (the
+        task is then made here)."""
         whole = _keep_whole_parts(made, clip_formats(task.spec))
         started = time.monotonic()
         segments = self.cut_segments(
-            source, info, [part for part in parts if part.index not in whole], workdir, stop
+            source, info, [part for part in parts if part.index not in whole | leave], workdir, stop
         )
         cut = time.monotonic() - started
         if segments is None:
             return None
-        self.reporter.publish(task.task_id, TaskStatus.PROCESSING, attempt, clips_total=len(parts))
+        if not leave:
+            self.reporter.publish(task.task_id, TaskStatus.PROCESSING, attempt, clips_total=len(parts))
         handed: list[PartSubmitted] = []
         for segment in segments:
             part = segment.part
             stop.raise_if_set()
-            uri = self.retry.transient(
+            self.retry.transient(
                 functools.partial(self.clips.store_segment, task.task_id, part.index, segment.path), stop=stop
             )
             segment.path.unlink()
-            handed.append(
-                PartSubmitted(
-                    task_id=task.task_id,
-                    owner_id=task.owner_id,
-                    index=part.index,
-                    start=part.start,
-                    duration=part.duration,
-                    seek_to=segment.seek_to,
-                    segment=uri,
-                    parts_total=len(parts),
-                    spec=task.spec,
-                )
-            )
+            handed.append(self._part_submitted(task, part, len(parts), seek_to=segment.seek_to))
         if not handed:
+            if leave:
+                return FannedOut(0)
             return tuple(sorted(made, key=lambda output: (output.index, output.format)))
-        # To the notifier, which records each part (a copy of the task that comes again
-        # then hands them out again without a new attempt) and lets it out to the fleet
-        # when the task's owner has room.
-        publisher = self.reporter.publisher
-        futures = [publisher.publish(self.settings.topic_task_events, event) for event in handed]
-        try:
-            for future in futures:
-                future.result(PUBLISH_TIMEOUT_SECONDS)
-        except (GoogleAPIError, FutureTimeout) as exc:
-            # The task's message comes back, and its next attempt hands the parts out again.
-            raise TransientFailure(f"handing the parts to the fleet failed ({type(exc).__name__})") from exc
+        self._hand_out(handed)
         # The split step's cost (make bench-e2e reads this line).
         log.info(
             "%d of %d parts handed to the fleet in %.2f s (cutting %.2f s)",
@@ -282,6 +343,41 @@ class AttemptStages:
             extra={"split_seconds": round(time.monotonic() - started, 3), "cut_seconds": round(cut, 3)},
         )
         return FannedOut(len(handed))
+
+    def _part_submitted(
+        self,
+        task: TaskSubmitted,
+        part: Part,
+        parts_total: int,
+        *,
+        seek_to: float = 0.0,
+        in_place: bool = False,
+    ) -> PartSubmitted:
+        return PartSubmitted(
+            task_id=task.task_id,
+            owner_id=task.owner_id,
+            index=part.index,
+            start=part.start,
+            duration=part.duration,
+            seek_to=seek_to,
+            segment=gs_uri(self.clips.bucket, layout.segment_object(task.task_id, part.index)),
+            parts_total=parts_total,
+            spec=task.spec,
+            in_place=in_place,
+        )
+
+    def _hand_out(self, parts: list[PartSubmitted]) -> None:
+        """Publish the parts to the notifier, which records each (a copy of the task that
+        comes again then hands them out again without a new attempt) and lets it out to
+        the fleet when the task's owner has room; TransientFailure if a publish fails:
+        the task's message comes back, and its next run hands the parts out again."""
+        publisher = self.reporter.publisher
+        futures = [publisher.publish(self.settings.topic_task_events, event) for event in parts]
+        try:
+            for future in futures:
+                future.result(PUBLISH_TIMEOUT_SECONDS)
+        except (GoogleAPIError, FutureTimeout) as exc:
+            raise TransientFailure(f"handing the parts to the fleet failed ({type(exc).__name__})") from exc
 
     def run_part(
         self, part: PartSubmitted, stop: StopSignal, announce: Callable[[tuple[ClipOutput, ...]], object]

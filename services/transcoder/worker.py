@@ -49,7 +49,9 @@ from services.transcoder.decisions import (
     StopReason,
     admit,
     conclude,
+    conclude_in_place,
     recheck,
+    whole_parts,
 )
 from services.transcoder.errors import (
     PermanentFailure,
@@ -60,12 +62,13 @@ from services.transcoder.fetch import Resolver, system_resolver
 from services.transcoder.outcomes import PUBLISH_TIMEOUT_SECONDS, Decision, Outcomes
 from services.transcoder.outputs import ClipStore
 from services.transcoder.parts import PartHandler
+from services.transcoder.plan import clip_formats
 from services.transcoder.reports import StatusReporter
 from services.transcoder.retries import RetryPolicy
 from services.transcoder.runner import StopSignal
 from services.transcoder.stages import AttemptStages
 from shared.config import Settings
-from shared.events import MalformedEvent, PartSubmitted, TaskSubmitted, decode
+from shared.events import ClipOutput, MalformedEvent, PartSubmitted, TaskSubmitted, decode
 from shared.lifecycle import TaskStatus
 from shared.logging import about_task, task_logger
 from shared.pubsub import Publisher, keep_pulling, subscription_path
@@ -269,17 +272,30 @@ class Worker:
             made = list(claim.recorded_clips())
             if made:
                 log.info("resuming: %d clip(s) already recorded", len(made))
+            state = claim.state()
             run: RunResult
             with claim.watch(stop, self.settings.cancel_poll_seconds):
                 try:
-                    run = self.stages.run(task, attempt, stop, made)
+                    run = self.stages.run(
+                        task, attempt, stop, made, handed_out=state is not None and state.handed_out
+                    )
                 except (ProcessingStopped, PermanentFailure, TransientFailure) as ended:
                     run = ended
+        every = min(0.2, self.settings.cancel_poll_seconds)
         if isinstance(run, FannedOut) and not claim.wait_handed_out(
-            self.settings.outcome_confirm_seconds, every=min(0.2, self.settings.cancel_poll_seconds)
+            self.settings.outcome_confirm_seconds, every
         ):
             log.warning("the parts handed out are not recorded yet; acking the task anyway")
         decision: Decision = conclude(run, attempt, self.settings.max_attempts)
+        if isinstance(run, FannedOut) and run.in_place is not None:
+            formats, part = clip_formats(task.spec), run.in_place
+
+            def recorded_with_part() -> tuple[ClipOutput, ...]:
+                found = claim.recorded_clips()
+                return found if part in whole_parts(found, formats) else ()
+
+            recorded = claim.poll(recorded_with_part, self.settings.outcome_confirm_seconds, every)
+            decision = conclude_in_place(run, recorded, attempt, formats)
         if isinstance(decision, Report) and decision.status is TaskStatus.FAILED:
             # The clips made before the failure stay the task's (docs/transcoder.md).
             decision = dataclasses.replace(decision, outputs=tuple(made))

@@ -28,7 +28,7 @@ from services.notifier.main import apply_event, let_out
 from services.transcoder.worker import Worker
 from shared import layout
 from shared.config import Settings
-from shared.events import ClipOutput, ClipSpec, TaskStatusChanged, TaskSubmitted, decode
+from shared.events import ClipOutput, ClipSpec, PartSubmitted, TaskStatusChanged, TaskSubmitted, decode
 from shared.lifecycle import TaskStatus
 from shared.pubsub import Publisher, subscription_path
 from shared.storage import gs_uri, storage_client
@@ -245,6 +245,7 @@ class Notifier:
     settings: Settings
     engine: Engine
     events: list[TaskStatusChanged] = field(default_factory=list)
+    parts: list[PartSubmitted] = field(default_factory=list)
     publisher: Publisher | None = None
 
     def for_task(self, task_id: uuid.UUID) -> list[TaskStatusChanged]:
@@ -279,10 +280,17 @@ class Notifier:
     def outcomes(self, task_id: uuid.UUID) -> list[TaskStatusChanged]:
         return [e for e in self.for_task(task_id) if e.status in (TaskStatus.PROCESSED, TaskStatus.FAILED)]
 
+    def handed_out(self, task_id: uuid.UUID) -> list[tuple[int, bool]]:
+        """Each part its planning worker handed out, as (part, in place), once per event."""
+        unique = {e.event_id: e for e in list(self.parts) if e.task_id == task_id}
+        return sorted((e.index, e.in_place) for e in unique.values())
+
     def _callback(self, message) -> None:
         event = decode(message.data, dict(message.attributes))
         if isinstance(event, TaskStatusChanged):
             self.events.append(event)
+        elif isinstance(event, PartSubmitted):
+            self.parts.append(event)
         result = apply_event(
             self.engine, event, clips_bucket=self.settings.clips_bucket, settings=self.settings
         )
@@ -349,8 +357,9 @@ def environment_for(settings: Settings) -> dict[str, str]:
     return env
 
 
-def ffmpeg_under(pid: int) -> list[psutil.Process]:
-    """The ffmpeg processes below ``pid``."""
+def ffmpeg_under(pid: int, *, encodes_only: bool = False) -> list[psutil.Process]:
+    """The ffmpeg processes below ``pid``; with ``encodes_only``, not the stream copies
+    that cut a source into segments."""
     try:
         children = psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -358,7 +367,7 @@ def ffmpeg_under(pid: int) -> list[psutil.Process]:
     found = []
     for child in children:
         try:
-            if child.name() == "ffmpeg":
+            if child.name() == "ffmpeg" and not (encodes_only and "copy" in child.cmdline()):
                 found.append(child)
         except psutil.NoSuchProcess:
             continue  # ended between the listing and the look (an ffprobe run, say)

@@ -473,3 +473,50 @@ def test_a_part_of_an_ended_task_or_of_another_owner_is_not_handed_out(
     for task_id in (ended, deleted, other):
         assert part_attempts(engine, task_id) == {}
         assert _outbox_parts(engine, task_id) == []
+
+
+def _part_row(engine, task_id, index=1):
+    with engine.connect() as conn:
+        return conn.execute(
+            select(task_parts.c.attempt, task_parts.c.dispatched_at, task_parts.c.made_at).where(
+                task_parts.c.task_id == task_id, task_parts.c.index == index
+            )
+        ).one()
+
+
+def test_a_part_made_in_place_is_let_out_and_started_at_once_and_never_written_to_the_outbox(
+    engine, settings, make_task, owner_id, deliver
+):
+    # Its part handed out first, then its clips announced: the usual order.
+    task_id = make_task(status="processing", attempt=1)
+    in_place = part_event(task_id, owner_id, 1).model_copy(update={"in_place": True})
+    assert deliver(in_place).outcome is Outcome.APPLIED
+    row = _part_row(engine, task_id)
+    assert row.attempt == 1 and row.dispatched_at is not None and row.made_at is None
+    assert _outbox_parts(engine, task_id) == []
+    clip = outputs(settings.clips_bucket, task_id, parts=2)[1]  # index 1
+    deliver(status_event(task_id, TaskStatus.PROCESSING, attempt=1, seconds=2, outputs=(clip,)))
+    assert _part_row(engine, task_id).made_at is not None
+
+    # Its clips announced before its part was recorded: recorded made at once.
+    early = make_task(status="processing", attempt=1)
+    clip = outputs(settings.clips_bucket, early, parts=2)[1]
+    deliver(status_event(early, TaskStatus.PROCESSING, attempt=1, seconds=2, outputs=(clip,)))
+    late = part_event(early, owner_id, 1).model_copy(update={"in_place": True})
+    assert deliver(late).outcome is Outcome.APPLIED
+    row = _part_row(engine, early)
+    assert row.dispatched_at is not None and row.made_at is not None
+    assert _outbox_parts(engine, early) == []
+    # A second part of the same plan is handed out as usual, held.
+    assert deliver(part_event(early, owner_id, 2)).outcome is Outcome.APPLIED
+    assert _outbox_parts(engine, early) == [(2, False)]
+
+    # Its start announced before its part was recorded: the start recorded it let out,
+    # and the part is still never written to the outbox (no second worker makes it).
+    started = make_task(status="processing", attempt=1)
+    deliver(status_event(started, TaskStatus.PROCESSING, attempt=1, part=1, seconds=2))
+    in_place = part_event(started, owner_id, 1).model_copy(update={"in_place": True})
+    assert deliver(in_place).outcome is Outcome.STALE
+    row = _part_row(engine, started)
+    assert row.attempt == 1 and row.dispatched_at is not None and row.made_at is None
+    assert _outbox_parts(engine, started) == []

@@ -33,6 +33,9 @@ GOP = 25  # frames between keyframes: parts 2 and 3 start between two
 # Three parts of 2, 2 and 2 s, each clip with a card of one second at each end.
 SPEC = ClipSpec(width=320, height=180, max_part_seconds=2, preset="ultrafast", crf=10)
 CARD_FRAMES = FPS
+# The same parts, slow enough that the second worker takes a part while the planning
+# worker makes the first (seconds per part, where handing a part out takes well under one).
+SPEC_SLOWER = SPEC.model_copy(update={"width": 1280, "height": 720, "preset": "slow"})
 # Slow enough that both workers' ffmpeg are seen running (tens of seconds per part).
 SLOW = ClipSpec(width=1280, height=720, max_part_seconds=10, preset="slow", crf=18)
 
@@ -72,7 +75,7 @@ def _clip_names(task_id, parts: int) -> list[str]:
 def test_two_workers_make_a_tasks_parts_and_the_clips_join_frame_exactly(
     tsettings, engine, notifier, level_source, tmp_path
 ):
-    task = insert_task(engine, upload_source(tsettings, level_source), SPEC)
+    task = insert_task(engine, upload_source(tsettings, level_source), SPEC_SLOWER)
     with (
         worker_thread(tsettings, engine, worker_id="worker-a"),
         worker_thread(tsettings, engine, worker_id="worker-b"),
@@ -81,6 +84,8 @@ def test_two_workers_make_a_tasks_parts_and_the_clips_join_frame_exactly(
         row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
     assert (row["status"], row["attempt"], row["clips_total"]) == ("processed", 1, 3), row
     assert notifier.starts(task.task_id) == [1]  # planned once
+    # The planning worker made part 1 from the source it held; the fleet made the others.
+    assert notifier.handed_out(task.task_id) == [(1, True), (2, False), (3, False)]
     starts = notifier.part_starts(task.task_id)
     assert sorted((part, attempt) for part, attempt, _ in starts) == [(1, 1), (2, 1), (3, 1)]
     assert {worker for _, _, worker in starts} == {"worker-a", "worker-b"}
@@ -173,8 +178,16 @@ def test_cancel_stops_every_parts_ffmpeg_and_leaves_no_object(tsettings, engine,
     task = insert_task(engine, upload_source(tsettings, source), SLOW)
     with worker_thread(tsettings, engine), worker_thread(tsettings, engine):
         submit(tsettings, task)
+        # The planning worker makes part 1 while the other makes part 2 (the segments'
+        # stream copies are not a part's ffmpeg).
         running = wait_for(
-            lambda: len(found := ffmpeg_under(os.getpid())) == 2 and found, 120, "two parts' ffmpeg"
+            lambda: (
+                len(found := ffmpeg_under(os.getpid(), encodes_only=True)) == 2
+                and len(notifier.part_starts(task.task_id)) == 2
+                and found
+            ),
+            120,
+            "two parts' ffmpeg",
         )
         cancel_task(engine, task.task_id)
         wait_for(lambda: all(gone(ffmpeg) for ffmpeg in running), 30, "every part's ffmpeg to stop")

@@ -18,6 +18,7 @@ from services.transcoder.decisions import (
     admit_part,
     complete,
     conclude,
+    conclude_in_place,
     conclude_part,
     recheck,
     was_canceled,
@@ -257,3 +258,30 @@ def _clip(index, clip_format="16:9"):
 )
 def test_a_task_is_complete_when_every_part_is_recorded_in_every_format(recorded, formats, whole):
     assert complete(recorded, 3, frozenset(formats)) is whole
+
+
+IN_PLACE = FannedOut(2, in_place=1, parts_total=3)
+
+
+@pytest.mark.parametrize(
+    "recorded, formats, expected",
+    [
+        # Its own part not recorded in time: the task comes again and decides again.
+        ((), {"16:9"}, HandBack("part 1's clips are not recorded yet")),
+        ((_clip(2), _clip(3)), {"16:9"}, HandBack("part 1's clips are not recorded yet")),
+        ((_clip(1), _clip(2), _clip(3)), {"16:9", "9:16"}, HandBack("part 1's clips are not recorded yet")),
+        # Others still to be made: their workers finish the task.
+        ((_clip(1),), {"16:9"}, Ack("2 parts handed to the fleet, part 1 made here")),
+        ((_clip(1), _clip(3)), {"16:9"}, Ack("2 parts handed to the fleet, part 1 made here")),
+        # Its own part was the last one recorded: the task is processed, every clip named.
+        (
+            (_clip(3), _clip(1), _clip(2)),
+            {"16:9"},
+            Report(DONE, 2, outputs=(_clip(1), _clip(2), _clip(3))),
+        ),
+    ],
+)
+def test_the_planning_worker_that_made_the_first_part_completes_the_task_if_it_was_the_last(
+    recorded, formats, expected
+):
+    assert conclude_in_place(IN_PLACE, recorded, 2, frozenset(formats)) == expected
