@@ -142,8 +142,8 @@ class Settings(BaseSettings):
     max_parts_in_flight_per_user: int = Field(default=4, ge=1)
     """Units of work of one user let out to the workers and not done at once: a task
     until a worker plans it, then each of its parts until its clips are recorded. Later
-    ones are accepted and wait, queued, for one of them to end; the fleet takes the
-    waiting users' units in turn."""
+    ones are accepted and wait, queued, for one of them to end, so no user holds more
+    than this many places in the fleet's line (docs/queue.md, "Fair share")."""
     max_stored_bytes_per_user: int = Field(default=20 * 1024**3, ge=1)
     """Bytes one user may keep stored (uploaded originals and clips of tasks not deleted);
     a submission past it is refused with 409 `storage_quota_exceeded`."""
@@ -245,10 +245,11 @@ class Settings(BaseSettings):
     (about one per core each). One thread makes a clip slower but costs less CPU, the more
     so with several formats (docs/benchmarks.md, "Clip options")."""
     fanout_min_parts: int = Field(default=2, ge=0)
-    """A task of at least this many parts is planned by one worker, which stores each
-    part's segment of the source and hands the parts to the fleet as messages of their
-    own, so idle workers make them at once (docs/transcoder.md, "Parts across the
-    fleet"); 0: one worker makes all of a task's parts."""
+    """A task of at least this many parts is planned by one worker, which makes the first
+    part itself from the source while it stores the other parts' segments and hands
+    those parts to the fleet as messages of their own, so idle workers make them at once
+    (docs/transcoder.md, "Parts across the fleet"); 0: one worker makes all of a task's
+    parts."""
     drain_grace_seconds: float = 60.0
     """On SIGTERM, how long a worker lets the current clip finish before handing the task back."""
     cancel_poll_seconds: float = 1.0
