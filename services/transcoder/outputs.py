@@ -61,14 +61,13 @@ class ClipStore:
             size_bytes=clip.size_bytes,
         )
 
-    def store_segment(self, task_id: uuid.UUID, index: int, path: Path) -> str:
-        """Store part ``index``'s segment in the task's folder; its ``gs://`` URI."""
+    def store_segment(self, task_id: uuid.UUID, index: int, path: Path) -> None:
+        """Store part ``index``'s segment in the task's folder (``shared.layout.segment_object``)."""
         name = layout.segment_object(task_id, index)
         with storage_errors("storing a part's segment"):
             self.client.bucket(self.bucket).blob(name, chunk_size=self.chunk_bytes).upload_from_filename(
                 str(path), content_type="video/x-matroska", retry=None
             )
-        return gs_uri(self.bucket, name)
 
     def delete_all(self, task_id: uuid.UUID, keep: Collection[str] = ()) -> int:
         """Delete every object under the task's prefix but those ``keep`` names (``gs://``

@@ -15,7 +15,7 @@ import functools
 import time
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -256,7 +256,6 @@ class AttemptStages:
         fails or hands back the task; a failure of the hand-out, the first part made,
         hands the task back, and its next delivery hands out the parts not made."""
         first = parts[0]
-        self.reporter.publish(task.task_id, TaskStatus.PROCESSING, attempt, clips_total=len(parts))
         self._hand_out([self._part_submitted(task, first, len(parts), in_place=True)])
         # Its first attempt as a part, announced as any part's is (by the worker making it).
         self.reporter.publish(task.task_id, TaskStatus.PROCESSING, 1, part=first.index)
@@ -275,16 +274,13 @@ class AttemptStages:
                 stop,
                 list(made),
             )
+            # Leaving the block, by a failure too, waits for the hand-out to end.
             try:
                 self.make_and_upload_clips(
                     task, attempt, source, info, workdir, stop, made, parts, skip=others
                 )
             except PermanentFailure as failure:
-                wait([handing])
                 raise PermanentFailure(f"part {first.index}: {failure.reason}") from failure
-            except BaseException:
-                wait([handing])
-                raise
             handed = handing.result()
         if handed is None:
             return None

@@ -247,18 +247,20 @@ class Worker:
     def _work_claimed(self, task: TaskSubmitted, message, claim: TaskClaim) -> None:
         """Admit the task again, now that no other worker can change it: give up on it,
         or run the next attempt; then carry out what was decided."""
-        decision: Decision | Begin = admit(claim.state(), self.settings.max_attempts)
+        state = claim.state()
+        decision: Decision | Begin = admit(state, self.settings.max_attempts)
         if isinstance(decision, Begin):
-            decision = self._attempt(task, claim, decision.attempt)
+            handed_out = state is not None and state.handed_out
+            decision = self._attempt(task, claim, decision.attempt, handed_out)
         elif isinstance(decision, Report):
             log.warning("%s", decision.failure_reason)
         self.outcomes.carry_out(decision, task.task_id, message, claim)
 
     # --- one attempt ---------------------------------------------------------------------
 
-    def _attempt(self, task: TaskSubmitted, claim: TaskClaim, attempt: int) -> Decision:
+    def _attempt(self, task: TaskSubmitted, claim: TaskClaim, attempt: int, handed_out: bool) -> Decision:
         """Announce the attempt, run its stages under the cancel watch, and decide what
-        its end means."""
+        its end means. ``handed_out``: an earlier run handed the task's parts out."""
         with self._stoppable() as stop:
             # Registered before this check, so a drain that starts later stops the run
             # through the grace timer, and one that started earlier is seen here.
@@ -272,13 +274,10 @@ class Worker:
             made = list(claim.recorded_clips())
             if made:
                 log.info("resuming: %d clip(s) already recorded", len(made))
-            state = claim.state()
             run: RunResult
             with claim.watch(stop, self.settings.cancel_poll_seconds):
                 try:
-                    run = self.stages.run(
-                        task, attempt, stop, made, handed_out=state is not None and state.handed_out
-                    )
+                    run = self.stages.run(task, attempt, stop, made, handed_out=handed_out)
                 except (ProcessingStopped, PermanentFailure, TransientFailure) as ended:
                     run = ended
         every = min(0.2, self.settings.cancel_poll_seconds)
