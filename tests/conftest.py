@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,14 @@ from tests.support.names import SHARED_STACK_LIMITS, isolated_names
 # Fixtures shared by several folders (media sources served on loopback), and the fault
 # drills' recovery summary (registered here so it also runs where pytest-xdist prints).
 pytest_plugins = ["tests.support.media", "tests.support.recoveries"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a collection in which two tests share an id: pytest-xdist hands out tests by
+    id, so all but the first of them would be counted as collected and never run."""
+    repeated = sorted(nodeid for nodeid, count in Counter(item.nodeid for item in items).items() if count > 1)
+    if repeated:
+        raise pytest.UsageError(f"{len(repeated)} test ids are shared by several tests: {repeated[:5]}")
 
 
 def _unique(prefix: str) -> str:
