@@ -110,7 +110,8 @@ down: ## stop a stack started in the background (`make up &`)
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist), each test file whole in one of
 # them, so its module's stack is started once; TEST_WORKERS=0 runs it in this process.
-TEST_WORKERS ?= 2
+# Three on two cores: most drills wait on processes, not CPU (docs/benchmarks.md).
+TEST_WORKERS ?= 3
 
 test: install pstest web ## the whole test suite (PYTEST_ARGS="-k auth" to narrow it)
 	@status=0; $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) || status=$$?; \
