@@ -74,10 +74,9 @@ from tests.support.media import make_source  # noqa: E402
 
 POLL_SECONDS = 0.1
 WATCH_SECONDS = 0.02
-BURST_POLL_SECONDS = 0.5
-# Part 3's client: its figures are tens of seconds, and every answer costs the api and the
-# gateway CPU that the two workers of this 2-core machine would otherwise have.
-PARTS_POLL_SECONDS = 0.5
+# Parts 2 and 3's client: their figures are tens of seconds, and every answer costs the api
+# and the gateway CPU that the workers of this 2-core machine would otherwise have.
+LONG_RUN_POLL_SECONDS = 0.5
 HTTP_TIMEOUT = 30
 TASK_TIMEOUT = 900
 
@@ -354,7 +353,7 @@ def burst(stack: LocalStack, source_url: str, tasks: int, workers: int) -> Burst
             break
         if time.perf_counter() - started > TASK_TIMEOUT:
             raise SystemExit(f"the burst did not finish in {TASK_TIMEOUT} s")
-        time.sleep(BURST_POLL_SECONDS)
+        time.sleep(LONG_RUN_POLL_SECONDS)
     busy, idle = worker_timeline(stack.database_url, ids)
     return Burst(workers, tasks, elapsed, busy, idle)
 
@@ -426,7 +425,7 @@ def progressive_run(stack: LocalStack, workers: int, source_url: str, reference_
         if now > TASK_TIMEOUT:
             raise SystemExit(f"task {task_id} not processed after {TASK_TIMEOUT} s: {task}")
         polls += 1
-        time.sleep(max(0.0, polls * PARTS_POLL_SECONDS - (time.perf_counter() - started)))
+        time.sleep(max(0.0, polls * LONG_RUN_POLL_SECONDS - (time.perf_counter() - started)))
     return Progressive(
         workers,
         task["clips_total"],
