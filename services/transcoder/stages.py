@@ -252,9 +252,12 @@ class AttemptStages:
 
         The parts handed out, with the first made (:class:`FannedOut`, ``in_place``);
         None when a segment cannot be cut (the first part is made, and the task is then
-        made here). A failure of the first part waits for the hand-out to end, then
-        fails or hands back the task; a failure of the hand-out, the first part made,
-        hands the task back, and its next delivery hands out the parts not made."""
+        made here). A transient failure of the first part, once the others are handed
+        out, hands the first out too, to be tried again as any part is, within its own
+        attempts (its run here was its first). Any other failure of the first part waits
+        for the hand-out to end, then fails or hands back the task; a failure of the
+        hand-out, the first part made, hands the task back, and its next delivery hands
+        out the parts not made."""
         first = parts[0]
         self._hand_out([self._part_submitted(task, first, len(parts), in_place=True)])
         # Its first attempt as a part, announced as any part's is (by the worker making it).
@@ -275,18 +278,28 @@ class AttemptStages:
                 list(made),
             )
             # Leaving the block, by a failure too, waits for the hand-out to end.
+            failed: TransientFailure | None = None
             try:
                 self.make_and_upload_clips(
                     task, attempt, source, info, workdir, stop, made, parts, skip=others
                 )
             except PermanentFailure as failure:
                 raise PermanentFailure(f"part {first.index}: {failure.reason}") from failure
+            except TransientFailure as failure:
+                failed = failure
             handed = handing.result()
         if handed is None:
+            if failed is not None:
+                raise failed
             return None
-        return FannedOut(
-            handed.parts if isinstance(handed, FannedOut) else 0, in_place=first.index, parts_total=len(parts)
-        )
+        parts_handed = handed.parts if isinstance(handed, FannedOut) else 0
+        if failed is None:
+            return FannedOut(parts_handed, in_place=first.index, parts_total=len(parts))
+        log.warning("part %d failed here (%s): it goes to the fleet", first.index, failed.reason)
+        again = self.fan_out(task, attempt, source, info, parts, workdir, stop, made, leave=others)
+        if not isinstance(again, FannedOut) or not again.parts:
+            raise failed
+        return FannedOut(parts_handed + again.parts, parts_total=len(parts))
 
     def fan_out(
         self,

@@ -139,25 +139,31 @@ def store_partial_outputs(settings, task_id: uuid.UUID) -> list[str]:
 # --- storage that fails ---------------------------------------------------------------------
 
 
-def uploads(method: str, path: str) -> bool:
+def uploads(method: str, path: str, body: bytes = b"") -> bool:
     return method == "POST" and path.startswith("/upload/")
+
+
+def upload_of(name: str) -> Callable[[str, str, bytes], bool]:
+    """The start of an upload of an object whose name ends with ``name`` (the name is in
+    the upload's metadata, in its body)."""
+    return lambda method, path, body: uploads(method, path) and f'{name}"'.encode() in body
 
 
 def listings_of(bucket: str) -> Callable[[str, str], bool]:
     """Requests that list the objects of ``bucket`` (deleting a task's outputs starts so)."""
-    return lambda method, path: method == "GET" and path.startswith(f"/storage/v1/b/{bucket}/o?")
+    return lambda method, path, body: method == "GET" and path.startswith(f"/storage/v1/b/{bucket}/o?")
 
 
 class FlakyStorageProxy:
     """Forwards to the storage emulator, answering ``status`` (503 unless told otherwise)
-    to the first ``failures`` requests that ``refuse(method, path)`` picks (uploads,
-    unless told otherwise)."""
+    to the first ``failures`` requests that ``refuse(method, path, body)`` picks
+    (uploads, unless told otherwise)."""
 
     def __init__(
         self,
         upstream: str,
         failures: int,
-        refuse: Callable[[str, str], bool] = uploads,
+        refuse: Callable[[str, str, bytes], bool] = uploads,
         status: int = 503,
     ) -> None:
         self.upstream = upstream.rstrip("/")
@@ -174,7 +180,7 @@ class FlakyStorageProxy:
 
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if refuse(self.command, self.path) and proxy._take_failure():
+                if refuse(self.command, self.path, body) and proxy._take_failure():
                     self.send_response(status)
                     self.send_header("Content-Length", "0")
                     self.end_headers()

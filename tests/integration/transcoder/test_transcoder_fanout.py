@@ -21,7 +21,9 @@ from tests.support.worker import (
     ffmpeg_under,
     gone,
     insert_task,
+    mark_interrupted,
     submit,
+    upload_of,
     upload_source,
     wait_for,
     wait_status,
@@ -125,7 +127,7 @@ def test_a_task_that_comes_again_after_its_parts_went_out_is_not_a_new_attempt(
 def _segment_reads_of(part: int):
     """Reads of part ``part``'s segment (its metadata is read first)."""
     name = f"segments%2Fpart-{part:02d}.mkv"
-    return lambda method, path: method == "GET" and name in path
+    return lambda method, path, body: method == "GET" and name in path
 
 
 def test_a_part_that_fails_transiently_is_retried_alone(
@@ -148,6 +150,35 @@ def test_a_part_that_fails_transiently_is_retried_alone(
         (2, 2),
         (3, 1),
     ]
+    assert clip_objects(tsettings, task.task_id) == _clip_names(task.task_id, 3)
+
+
+def test_the_first_part_failing_transiently_on_the_tasks_last_attempt_goes_to_the_fleet(
+    tsettings, engine, notifier, level_source, storage_emulator_host
+):
+    # The task's last attempt (one earlier run died); the planning worker's own run of
+    # part 1 is the part's first attempt, and a transient failure of it leaves the part
+    # its second, on the fleet, instead of failing the task.
+    last = tsettings.model_copy(update={"retry_tries": 1, "max_attempts": 2})
+    task = insert_task(engine, upload_source(tsettings, level_source), SPEC)
+    mark_interrupted(engine, task.task_id, 1)
+    with (
+        FlakyStorageProxy(storage_emulator_host, 1, refuse=upload_of("part-01.mp4")) as proxy,
+        worker_thread(last, engine, storage_client=proxy.client()),
+    ):
+        submit(tsettings, task)
+        row = wait_status(engine, task.task_id, TaskStatus.PROCESSED, TaskStatus.FAILED)
+    assert proxy.failed == 1
+    assert (row["status"], row["attempt"]) == ("processed", 2), row
+    # Part 1 made here first, then handed out as any part.
+    assert notifier.handed_out(task.task_id) == [(1, False), (1, True), (2, False), (3, False)]
+    assert sorted((part, attempt) for part, attempt, _ in notifier.part_starts(task.task_id)) == [
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (3, 1),
+    ]
+    assert part_attempts(engine, task.task_id) == {1: 2, 2: 1, 3: 1}
     assert clip_objects(tsettings, task.task_id) == _clip_names(task.task_id, 3)
 
 
