@@ -1,7 +1,7 @@
 """``make bench-e2e``: what the platform adds to ffmpeg's own time, and how many tasks a
 minute one and two workers finish.
 
-    .venv/bin/python benchmarks/e2e_bench.py [--runs 5] [--tasks 20] [--budget 1.5]
+    .venv/bin/python benchmarks/e2e_bench.py [--runs 5] [--tasks 20] [--budget 1.5] [--rounds 1]
 
 Part 1, latency: a 20 s 1920x1080 source (one part, one 22 s clip) is submitted by URL
 ``--runs`` times, one task at a time, to a stack with one worker. Each run times
@@ -27,7 +27,13 @@ client polling ``GET /tasks/<id>`` every 500 ms notes when each clip first appea
 task and when the task is processed. The split step is the planning worker's own figure
 (its "parts handed to the fleet in N s" log line: cutting the segments and storing
 them). The reference is one clip's ffmpeg alone at one thread (the 20 s 1080p source of
-part 1, made by ``iter_clips`` in this process, in the same run).
+part 1, made by ``iter_clips`` in this process, on the same stack just before the task
+and just after it: the mean of the two). Each component's CPU seconds from the POST to
+the processed answer are read from its process tree (a worker's own and its ffmpeg's
+apart), to show what the stack takes from the two cores beside the workers' ffmpeg.
+``--rounds`` repeats part 3, one worker then two in each round: each two-worker run is
+set against its own round's one-worker run, and the ratios' medians over the rounds are
+shown (one run on a shared machine moves by 10-15 %).
 
 Every stack is a fresh local stack started through the launcher (its own PostgreSQL,
 Pub/Sub fake and Storage emulator, on free ports), with the default settings.
@@ -36,6 +42,7 @@ Pub/Sub fake and Storage emulator, on free ports), with the default settings.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -388,12 +395,53 @@ def worker_timeline(database_url: str, task_ids: set[str]) -> tuple[float, float
 
 @dataclass(frozen=True)
 class Progressive:
+    round: int
     workers: int
     parts: int
     clips_seen: list[float]  # POST sent -> each clip first seen by the client, in order
     processed: float  # POST sent -> processed seen by the client
     split: float  # the planning worker's cut and store of every segment
-    reference: float  # one clip's ffmpeg alone, at one thread
+    reference: float  # one clip's ffmpeg alone, at one thread: the mean of before and after
+    cpu: dict[str, tuple[float, float]]  # component -> (its own CPU s, its children's) in the run
+
+
+def tree_cpu(pid: int | None) -> tuple[float, float]:
+    """CPU seconds so far of one stack component: its own process's, and its children's
+    (those it has waited for, and those still running, each with what they waited for)."""
+    if pid is None:
+        return 0.0, 0.0
+    try:
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+        descendants = process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0.0, 0.0
+    children = times.children_user + times.children_system
+    for child in descendants:
+        try:
+            child_times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue  # ended between the listing and the read: its time is not yet its parent's
+        children += child_times.user + child_times.system
+        children += child_times.children_user + child_times.children_system
+    return times.user + times.system, children
+
+
+def stack_cpu(stack: LocalStack) -> dict[str, tuple[float, float]]:
+    """Each component's CPU seconds so far, and this process's (the client and the file
+    server the source is fetched from) as ``bench client``."""
+    here = psutil.Process().cpu_times()
+    readings = {process.name: tree_cpu(process.pid) for _, process in stack.processes}
+    return readings | {"bench client": (here.user + here.system, 0.0)}
+
+
+def cpu_between(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, tuple[float, float]]:
+    return {
+        name: (own - before.get(name, (0.0, 0.0))[0], children - before.get(name, (0.0, 0.0))[1])
+        for name, (own, children) in after.items()
+    }
 
 
 ONE_THREAD = {"ffmpeg_threads": "1"}
@@ -408,8 +456,12 @@ def split_seconds(stack: LocalStack) -> float:
     raise SystemExit("no worker logged its split step: was the task made across the fleet?")
 
 
-def progressive_run(stack: LocalStack, workers: int, source_url: str, reference_source: Path) -> Progressive:
+def progressive_run(
+    stack: LocalStack, round_: int, workers: int, source_url: str, reference_source: Path
+) -> Progressive:
     session = PlatformClient.sign_up(stack.base_url, "bench").session
+    reference_before = ffmpeg_alone(reference_source, threads=1)
+    cpu_before = stack_cpu(stack)
     started = time.perf_counter()
     task_id = submit(session, stack.base_url, source_url)
     seen: dict[int, float] = {}
@@ -426,13 +478,16 @@ def progressive_run(stack: LocalStack, workers: int, source_url: str, reference_
             raise SystemExit(f"task {task_id} not processed after {TASK_TIMEOUT} s: {task}")
         polls += 1
         time.sleep(max(0.0, polls * LONG_RUN_POLL_SECONDS - (time.perf_counter() - started)))
+    cpu = cpu_between(cpu_before, stack_cpu(stack))
     return Progressive(
+        round_,
         workers,
         task["clips_total"],
         sorted(seen.values()),
         now,
         split_seconds(stack),
-        ffmpeg_alone(reference_source, threads=1),
+        statistics.mean((reference_before, ffmpeg_alone(reference_source, threads=1))),
+        cpu,
     )
 
 
@@ -461,6 +516,70 @@ def latency_table(runs: list[LatencyRun]) -> str:
         )
     medians = [statistics.median(getattr(run, field) for run in runs) for _, field in columns]
     rows.append("| **median** | " + " | ".join(f"**{value:.2f}**" for value in medians) + " |")
+    return "\n".join(rows)
+
+
+def fleet_table(fleet: list[Progressive]) -> str:
+    """Part 3's runs, each round's two-worker run against its own one-worker run, and the
+    medians of the ratios over the rounds."""
+    rows = [
+        "| round | workers | parts | split | first clip seen | last clip seen | processed seen "
+        "| one clip's ffmpeg alone (1 thread) | first clip / one clip alone | all clips / 1 worker "
+        "| split / 1-worker total |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    alone = {run.round: run.processed for run in fleet if run.workers == 1}
+    ratios: dict[str, list[float]] = {}
+    for run in fleet:
+        first, whole, split = (
+            run.clips_seen[0] / run.reference,
+            run.processed / alone[run.round],
+            run.split / alone[run.round],
+        )
+        for name, value in (("first", first), ("whole", whole), ("split", split)):
+            ratios.setdefault(f"{name} {run.workers}", []).append(value)
+        rows.append(
+            f"| {run.round} | {run.workers} | {run.parts} | {run.split:.2f} s | {run.clips_seen[0]:.1f} s "
+            f"| {run.clips_seen[-1]:.1f} s | {run.processed:.1f} s | {run.reference:.1f} s "
+            f"| {first:.2f} | {whole:.2f} | {100 * split:.1f} % |"
+        )
+    for workers in (1, 2):
+        median = {
+            name: statistics.median(ratios[f"{name} {workers}"]) for name in ("first", "whole", "split")
+        }
+        rows.append(
+            f"| **median** | {workers} | | | | | | | **{median['first']:.2f}** | **{median['whole']:.2f}** "
+            f"| {100 * median['split']:.1f} % |"
+        )
+    return "\n".join(rows)
+
+
+def cpu_table(fleet: list[Progressive]) -> str:
+    """Part 3's CPU seconds by component, each run's column "own + children" (a worker's
+    children are its ffmpeg and ffprobe), against the machine's CPU in the run."""
+    names = sorted(
+        {name for run in fleet for name in run.cpu}, key=lambda name: (name.startswith("bench"), name)
+    )
+    header = (
+        "| component | "
+        + " | ".join(f"round {run.round}, {run.workers} worker(s): own + children" for run in fleet)
+        + " |"
+    )
+    rows = [header, "|---" * (len(fleet) + 1) + "|"]
+    for name in names:
+        cells = []
+        for run in fleet:
+            own, children = run.cpu.get(name, (0.0, 0.0))
+            cells.append(f"{own:.1f} + {children:.1f} s" if children else f"{own:.1f} s")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    cores = psutil.cpu_count() or 1
+    totals = [sum(own + children for own, children in run.cpu.values()) for run in fleet]
+    rows.append("| **all** | " + " | ".join(f"**{total:.1f} s**" for total in totals) + " |")
+    rows.append(
+        f"| the machine's CPU in the run ({cores} cores × processed seen) | "
+        + " | ".join(f"{cores * run.processed:.1f} s" for run in fleet)
+        + " |"
+    )
     return "\n".join(rows)
 
 
@@ -510,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only-progressive", action="store_true", help="run part 3 alone (parts across the fleet)"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="part 3's rounds, each with 1 then 2 workers (default 1)"
+    )
     args = parser.parse_args(argv)
 
     say(f"machine: {machine()}; {load()}")
@@ -525,31 +647,20 @@ def main(argv: list[str] | None = None) -> int:
             say("part 3: parts across the fleet, 180 s 1080p source, 1 and 2 workers at one thread")
             long = make_bench_source(media / "run-1080p-180s.mp4", 180, 1920, 1080)
             fleet: list[Progressive] = []
-            for workers in (1, 2):
+            for round_, workers in itertools.product(range(1, args.rounds + 1), (1, 2)):
                 with stack_with(workdir, workers, ONE_THREAD) as stack:
-                    fleet.append(progressive_run(stack, workers, served.url(long), big))
+                    fleet.append(progressive_run(stack, round_, workers, served.url(long), big))
                 run = fleet[-1]
                 say(
-                    f"  {workers} worker(s): first clip {run.clips_seen[0]:.1f} s, all {run.parts} clips "
+                    f"  round {round_}, {workers} worker(s): first clip {run.clips_seen[0]:.1f} s, all {run.parts} clips "
                     f"{run.processed:.1f} s, split {run.split:.2f} s, one clip's ffmpeg alone "
                     f"{run.reference:.1f} s; {load()}"
                 )
 
     say()
-    say(
-        "| workers | parts | split | first clip seen | last clip seen | processed seen "
-        "| one clip's ffmpeg alone (1 thread) | first clip / one clip alone | all clips / 1 worker "
-        "| split / 1-worker total |"
-    )
-    say("|---|---|---|---|---|---|---|---|---|---|")
-    alone = fleet[0].processed
-    for run in fleet:
-        say(
-            f"| {run.workers} | {run.parts} | {run.split:.2f} s | {run.clips_seen[0]:.1f} s "
-            f"| {run.clips_seen[-1]:.1f} s | {run.processed:.1f} s | {run.reference:.1f} s "
-            f"| {run.clips_seen[0] / run.reference:.2f} | {run.processed / alone:.2f} "
-            f"| {100 * run.split / alone:.1f} % |"
-        )
+    say(fleet_table(fleet))
+    say()
+    say(cpu_table(fleet))
     if not runs:
         return 0
     say()
