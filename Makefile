@@ -44,6 +44,7 @@ WEB_INSTALL_STAMP := web/node_modules/.installed-package-lock.json
 WEB_BUILD_STAMP := web/dist/.built
 WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.js web/package-lock.json
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 LOCK_ARGS ?=
 
 .PHONY: help install system-packages pstest web up down test screenshots fmt lock migrate clean scan bench bench-api bench-e2e bench-webhooks bench-loudness bench-queue bench-fanout bench-cancel load
@@ -159,8 +160,8 @@ bench: install pstest ## the transcoder pipeline against its reference bound, th
 bench-api: install pstest ## upload memory and task-list latency of the api
 	$(PYTHON) benchmarks/api_bench.py
 
-bench-e2e: install pstest ## POST to processed through the whole stack; tasks per minute
-	$(PYTHON) benchmarks/e2e_bench.py
+bench-e2e: install pstest ## POST to processed through the whole stack; tasks per minute (BENCH_ARGS="--only-progressive --rounds 3")
+	$(PYTHON) benchmarks/e2e_bench.py $(BENCH_ARGS)
 
 bench-webhooks: install pstest ## status change to webhook received (p50, p95); deliveries per second
 	$(PYTHON) benchmarks/webhooks_bench.py

@@ -240,17 +240,23 @@ class LatencyRun:
 
 def poll_until_processed(session: requests.Session, base_url: str, task_id: str) -> datetime:
     """Poll at a fixed 100 ms rate; returns the wall time the processed answer came."""
-    started = time.monotonic()
+    started = time.perf_counter()
     polls = 0
     while True:
         task = session.get(f"{base_url}/tasks/{task_id}", timeout=HTTP_TIMEOUT).json()
         if task["status"] == "processed":
             return datetime.now(UTC)
         check_final(task)
-        if time.monotonic() - started > TASK_TIMEOUT:
+        if time.perf_counter() - started > TASK_TIMEOUT:
             raise SystemExit(f"task {task_id} not processed after {TASK_TIMEOUT} s: {task}")
         polls += 1
-        time.sleep(max(0.0, started + polls * POLL_SECONDS - time.monotonic()))
+        sleep_until(started + polls * POLL_SECONDS)
+
+
+def sleep_until(instant: float) -> None:
+    """Sleep until ``instant`` on ``time.perf_counter``'s clock (a fixed-rate poll's next
+    turn: a slow answer shortens the wait, it does not move the schedule)."""
+    time.sleep(max(0.0, instant - time.perf_counter()))
 
 
 def recorded_times(engine: sqlalchemy.Engine, task_id: str) -> dict[str, datetime]:
@@ -477,7 +483,7 @@ def progressive_run(
         if now > TASK_TIMEOUT:
             raise SystemExit(f"task {task_id} not processed after {TASK_TIMEOUT} s: {task}")
         polls += 1
-        time.sleep(max(0.0, polls * LONG_RUN_POLL_SECONDS - (time.perf_counter() - started)))
+        sleep_until(started + polls * LONG_RUN_POLL_SECONDS)
     cpu = cpu_between(cpu_before, stack_cpu(stack))
     return Progressive(
         round_,
