@@ -3,9 +3,7 @@ tokens with its JWKS exactly as in production (no injected verifier)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 
 import pytest
 from flask import Flask
@@ -15,6 +13,7 @@ from services.api import create_app as create_api
 from services.auth import create_app as create_auth
 from shared.config import Settings
 from tests.support.auth import JWKS_CACHE_SECONDS, AuthServer
+from tests.support.clock import start_early_in_a_minute
 
 
 @pytest.fixture
@@ -66,6 +65,4 @@ def make_api(settings: Settings, auth_server: AuthServer) -> Iterator[Callable[.
 def fresh_minute():
     """Login limits count in whole minutes: a test that needs its attempts in one minute
     starts at least 15 s before the next (a loaded machine checks about 10 passwords a second)."""
-    left = 60 - datetime.now(UTC).timestamp() % 60
-    if left < 15:
-        time.sleep(left + 0.1)
+    start_early_in_a_minute(15)
