@@ -444,8 +444,9 @@ def stack_cpu(stack: LocalStack) -> dict[str, tuple[float, float]]:
 def cpu_between(
     before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
 ) -> dict[str, tuple[float, float]]:
+    zero = (0.0, 0.0)
     return {
-        name: (own - before.get(name, (0.0, 0.0))[0], children - before.get(name, (0.0, 0.0))[1])
+        name: (own - before.get(name, zero)[0], children - before.get(name, zero)[1])
         for name, (own, children) in after.items()
     }
 
@@ -535,7 +536,7 @@ def fleet_table(fleet: list[Progressive]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     alone = {run.round: run.processed for run in fleet if run.workers == 1}
-    ratios: dict[str, list[float]] = {}
+    ratios: dict[tuple[str, int], list[float]] = {}
     for run in fleet:
         first, whole, split = (
             run.clips_seen[0] / run.reference,
@@ -543,16 +544,14 @@ def fleet_table(fleet: list[Progressive]) -> str:
             run.split / alone[run.round],
         )
         for name, value in (("first", first), ("whole", whole), ("split", split)):
-            ratios.setdefault(f"{name} {run.workers}", []).append(value)
+            ratios.setdefault((name, run.workers), []).append(value)
         rows.append(
             f"| {run.round} | {run.workers} | {run.parts} | {run.split:.2f} s | {run.clips_seen[0]:.1f} s "
             f"| {run.clips_seen[-1]:.1f} s | {run.processed:.1f} s | {run.reference:.1f} s "
             f"| {first:.2f} | {whole:.2f} | {100 * split:.1f} % |"
         )
     for workers in (1, 2):
-        median = {
-            name: statistics.median(ratios[f"{name} {workers}"]) for name in ("first", "whole", "split")
-        }
+        median = {name: statistics.median(ratios[name, workers]) for name in ("first", "whole", "split")}
         rows.append(
             f"| **median** | {workers} | | | | | | | **{median['first']:.2f}** | **{median['whole']:.2f}** "
             f"| {100 * median['split']:.1f} % |"

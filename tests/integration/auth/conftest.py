@@ -65,4 +65,4 @@ def make_api(settings: Settings, auth_server: AuthServer) -> Iterator[Callable[.
 def fresh_minute():
     """Login limits count in whole minutes: a test that needs its attempts in one minute
     starts at least 15 s before the next (a loaded machine checks about 10 passwords a second)."""
-    start_early_in_a_minute(15)
+    start_early_in_a_minute()
