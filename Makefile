@@ -27,6 +27,12 @@ LOCK_STAMP := $(VENV)/.installed-$(LOCK)
 SCAN_VENV := .venv-scan
 SCAN_LOCK := requirements-scan.lock
 SCAN_STAMP := $(SCAN_VENV)/.installed-$(SCAN_LOCK)
+# uv installs both virtualenvs from their locks (pip took 165 s of a clean clone's run,
+# uv about 10 s: docs/benchmarks.md) and compiles the locks; pip installs uv itself.
+UV_LOCK := requirements-uv.lock
+UV_STAMP := $(VENV)/.installed-$(UV_LOCK)
+UV := $(VENV)/bin/uv
+UV_INSTALL := $(UV) pip install -q --no-deps --require-hashes
 # The tus-js-client the resumable-upload tests drive with node (tests/js).
 JS_DIR := tests/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed-package-lock.json
@@ -70,8 +76,12 @@ system-packages:
 $(PYTHON):
 	python3 -m venv $(VENV)
 
-$(LOCK_STAMP): $(LOCK) | $(PYTHON)
-	$(PIP) install -q --disable-pip-version-check --no-deps --require-hashes -r $(LOCK)
+$(UV_STAMP): $(UV_LOCK) | $(PYTHON)
+	$(PIP) install -q --disable-pip-version-check --no-deps --require-hashes -r $(UV_LOCK)
+	touch $@
+
+$(LOCK_STAMP): $(LOCK) $(UV_STAMP) | $(PYTHON)
+	$(UV_INSTALL) --python $(PYTHON) -r $(LOCK)
 	touch $@
 
 $(JS_STAMP): $(JS_DIR)/package-lock.json | system-packages
@@ -82,8 +92,8 @@ $(JS_STAMP): $(JS_DIR)/package-lock.json | system-packages
 $(SCAN_VENV)/bin/python:
 	python3 -m venv $(SCAN_VENV)
 
-$(SCAN_STAMP): $(SCAN_LOCK) | $(SCAN_VENV)/bin/python
-	$(SCAN_VENV)/bin/pip install -q --disable-pip-version-check --no-deps --require-hashes -r $(SCAN_LOCK)
+$(SCAN_STAMP): $(SCAN_LOCK) $(UV_STAMP) | $(SCAN_VENV)/bin/python
+	$(UV_INSTALL) --python $(SCAN_VENV)/bin/python -r $(SCAN_LOCK)
 	touch $@
 
 pstest: install ## build the Pub/Sub fake (.local/bin/pstest) if its source changed
@@ -131,14 +141,11 @@ migrate: install ## migrate the local stack's database (DATABASE_URL, or the one
 
 # Existing pins are kept unless LOCK_ARGS=--upgrade; the images' runtime lock is
 # constrained by the main lock, so both always agree on every version they share.
-lock: | $(PYTHON) ## re-resolve pyproject.toml into the hash-pinned lock files
-	@command -v uv >/dev/null || [ -x $(VENV)/bin/uv ] || $(PIP) install -q --disable-pip-version-check uv
-	@uv=$$(command -v uv || echo $(VENV)/bin/uv); \
-	$$uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 $(LOCK_ARGS) -o $(LOCK) -q; \
-	$$uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -c $(LOCK) -o requirements-runtime.lock -q; \
-	if [ -f requirements-scan.in ]; then \
-	  $$uv pip compile requirements-scan.in --generate-hashes --python-version 3.11 $(LOCK_ARGS) -o requirements-scan.lock -q; \
-	fi
+lock: $(UV_STAMP) ## re-resolve pyproject.toml into the hash-pinned lock files
+	$(UV) pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 $(LOCK_ARGS) -o $(LOCK) -q
+	$(UV) pip compile pyproject.toml --generate-hashes --python-version 3.11 -c $(LOCK) -o requirements-runtime.lock -q
+	$(UV) pip compile requirements-scan.in --generate-hashes --python-version 3.11 $(LOCK_ARGS) -o $(SCAN_LOCK) -q
+	$(UV) pip compile requirements-uv.in --generate-hashes --python-version 3.11 $(LOCK_ARGS) -o $(UV_LOCK) -q
 
 clean: ## delete local state: database cluster, stored objects, keys, logs, builds
 	@if [ -x $(PYTHON) ]; then $(PYTHON) -m infra.local clean; else rm -rf .local; fi

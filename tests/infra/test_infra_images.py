@@ -14,10 +14,8 @@ import pytest
 from tests.support.infra import DOCKERFILES, REPO, SERVICES, TERRAFORM, dockerfile_instructions, final_stage
 
 SCAN_VENV = REPO / ".venv-scan"
-INSTALL_SCAN = (
-    "python3 -m venv .venv-scan && .venv-scan/bin/pip install --no-deps "
-    "--require-hashes -r requirements-scan.lock"
-)
+# The Makefile's install step (uv, from requirements-scan.lock).
+INSTALL_SCAN = "make install"
 
 
 def _base_images() -> set[str]:
