@@ -27,10 +27,14 @@ def outage_stack(tmp_path_factory, pubsub_emulator_host, storage_emulator_host) 
         pubsub_emulator_host=pubsub_emulator_host,
         storage_emulator_host=storage_emulator_host,
         transcoder_workers=1,
-        # A worker stops its ffmpeg at the first failed re-read of the task
-        # (its claim may be gone with the database session): re-reading every
-        # 5 s with progress every 0.5 s keeps events flowing into the outage.
-        settings={"progress_interval_seconds": "0.5", "cancel_poll_seconds": "5"},
+        # A worker stops its ffmpeg at the first failed re-read of the task (its
+        # claim may be gone with the database session). The outage starts at a
+        # random point of the re-read period, so with re-reads every 5 s the events
+        # flowing into it could last anything from 5 s to none (seen once in a
+        # clean-clone run: the re-read came 2.2 s in and no progress event came
+        # first). Re-reading every 30 s, the first task's ffmpeg runs on through the
+        # outage, its progress published every 0.5 s.
+        settings={"progress_interval_seconds": "0.5", "cancel_poll_seconds": "30"},
     ) as stack:
         yield stack
 
