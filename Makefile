@@ -27,8 +27,9 @@ LOCK_STAMP := $(VENV)/.installed-$(LOCK)
 SCAN_VENV := .venv-scan
 SCAN_LOCK := requirements-scan.lock
 SCAN_STAMP := $(SCAN_VENV)/.installed-$(SCAN_LOCK)
-# uv installs both virtualenvs from their locks (pip took 165 s of a clean clone's run,
-# uv about 10 s: docs/benchmarks.md) and compiles the locks; pip installs uv itself.
+# uv installs both virtualenvs from their locks (on a clean clone pip took 165 s, uv 23 s
+# with the virtualenvs and its own install: docs/benchmarks.md) and compiles the locks;
+# pip installs uv itself.
 UV_LOCK := requirements-uv.lock
 UV_STAMP := $(VENV)/.installed-$(UV_LOCK)
 UV := $(VENV)/bin/uv
