@@ -118,11 +118,17 @@ def _api_workers(local_stack) -> list[psutil.Process]:
 
 
 def _head(base: str, athlete: PlatformClient, upload_id: str, timeout: float = 60) -> requests.Response:
-    """HEAD through the gateway, waiting out the moments no api worker is up yet."""
+    """HEAD through the gateway, waiting out the moments no api worker is up yet.
+
+    The request may wait in the api's listen queue while gunicorn boots the worker that
+    replaces a killed one (several seconds of imports, more on a loaded machine), so
+    each try may take what is left of ``timeout``.
+    """
     deadline = time.monotonic() + timeout
     while True:
+        left = max(deadline - time.monotonic(), 1.0)
         try:
-            response = athlete.session.head(f"{base}/uploads/{upload_id}", headers=TUS, timeout=10)
+            response = athlete.session.head(f"{base}/uploads/{upload_id}", headers=TUS, timeout=left)
             if response.status_code != 503 or time.monotonic() > deadline:
                 return response
         except requests.ConnectionError:
