@@ -13,6 +13,7 @@ from infra.local.process import http_probe
 from shared.tables import outbox, tasks
 from shared.tokens import issue_token
 from tests.support.api import api_process, pull_events
+from tests.support.worker import wait_for
 
 
 def test_a_crash_between_commit_and_publish_loses_no_task(
@@ -61,10 +62,16 @@ def test_a_crash_between_commit_and_publish_loses_no_task(
     try:
         restarted.wait_ready(http_probe(f"{restarted_url}/healthz"), timeout=60)
         events = pull_events(api_settings, api_settings.subscription_transcoder, task_id=task.id, timeout=30)
+        # The relay marks the row once Pub/Sub has confirmed the publish, which can be
+        # after the message is already pulled here.
+        wait_for(lambda: _published_at(engine), timeout=30, what="the outbox row marked published")
     finally:
         restarted.stop()
 
     assert [e.event_type for e in events] == ["TaskSubmitted"]
     assert events[0].owner_id == alice.id and events[0].task_id == uuid.UUID(str(task.id))
+
+
+def _published_at(engine):
     with engine.connect() as conn:
-        assert conn.execute(select(outbox.c.published_at)).scalar_one() is not None
+        return conn.execute(select(outbox.c.published_at)).scalar_one()
