@@ -99,9 +99,16 @@ def test_stateful_scenarios_find_no_500_no_schema_violation_and_no_leak(local_st
                     f"{case.method} {case.formatted_path} -> {response.status_code} leaks {found}"
                 )
 
+    # Derandomized: the same scenarios every run. Random ones chained no GET of a created
+    # task in one run of 40 (19 tasks created, 4 deleted through links), and the coverage
+    # checks below cannot hold by chance.
     Scenarios.run(
         settings=settings(
-            max_examples=40, stateful_step_count=8, deadline=None, suppress_health_check=list(HealthCheck)
+            max_examples=40,
+            stateful_step_count=8,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
         )
     )
 
