@@ -101,7 +101,7 @@ def test_stateful_scenarios_find_no_500_no_schema_violation_and_no_leak(local_st
 
     # Derandomized: the same scenarios every run. Random ones chained no GET of a created
     # task in one run of 40 (19 tasks created, 4 deleted through links), and the coverage
-    # checks below cannot hold by chance.
+    # checks below must not depend on chance.
     Scenarios.run(
         settings=settings(
             max_examples=40,
